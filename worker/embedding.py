@@ -1,0 +1,120 @@
+"""The bi-encoder zero-shot classifier (the embedded default, all-MiniLM-L6-v2).
+
+The text and each label are embedded apart (mean pooling, L2-normalised) and compared by cosine. A label's
+prototype is the embedding of its hypothesis text (the description when given, else the name, put into the
+template when the request has one); with example texts, the prototype is the normalised sum of that vector
+and the mean of the examples' vectors (few-shot without training). Label and example vectors are cached.
+Cost does not grow with the number of labels once their vectors are cached.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import numpy as np
+
+from schemas import ClassifyRequest, Label
+from worker.batching import pad_run, plan_runs
+from worker.models import ModelCard
+from worker.onnx import OnnxModel
+from worker.results import Scored, shares
+from worker.scoring import cosine_scores
+from worker.tokenization import TextEncoder
+
+
+def _normalise(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    out: np.ndarray = vectors / np.maximum(norms, 1e-12)
+    return out
+
+
+class EmbeddingClassifier:
+    def __init__(
+        self,
+        card: ModelCard,
+        model: OnnxModel,
+        *,
+        token_budget: int,
+        max_pairs_per_run: int,
+        cache_size: int,
+        temperature: float,
+        center: float,
+        scale: float,
+    ) -> None:
+        self.card = card
+        self.model = model
+        self.encoder = TextEncoder(card, model.static_sequence_length)
+        self.token_budget = token_budget
+        self.max_items = max_pairs_per_run
+        self.cache_size = cache_size
+        self.temperature, self.center, self.scale = temperature, center, scale
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+
+    def embed(self, texts: Sequence[str]) -> tuple[np.ndarray, list[bool]]:
+        """L2-normalised mean-pooled embeddings [texts, dim] and whether each text was truncated."""
+        encoded = self.encoder.encode_texts(list(texts))
+        static = self.model.static_sequence_length
+        plan = plan_runs([len(e) for e in encoded], self.token_budget, self.max_items, static)
+        vectors: np.ndarray | None = None
+        for run in plan.runs:
+            feeds = pad_run([encoded[i] for i in run], self.encoder.pad_id, static, token_types=self.card.token_types)
+            hidden = self.model.run(feeds)  # [n, seq, dim]
+            mask = feeds["attention_mask"][..., None].astype(np.float32)
+            pooled = (hidden * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1.0)
+            if vectors is None:
+                vectors = np.empty((len(encoded), pooled.shape[-1]), dtype=np.float32)
+            vectors[list(run)] = _normalise(pooled)
+        assert vectors is not None, "nothing to embed"
+        return vectors, [e.truncated for e in encoded]
+
+    def cached_vectors(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        """Vectors of label and example texts, computing only the ones not cached yet."""
+        missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+        found = {t: self._cache[t] for t in texts if t in self._cache}
+        if missing:
+            vectors, _ = self.embed(missing)
+            found.update(zip(missing, vectors, strict=True))
+        for text, vector in found.items():
+            self._cache[text] = vector
+            self._cache.move_to_end(text)
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return found
+
+    @staticmethod
+    def label_text(request: ClassifyRequest, label: Label) -> str:
+        template = request.hypothesis_template or "{}"
+        return template.format(label.hypothesis_text)
+
+    def prototypes(self, request: ClassifyRequest, vectors: dict[str, np.ndarray]) -> np.ndarray:
+        rows = []
+        for label in request.labels:
+            vector = vectors[self.label_text(request, label)]
+            if label.examples:
+                vector = vector + np.mean([vectors[e] for e in label.examples], axis=0)
+            rows.append(vector)
+        return _normalise(np.stack(rows))
+
+    def score(self, requests: Sequence[ClassifyRequest]) -> list[Scored]:
+        started = time.perf_counter()
+        texts = list(dict.fromkeys(r.text for r in requests))
+        text_vectors, truncated = self.embed(texts)
+        row = {text: i for i, text in enumerate(texts)}
+        wanted = [self.label_text(r, label) for r in requests for label in r.labels]
+        wanted += [example for r in requests for label in r.labels for example in label.examples]
+        vectors = self.cached_vectors(wanted)
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        results = []
+        for request, ms in zip(requests, shares(elapsed_ms, [1] * len(requests)), strict=True):
+            cosines = self.prototypes(request, vectors) @ text_vectors[row[request.text]]
+            scores = cosine_scores(
+                cosines,
+                multi_label=request.multi_label,
+                temperature=self.temperature,
+                center=self.center,
+                scale=self.scale,
+            )
+            results.append(Scored(tuple(float(s) for s in scores), truncated[row[request.text]], ms))
+        return results

@@ -1,0 +1,132 @@
+"""The engine: parsed requests in, results out, no queue. Loads each model once and keeps it warm.
+
+A failure never takes batch-mates down: a request naming an unknown model gets its own `unknown_model`
+error; if a model run fails, the group is retried one request at a time so only the culprit gets an
+`internal_error`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+from schemas import ClassificationResult, ClassifyRequest, ErrorCode, ErrorDetail, ErrorResult, ParsedRequest
+from worker.embedding import EmbeddingClassifier
+from worker.errors import ModelError, RequestRejected
+from worker.models import ModelCard, ModelRegistry, describe_directory
+from worker.nli import NliClassifier
+from worker.onnx import OnnxModel, SessionSpec
+from worker.results import Scored, build_result
+from worker.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Outcome = ClassificationResult | ErrorResult
+
+
+class Classifier(Protocol):
+    card: ModelCard
+
+    def score(self, requests: Sequence[ClassifyRequest]) -> list[Scored]: ...
+
+
+def load_classifier(card: ModelCard, settings: Settings) -> Classifier:
+    model = OnnxModel(card.onnx_path, SessionSpec.from_settings(settings))
+    if card.kind == "nli":
+        return NliClassifier(
+            card, model, token_budget=settings.token_budget, max_pairs_per_run=settings.max_pairs_per_run
+        )
+    return EmbeddingClassifier(
+        card,
+        model,
+        token_budget=settings.token_budget,
+        max_pairs_per_run=settings.max_pairs_per_run,
+        cache_size=settings.embedding_cache_size,
+        temperature=settings.embedding_temperature,
+        center=settings.embedding_center,
+        scale=settings.embedding_scale,
+    )
+
+
+def error_for(request: ClassifyRequest, code: ErrorCode, message: str, field: str | None = None) -> ErrorResult:
+    return ErrorResult(
+        id=request.id,
+        code=code,
+        field=field,
+        message=message,
+        errors=(ErrorDetail(code=code, field=field, message=message),),
+        metadata=request.metadata,
+    )
+
+
+class Engine:
+    """Warm classifiers by model name. `allow_paths` (the local CLI only) also accepts a model directory path."""
+
+    def __init__(self, settings: Settings, registry: ModelRegistry | None = None, *, allow_paths: bool = False) -> None:
+        self.settings = settings
+        self.registry = registry or ModelRegistry(settings.models_dir, prefer_quantized=settings.prefer_quantized)
+        self.allow_paths = allow_paths
+        self._classifiers: dict[str, Classifier] = {}
+
+    def classifier(self, name: str | None = None) -> Classifier:
+        """The warm classifier for a model name (the default model when None); loads it on first use."""
+        name = name or self.settings.model
+        if name not in self._classifiers:
+            started = time.perf_counter()
+            self._classifiers[name] = load_classifier(self._card(name), self.settings)
+            log.info("loaded model %s in %.0f ms", name, (time.perf_counter() - started) * 1000)
+        return self._classifiers[name]
+
+    def _card(self, name: str) -> ModelCard:
+        if self.allow_paths and Path(name).is_dir():
+            return describe_directory(Path(name), prefer_quantized=self.settings.prefer_quantized)
+        return self.registry.card(name)
+
+    def classify(self, batch: Sequence[ParsedRequest]) -> list[Outcome]:
+        """One outcome per parsed request, in order. Never raises for a request's sake."""
+        started = time.perf_counter()
+        groups: dict[str, list[int]] = defaultdict(list)
+        for index, parsed in enumerate(batch):
+            groups[parsed.request.model or self.settings.model].append(index)
+        scored: dict[int, tuple[Scored, ModelCard] | ErrorResult] = {}
+        for name, indices in groups.items():
+            requests = [batch[i].request for i in indices]
+            try:
+                classifier = self.classifier(name)
+            except RequestRejected as exc:
+                scored.update({i: error_for(r, exc.code, exc.message, exc.field) for i, r in zip(indices, requests)})
+                continue
+            except ModelError as exc:
+                log.error("model %s cannot be loaded: %s", name, exc)
+                message = f"model {name!r} cannot be loaded on this worker"
+                scored.update({i: error_for(r, ErrorCode.INTERNAL_ERROR, message, "model")
+                               for i, r in zip(indices, requests)})
+                continue
+            for i, outcome in zip(indices, self._score_isolated(classifier, requests), strict=True):
+                scored[i] = outcome if isinstance(outcome, ErrorResult) else (outcome, classifier.card)
+        batch_ms = (time.perf_counter() - started) * 1000
+        results: list[Outcome] = []
+        for i, parsed in enumerate(batch):
+            outcome = scored[i]
+            if isinstance(outcome, ErrorResult):
+                results.append(outcome)
+            else:
+                results.append(
+                    build_result(parsed.request, outcome[0], outcome[1], batch_ms=batch_ms,
+                                 text_truncated=parsed.truncated)
+                )
+        return results
+
+    def _score_isolated(self, classifier: Classifier, requests: list[ClassifyRequest]) -> list[Scored | ErrorResult]:
+        """Score a group; if the run fails, retry one by one so only the request that breaks it fails."""
+        try:
+            return list(classifier.score(requests))
+        except Exception as exc:  # onnxruntime and tokenizers raise untyped errors; isolate, never propagate
+            if len(requests) > 1:
+                return [self._score_isolated(classifier, [request])[0] for request in requests]
+            log.exception("model run failed for request %s", requests[0].id)
+            return [error_for(requests[0], ErrorCode.INTERNAL_ERROR, f"model run failed: {type(exc).__name__}")]

@@ -1,0 +1,77 @@
+"""The NLI cross-encoder zero-shot classifier (the seed model and its siblings).
+
+Many requests at once, each with its own labels and template: their (text, hypothesis) pairs are flattened,
+identical pairs computed once, sorted by length and cut into runs by a padded-token budget.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+from schemas import DEFAULT_TEMPLATE, ClassifyRequest
+from worker.batching import RunPlan, pad_run, plan_runs
+from worker.models import ModelCard
+from worker.onnx import OnnxModel
+from worker.results import Scored, shares
+from worker.scoring import nli_scores
+from worker.tokenization import Encoded, TextEncoder
+
+
+class NliClassifier:
+    def __init__(self, card: ModelCard, model: OnnxModel, *, token_budget: int, max_pairs_per_run: int) -> None:
+        self.card = card
+        self.model = model
+        self.encoder = TextEncoder(card, model.static_sequence_length)
+        self.token_budget = token_budget
+        self.max_pairs_per_run = max_pairs_per_run
+        self.last_plan: RunPlan | None = None  # for metrics and benchmarks
+
+    def score(self, requests: Sequence[ClassifyRequest]) -> list[Scored]:
+        pair_index: dict[tuple[str, str], int] = {}
+        per_request: list[list[int]] = []
+        for request in requests:
+            template = request.hypothesis_template or DEFAULT_TEMPLATE
+            per_request.append(
+                [
+                    pair_index.setdefault((request.text, template.format(label.hypothesis_text)), len(pair_index))
+                    for label in request.labels
+                ]
+            )
+        encoded = self.encoder.encode_pairs(list(pair_index))
+        started = time.perf_counter()
+        logits = self.run_pairs(encoded)
+        model_ms = (time.perf_counter() - started) * 1000
+        times = shares(model_ms, [len(indices) for indices in per_request])
+        return [
+            Scored(
+                scores=tuple(
+                    float(s)
+                    for s in nli_scores(
+                        logits[indices],
+                        multi_label=request.multi_label,
+                        entailment_id=self.card.entailment_id,
+                        contradiction_id=self.card.contradiction_id,
+                    )
+                ),
+                truncated=any(encoded[i].truncated for i in indices),
+                inference_ms=ms,
+            )
+            for request, indices, ms in zip(requests, per_request, times, strict=True)
+        ]
+
+    def run_pairs(self, encoded: Sequence[Encoded]) -> np.ndarray:
+        """Logits [pairs, classes] for encoded pairs, in their order."""
+        static = self.model.static_sequence_length
+        plan = plan_runs([len(e) for e in encoded], self.token_budget, self.max_pairs_per_run, static)
+        self.last_plan = plan
+        logits: np.ndarray | None = None
+        for run in plan.runs:
+            out = self.model.run(pad_run([encoded[i] for i in run], self.encoder.pad_id, static, token_types=self.card.token_types))
+            if logits is None:
+                logits = np.empty((len(encoded), out.shape[-1]), dtype=np.float32)
+            logits[list(run)] = out
+        assert logits is not None, "no pairs to run"
+        return logits

@@ -1,0 +1,79 @@
+"""The only module that imports onnxruntime: sessions (providers, threads), running them, int8 quantisation."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from worker.errors import ModelError
+from worker.settings import Settings
+
+log = logging.getLogger(__name__)
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+
+def choose_providers(requested: tuple[str, ...]) -> list[str]:
+    """The requested providers that this onnxruntime build has; by default CUDA when present, then CPU."""
+    available = ort.get_available_providers()
+    wanted = list(requested) if requested else [CUDA, CPU]
+    chosen = [p for p in wanted if p in available]
+    missing = [p for p in requested if p not in available]
+    if missing:
+        log.warning("onnxruntime providers not available here: %s (have %s)", missing, available)
+    return chosen or [CPU]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSpec:
+    providers: tuple[str, ...] = ()
+    intra_op_threads: int = 0
+    inter_op_threads: int = 1
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SessionSpec:
+        return cls(settings.providers, settings.intra_op_threads, settings.inter_op_threads)
+
+
+class OnnxModel:
+    """A warm inference session and the facts its graph declares (input names, static sequence length)."""
+
+    def __init__(self, path: Path, spec: SessionSpec) -> None:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = spec.intra_op_threads
+        options.inter_op_num_threads = spec.inter_op_threads
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        try:
+            self._session = ort.InferenceSession(str(path), options, providers=choose_providers(spec.providers))
+        except Exception as exc:  # onnxruntime raises its own untyped errors for unreadable graphs
+            raise ModelError(f"cannot load ONNX model {path}: {exc}") from exc
+        self.path = path
+        inputs = self._session.get_inputs()
+        self.input_names: frozenset[str] = frozenset(i.name for i in inputs)
+        ids = next((i for i in inputs if i.name == "input_ids"), None)
+        if ids is None:
+            raise ModelError(f"{path} has no input_ids input (inputs: {sorted(self.input_names)})")
+        length = ids.shape[1] if len(ids.shape) > 1 else None
+        self.static_sequence_length: int | None = length if isinstance(length, int) and length > 0 else None
+        self.output_name: str = self._session.get_outputs()[0].name
+        self.providers: list[str] = self._session.get_providers()
+
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """Run the graph on the declared inputs among `feeds`; returns the first output."""
+        declared = {name: array for name, array in feeds.items() if name in self.input_names}
+        outputs = self._session.run([self.output_name], declared)
+        return np.asarray(outputs[0])
+
+
+def quantize_int8(source: Path, target: Path) -> None:
+    """onnxruntime dynamic quantisation (int8 weights, activations quantised at run time)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8)

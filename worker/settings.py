@@ -1,0 +1,68 @@
+"""One settings object for the whole worker side, read from `LABELQ_*` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from schemas import RequestLimits
+from schemas.limits import (
+    DEFAULT_MAX_EXAMPLES_PER_LABEL,
+    DEFAULT_MAX_LABEL_CHARS,
+    DEFAULT_MAX_LABELS,
+    DEFAULT_MAX_METADATA_BYTES,
+    DEFAULT_MAX_TEXT_CHARS,
+)
+from worker.constants import BUILTIN_EMBEDDING_MODEL, ENV_PREFIX
+
+
+class Settings(BaseSettings):
+    """Every knob of labelq. Environment: `LABELQ_<NAME>` (e.g. `LABELQ_MODEL`, `LABELQ_TOKEN_BUDGET`)."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
+
+    # models
+    model: str = Field(BUILTIN_EMBEDDING_MODEL, description="Default model: a model name or the embedded default")
+    models_dir: Path = Field(Path.home() / ".cache" / "labelq" / "models", description="Where pulled models live")
+    prefer_quantized: bool = Field(True, description="Load onnx/model_quantized.onnx (int8) when a model has it")
+    # onnxruntime
+    providers: tuple[str, ...] = Field((), description="onnxruntime providers; empty: CUDA when available, else CPU")
+    intra_op_threads: int = Field(0, ge=0, description="Threads per session (0: onnxruntime's default, all cores)")
+    inter_op_threads: int = Field(1, ge=1, description="Inter-op threads per session")
+    # batching inside the engine
+    token_budget: int = Field(8192, ge=64, description="Padded tokens per model run (pairs x padded length)")
+    max_pairs_per_run: int = Field(64, ge=1, description="Most (text, label) pairs in one model run")
+    # request limits
+    max_labels: int = Field(DEFAULT_MAX_LABELS, ge=1, description="Most candidate labels in one request")
+    max_text_chars: int = Field(DEFAULT_MAX_TEXT_CHARS, ge=1, description="Longest accepted text, in characters")
+    text_overflow: Literal["reject", "truncate"] = Field(
+        "reject", description="Over-long text: reject it (text_too_long) or cut it and flag the result"
+    )
+    max_label_chars: int = Field(DEFAULT_MAX_LABEL_CHARS, ge=1, description="Longest label name")
+    max_examples_per_label: int = Field(DEFAULT_MAX_EXAMPLES_PER_LABEL, ge=0, description="Few-shot examples per label")
+    max_metadata_bytes: int = Field(DEFAULT_MAX_METADATA_BYTES, ge=0, description="Largest metadata, as JSON bytes")
+    # embedding classifier
+    embedding_cache_size: int = Field(4096, ge=0, description="Label and example embeddings kept in memory")
+    embedding_temperature: float = Field(
+        0.05, gt=0, description="Single-label: softmax(cosine / temperature) over the labels"
+    )
+    embedding_center: float = Field(0.35, description="Multi-label: sigmoid((cosine - center) / scale)")
+    embedding_scale: float = Field(0.05, gt=0, description="Multi-label: sigmoid((cosine - center) / scale)")
+
+    def limits(self) -> RequestLimits:
+        return RequestLimits(
+            max_labels=self.max_labels,
+            max_text_chars=self.max_text_chars,
+            text_overflow=self.text_overflow,
+            max_label_chars=self.max_label_chars,
+            max_examples_per_label=self.max_examples_per_label,
+            max_metadata_bytes=self.max_metadata_bytes,
+        )
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment, with explicit overrides (CLI flags, tests) on top."""
+    return Settings(**overrides)  # type: ignore[arg-type]
