@@ -21,7 +21,6 @@ _BUILTIN_CODES: dict[str, ErrorCode] = {
     "json_invalid": ErrorCode.INVALID_JSON,
     "json_type": ErrorCode.INVALID_JSON,
     "model_type": ErrorCode.WRONG_TYPE,
-    "model_attributes_type": ErrorCode.INVALID_JSON,
     "literal_error": ErrorCode.UNSUPPORTED_SCHEMA_VERSION,
     "string_pattern_mismatch": ErrorCode.WRONG_TYPE,
 }
@@ -81,6 +80,8 @@ def _error(request_id: str | None, code: ErrorCode, field: str | None, message: 
 def _code(error_type: str, loc: tuple[int | str, ...]) -> ErrorCode:
     if error_type == "string_pattern_mismatch" and loc[:1] == ("id",):
         return ErrorCode.INVALID_ID
+    if not loc and error_type in ("model_type", "model_attributes_type", "dict_type"):
+        return ErrorCode.INVALID_JSON  # the message is JSON, but not an object
     try:
         return ErrorCode(error_type)  # our own PydanticCustomError types are the codes themselves
     except ValueError:

@@ -88,25 +88,26 @@ class Engine:
 
     def classify(self, batch: Sequence[ParsedRequest]) -> list[Outcome]:
         """One outcome per parsed request, in order. Never raises for a request's sake."""
-        started = time.perf_counter()
         groups: dict[str, list[int]] = defaultdict(list)
         for index, parsed in enumerate(batch):
             groups[parsed.request.model or self.settings.model].append(index)
         scored: dict[int, tuple[Scored, ModelCard] | ErrorResult] = {}
+        classifiers: dict[str, Classifier] = {}
         for name, indices in groups.items():
-            requests = [batch[i].request for i in indices]
             try:
-                classifier = self.classifier(name)
+                classifiers[name] = self.classifier(name)
             except RequestRejected as exc:
-                scored.update({i: error_for(r, exc.code, exc.message, exc.field) for i, r in zip(indices, requests)})
-                continue
+                scored.update({i: error_for(batch[i].request, exc.code, exc.message, exc.field) for i in indices})
             except ModelError as exc:
                 log.error("model %s cannot be loaded: %s", name, exc)
                 message = f"model {name!r} cannot be loaded on this worker"
-                scored.update({i: error_for(r, ErrorCode.INTERNAL_ERROR, message, "model")
-                               for i, r in zip(indices, requests)})
-                continue
-            for i, outcome in zip(indices, self._score_isolated(classifier, requests), strict=True):
+                scored.update({i: error_for(batch[i].request, ErrorCode.INTERNAL_ERROR, message, "model")
+                               for i in indices})
+        started = time.perf_counter()  # after loading: batch time is model time, not start-up time
+        for name, classifier in classifiers.items():
+            indices = groups[name]
+            outcomes = self._score_isolated(classifier, [batch[i].request for i in indices])
+            for i, outcome in zip(indices, outcomes, strict=True):
                 scored[i] = outcome if isinstance(outcome, ErrorResult) else (outcome, classifier.card)
         batch_ms = (time.perf_counter() - started) * 1000
         results: list[Outcome] = []

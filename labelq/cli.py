@@ -1,0 +1,254 @@
+"""The `labelq` command: one function per subcommand, no logic of its own (it calls worker/ and producer/)."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from schemas import ClassificationResult, ErrorResult, RequestLimits, parse_request
+
+
+def _settings(**overrides: Any) -> Any:
+    from worker.settings import load_settings
+
+    return load_settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def _engine(model: str | None, **overrides: Any) -> Any:
+    from worker.engine import Engine
+
+    return Engine(_settings(model=model, **overrides), allow_paths=True)
+
+
+def _print_result(outcome: ClassificationResult | ErrorResult, as_json: bool) -> None:
+    if as_json:
+        click.echo(outcome.model_dump_json(indent=2))
+    elif isinstance(outcome, ErrorResult):
+        where = f" ({outcome.field})" if outcome.field else ""
+        click.echo(f"error {outcome.code.value}{where}: {outcome.message}", err=True)
+    else:
+        width = max(len(item.label) for item in outcome.labels)
+        for item in outcome.labels:
+            mark = "*" if item.accepted else " "
+            click.echo(f"{mark} {item.label:<{width}}  {item.score:.4f}")
+        click.echo(f"top: {outcome.top}   model: {outcome.model}@{outcome.model_revision}"
+                   f"{'   (text truncated)' if outcome.truncated else ''}")
+
+
+@click.group()
+@click.version_option(package_name="labelq")
+def main() -> None:
+    """labelq: zero-shot text classification as a streaming service on message queues."""
+
+
+@main.command()
+@click.argument("text")
+@click.option("--labels", required=True, help="Comma-separated candidate labels")
+@click.option("--multi-label", is_flag=True, help="Score each label independently")
+@click.option("--template", default=None, help="Hypothesis template containing {}")
+@click.option("--threshold", type=float, default=None, help="Accept labels at or above this score")
+@click.option("--model", default=None, help="Model name or directory (default: the embedded MiniLM)")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (the wire format)")
+def classify(
+    text: str, labels: str, multi_label: bool, template: str | None, threshold: float | None, model: str | None,
+    as_json: bool,
+) -> None:
+    """Classify TEXT against candidate labels, locally (no queue)."""
+    message: dict[str, Any] = {
+        "text": text,
+        "labels": [label.strip() for label in labels.split(",")],
+        "multi_label": multi_label,
+    }
+    if template is not None:
+        message["hypothesis_template"] = template
+    if threshold is not None:
+        message["thresholds"] = threshold
+    outcome = _classify_one(json.dumps(message), model)
+    _print_result(outcome, as_json)
+    sys.exit(1 if isinstance(outcome, ErrorResult) else 0)
+
+
+def _classify_one(raw: str, model: str | None) -> ClassificationResult | ErrorResult:
+    engine = _engine(model)
+    parsed = parse_request(raw, engine.settings.limits())
+    if isinstance(parsed, ErrorResult):
+        return parsed
+    return engine.classify([parsed])[0]  # type: ignore[no-any-return]
+
+
+@main.command("classify-file")
+@click.argument("source", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", "target", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--model", default=None, help="Model name or directory")
+@click.option("--batch-size", default=32, show_default=True, help="Requests per engine call")
+def classify_file(source: Path, target: Path, model: str | None, batch_size: int) -> None:
+    """Classify every request in SOURCE (JSON lines, the wire format) into OUT (one result per line)."""
+    engine = _engine(model)
+    limits: RequestLimits = engine.settings.limits()
+    lines = source.read_bytes().splitlines()
+    counts = {"ok": 0, "error": 0}
+    with target.open("w", encoding="utf-8") as out, click.progressbar(length=len(lines), label="classifying") as bar:
+        for start in range(0, len(lines), batch_size):
+            chunk = [line for line in lines[start : start + batch_size] if line.strip()]
+            parsed = [parse_request(line, limits) for line in chunk]
+            valid = [p for p in parsed if not isinstance(p, ErrorResult)]
+            classified = iter(engine.classify(valid))
+            for item in parsed:
+                outcome = item if isinstance(item, ErrorResult) else next(classified)
+                counts[outcome.status] += 1
+                out.write(outcome.model_dump_json() + "\n")
+            bar.update(len(lines[start : start + batch_size]))
+    click.echo(f"{counts['ok']} classified, {counts['error']} errors -> {target}")
+
+
+@main.command("eval")
+@click.argument("data", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--labels-file", required=True, type=click.Path(exists=True, path_type=Path), help="JSON list of labels")
+@click.option("--descriptions", type=click.Path(exists=True, path_type=Path), help="JSON map label -> description")
+@click.option("--template", default=None, help="Hypothesis template containing {}")
+@click.option("--model", default=None, help="Model name or directory")
+@click.option("--examples-from", type=click.Path(exists=True, path_type=Path),
+              help="Labelled JSONL to draw few-shot examples from (never the test file)")
+@click.option("--shots", default=0, show_default=True, help="Examples per label drawn from --examples-from")
+@click.option("--draws", default=1, show_default=True, help="Repeat with this many random draws (mean and spread)")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--fit-thresholds", "fit_to", type=click.Path(dir_okay=False, path_type=Path),
+              help="Fit per-label thresholds on DATA (use a held-apart split) and save them as JSON")
+@click.option("--limit", default=0, help="Use only the first N examples (0: all)")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON")
+def eval_command(
+    data: Path, labels_file: Path, descriptions: Path | None, template: str | None, model: str | None,
+    examples_from: Path | None, shots: int, draws: int, seed: int, fit_to: Path | None, limit: int, as_json: bool,
+) -> None:
+    """Accuracy, macro-F1 and the most confused pairs of a model on labelled DATA (JSON lines: text, label)."""
+    from worker import evaluation as ev
+
+    examples = ev.read_examples(data)[: limit or None]
+    names = ev.read_label_names(labels_file)
+    unknown = {ex.label for ex in examples} - set(names)
+    if unknown:
+        raise click.BadParameter(f"labels in the data but not in the labels file: {sorted(unknown)}")
+    described = json.loads(descriptions.read_text()) if descriptions else {}
+    pool = ev.read_examples(examples_from) if examples_from else []
+    if shots and not pool:
+        raise click.BadParameter("--shots needs --examples-from")
+    engine = _engine(model)
+    reports = []
+    for draw in range(draws):
+        labels = ev.build_labels(names, described, ev.draw_shots(pool, names, shots, seed + draw))
+        with click.progressbar(length=len(examples), label=f"draw {draw + 1}/{draws}", file=sys.stderr) as bar:
+            reports.append(ev.evaluate(engine, examples, labels, template=template, progress=bar.update))
+    report = reports[0]
+    summary = ev.report_dict(report)
+    if draws > 1:
+        summary["draws"] = {
+            "accuracy": [round(r.accuracy, 4) for r in reports],
+            "macro_f1": [round(r.macro_f1, 4) for r in reports],
+            "macro_f1_mean": round(statistics.mean(r.macro_f1 for r in reports), 4),
+            "macro_f1_stdev": round(statistics.stdev(r.macro_f1 for r in reports), 4),
+            "accuracy_mean": round(statistics.mean(r.accuracy for r in reports), 4),
+        }
+    if fit_to:
+        fitted = ev.fit_thresholds(report, [ex.label for ex in examples], names)
+        fit_to.write_text(json.dumps(fitted, indent=2) + "\n")
+        summary["thresholds_saved_to"] = str(fit_to)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    click.echo(f"examples: {report.n}  labels: {len(names)}  model: {engine.classifier(model).card.name}")
+    if draws > 1:
+        d = summary["draws"]
+        click.echo(f"accuracy: {d['accuracy_mean']:.4f}  macro-F1: {d['macro_f1_mean']:.4f} "
+                   f"± {d['macro_f1_stdev']:.4f} over {draws} draws of {shots} examples per label")
+    else:
+        click.echo(f"accuracy: {report.accuracy:.4f}  macro-F1: {report.macro_f1:.4f}")
+    click.echo("most confused (gold -> predicted: count):")
+    for gold, predicted, count in report.confused[:10]:
+        click.echo(f"  {gold} -> {predicted}: {count}")
+    if fit_to:
+        click.echo(f"per-label thresholds saved to {fit_to}")
+
+
+@main.group()
+def models() -> None:
+    """Install, list, quantise and verify models."""
+
+
+@models.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def models_list(as_json: bool) -> None:
+    """The models this machine has (the embedded default and those under LABELQ_MODELS_DIR)."""
+    from worker.models import ModelRegistry
+
+    settings = _settings()
+    registry = ModelRegistry(settings.models_dir, prefer_quantized=settings.prefer_quantized)
+    rows = []
+    for name in registry.names():
+        try:
+            card = registry.card(name)
+            rows.append({"name": name, "kind": card.kind, "revision": card.revision,
+                         "file": str(card.onnx_path), "default": name == settings.model})
+        except Exception as exc:  # a broken directory is listed with its problem, not hidden
+            rows.append({"name": name, "error": str(exc), "default": name == settings.model})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        flag = "*" if row["default"] else " "
+        detail = row.get("error") or f"{row['kind']:<9} {row['revision']}  {row['file']}"
+        click.echo(f"{flag} {row['name']:<55} {detail}")
+
+
+@models.command("pull")
+@click.argument("repo")
+@click.option("--revision", default=None, help="A branch, tag or commit of the Hub repo")
+def models_pull(repo: str, revision: str | None) -> None:
+    """Download a zero-shot model from the Hugging Face Hub (needs network and the `hub` extra)."""
+    from worker.management import hub_downloader, pull
+
+    card = pull(repo, _settings().models_dir, hub_downloader, revision)
+    click.echo(f"installed {card.name}@{card.revision} ({card.kind}) -> {card.onnx_path.parent.parent}")
+
+
+@models.command("quantize")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def models_quantize(directory: Path) -> None:
+    """Write onnx/model_quantized.onnx (dynamic int8) and report agreement with fp32 on a sample."""
+    from worker.management import quantize
+
+    result = quantize(directory)
+    click.echo(f"wrote {directory / 'onnx' / 'model_quantized.onnx'}")
+    click.echo(f"int8 vs fp32 on {result.pairs} label scores: max |diff| {result.max_abs_diff:.4f}, "
+               f"mean |diff| {result.mean_abs_diff:.4f}, same top label {result.top1_agreement:.0%}")
+
+
+@models.command("verify")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--write", is_flag=True, help="Write (or rewrite) the sha256 manifest instead of checking it")
+@click.option("--repo", default=None, help="With --write: the repo name to record")
+def models_verify(directory: Path, write: bool, repo: str | None) -> None:
+    """Check a model directory's files against its sha256 manifest (labelq-manifest.json)."""
+    from worker.management import verify_manifest, write_manifest
+    from worker.models import describe_directory
+
+    card = describe_directory(directory)
+    if write:
+        manifest = write_manifest(directory, repo=repo or card.name, revision=card.revision)
+        click.echo(f"wrote manifest of {len(manifest['files'])} files")  # type: ignore[arg-type]
+        return
+    problems = verify_manifest(directory)
+    for problem in problems:
+        click.echo(problem, err=True)
+    if problems:
+        sys.exit(1)
+    click.echo(f"ok: {card.name}@{card.revision} ({card.kind}, max length {card.max_length})")
+
+
+
+if __name__ == "__main__":
+    main()

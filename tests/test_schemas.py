@@ -1,0 +1,166 @@
+"""The wire contract: every bad input is an ErrorResult with a stable code and field, never an exception."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+
+from schemas import (
+    DEFAULT_THRESHOLD,
+    ClassificationResult,
+    ClassifyRequest,
+    ErrorCode,
+    ErrorResult,
+    ParsedRequest,
+    RequestLimits,
+    parse_request,
+    parse_result,
+)
+from schemas.jsonschema_files import DIRECTORY, MODELS, render
+
+VALID: dict[str, Any] = {"text": "I was charged twice", "labels": ["billing", "bug"]}
+
+
+def with_(**changes: Any) -> bytes:
+    message = {**VALID, **changes}
+    return json.dumps({k: v for k, v in message.items() if v is not ...}).encode()
+
+
+BAD_INPUT = [
+    # (case, raw message, expected code, expected field)
+    ("empty text", with_(text=""), ErrorCode.EMPTY_TEXT, "text"),
+    ("whitespace text", with_(text=" \n\t "), ErrorCode.EMPTY_TEXT, "text"),
+    ("text over the limit", with_(text="x" * 101), ErrorCode.TEXT_TOO_LONG, "text"),
+    ("no labels", with_(labels=[]), ErrorCode.NO_LABELS, "labels"),
+    ("labels missing", with_(labels=...), ErrorCode.MISSING_FIELD, "labels"),
+    ("text missing", with_(text=...), ErrorCode.MISSING_FIELD, "text"),
+    ("duplicate labels", with_(labels=["a", "b", "a"]), ErrorCode.DUPLICATE_LABELS, "labels"),
+    ("duplicate label objects", with_(labels=["a", {"name": "a"}]), ErrorCode.DUPLICATE_LABELS, "labels"),
+    ("too many labels", with_(labels=[f"l{i}" for i in range(6)]), ErrorCode.TOO_MANY_LABELS, "labels"),
+    ("empty label", with_(labels=["a", " "]), ErrorCode.EMPTY_LABEL, "labels.1.name"),
+    ("label too long", with_(labels=["a" * 31]), ErrorCode.LABEL_TOO_LONG, "labels.0.name"),
+    ("too many examples", with_(labels=[{"name": "a", "examples": ["x"] * 4}]), ErrorCode.TOO_MANY_EXAMPLES,
+     "labels.0.examples"),
+    ("template without {}", with_(hypothesis_template="This is it."), ErrorCode.INVALID_TEMPLATE,
+     "hypothesis_template"),
+    ("template with a named field", with_(hypothesis_template="{x} {}"), ErrorCode.INVALID_TEMPLATE,
+     "hypothesis_template"),
+    ("template with two {}", with_(hypothesis_template="{} or {}"), ErrorCode.INVALID_TEMPLATE,
+     "hypothesis_template"),
+    ("template unbalanced", with_(hypothesis_template="{} }"), ErrorCode.INVALID_TEMPLATE, "hypothesis_template"),
+    ("threshold above 1", with_(thresholds=1.5), ErrorCode.THRESHOLD_OUT_OF_RANGE, "thresholds"),
+    ("threshold below 0", with_(thresholds={"billing": -0.1}), ErrorCode.THRESHOLD_OUT_OF_RANGE, "thresholds"),
+    ("label threshold out of range", with_(labels=[{"name": "a", "threshold": 2}]),
+     ErrorCode.THRESHOLD_OUT_OF_RANGE, "labels.0.threshold"),
+    ("threshold for unknown label", with_(thresholds={"praise": 0.3}), ErrorCode.UNKNOWN_THRESHOLD_LABEL,
+     "thresholds"),
+    ("text of wrong type", with_(text=42), ErrorCode.WRONG_TYPE, "text"),
+    ("labels of wrong type", with_(labels="billing,bug"), ErrorCode.WRONG_TYPE, "labels"),
+    ("label of wrong type", with_(labels=["a", 7]), ErrorCode.WRONG_TYPE, "labels.1"),
+    ("multi_label as a string", with_(multi_label="yes"), ErrorCode.WRONG_TYPE, "multi_label"),
+    ("threshold as a string", with_(thresholds="0.5"), ErrorCode.WRONG_TYPE, "thresholds"),
+    ("metadata nested", with_(metadata={"a": {"b": 1}}), ErrorCode.WRONG_TYPE, "metadata.a"),
+    ("deadline without zone", with_(deadline="2030-01-01T00:00:00"), ErrorCode.WRONG_TYPE, "deadline"),
+    ("unknown field", with_(colour="red"), ErrorCode.UNKNOWN_FIELD, "colour"),
+    ("unknown label field", with_(labels=[{"name": "a", "weight": 2}]), ErrorCode.UNKNOWN_FIELD, "labels.0.weight"),
+    ("schema version 2", with_(schema_version=2), ErrorCode.UNSUPPORTED_SCHEMA_VERSION, "schema_version"),
+    ("bad id", with_(id="has spaces"), ErrorCode.INVALID_ID, "id"),
+    ("reply_to with spaces", with_(reply_to="my queue"), ErrorCode.INVALID_REPLY_TO, "reply_to"),
+    ("reply_to bad URL", with_(reply_to="https:///nohost"), ErrorCode.INVALID_REPLY_TO, "reply_to"),
+    ("metadata too large", with_(metadata={"k": "v" * 100}), ErrorCode.METADATA_TOO_LARGE, "metadata"),
+    ("model name with spaces", with_(model="a model"), ErrorCode.WRONG_TYPE, "model"),
+    ("invalid UTF-8", b'{"text": "caf\xe9", "labels": ["a"]}', ErrorCode.INVALID_UTF8, None),
+    ("not JSON", b"text=hello", ErrorCode.INVALID_JSON, None),
+    ("truncated JSON", b'{"text": "hi", "labels": ["a"', ErrorCode.INVALID_JSON, None),
+    ("JSON array", b'["hi", ["a"]]', ErrorCode.INVALID_JSON, None),
+    ("JSON string", b'"hi"', ErrorCode.INVALID_JSON, None),
+    ("empty bytes", b"", ErrorCode.INVALID_JSON, None),
+]
+SMALL = RequestLimits(max_labels=5, max_text_chars=100, max_label_chars=30, max_examples_per_label=3,
+                      max_metadata_bytes=64)
+
+
+@pytest.mark.parametrize(("raw", "code", "field"), [case[1:] for case in BAD_INPUT], ids=[c[0] for c in BAD_INPUT])
+def test_bad_input_is_an_error_result(raw: bytes, code: ErrorCode, field: str | None) -> None:
+    outcome = parse_request(raw, SMALL)
+    assert isinstance(outcome, ErrorResult), outcome
+    assert (outcome.code, outcome.field) == (code, field)
+    assert outcome.message and not re.search(r"\{[a-z_]+\}", outcome.message)  # templates are filled in
+    assert outcome.errors[0].code == code
+    parse_result(outcome.model_dump_json())  # and it is a valid wire result
+
+
+def test_error_result_carries_the_request_id_when_readable() -> None:
+    outcome = parse_request(json.dumps({"id": "req-7", "text": "", "labels": ["a"]}), SMALL)
+    assert isinstance(outcome, ErrorResult) and outcome.id == "req-7"
+    assert isinstance(bad := parse_request(b"nope"), ErrorResult) and bad.id is None
+
+
+def test_every_problem_is_listed() -> None:
+    outcome = parse_request(json.dumps({"text": "", "labels": [], "colour": 1}), SMALL)
+    assert isinstance(outcome, ErrorResult)
+    assert {e.code for e in outcome.errors} == {ErrorCode.EMPTY_TEXT, ErrorCode.NO_LABELS, ErrorCode.UNKNOWN_FIELD}
+
+
+def test_truncation_when_configured_is_flagged() -> None:
+    limits = RequestLimits(max_text_chars=10, text_overflow="truncate")
+    outcome = parse_request(with_(text="abcdefghijklmnop"), limits)
+    assert isinstance(outcome, ParsedRequest)
+    assert outcome.truncated and outcome.request.text == "abcdefghij"
+    short = parse_request(with_(text="abc"), limits)
+    assert isinstance(short, ParsedRequest) and not short.truncated
+
+
+def test_label_shorthand_and_objects_parse_alike() -> None:
+    outcome = parse_request(with_(labels=["billing", {"name": "bug", "description": "a software defect",
+                                                         "threshold": 0.7, "examples": ["it crashes"]}]))
+    assert isinstance(outcome, ParsedRequest)
+    billing, bug = outcome.request.labels
+    assert (billing.name, billing.hypothesis_text, billing.threshold) == ("billing", "billing", None)
+    assert (bug.hypothesis_text, bug.threshold, bug.examples) == ("a software defect", 0.7, ("it crashes",))
+
+
+def test_threshold_precedence() -> None:
+    request = ClassifyRequest(
+        text="x",
+        labels=[{"name": "a", "threshold": 0.9}, {"name": "b", "threshold": 0.8}, "c", "d"],  # type: ignore[list-item]
+        thresholds={"a": 0.1, "c": 0.3},
+    )
+    a, b, c, d = request.labels
+    assert [request.threshold_for(label) for label in (a, b, c, d)] == [0.1, 0.8, 0.3, DEFAULT_THRESHOLD]
+    uniform = ClassifyRequest(text="x", labels=["a"], thresholds=0.2)  # type: ignore[list-item]
+    assert uniform.threshold_for(uniform.labels[0]) == 0.2
+
+
+def test_valid_request_defaults() -> None:
+    outcome = parse_request(with_())
+    assert isinstance(outcome, ParsedRequest)
+    request = outcome.request
+    assert request.schema_version == 1 and len(request.id) == 32
+    assert request.multi_label is False and request.hypothesis_template is None and request.metadata == {}
+    with pytest.raises(ValueError):
+        request.__setattr__("text", "changed")  # frozen
+
+
+def test_webhook_and_queue_reply_to_accepted() -> None:
+    for target in ("results:moderation", "https://hooks.example.com/labelq?x=1", "http://10.0.0.1:8080/h"):
+        assert isinstance(parse_request(with_(reply_to=target)), ParsedRequest), target
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_json_schema_files_match_models(name: str) -> None:
+    assert (DIRECTORY / name).read_text() == render(MODELS[name]), "run: python -m schemas.jsonschema_files"
+
+
+def test_result_round_trip() -> None:
+    raw = json.dumps({
+        "id": "r1", "status": "ok", "labels": [{"label": "a", "score": 0.9, "threshold": 0.5, "accepted": True}],
+        "accepted": ["a"], "top": "a", "multi_label": False, "model": "m", "model_revision": "abc",
+        "timings": {"inference_ms": 1.0, "batch_ms": 2.0},
+    })
+    result = parse_result(raw)
+    assert isinstance(result, ClassificationResult) and result.status == "ok"
+    assert parse_result(result.model_dump_json()) == result

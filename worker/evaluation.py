@@ -1,0 +1,156 @@
+"""Accuracy on labelled data: accuracy, macro-F1, confused pairs; few-shot draws; per-label threshold fitting."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from schemas import ClassificationResult, ClassifyRequest, Label, ParsedRequest
+from worker.engine import Engine
+
+
+@dataclass(frozen=True, slots=True)
+class Example:
+    text: str
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    n: int
+    accuracy: float
+    macro_f1: float
+    per_label_f1: dict[str, float]
+    confused: list[tuple[str, str, int]]  # (gold, predicted, count), most frequent first
+    scores: list[dict[str, float]] = field(repr=False)  # per example, label -> score
+
+
+def read_examples(path: Path) -> list[Example]:
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            data = json.loads(line)
+            if not isinstance(data, dict) or not {"text", "label"} <= data.keys():
+                raise ValueError(f"{path}:{number}: each line must be an object with 'text' and 'label'")
+            rows.append(Example(str(data["text"]), str(data["label"])))
+    return rows
+
+
+def read_label_names(path: Path) -> list[str]:
+    names = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"{path} must hold a JSON list of label names")
+    return names
+
+
+def build_labels(
+    names: Sequence[str],
+    descriptions: dict[str, str] | None = None,
+    examples: dict[str, list[str]] | None = None,
+    thresholds: dict[str, float] | None = None,
+) -> tuple[Label, ...]:
+    descriptions, examples, thresholds = descriptions or {}, examples or {}, thresholds or {}
+    return tuple(
+        Label(
+            name=name,
+            description=descriptions.get(name),
+            examples=tuple(examples.get(name, ())),
+            threshold=thresholds.get(name),
+        )
+        for name in names
+    )
+
+
+def draw_shots(pool: Sequence[Example], names: Sequence[str], shots: int, seed: int) -> dict[str, list[str]]:
+    """`shots` example texts per label, drawn without replacement from a labelled pool (never the test set)."""
+    if shots <= 0:
+        return {}
+    rng = random.Random(seed)
+    by_label: dict[str, list[str]] = {name: [] for name in names}
+    for example in pool:
+        if example.label in by_label:
+            by_label[example.label].append(example.text)
+    return {name: rng.sample(texts, min(shots, len(texts))) for name, texts in by_label.items()}
+
+
+def evaluate(
+    engine: Engine,
+    data: Sequence[Example],
+    labels: tuple[Label, ...],
+    *,
+    template: str | None = None,
+    model: str | None = None,
+    chunk: int = 64,
+    progress: Callable[[int], None] | None = None,
+) -> Report:
+    predictions: list[str] = []
+    scores: list[dict[str, float]] = []
+    for start in range(0, len(data), chunk):
+        part = data[start : start + chunk]
+        batch = [
+            ParsedRequest(ClassifyRequest(text=ex.text, labels=labels, hypothesis_template=template, model=model))
+            for ex in part
+        ]
+        for outcome in engine.classify(batch):
+            if not isinstance(outcome, ClassificationResult):
+                raise RuntimeError(f"classification failed: {outcome.code}: {outcome.message}")
+            predictions.append(outcome.top)
+            scores.append({item.label: item.score for item in outcome.labels})
+        if progress:
+            progress(len(part))
+    return score_predictions([ex.label for ex in data], predictions, [label.name for label in labels], scores)
+
+
+def score_predictions(
+    gold: Sequence[str], predicted: Sequence[str], names: Sequence[str], scores: list[dict[str, float]] | None = None
+) -> Report:
+    per_label = {}
+    for name in names:
+        tp = sum(g == name and p == name for g, p in zip(gold, predicted, strict=True))
+        fp = sum(g != name and p == name for g, p in zip(gold, predicted, strict=True))
+        fn = sum(g == name and p != name for g, p in zip(gold, predicted, strict=True))
+        per_label[name] = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
+    confused = Counter((g, p) for g, p in zip(gold, predicted, strict=True) if g != p)
+    return Report(
+        n=len(gold),
+        accuracy=sum(g == p for g, p in zip(gold, predicted, strict=True)) / max(len(gold), 1),
+        macro_f1=float(np.mean(list(per_label.values()))) if per_label else 0.0,
+        per_label_f1=per_label,
+        confused=[(g, p, n) for (g, p), n in confused.most_common()],
+        scores=scores or [],
+    )
+
+
+def fit_thresholds(report: Report, gold: Sequence[str], names: Iterable[str]) -> dict[str, float]:
+    """Per label, the score threshold that maximises that label's one-vs-rest F1 on labelled data."""
+    fitted = {}
+    for name in names:
+        values = np.array([row[name] for row in report.scores])
+        positive = np.array([g == name for g in gold])
+        best_f1, best_threshold = -1.0, 0.5
+        for threshold in np.unique(np.round(values, 4)):
+            accepted = values >= threshold
+            tp = int(np.sum(accepted & positive))
+            denominator = int(np.sum(accepted)) + int(np.sum(positive))
+            f1 = 2 * tp / denominator if denominator else 0.0
+            if f1 > best_f1:
+                best_f1, best_threshold = f1, float(threshold)
+        fitted[name] = best_threshold
+    return fitted
+
+
+def report_dict(report: Report, top_confused: int = 10) -> dict[str, Any]:
+    return {
+        "n": report.n,
+        "accuracy": round(report.accuracy, 4),
+        "macro_f1": round(report.macro_f1, 4),
+        "per_label_f1": {k: round(v, 4) for k, v in report.per_label_f1.items()},
+        "confused": [{"gold": g, "predicted": p, "count": n} for g, p, n in report.confused[:top_confused]],
+    }
