@@ -36,8 +36,10 @@ def _print_result(outcome: ClassificationResult | ErrorResult, as_json: bool) ->
         for item in outcome.labels:
             mark = "*" if item.accepted else " "
             click.echo(f"{mark} {item.label:<{width}}  {item.score:.4f}")
-        click.echo(f"top: {outcome.top}   model: {outcome.model}@{outcome.model_revision}"
-                   f"{'   (text truncated)' if outcome.truncated else ''}")
+        click.echo(
+            f"top: {outcome.top}   model: {outcome.model}@{outcome.model_revision}"
+            f"{'   (text truncated)' if outcome.truncated else ''}"
+        )
 
 
 @click.group()
@@ -55,7 +57,12 @@ def main() -> None:
 @click.option("--model", default=None, help="Model name or directory (default: the embedded MiniLM)")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (the wire format)")
 def classify(
-    text: str, labels: str, multi_label: bool, template: str | None, threshold: float | None, model: str | None,
+    text: str,
+    labels: str,
+    multi_label: bool,
+    template: str | None,
+    threshold: float | None,
+    model: str | None,
     as_json: bool,
 ) -> None:
     """Classify TEXT against candidate labels, locally (no queue)."""
@@ -112,18 +119,35 @@ def classify_file(source: Path, target: Path, model: str | None, batch_size: int
 @click.option("--descriptions", type=click.Path(exists=True, path_type=Path), help="JSON map label -> description")
 @click.option("--template", default=None, help="Hypothesis template containing {}")
 @click.option("--model", default=None, help="Model name or directory")
-@click.option("--examples-from", type=click.Path(exists=True, path_type=Path),
-              help="Labelled JSONL to draw few-shot examples from (never the test file)")
+@click.option(
+    "--examples-from",
+    type=click.Path(exists=True, path_type=Path),
+    help="Labelled JSONL to draw few-shot examples from (never the test file)",
+)
 @click.option("--shots", default=0, show_default=True, help="Examples per label drawn from --examples-from")
 @click.option("--draws", default=1, show_default=True, help="Repeat with this many random draws (mean and spread)")
 @click.option("--seed", default=0, show_default=True)
-@click.option("--fit-thresholds", "fit_to", type=click.Path(dir_okay=False, path_type=Path),
-              help="Fit per-label thresholds on DATA (use a held-apart split) and save them as JSON")
+@click.option(
+    "--fit-thresholds",
+    "fit_to",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Fit per-label thresholds on DATA (use a held-apart split) and save them as JSON",
+)
 @click.option("--limit", default=0, help="Use only the first N examples (0: all)")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON")
 def eval_command(
-    data: Path, labels_file: Path, descriptions: Path | None, template: str | None, model: str | None,
-    examples_from: Path | None, shots: int, draws: int, seed: int, fit_to: Path | None, limit: int, as_json: bool,
+    data: Path,
+    labels_file: Path,
+    descriptions: Path | None,
+    template: str | None,
+    model: str | None,
+    examples_from: Path | None,
+    shots: int,
+    draws: int,
+    seed: int,
+    fit_to: Path | None,
+    limit: int,
+    as_json: bool,
 ) -> None:
     """Accuracy, macro-F1 and the most confused pairs of a model on labelled DATA (JSON lines: text, label)."""
     from worker import evaluation as ev
@@ -163,8 +187,10 @@ def eval_command(
     click.echo(f"examples: {report.n}  labels: {len(names)}  model: {engine.classifier(model).card.name}")
     if draws > 1:
         d = summary["draws"]
-        click.echo(f"accuracy: {d['accuracy_mean']:.4f}  macro-F1: {d['macro_f1_mean']:.4f} "
-                   f"± {d['macro_f1_stdev']:.4f} over {draws} draws of {shots} examples per label")
+        click.echo(
+            f"accuracy: {d['accuracy_mean']:.4f}  macro-F1: {d['macro_f1_mean']:.4f} "
+            f"± {d['macro_f1_stdev']:.4f} over {draws} draws of {shots} examples per label"
+        )
     else:
         click.echo(f"accuracy: {report.accuracy:.4f}  macro-F1: {report.macro_f1:.4f}")
     click.echo("most confused (gold -> predicted: count):")
@@ -191,8 +217,15 @@ def models_list(as_json: bool) -> None:
     for name in registry.names():
         try:
             card = registry.card(name)
-            rows.append({"name": name, "kind": card.kind, "revision": card.revision,
-                         "file": str(card.onnx_path), "default": name == settings.model})
+            rows.append(
+                {
+                    "name": name,
+                    "kind": card.kind,
+                    "revision": card.revision,
+                    "file": str(card.onnx_path),
+                    "default": name == settings.model,
+                }
+            )
         except Exception as exc:  # a broken directory is listed with its problem, not hidden
             rows.append({"name": name, "error": str(exc), "default": name == settings.model})
     if as_json:
@@ -223,8 +256,10 @@ def models_quantize(directory: Path) -> None:
 
     result = quantize(directory)
     click.echo(f"wrote {directory / 'onnx' / 'model_quantized.onnx'}")
-    click.echo(f"int8 vs fp32 on {result.pairs} label scores: max |diff| {result.max_abs_diff:.4f}, "
-               f"mean |diff| {result.mean_abs_diff:.4f}, same top label {result.top1_agreement:.0%}")
+    click.echo(
+        f"int8 vs fp32 on {result.pairs} label scores: max |diff| {result.max_abs_diff:.4f}, "
+        f"mean |diff| {result.mean_abs_diff:.4f}, same top label {result.top1_agreement:.0%}"
+    )
 
 
 @models.command("verify")
@@ -247,7 +282,6 @@ def models_verify(directory: Path, write: bool, repo: str | None) -> None:
     if problems:
         sys.exit(1)
     click.echo(f"ok: {card.name}@{card.revision} ({card.kind}, max length {card.max_length})")
-
 
 
 if __name__ == "__main__":

@@ -41,7 +41,9 @@ def parse_request(raw: bytes | str, limits: RequestLimits | None = None) -> Pars
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            return _error(None, ErrorCode.INVALID_UTF8, None, f"message is not valid UTF-8 ({exc.reason} at byte {exc.start})")
+            return _error(
+                None, ErrorCode.INVALID_UTF8, None, f"message is not valid UTF-8 ({exc.reason} at byte {exc.start})"
+            )
     else:
         text = raw
     try:

@@ -24,7 +24,7 @@ from pydantic_core import PydanticCustomError
 from schemas.codes import ErrorCode
 from schemas.limits import RequestLimits
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 DEFAULT_TEMPLATE = "This example is {}."  # the Hugging Face zero-shot-classification pipeline's default
 DEFAULT_THRESHOLD = 0.5
 QUEUE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9:_.\-]{0,199}$"
@@ -71,8 +71,9 @@ class Label(BaseModel):
         if not value.strip():
             raise _error(ErrorCode.EMPTY_LABEL, "a label name is empty")
         if len(value) > _limits(info).max_label_chars:
-            raise _error(ErrorCode.LABEL_TOO_LONG, "label is longer than {limit} characters",
-                         limit=_limits(info).max_label_chars)
+            raise _error(
+                ErrorCode.LABEL_TOO_LONG, "label is longer than {limit} characters", limit=_limits(info).max_label_chars
+            )
         return value
 
     @field_validator("threshold")
@@ -138,8 +139,12 @@ class ClassifyRequest(BaseModel):
             raise _error(ErrorCode.EMPTY_TEXT, "text is empty or whitespace only")
         limits = _limits(info)
         if limits.text_overflow == "reject" and len(value) > limits.max_text_chars:
-            raise _error(ErrorCode.TEXT_TOO_LONG, "text has {length} characters; the limit is {limit}",
-                         length=len(value), limit=limits.max_text_chars)
+            raise _error(
+                ErrorCode.TEXT_TOO_LONG,
+                "text has {length} characters; the limit is {limit}",
+                length=len(value),
+                limit=limits.max_text_chars,
+            )
         return value
 
     @field_validator("labels")
@@ -149,8 +154,9 @@ class ClassifyRequest(BaseModel):
             raise _error(ErrorCode.NO_LABELS, "no candidate labels")
         limit = _limits(info).max_labels
         if len(value) > limit:
-            raise _error(ErrorCode.TOO_MANY_LABELS, "{count} labels; the limit is {limit}",
-                         count=len(value), limit=limit)
+            raise _error(
+                ErrorCode.TOO_MANY_LABELS, "{count} labels; the limit is {limit}", count=len(value), limit=limit
+            )
         seen: set[str] = set()
         for label in value:
             if label.name in seen:
@@ -166,8 +172,9 @@ class ClassifyRequest(BaseModel):
         try:
             fields = [name for _, name, _, _ in string.Formatter().parse(value) if name is not None]
         except ValueError as exc:
-            raise _error(ErrorCode.INVALID_TEMPLATE, "template is not a valid format string: {reason}",
-                         reason=str(exc)) from None
+            raise _error(
+                ErrorCode.INVALID_TEMPLATE, "template is not a valid format string: {reason}", reason=str(exc)
+            ) from None
         if fields != [""]:
             raise _error(ErrorCode.INVALID_TEMPLATE, "template must contain {} exactly once and no other field")
         return value
@@ -181,8 +188,9 @@ class ClassifyRequest(BaseModel):
             names = {label.name for label in info.data.get("labels", ())}
             for key, threshold in value.items():
                 if "labels" in info.data and key not in names:
-                    raise _error(ErrorCode.UNKNOWN_THRESHOLD_LABEL, "threshold for '{label}', which is not a label",
-                                 label=key)
+                    raise _error(
+                        ErrorCode.UNKNOWN_THRESHOLD_LABEL, "threshold for '{label}', which is not a label", label=key
+                    )
                 _check_unit_interval(threshold)
         elif value is not None:
             _check_unit_interval(value)
@@ -197,8 +205,10 @@ class ClassifyRequest(BaseModel):
             if len(value) > 2048 or re.search(r"\s", value) or not re.match(r"^https?://[^/?#@\s]+", value):
                 raise _error(ErrorCode.INVALID_REPLY_TO, "reply_to is not a valid http(s) URL")
         elif not re.match(QUEUE_NAME_PATTERN, value):
-            raise _error(ErrorCode.INVALID_REPLY_TO,
-                         "reply_to must be a queue name (letters, digits, ':_.-', at most 200) or an http(s) URL")
+            raise _error(
+                ErrorCode.INVALID_REPLY_TO,
+                "reply_to must be a queue name (letters, digits, ':_.-', at most 200) or an http(s) URL",
+            )
         return value
 
     @field_validator("metadata")
@@ -207,8 +217,12 @@ class ClassifyRequest(BaseModel):
         limit = _limits(info).max_metadata_bytes
         size = len(json.dumps(value, separators=(",", ":")).encode())
         if size > limit:
-            raise _error(ErrorCode.METADATA_TOO_LARGE, "metadata is {size} bytes as JSON; the limit is {limit}",
-                         size=size, limit=limit)
+            raise _error(
+                ErrorCode.METADATA_TOO_LARGE,
+                "metadata is {size} bytes as JSON; the limit is {limit}",
+                size=size,
+                limit=limit,
+            )
         return value
 
     def threshold_for(self, label: Label) -> float:

@@ -20,10 +20,16 @@ TOLERANCE = 1e-4
 
 def requests_for(cases: list[dict[str, Any]], model: str) -> list[ParsedRequest]:
     return [
-        ParsedRequest(ClassifyRequest(
-            id=f"case-{i}", text=c["text"], labels=c["labels"], hypothesis_template=c["hypothesis_template"],
-            multi_label=c["multi_label"], model=model,
-        ))
+        ParsedRequest(
+            ClassifyRequest(
+                id=f"case-{i}",
+                text=c["text"],
+                labels=c["labels"],
+                hypothesis_template=c["hypothesis_template"],
+                multi_label=c["multi_label"],
+                model=model,
+            )
+        )
         for i, c in enumerate(cases)
     ]
 

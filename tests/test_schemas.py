@@ -42,21 +42,35 @@ BAD_INPUT = [
     ("too many labels", with_(labels=[f"l{i}" for i in range(6)]), ErrorCode.TOO_MANY_LABELS, "labels"),
     ("empty label", with_(labels=["a", " "]), ErrorCode.EMPTY_LABEL, "labels.1.name"),
     ("label too long", with_(labels=["a" * 31]), ErrorCode.LABEL_TOO_LONG, "labels.0.name"),
-    ("too many examples", with_(labels=[{"name": "a", "examples": ["x"] * 4}]), ErrorCode.TOO_MANY_EXAMPLES,
-     "labels.0.examples"),
-    ("template without {}", with_(hypothesis_template="This is it."), ErrorCode.INVALID_TEMPLATE,
-     "hypothesis_template"),
-    ("template with a named field", with_(hypothesis_template="{x} {}"), ErrorCode.INVALID_TEMPLATE,
-     "hypothesis_template"),
-    ("template with two {}", with_(hypothesis_template="{} or {}"), ErrorCode.INVALID_TEMPLATE,
-     "hypothesis_template"),
+    (
+        "too many examples",
+        with_(labels=[{"name": "a", "examples": ["x"] * 4}]),
+        ErrorCode.TOO_MANY_EXAMPLES,
+        "labels.0.examples",
+    ),
+    (
+        "template without {}",
+        with_(hypothesis_template="This is it."),
+        ErrorCode.INVALID_TEMPLATE,
+        "hypothesis_template",
+    ),
+    (
+        "template with a named field",
+        with_(hypothesis_template="{x} {}"),
+        ErrorCode.INVALID_TEMPLATE,
+        "hypothesis_template",
+    ),
+    ("template with two {}", with_(hypothesis_template="{} or {}"), ErrorCode.INVALID_TEMPLATE, "hypothesis_template"),
     ("template unbalanced", with_(hypothesis_template="{} }"), ErrorCode.INVALID_TEMPLATE, "hypothesis_template"),
     ("threshold above 1", with_(thresholds=1.5), ErrorCode.THRESHOLD_OUT_OF_RANGE, "thresholds"),
     ("threshold below 0", with_(thresholds={"billing": -0.1}), ErrorCode.THRESHOLD_OUT_OF_RANGE, "thresholds"),
-    ("label threshold out of range", with_(labels=[{"name": "a", "threshold": 2}]),
-     ErrorCode.THRESHOLD_OUT_OF_RANGE, "labels.0.threshold"),
-    ("threshold for unknown label", with_(thresholds={"praise": 0.3}), ErrorCode.UNKNOWN_THRESHOLD_LABEL,
-     "thresholds"),
+    (
+        "label threshold out of range",
+        with_(labels=[{"name": "a", "threshold": 2}]),
+        ErrorCode.THRESHOLD_OUT_OF_RANGE,
+        "labels.0.threshold",
+    ),
+    ("threshold for unknown label", with_(thresholds={"praise": 0.3}), ErrorCode.UNKNOWN_THRESHOLD_LABEL, "thresholds"),
     ("text of wrong type", with_(text=42), ErrorCode.WRONG_TYPE, "text"),
     ("labels of wrong type", with_(labels="billing,bug"), ErrorCode.WRONG_TYPE, "labels"),
     ("label of wrong type", with_(labels=["a", 7]), ErrorCode.WRONG_TYPE, "labels.1"),
@@ -79,8 +93,9 @@ BAD_INPUT = [
     ("JSON string", b'"hi"', ErrorCode.INVALID_JSON, None),
     ("empty bytes", b"", ErrorCode.INVALID_JSON, None),
 ]
-SMALL = RequestLimits(max_labels=5, max_text_chars=100, max_label_chars=30, max_examples_per_label=3,
-                      max_metadata_bytes=64)
+SMALL = RequestLimits(
+    max_labels=5, max_text_chars=100, max_label_chars=30, max_examples_per_label=3, max_metadata_bytes=64
+)
 
 
 @pytest.mark.parametrize(("raw", "code", "field"), [case[1:] for case in BAD_INPUT], ids=[c[0] for c in BAD_INPUT])
@@ -115,8 +130,14 @@ def test_truncation_when_configured_is_flagged() -> None:
 
 
 def test_label_shorthand_and_objects_parse_alike() -> None:
-    outcome = parse_request(with_(labels=["billing", {"name": "bug", "description": "a software defect",
-                                                         "threshold": 0.7, "examples": ["it crashes"]}]))
+    outcome = parse_request(
+        with_(
+            labels=[
+                "billing",
+                {"name": "bug", "description": "a software defect", "threshold": 0.7, "examples": ["it crashes"]},
+            ]
+        )
+    )
     assert isinstance(outcome, ParsedRequest)
     billing, bug = outcome.request.labels
     assert (billing.name, billing.hypothesis_text, billing.threshold) == ("billing", "billing", None)
@@ -156,11 +177,19 @@ def test_json_schema_files_match_models(name: str) -> None:
 
 
 def test_result_round_trip() -> None:
-    raw = json.dumps({
-        "id": "r1", "status": "ok", "labels": [{"label": "a", "score": 0.9, "threshold": 0.5, "accepted": True}],
-        "accepted": ["a"], "top": "a", "multi_label": False, "model": "m", "model_revision": "abc",
-        "timings": {"inference_ms": 1.0, "batch_ms": 2.0},
-    })
+    raw = json.dumps(
+        {
+            "id": "r1",
+            "status": "ok",
+            "labels": [{"label": "a", "score": 0.9, "threshold": 0.5, "accepted": True}],
+            "accepted": ["a"],
+            "top": "a",
+            "multi_label": False,
+            "model": "m",
+            "model_revision": "abc",
+            "timings": {"inference_ms": 1.0, "batch_ms": 2.0},
+        }
+    )
     result = parse_result(raw)
     assert isinstance(result, ClassificationResult) and result.status == "ok"
     assert parse_result(result.model_dump_json()) == result

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -203,7 +202,9 @@ def save_model_dir(
         quantize(out / "onnx" / "model.onnx", out / "onnx" / "model_quantized.onnx")
 
 
-def golden_scores(model: DebertaV2ForSequenceClassification, tokenizer: PreTrainedTokenizerFast) -> list[dict[str, Any]]:
+def golden_scores(
+    model: DebertaV2ForSequenceClassification, tokenizer: PreTrainedTokenizerFast
+) -> list[dict[str, Any]]:
     classifier = pipeline("zero-shot-classification", model=model, tokenizer=tokenizer, device="cpu")
     rows = []
     for case in GOLDEN_CASES:
@@ -226,11 +227,11 @@ def make_fixtures() -> None:
     tokenizer = build_tokenizer()
     golden: dict[str, Any] = {"generated_by": "tools/make_test_models.py", "models": {}}
     variants = [
-        ("nli-2class", LABELS_2, False, None, True),
-        ("nli-3class", LABELS_3, True, None, False),
+        ("nli-2class", LABELS_2, False, True),
+        ("nli-3class", LABELS_3, True, False),
     ]
     models_dir = FIXTURES / "models"
-    for name, labels, token_types, static, int8 in variants:
+    for name, labels, token_types, int8 in variants:
         model = build_model(labels, token_types=token_types, full_size=False)
         save_model_dir(models_dir / name, model, tokenizer, token_types=token_types, with_int8=int8)
         golden["models"][name] = golden_scores(model, tokenizer)
@@ -251,8 +252,7 @@ def make_full_size(out: Path) -> None:
     model = build_model(LABELS_2, token_types=False, full_size=True)
     n_backbone = sum(p.numel() for n, p in model.named_parameters() if n.startswith("deberta."))
     print(f"backbone parameters: {n_backbone:,}")
-    with tempfile.TemporaryDirectory():
-        save_model_dir(out, model, tokenizer, token_types=False, with_int8=True)
+    save_model_dir(out, model, tokenizer, token_types=False, with_int8=True)
     print(f"wrote {out}")
 
 

@@ -17,7 +17,14 @@ TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 ONNX_FP32_FILE = "onnx/model.onnx"
 ONNX_INT8_FILE = "onnx/model_quantized.onnx"
 MANIFEST_FILE = "labelq-manifest.json"  # sha256 of every file and the revision, written by pull/verify
-MODEL_FILES = (CONFIG_FILE, TOKENIZER_FILE, TOKENIZER_CONFIG_FILE, "special_tokens_map.json", ONNX_FP32_FILE, ONNX_INT8_FILE)
+MODEL_FILES = (
+    CONFIG_FILE,
+    TOKENIZER_FILE,
+    TOKENIZER_CONFIG_FILE,
+    "special_tokens_map.json",
+    ONNX_FP32_FILE,
+    ONNX_INT8_FILE,
+)
 
 FALLBACK_MAX_LENGTH = 512  # when neither tokenizer_config.json nor config.json gives a usable one
 HUGE_MAX_LENGTH = 1_000_000  # transformers writes ~1e30 for "no limit"

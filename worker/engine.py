@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -66,11 +66,18 @@ def error_for(request: ClassifyRequest, code: ErrorCode, message: str, field: st
 class Engine:
     """Warm classifiers by model name. `allow_paths` (the local CLI only) also accepts a model directory path."""
 
-    def __init__(self, settings: Settings, registry: ModelRegistry | None = None, *, allow_paths: bool = False) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: ModelRegistry | None = None,
+        *,
+        allow_paths: bool = False,
+        classifiers: Mapping[str, Classifier] | None = None,
+    ) -> None:
         self.settings = settings
         self.registry = registry or ModelRegistry(settings.models_dir, prefer_quantized=settings.prefer_quantized)
         self.allow_paths = allow_paths
-        self._classifiers: dict[str, Classifier] = {}
+        self._classifiers: dict[str, Classifier] = dict(classifiers or {})  # already-warm ones (fakes in tests)
 
     def classifier(self, name: str | None = None) -> Classifier:
         """The warm classifier for a model name (the default model when None); loads it on first use."""
@@ -101,25 +108,23 @@ class Engine:
             except ModelError as exc:
                 log.error("model %s cannot be loaded: %s", name, exc)
                 message = f"model {name!r} cannot be loaded on this worker"
-                scored.update({i: error_for(batch[i].request, ErrorCode.INTERNAL_ERROR, message, "model")
-                               for i in indices})
+                scored.update(
+                    {i: error_for(batch[i].request, ErrorCode.INTERNAL_ERROR, message, "model") for i in indices}
+                )
         started = time.perf_counter()  # after loading: batch time is model time, not start-up time
         for name, classifier in classifiers.items():
             indices = groups[name]
             outcomes = self._score_isolated(classifier, [batch[i].request for i in indices])
-            for i, outcome in zip(indices, outcomes, strict=True):
-                scored[i] = outcome if isinstance(outcome, ErrorResult) else (outcome, classifier.card)
+            for i, item in zip(indices, outcomes, strict=True):
+                scored[i] = item if isinstance(item, ErrorResult) else (item, classifier.card)
         batch_ms = (time.perf_counter() - started) * 1000
         results: list[Outcome] = []
         for i, parsed in enumerate(batch):
-            outcome = scored[i]
-            if isinstance(outcome, ErrorResult):
-                results.append(outcome)
+            done = scored[i]
+            if isinstance(done, ErrorResult):
+                results.append(done)
             else:
-                results.append(
-                    build_result(parsed.request, outcome[0], outcome[1], batch_ms=batch_ms,
-                                 text_truncated=parsed.truncated)
-                )
+                results.append(build_result(parsed.request, *done, batch_ms=batch_ms, text_truncated=parsed.truncated))
         return results
 
     def _score_isolated(self, classifier: Classifier, requests: list[ClassifyRequest]) -> list[Scored | ErrorResult]:

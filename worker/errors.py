@@ -1,10 +1,10 @@
 """The exception tree. What the caller does is decided by the branch, not by the message.
 
-    LabelqError
-    ├── RequestRejected        a request cannot be served: publish an ErrorResult, ack, move on
-    │   └── ModelNotFound      the request names a model this worker does not have (code unknown_model)
-    └── ModelError             the model itself is unusable: fail loudly at start-up, never per message
-        └── ModelLayoutError   a model directory lacks a file or holds an inconsistent config
+LabelqError
+├── RequestRejected        a request cannot be served: publish an ErrorResult, ack, move on
+│   └── ModelNotFound      the request names a model this worker does not have (code unknown_model)
+└── ModelError             the model itself is unusable: fail loudly at start-up, never per message
+    └── ModelLayoutError   a model directory lacks a file or holds an inconsistent config
 """
 
 from __future__ import annotations

@@ -19,8 +19,6 @@ from worker.onnx import quantize_int8
 
 # (repo, destination directory, revision or None) -> the revision actually fetched (a commit sha)
 Downloader = Callable[[str, Path, str | None], str]
-HUB_PATTERNS = ["config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                ONNX_FP32_FILE, ONNX_INT8_FILE]
 
 
 def hub_downloader(repo: str, destination: Path, revision: str | None) -> str:
@@ -30,7 +28,7 @@ def hub_downloader(repo: str, destination: Path, revision: str | None) -> str:
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise RuntimeError("`labelq models pull` needs the hub extra: pip install 'labelq[hub]'") from exc
     sha = model_info(repo, revision=revision).sha or revision or "unknown"
-    snapshot_download(repo_id=repo, revision=sha, local_dir=destination, allow_patterns=HUB_PATTERNS)
+    snapshot_download(repo_id=repo, revision=sha, local_dir=destination, allow_patterns=list(MODEL_FILES))
     return str(sha)
 
 

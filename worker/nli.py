@@ -69,7 +69,9 @@ class NliClassifier:
         self.last_plan = plan
         logits: np.ndarray | None = None
         for run in plan.runs:
-            out = self.model.run(pad_run([encoded[i] for i in run], self.encoder.pad_id, static, token_types=self.card.token_types))
+            out = self.model.run(
+                pad_run([encoded[i] for i in run], self.encoder.pad_id, static, token_types=self.card.token_types)
+            )
             if logits is None:
                 logits = np.empty((len(encoded), out.shape[-1]), dtype=np.float32)
             logits[list(run)] = out

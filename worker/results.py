@@ -29,8 +29,12 @@ def build_result(
 ) -> ClassificationResult:
     ranked = sorted(zip(request.labels, scored.scores, strict=True), key=lambda pair: -pair[1])
     labels = tuple(
-        LabelScore(label=label.name, score=score, threshold=request.threshold_for(label),
-                   accepted=score >= request.threshold_for(label))
+        LabelScore(
+            label=label.name,
+            score=score,
+            threshold=request.threshold_for(label),
+            accepted=score >= request.threshold_for(label),
+        )
         for label, score in ranked
     )
     return ClassificationResult(

@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     embedding_temperature: float = Field(
         0.05, gt=0, description="Single-label: softmax(cosine / temperature) over the labels"
     )
-    embedding_center: float = Field(0.35, description="Multi-label: sigmoid((cosine - center) / scale)")
+    embedding_center: float = Field(0.5, description="Multi-label: sigmoid((cosine - center) / scale)")
     embedding_scale: float = Field(0.05, gt=0, description="Multi-label: sigmoid((cosine - center) / scale)")
 
     def limits(self) -> RequestLimits:
@@ -66,3 +66,19 @@ class Settings(BaseSettings):
 def load_settings(**overrides: object) -> Settings:
     """Settings from the environment, with explicit overrides (CLI flags, tests) on top."""
     return Settings(**overrides)  # type: ignore[arg-type]
+
+
+def settings_table() -> str:
+    """The README's configuration table, generated from `Settings` (a test fails when the README drifts)."""
+    rows = ["| variable | default | what it does |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        default = field.default
+        if name == "models_dir":
+            default = "~/.cache/labelq/models"
+        shown = "(empty)" if default in ((), "") else f"`{default}`"
+        rows.append(f"| `{ENV_PREFIX}{name.upper()}` | {shown} | {field.description} |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    print(settings_table(), end="")

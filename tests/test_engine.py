@@ -1,0 +1,150 @@
+"""The engine's failure isolation and the embedded default model (real MiniLM onnxruntime session)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+
+from schemas import ClassificationResult, ClassifyRequest, ErrorCode, ErrorResult, ParsedRequest
+from worker.embedding import EmbeddingClassifier
+from worker.engine import Engine
+from worker.fake import FAKE_MODEL, FakeClassifier
+from worker.results import Scored
+from worker.settings import Settings, load_settings
+
+
+def parsed(text: str, labels: list[str], **extra: object) -> ParsedRequest:
+    return ParsedRequest(ClassifyRequest(text=text, labels=labels, **extra))  # type: ignore[arg-type]
+
+
+class ExplodingClassifier(FakeClassifier):
+    """Fails the whole run whenever a poison text is in it, as a broken model input would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attempts: list[int] = []
+
+    def score(self, requests: Sequence[ClassifyRequest]) -> list[Scored]:
+        self.attempts.append(len(requests))
+        if any("POISON" in r.text for r in requests):
+            raise RuntimeError("onnxruntime exploded")
+        return super().score(requests)
+
+
+def test_unknown_model_does_not_take_batch_mates_down(settings: Settings) -> None:
+    engine = Engine(settings, classifiers={FAKE_MODEL: FakeClassifier()})
+    outcomes = engine.classify(
+        [
+            parsed("refund my money", ["refund", "bug"], model=FAKE_MODEL),
+            parsed("hello", ["a"], model="nobody/no-such-model", id="lost"),
+            parsed("app crashes, a bug", ["refund", "bug"], model=FAKE_MODEL),
+        ]
+    )
+    assert isinstance(outcomes[0], ClassificationResult) and outcomes[0].top == "refund"
+    assert isinstance(outcomes[1], ErrorResult)
+    assert (outcomes[1].code, outcomes[1].field, outcomes[1].id) == (ErrorCode.UNKNOWN_MODEL, "model", "lost")
+    assert "nobody/no-such-model" in outcomes[1].message and "test/nli-2class" in outcomes[1].message
+    assert isinstance(outcomes[2], ClassificationResult) and outcomes[2].top == "bug"
+
+
+def test_a_failing_run_is_retried_alone_so_only_the_culprit_fails(settings: Settings) -> None:
+    exploding = ExplodingClassifier()
+    engine = Engine(settings.model_copy(update={"model": FAKE_MODEL}), classifiers={FAKE_MODEL: exploding})
+    outcomes = engine.classify(
+        [parsed("one refund", ["refund"]), parsed("POISON", ["refund"], id="bad"), parsed("two refund", ["refund"])]
+    )
+    assert [o.status for o in outcomes] == ["ok", "error", "ok"]
+    assert isinstance(outcomes[1], ErrorResult) and outcomes[1].code == ErrorCode.INTERNAL_ERROR
+    assert outcomes[1].id == "bad"
+    assert exploding.attempts == [3, 1, 1, 1]
+
+
+def test_thresholds_decide_accepted(settings: Settings) -> None:
+    engine = Engine(settings.model_copy(update={"model": FAKE_MODEL}), classifiers={FAKE_MODEL: FakeClassifier()})
+    outcome = engine.classify(
+        [
+            parsed(
+                "refund bug", ["refund", "bug", "praise"], multi_label=True, thresholds={"refund": 0.99, "praise": 0.0}
+            )
+        ]
+    )[0]
+    assert isinstance(outcome, ClassificationResult)
+    by_label = {item.label: item for item in outcome.labels}
+    assert not by_label["refund"].accepted and by_label["bug"].accepted and by_label["praise"].accepted
+    assert outcome.accepted == tuple(i.label for i in outcome.labels if i.score >= i.threshold)
+    assert [i.score for i in outcome.labels] == sorted((i.score for i in outcome.labels), reverse=True)
+
+
+def test_metadata_and_truncation_flag_are_echoed(settings: Settings) -> None:
+    engine = Engine(settings.model_copy(update={"model": FAKE_MODEL}), classifiers={FAKE_MODEL: FakeClassifier()})
+    request = ClassifyRequest(text="abc", labels=["a"], metadata={"user": 7})  # type: ignore[list-item]
+    outcome = engine.classify([ParsedRequest(request, truncated=True)])[0]
+    assert isinstance(outcome, ClassificationResult)
+    assert outcome.metadata == {"user": 7} and outcome.truncated and outcome.model == FAKE_MODEL
+
+
+def test_embedded_default_ranks_billing_first(minilm_engine: Engine) -> None:
+    outcome = minilm_engine.classify([parsed("I was charged twice for my subscription", ["billing", "bug", "praise"])])[
+        0
+    ]
+    assert isinstance(outcome, ClassificationResult)
+    assert outcome.top == "billing" and outcome.model == "minilm-l6-int8"
+    assert sum(i.score for i in outcome.labels) == pytest.approx(1.0)
+
+
+def test_embedding_intent_routing(minilm_engine: Engine) -> None:
+    labels = ["billing question", "technical problem", "compliment", "delivery status"]
+    texts = {
+        "Why was my card charged two times this month?": "billing question",
+        "The app crashes every time I press login": "technical problem",
+        "Your team was amazing, thank you so much!": "compliment",
+        "Where is my parcel? It should have arrived on Monday": "delivery status",
+    }
+    outcomes = minilm_engine.classify([parsed(text, labels) for text in texts])
+    assert [o.top for o in outcomes if isinstance(o, ClassificationResult)] == list(texts.values())
+
+
+def test_descriptions_and_examples_move_the_prototype(minilm_engine: Engine) -> None:
+    classifier = minilm_engine.classifier()
+    assert isinstance(classifier, EmbeddingClassifier)
+    text = "ur such a clown lol"
+    bare = ClassifyRequest(text=text, labels=["offensive", "not offensive"])  # type: ignore[list-item]
+    shots = ClassifyRequest(
+        text=text,
+        labels=[  # type: ignore[list-item]
+            {"name": "offensive", "examples": ["you are a clown", "what an idiot", "shut up loser"]},
+            {"name": "not offensive", "examples": ["have a nice day", "great game last night"]},
+        ],
+    )
+    described = ClassifyRequest(
+        text=text,
+        labels=[  # type: ignore[list-item]
+            {"name": "offensive", "description": "an insult"},
+            {"name": "not offensive", "description": "polite"},
+        ],
+    )
+    a, b, c = (s.scores for s in classifier.score([bare, shots, described]))
+    assert a != b and a != c
+    assert b[0] > a[0]  # examples of insults pull the text towards "offensive"
+
+
+def test_embedding_cache_is_bounded_and_reused() -> None:
+    engine = Engine(load_settings(embedding_cache_size=5))
+    classifier = engine.classifier()
+    assert isinstance(classifier, EmbeddingClassifier)
+    labels = [f"label number {i}" for i in range(8)]
+    classifier.score([ClassifyRequest(text="x", labels=labels)])  # type: ignore[arg-type]
+    assert len(classifier._cache) == 5
+    classifier.score([ClassifyRequest(text="x", labels=labels[-3:])])  # type: ignore[arg-type]
+    assert list(classifier._cache)[-3:] == labels[-3:]
+
+
+def test_multi_label_scores_are_independent(minilm_engine: Engine) -> None:
+    text = "The delivery was late and the driver was rude"
+    one = minilm_engine.classify([parsed(text, ["late delivery"], multi_label=True)])[0]
+    many = minilm_engine.classify([parsed(text, ["late delivery", "rude staff", "billing"], multi_label=True)])[0]
+    assert isinstance(one, ClassificationResult) and isinstance(many, ClassificationResult)
+    late = next(i for i in many.labels if i.label == "late delivery")
+    assert late.score == pytest.approx(one.labels[0].score, abs=1e-6)
+    assert {"late delivery", "rude staff"} <= set(many.accepted) and "billing" not in many.accepted
