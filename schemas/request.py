@@ -29,6 +29,7 @@ DEFAULT_TEMPLATE = "This example is {}."  # the Hugging Face zero-shot-classific
 DEFAULT_THRESHOLD = 0.5
 QUEUE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9:_.\-]{0,199}$"
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,199}$"
+RESERVED_QUEUE_PREFIX = "labelq"  # labelq's own queues and keys; a result pushed there would corrupt them
 ID_PATTERN = r"^[A-Za-z0-9_.:\-]{1,128}$"
 
 MetadataValue = str | int | float | bool | None
@@ -204,6 +205,8 @@ class ClassifyRequest(BaseModel):
         if value.startswith(("http://", "https://")):
             if len(value) > 2048 or re.search(r"\s", value) or not re.match(r"^https?://[^/?#@\s]+", value):
                 raise _error(ErrorCode.INVALID_REPLY_TO, "reply_to is not a valid http(s) URL")
+        elif value.lower().startswith(RESERVED_QUEUE_PREFIX):
+            raise _error(ErrorCode.INVALID_REPLY_TO, "queue names starting with 'labelq' are reserved for labelq")
         elif not re.match(QUEUE_NAME_PATTERN, value):
             raise _error(
                 ErrorCode.INVALID_REPLY_TO,

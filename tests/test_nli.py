@@ -114,3 +114,34 @@ def test_int8_model_agrees_with_fp32(models_dir: Any, golden: dict[str, Any]) ->
         assert isinstance(outcome, ClassificationResult)
         for item in outcome.labels:
             assert item.score == pytest.approx(case["scores"][item.label], abs=0.1)
+
+
+def test_a_hypothesis_longer_than_the_model_limit_still_scores(settings: Settings) -> None:
+    """only_first truncation cannot shorten a hypothesis; the encoder falls back instead of failing the batch."""
+    engine = Engine(settings)
+    huge_label = "a label " * 30  # far past the test model's 48 tokens on its own
+    batch = [
+        ParsedRequest(ClassifyRequest(text="short text", labels=[huge_label, "b"], model="test/nli-2class-static")),  # type: ignore[list-item]
+        ParsedRequest(ClassifyRequest(text="another", labels=["c", "d"], model="test/nli-2class-static")),  # type: ignore[list-item]
+    ]
+    first, second = engine.classify(batch)
+    assert isinstance(first, ClassificationResult) and first.truncated
+    assert isinstance(second, ClassificationResult) and not second.truncated
+    assert sum(item.score for item in first.labels) == pytest.approx(1.0)
+
+
+def test_description_is_the_hypothesis_and_the_name_is_reported(settings: Settings) -> None:
+    engine = Engine(settings)
+    described = ClassifyRequest(
+        text="my card never came",
+        model="test/nli-3class",
+        labels=[{"name": "card_arrival", "description": "a card that has not arrived"}, "fees"],
+    )  # type: ignore[list-item]
+    spelled = ClassifyRequest(
+        text="my card never came", model="test/nli-3class", labels=["a card that has not arrived", "fees"]
+    )  # type: ignore[list-item]
+    a, b = engine.classify([ParsedRequest(described), ParsedRequest(spelled)])
+    assert isinstance(a, ClassificationResult) and isinstance(b, ClassificationResult)
+    scores_a = {i.label: i.score for i in a.labels}
+    scores_b = {i.label: i.score for i in b.labels}
+    assert scores_a["card_arrival"] == pytest.approx(scores_b["a card that has not arrived"], abs=1e-6)

@@ -28,3 +28,27 @@ MODEL_FILES = (
 
 FALLBACK_MAX_LENGTH = 512  # when neither tokenizer_config.json nor config.json gives a usable one
 HUGE_MAX_LENGTH = 1_000_000  # transformers writes ~1e30 for "no limit"
+
+# queues, task name and result keys are part of the wire contract (schemas/transport.py)
+from schemas.transport import (  # noqa: E402
+    DEAD_LETTER_KEY,
+    KEY_PREFIX,
+    NOTIFY_KEY,
+    QUEUE_BULK,
+    QUEUE_REALTIME,
+    RESULT_KEY,
+    TASK_CLASSIFY,
+)
+
+QUEUE_TASKS = "labelq.tasks"  # Celery's own task queue for labelq's plain tasks (webhook delivery)
+DELIVERIES_KEY = KEY_PREFIX + "deliveries:"  # + message id -> how many times the message was received
+DELIVERIES_TTL_S = 7 * 24 * 3600  # a delivery counter outlives any plausible redelivery
+
+__all__ = [
+    "DEAD_LETTER_KEY",
+    "NOTIFY_KEY",
+    "QUEUE_BULK",
+    "QUEUE_REALTIME",
+    "RESULT_KEY",
+    "TASK_CLASSIFY",
+]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas import RequestLimits
@@ -17,6 +17,8 @@ from schemas.limits import (
     DEFAULT_MAX_TEXT_CHARS,
 )
 from worker.constants import BUILTIN_EMBEDDING_MODEL, ENV_PREFIX
+
+SLOWEST_PAIRS_PER_S = 20  # a conservative floor for the seed model (fp32, one thread, 128-token pairs: ~10-25)
 
 
 class Settings(BaseSettings):
@@ -51,6 +53,40 @@ class Settings(BaseSettings):
     )
     embedding_center: float = Field(0.5, description="Multi-label: sigmoid((cosine - center) / scale)")
     embedding_scale: float = Field(0.05, gt=0, description="Multi-label: sigmoid((cosine - center) / scale)")
+
+    # broker, queues and batching (the arithmetic is in the README, "Batching and acks")
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Broker and results Redis (rediss:// for TLS)")
+    realtime_batch_size: int = Field(16, ge=1, description="Most requests in one realtime batch")
+    realtime_max_wait_ms: float = Field(
+        5.0, ge=0, description="A realtime batch flushes once its oldest request has waited this long since enqueue"
+    )
+    realtime_max_pairs: int = Field(256, ge=1, description="A realtime batch flushes at this many (text, label) pairs")
+    bulk_batch_size: int = Field(64, ge=1, description="Most requests in one bulk batch")
+    bulk_max_pairs: int = Field(1024, ge=1, description="A bulk batch flushes at this many (text, label) pairs")
+    bulk_max_wait_ms: float = Field(200.0, ge=0, description="Oldest-request wait before a bulk batch flushes")
+    prefetch_batches: int = Field(2, ge=1, description="Messages prefetched per queue, in batches (>= 1 full batch)")
+    visibility_timeout_s: int = Field(
+        120, ge=1, description="An unacked message is redelivered after this long (must exceed wait + batch time)"
+    )
+    unacked_restore_interval_s: float = Field(5.0, gt=0, description="How often a worker sweeps for expired unacked")
+    max_deliveries: int = Field(5, ge=1, description="A message received more often goes to the dead-letter list")
+    result_ttl_s: int = Field(3600, ge=1, description="How long results and result queues live in Redis")
+    worker_processes: int = Field(1, ge=1, description="`labelq worker`: worker processes, each one model session")
+
+    @model_validator(mode="after")
+    def _batches_fit_the_visibility_timeout(self) -> Settings:
+        """A batch must be waited for and classified well within the visibility timeout, or Redis hands its
+        messages to another worker while this one still holds them (duplicates, never loss)."""
+        for name in ("realtime", "bulk"):
+            wait_s = getattr(self, f"{name}_max_wait_ms") / 1000
+            work_s = getattr(self, f"{name}_max_pairs") / SLOWEST_PAIRS_PER_S
+            if wait_s + work_s >= self.visibility_timeout_s:
+                raise ValueError(
+                    f"{name}: max wait {wait_s:g} s + {getattr(self, f'{name}_max_pairs')} pairs at "
+                    f"{SLOWEST_PAIRS_PER_S} pairs/s = {wait_s + work_s:g} s, not under visibility_timeout_s "
+                    f"{self.visibility_timeout_s}: lower the batch or raise the timeout"
+                )
+        return self
 
     def limits(self) -> RequestLimits:
         return RequestLimits(

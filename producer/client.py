@@ -1,0 +1,103 @@
+"""The producer's client: submit requests as Celery task messages, wait for results by id, read result queues.
+
+client = Client("redis://127.0.0.1:6379/0")
+request_id = client.submit(ClassifyRequest(text="...", labels=["billing", "bug"]), queue="realtime")
+result = client.wait(request_id, timeout_s=5)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+from celery import Celery
+
+from schemas import ClassificationResult, ClassifyRequest, ErrorResult, parse_result
+from schemas.transport import NOTIFY_KEY, QUEUES, RESULT_KEY, TASK_CLASSIFY
+
+Result = ClassificationResult | ErrorResult
+
+
+def queue_name(queue: str) -> str:
+    """`realtime` / `bulk` or a full queue name."""
+    return QUEUES.get(queue, queue)
+
+
+class Client:
+    def __init__(self, redis_url: str) -> None:
+        self.redis = redis.Redis.from_url(redis_url)
+        self._celery = Celery("labelq-producer", broker=redis_url, set_as_current=False)
+        self._celery.conf.update(task_serializer="json", accept_content=["json"], broker_connection_retry=True)
+
+    def close(self) -> None:
+        self.redis.close()
+        self._celery.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @staticmethod
+    def prepare(request: ClassifyRequest | Mapping[str, Any]) -> ClassifyRequest:
+        """Validate (a mapping is parsed like a wire message) and stamp `submitted_at`."""
+        if not isinstance(request, ClassifyRequest):
+            request = ClassifyRequest.model_validate(dict(request))
+        if request.submitted_at is None:
+            request = request.model_copy(update={"submitted_at": datetime.now(UTC)})
+        return request
+
+    def submit(self, request: ClassifyRequest | Mapping[str, Any], *, queue: str = "realtime") -> str:
+        """Send one request; returns its id (the Celery task id too)."""
+        return self.submit_many([request], queue=queue)[0]
+
+    def submit_many(
+        self, requests: Iterable[ClassifyRequest | Mapping[str, Any]], *, queue: str = "realtime"
+    ) -> list[str]:
+        ids = []
+        with self._celery.producer_or_acquire() as producer:
+            for item in requests:
+                request = self.prepare(item)
+                self._celery.send_task(
+                    TASK_CLASSIFY,
+                    args=[request.model_dump(mode="json", exclude_none=True)],
+                    task_id=request.id,
+                    queue=queue_name(queue),
+                    producer=producer,
+                )
+                ids.append(request.id)
+        return ids
+
+    def get(self, request_id: str) -> Result | None:
+        raw = self.redis.get(RESULT_KEY + request_id)
+        return parse_result(raw) if raw is not None else None
+
+    def wait(self, request_id: str, timeout_s: float = 30.0) -> Result | None:
+        """The result of a request, waiting up to `timeout_s` for it; None on timeout."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            found = self.get(request_id)
+            if found is not None:
+                return found
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            self.redis.blpop([NOTIFY_KEY + request_id], timeout=max(0.01, min(remaining, 1.0)))
+
+    def results(self, reply_queue: str, *, follow: bool = False, poll_s: float = 1.0) -> Iterator[Result]:
+        """Take results off a result queue (a Redis list) in order; with `follow`, wait for more forever."""
+        while True:
+            if follow:
+                popped = self.redis.blpop([reply_queue], timeout=poll_s)
+                if popped is None:
+                    continue
+                yield parse_result(popped[1])
+            else:
+                raw = self.redis.lpop(reply_queue)
+                if raw is None:
+                    return
+                yield parse_result(raw)  # type: ignore[arg-type]

@@ -1,0 +1,19 @@
+"""The transport half of the contract: queue names, the Celery task name, and the Redis keys results land on.
+
+A request is a Celery task message: task `labelq.classify`, `args=[request object]`, JSON, sent to one of
+the queues below (its latency class). Results: `labelq:result:<id>` (the result JSON, with a TTL), one element
+pushed onto `labelq:notify:<id>` when it is written, and the result JSON RPUSHed onto the request's
+`reply_to` list when it names one.
+"""
+
+from __future__ import annotations
+
+TASK_CLASSIFY = "labelq.classify"
+QUEUE_REALTIME = "labelq.realtime"  # moderation and chat routing: small batches, a few ms of waiting at most
+QUEUE_BULK = "labelq.bulk"  # backfills: large batches, throughput first
+QUEUES = {"realtime": QUEUE_REALTIME, "bulk": QUEUE_BULK}
+
+KEY_PREFIX = "labelq:"
+RESULT_KEY = KEY_PREFIX + "result:"  # + request id -> the result JSON (SET with TTL)
+NOTIFY_KEY = KEY_PREFIX + "notify:"  # + request id -> a list that gets one element once the result exists
+DEAD_LETTER_KEY = KEY_PREFIX + "dead"  # list of dead letters (JSON), oldest first

@@ -1,0 +1,134 @@
+"""The batching consumer: a Celery consumer bootstep that takes labelq's queues itself.
+
+Why not celery-batches: it flushes on a fixed periodic tick (a lone message waits a full period), acks a batch
+even when the batch function raises, pins celery < 5.7, and hangs after a broker reconnect (its issues #99,
+#107). This step flushes on size, pair budget or the oldest message's age measured from enqueue; acks each
+message only after its outcome is written; and runs the model in the worker process itself (pool `solo`, one
+model session per process, scale by processes).
+
+One kombu channel per queue, so each queue has its own prefetch window (a bulk backlog cannot occupy the
+slots realtime messages need). Flushes run on the worker's event loop, between message deliveries.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from celery import bootsteps
+from kombu import Consumer, Message, Queue
+
+from worker.batcher import Batcher, BatchPolicy
+from worker.messages import Delivery
+from worker.pipeline import Pipeline, Received
+from worker.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+class BatchConsumerStep(bootsteps.ConsumerStep):
+    """Consumes labelq's request queues in mini-batches. The runtime (model, Redis) is built in `start`, so the
+    worker is not ready before its model is loaded and warmed up."""
+
+    requires = ("celery.worker.consumer:Connection",)
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        self.runtime: Runtime | None = None
+        self.batchers: dict[str, Batcher[tuple[Received, Message]]] = {}
+        self._timers: dict[str, Any] = {}
+        self._consumer_parent: Any = None
+
+    def start(self, c: Any) -> None:
+        if self.runtime is None:
+            self.runtime = Runtime.start(c.app.labelq_settings)
+        self._consumer_parent = c
+        self.batchers = {policy.queue: Batcher(policy) for policy in self.runtime.policies}
+        self.consumers = []
+        for policy in self.runtime.policies:
+            channel = c.connection.channel()
+            consumer = Consumer(
+                channel,
+                queues=[Queue(policy.queue, routing_key=policy.queue)],
+                on_message=lambda message, policy=policy: self.on_message(policy, message),
+                prefetch_count=policy.max_items * self.runtime.settings.prefetch_batches,
+                no_ack=False,
+            )
+            consumer.consume()
+            self.consumers.append(consumer)
+        log.info("labelq consuming %s", ", ".join(p.queue for p in self.runtime.policies))
+
+    def stop(self, c: Any) -> None:
+        self._flush_all()  # warm shutdown: finish what is buffered, so it is acked, not redelivered later
+        super().stop(c)
+
+    def shutdown(self, c: Any) -> None:
+        self._cancel_timers()
+        super().shutdown(c)
+
+    @property
+    def pipeline(self) -> Pipeline:
+        assert self.runtime is not None
+        return self.runtime.pipeline
+
+    def on_message(self, policy: BatchPolicy, message: Message) -> None:
+        delivery = Delivery(
+            queue=policy.queue,
+            body=message.body if isinstance(message.body, bytes) else str(message.body).encode(),
+            headers=message.headers or {},
+            content_type=message.content_type,
+            received_at=time.time(),
+            handle=message,
+        )
+        received = self.pipeline.receive(delivery)
+        batcher = self.batchers[policy.queue]
+        batcher.add((received, message), received.pairs, received.enqueued_at_s)
+        if batcher.full():
+            self.flush(policy.queue)
+        else:
+            self._schedule(policy.queue)
+
+    def _schedule(self, queue: str) -> None:
+        if queue in self._timers:
+            return  # the oldest message's deadline is already armed
+        due = self.batchers[queue].due_in_s(time.time())
+        if due is None:
+            return
+        if due <= 0:
+            self.flush(queue)
+            return
+        self._timers[queue] = self._consumer_parent.timer.call_after(due, self.flush, (queue,))
+
+    def _cancel_timers(self) -> None:
+        for entry in self._timers.values():
+            entry.cancel()
+        self._timers.clear()
+
+    def flush(self, queue: str) -> None:
+        timer = self._timers.pop(queue, None)
+        if timer is not None:
+            timer.cancel()
+        items = self.batchers[queue].take()
+        if not items:
+            return
+        try:
+            self.pipeline.handle([received for received, _ in items])
+        except Exception:  # Redis failed while publishing: give every message back, nothing is lost
+            log.exception("publishing a batch of %d failed; requeueing it", len(items))
+            for _, message in items:
+                _quietly(message.reject, requeue=True)
+            return
+        for _, message in items:
+            _quietly(message.ack)
+
+    def _flush_all(self) -> None:
+        for queue in list(self.batchers):
+            self.flush(queue)
+
+
+def _quietly(action: Any, **kwargs: Any) -> None:
+    try:
+        action(**kwargs)
+    except Exception:  # the connection is gone: the message is redelivered after the visibility timeout
+        log.warning("could not settle a message; it will be redelivered", exc_info=True)

@@ -1,0 +1,54 @@
+"""What a worker process holds while it runs: settings, the warm engine, Redis, the pipeline, batch policies."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import redis
+
+from schemas import ClassifyRequest, ParsedRequest
+from worker.batcher import BatchPolicy
+from worker.constants import QUEUE_BULK, QUEUE_REALTIME
+from worker.engine import Engine
+from worker.pipeline import Pipeline
+from worker.publishing import Publisher
+from worker.settings import Settings
+
+log = logging.getLogger(__name__)
+
+WARM_UP_TEXT = "labelq warm-up: the model runs once before the first message."
+
+
+def policies(settings: Settings) -> tuple[BatchPolicy, ...]:
+    return (
+        BatchPolicy(
+            QUEUE_REALTIME,
+            settings.realtime_batch_size,
+            settings.realtime_max_pairs,
+            settings.realtime_max_wait_ms / 1000,
+        ),
+        BatchPolicy(QUEUE_BULK, settings.bulk_batch_size, settings.bulk_max_pairs, settings.bulk_max_wait_ms / 1000),
+    )
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: Engine
+    publisher: Publisher
+    pipeline: Pipeline
+    policies: tuple[BatchPolicy, ...]
+
+    @classmethod
+    def start(cls, settings: Settings) -> Runtime:
+        started = time.perf_counter()
+        engine = Engine(settings)
+        engine.classifier()  # load the default model now, in this process (after any fork)
+        engine.classify([ParsedRequest(ClassifyRequest(text=WARM_UP_TEXT, labels=("a", "b")))])
+        log.info("model %s warm in %.0f ms", settings.model, (time.perf_counter() - started) * 1000)
+        client = redis.Redis.from_url(settings.redis_url, health_check_interval=30)
+        publisher = Publisher(client, settings.result_ttl_s)
+        pipeline = Pipeline(engine, publisher, limits=settings.limits(), max_deliveries=settings.max_deliveries)
+        return cls(settings, engine, publisher, pipeline, policies(settings))
