@@ -108,7 +108,8 @@ def main() -> None:
         "",
         "Reproduce one few-shot row: `labelq eval ../shared/data/tweeteval_offensive.jsonl --labels-file "
         "../shared/data/tweeteval_offensive.labels.json "
-        "--descriptions docs/labels/tweeteval_offensive.descriptions.json --examples-from ../shared/data/tweeteval_offensive.val.jsonl --shots 16 --draws 5`.",
+        "--descriptions docs/labels/tweeteval_offensive.descriptions.json "
+        "--examples-from ../shared/data/tweeteval_offensive.val.jsonl --shots 16 --draws 5`.",
         "",
     ]
     args.out.write_text("\n".join(lines))

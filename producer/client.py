@@ -7,6 +7,7 @@ result = client.wait(request_id, timeout_s=5)
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
@@ -16,7 +17,7 @@ import redis
 from celery import Celery
 
 from schemas import ClassificationResult, ClassifyRequest, ErrorResult, parse_result
-from schemas.transport import NOTIFY_KEY, QUEUES, RESULT_KEY, TASK_CLASSIFY
+from schemas.transport import NOTIFY_KEY, QUEUES, RESULT_KEY, TASK_CLASSIFY, WORKER_KEY
 
 Result = ClassificationResult | ErrorResult
 
@@ -71,6 +72,24 @@ class Client:
                 )
                 ids.append(request.id)
         return ids
+
+    def workers(self) -> dict[str, dict[str, Any]]:
+        """Ready workers by node name (model loaded, consuming), as they announce themselves."""
+        found = {}
+        for key in self.redis.scan_iter(match=WORKER_KEY + "*"):
+            raw = self.redis.get(key)
+            if raw is not None:
+                name = key.decode() if isinstance(key, bytes) else str(key)
+                found[name.removeprefix(WORKER_KEY)] = json.loads(raw)
+        return found
+
+    def wait_for_workers(self, timeout_s: float, count: int = 1) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while len(self.workers()) < count:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
 
     def get(self, request_id: str) -> Result | None:
         raw = self.redis.get(RESULT_KEY + request_id)

@@ -17,3 +17,5 @@ KEY_PREFIX = "labelq:"
 RESULT_KEY = KEY_PREFIX + "result:"  # + request id -> the result JSON (SET with TTL)
 NOTIFY_KEY = KEY_PREFIX + "notify:"  # + request id -> a list that gets one element once the result exists
 DEAD_LETTER_KEY = KEY_PREFIX + "dead"  # list of dead letters (JSON), oldest first
+WORKER_KEY = KEY_PREFIX + "worker:"  # + node name -> JSON {model, revision, queues, pid}; exists while it is ready
+WORKER_KEY_TTL_S = 30  # refreshed every third of this; a worker that dies disappears within it

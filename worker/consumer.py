@@ -12,13 +12,16 @@ slots realtime messages need). Flushes run on the worker's event loop, between m
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import time
 from typing import Any
 
 from celery import bootsteps
 from kombu import Consumer, Message, Queue
 
+from schemas.transport import WORKER_KEY, WORKER_KEY_TTL_S
 from worker.batcher import Batcher, BatchPolicy
 from worker.messages import Delivery
 from worker.pipeline import Pipeline, Received
@@ -39,6 +42,8 @@ class BatchConsumerStep(bootsteps.ConsumerStep):
         self.batchers: dict[str, Batcher[tuple[Received, Message]]] = {}
         self._timers: dict[str, Any] = {}
         self._consumer_parent: Any = None
+        self._heartbeat: Any = None
+        self._node = ""
 
     def start(self, c: Any) -> None:
         if self.runtime is None:
@@ -58,14 +63,44 @@ class BatchConsumerStep(bootsteps.ConsumerStep):
             consumer.consume()
             self.consumers.append(consumer)
         log.info("labelq consuming %s", ", ".join(p.queue for p in self.runtime.policies))
+        self._node = c.hostname
+        self._announce()
+        self._heartbeat = c.timer.call_repeatedly(WORKER_KEY_TTL_S / 3, self._announce)
+
+    def _announce(self) -> None:
+        """Say this worker is ready (model loaded, consuming); the key expires if the process dies."""
+        assert self.runtime is not None
+        card = self.runtime.engine.classifier().card
+        info = {
+            "model": card.name,
+            "revision": card.revision,
+            "pid": os.getpid(),
+            "queues": [p.queue for p in self.runtime.policies],
+        }
+        try:
+            self.runtime.publisher.client.set(WORKER_KEY + self._node, json.dumps(info), ex=WORKER_KEY_TTL_S)
+        except Exception:  # Redis is away; the next beat tries again
+            log.warning("could not announce the worker", exc_info=True)
+
+    def _retire(self) -> None:
+        if self.runtime is not None and self._node:
+            _quietly(self.runtime.publisher.client.delete, WORKER_KEY + self._node)
 
     def stop(self, c: Any) -> None:
         self._flush_all()  # warm shutdown: finish what is buffered, so it is acked, not redelivered later
+        self._stop_heartbeat()
         super().stop(c)
 
     def shutdown(self, c: Any) -> None:
         self._cancel_timers()
+        self._stop_heartbeat()
+        self._retire()
         super().shutdown(c)
+
+    def _stop_heartbeat(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            self._heartbeat = None
 
     @property
     def pipeline(self) -> Pipeline:
@@ -127,8 +162,8 @@ class BatchConsumerStep(bootsteps.ConsumerStep):
             self.flush(queue)
 
 
-def _quietly(action: Any, **kwargs: Any) -> None:
+def _quietly(action: Any, *args: Any, **kwargs: Any) -> None:
     try:
-        action(**kwargs)
+        action(*args, **kwargs)
     except Exception:  # the connection is gone: the message is redelivered after the visibility timeout
         log.warning("could not settle a message; it will be redelivered", exc_info=True)

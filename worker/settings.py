@@ -51,7 +51,7 @@ class Settings(BaseSettings):
     embedding_temperature: float = Field(
         0.05, gt=0, description="Single-label: softmax(cosine / temperature) over the labels"
     )
-    embedding_center: float = Field(0.5, description="Multi-label: sigmoid((cosine - center) / scale)")
+    embedding_center: float = Field(0.3, description="Multi-label: sigmoid((cosine - center) / scale)")
     embedding_scale: float = Field(0.05, gt=0, description="Multi-label: sigmoid((cosine - center) / scale)")
 
     # broker, queues and batching (the arithmetic is in the README, "Batching and acks")
