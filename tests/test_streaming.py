@@ -1,0 +1,261 @@
+"""End to end through a real Redis and real `labelq worker` processes (embedded MiniLM model)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from typing import Any
+
+import pytest
+import redis as redis_lib
+
+from producer import Client
+from schemas import ClassificationResult, ClassifyRequest, ErrorCode, ErrorResult, parse_result
+from schemas.transport import DEAD_LETTER_KEY, QUEUE_BULK, QUEUE_REALTIME
+from tests.conftest import WorkerFactory
+
+ROUTING = ["billing", "technical problem", "account access", "delivery", "praise"]
+TEXTS = [
+    "I was charged twice for my subscription",
+    "The app crashes every time I open the settings page",
+    "I forgot my password and can't log in",
+    "My parcel has not arrived",
+    "Your support team is fantastic",
+]
+
+
+def requests(n: int, reply_to: str, prefix: str = "req") -> list[ClassifyRequest]:
+    return [
+        ClassifyRequest(
+            id=f"{prefix}-{i}",
+            text=f"{TEXTS[i % len(TEXTS)]} (ticket {i})",
+            labels=ROUTING,  # type: ignore[arg-type]
+            reply_to=reply_to,
+            multi_label=i % 3 == 0,
+        )
+        for i in range(n)
+    ]
+
+
+def drain(client: Client, queue: str, expected_ids: set[str], timeout_s: float) -> list[Any]:
+    """Take results off a result queue until every expected id was seen (or time runs out)."""
+    got: list[Any] = []
+    seen: set[str] = set()
+    deadline = time.monotonic() + timeout_s
+    while not expected_ids <= seen and time.monotonic() < deadline:
+        popped = client.redis.blpop([queue], timeout=0.5)
+        if popped:
+            result = parse_result(popped[1])
+            got.append(result)
+            seen.add(str(result.id))
+    return got
+
+
+def raw_celery_message(request: dict[str, Any], queue: str, task_id: str | None = None) -> str:
+    """A Celery protocol-2 task message exactly as kombu's Redis transport stores it: what a Node.js or Go
+    Celery client LPUSHes onto the queue's list."""
+    task_id = task_id or str(uuid.uuid4())
+    body = json.dumps([[request], {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}])
+    return json.dumps(
+        {
+            "body": base64.b64encode(body.encode()).decode(),
+            "content-encoding": "utf-8",
+            "content-type": "application/json",
+            "headers": {
+                "lang": "js",
+                "task": "labelq.classify",
+                "id": task_id,
+                "root_id": task_id,
+                "parent_id": None,
+                "group": None,
+                "retries": 0,
+                "eta": None,
+                "expires": None,
+            },
+            "properties": {
+                "correlation_id": task_id,
+                "reply_to": "",
+                "delivery_mode": 2,
+                "delivery_info": {"exchange": "", "routing_key": queue},
+                "priority": 0,
+                "body_encoding": "base64",
+                "delivery_tag": str(uuid.uuid4()),
+            },
+        }
+    )
+
+
+def test_a_thousand_requests_each_get_one_result(start_worker: WorkerFactory, client: Client) -> None:
+    start_worker()
+    batch = requests(1000, "results:e2e")
+    started = time.monotonic()
+    client.submit_many(batch[:500], queue="bulk")
+    client.submit_many(batch[500:], queue="realtime")
+    got = drain(client, "results:e2e", {r.id for r in batch}, timeout_s=120)
+    elapsed = time.monotonic() - started
+    counts = Counter(r.id for r in got)
+    missing = {r.id for r in batch} - set(counts)
+    print(
+        f"\n1000 requests: {len(got)} results in {elapsed:.1f} s, {len(missing)} missing, "
+        f"{sum(c - 1 for c in counts.values())} duplicates"
+    )
+    assert not missing
+    assert all(isinstance(r, ClassificationResult) for r in got)
+    for result in got:  # a result answers its own request
+        index = int(result.id.split("-")[1])
+        assert result.multi_label == (index % 3 == 0)
+    single = [r for r in got if not r.multi_label]
+    by_text = Counter((int(r.id.split("-")[1]) % 5, r.top) for r in single)
+    assert by_text.most_common(1)[0][1] > 0 and {top for (_, top) in by_text} >= {"billing", "praise"}
+
+
+def test_a_hand_built_celery_message_pushed_with_a_raw_redis_command(
+    start_worker: WorkerFactory, client: Client
+) -> None:
+    start_worker()
+    request = {
+        "id": "raw-1",
+        "text": "I was charged twice for my subscription",
+        "labels": ROUTING,
+        "reply_to": "results:raw",
+    }
+    raw = raw_celery_message(request, QUEUE_REALTIME)
+    client.redis.execute_command("LPUSH", QUEUE_REALTIME, raw)  # what any Celery client does
+    result = client.wait("raw-1", timeout_s=30)
+    assert isinstance(result, ClassificationResult) and result.top == "billing"
+    assert parse_result(client.redis.lpop("results:raw")).id == "raw-1"  # type: ignore[arg-type]
+
+
+def test_poison_messages_are_answered_or_dead_lettered(start_worker: WorkerFactory, client: Client) -> None:
+    start_worker()
+    valid = requests(180, "results:poison", prefix="ok")
+    poison_invalid = [
+        {
+            "id": f"bad-{i}",
+            "text": "" if i % 2 else "x",
+            "labels": [] if i % 2 else ["a", "a"],
+            "reply_to": "results:poison",
+        }
+        for i in range(10)
+    ]
+    poison_bytes = [
+        b"\xff\xfe\x00garbage",
+        b"{not json",
+        b"[1, 2, 3]",
+        b'{"task": "other"}',
+        b'"just a string"',
+        b"",
+        b"{}" * 1000,
+        b"[" * 5000,
+        b'{"body": 1}',
+        b"\x00" * 64,
+    ]
+    client.submit_many(valid[:90], queue="realtime")
+    for i, item in enumerate(poison_invalid):
+        client.redis.lpush(QUEUE_REALTIME, raw_celery_message(item, QUEUE_REALTIME, task_id=f"poison-{i}"))
+    for blob in poison_bytes:  # valid kombu envelopes whose task body is garbage
+        envelope = json.loads(raw_celery_message({}, QUEUE_REALTIME))
+        envelope["body"] = base64.b64encode(blob).decode()
+        client.redis.lpush(QUEUE_REALTIME, json.dumps(envelope))
+    client.submit_many(valid[90:], queue="realtime")
+    expected = {r.id for r in valid} | {p["id"] for p in poison_invalid}
+    got = drain(client, "results:poison", expected, timeout_s=60)
+    by_id = {r.id: r for r in got}
+    assert expected <= set(by_id)
+    assert all(isinstance(by_id[r.id], ClassificationResult) for r in valid)
+    for item in poison_invalid:
+        result = by_id[item["id"]]
+        assert isinstance(result, ErrorResult)
+        assert result.code in (ErrorCode.EMPTY_TEXT, ErrorCode.DUPLICATE_LABELS)
+    deadline = time.monotonic() + 10
+    while client.redis.llen(DEAD_LETTER_KEY) < 20 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    letters = [json.loads(x) for x in client.redis.lrange(DEAD_LETTER_KEY, 0, -1)]
+    reasons = Counter(letter["reason"] for letter in letters)
+    print(f"\npoison: {len(valid)} valid classified, dead letters by reason: {dict(reasons)}")
+    assert reasons == {"invalid_request": 10, "undecodable": 10}
+    assert all(letter["raw"] is not None and letter["detail"] for letter in letters)
+
+
+@pytest.mark.slow
+def test_sigkill_mid_batch_loses_nothing(start_worker: WorkerFactory, client: Client) -> None:
+    settings = {
+        "visibility_timeout_s": 6,
+        "unacked_restore_interval_s": 1,
+        "bulk_batch_size": 32,
+        "bulk_max_pairs": 100,
+        "realtime_max_pairs": 50,
+    }
+    victim = start_worker(**settings)
+    batch = requests(600, "results:kill")
+    client.submit_many(batch, queue="bulk")
+    while client.redis.llen("results:kill") < 60:  # the worker is mid-stream
+        time.sleep(0.005)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    killed_at = time.monotonic()
+    in_flight = client.redis.hlen("unacked")
+    start_worker(**settings)
+    got = drain(client, "results:kill", {r.id for r in batch}, timeout_s=90)
+    recovered_s = time.monotonic() - killed_at
+    counts = Counter(r.id for r in got)
+    missing = {r.id for r in batch} - set(counts)
+    print(
+        f"\nSIGKILL: {in_flight} messages unacked at the kill; all {len(counts)} answered {recovered_s:.1f} s "
+        f"after it; {sum(c - 1 for c in counts.values())} duplicates; {len(missing)} missing"
+    )
+    assert in_flight > 0, "the kill did not catch a batch in flight"
+    assert not missing
+    assert recovered_s < settings["visibility_timeout_s"] + 2 * settings["unacked_restore_interval_s"] + 30
+
+
+@pytest.mark.slow
+def test_sigterm_finishes_the_batch_in_hand(start_worker: WorkerFactory, client: Client) -> None:
+    worker = start_worker(bulk_batch_size=32)
+    batch = requests(300, "results:term")
+    client.submit_many(batch, queue="bulk")
+    while client.redis.llen("results:term") < 40:
+        time.sleep(0.005)
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=30) == 0
+    assert client.redis.hlen("unacked") == 0  # nothing left half-done: finished or given back
+    start_worker()
+    got = drain(client, "results:term", {r.id for r in batch}, timeout_s=60)
+    assert {r.id for r in batch} <= {r.id for r in got}
+
+
+def test_queues_are_separate_latency_classes(start_worker: WorkerFactory, client: Client) -> None:
+    """A realtime request is answered while a bulk backlog is still being worked through."""
+    start_worker(bulk_batch_size=64)
+    client.submit_many(requests(1500, "results:backlog", prefix="bulk"), queue="bulk")
+    while client.redis.llen("results:backlog") < 64:
+        time.sleep(0.01)
+    urgent = client.submit(ClassifyRequest(text="I was charged twice", labels=ROUTING), queue="realtime")  # type: ignore[arg-type]
+    result = client.wait(urgent, timeout_s=30)
+    backlog_left = 1500 - client.redis.llen("results:backlog")
+    assert isinstance(result, ClassificationResult)
+    assert backlog_left > 0, "the backlog finished before the realtime request: the test proves nothing"
+
+
+def test_demo_runs_end_to_end_and_leaves_nothing_behind(redis_url: str) -> None:
+    env = {**os.environ, "REDIS_URL": redis_url}
+    done = subprocess.run(
+        [sys.executable, "-m", "labelq.cli", "demo", "--count", "8"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("route: ") == 4 and done.stdout.count("flags: ") == 4
+    assert "route: billing" in done.stdout
+    workers = redis_lib.Redis.from_url(redis_url).keys("labelq:worker:*")
+    assert workers == []  # the demo's worker shut down and retired
+    assert QUEUE_BULK  # (the demo uses the realtime queue only)

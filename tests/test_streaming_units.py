@@ -1,0 +1,182 @@
+"""The streaming pieces without a broker: envelopes, the batcher, the pipeline (fakeredis + fake classifier)."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import fakeredis
+import pytest
+from pydantic import ValidationError
+
+from schemas import ClassificationResult, ErrorCode, ErrorResult, parse_result
+from schemas.transport import DEAD_LETTER_KEY, NOTIFY_KEY, RESULT_KEY
+from worker.batcher import Batcher, BatchPolicy
+from worker.engine import Engine
+from worker.fake import FAKE_MODEL, FakeClassifier
+from worker.messages import Delivery, UndecodableMessage, decode
+from worker.pipeline import Pipeline
+from worker.publishing import Publisher
+from worker.settings import load_settings
+
+GOOD = {"id": "r1", "text": "refund please", "labels": ["refund", "bug"], "reply_to": "results:test"}
+
+
+def delivery(
+    body: Any,
+    *,
+    headers: dict[str, Any] | None = None,
+    content_type: str | None = "application/json",
+    queue: str = "labelq.realtime",
+) -> Delivery:
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return Delivery(
+        queue=queue,
+        body=raw,
+        headers=headers if headers is not None else {"task": "labelq.classify", "id": "m-1"},
+        content_type=content_type,
+        received_at=time.time(),
+    )
+
+
+def v2(request: Any, task_id: str = "m-1") -> Delivery:
+    return delivery([[request], {}, {"callbacks": None}], headers={"task": "labelq.classify", "id": task_id})
+
+
+# --- envelopes ---
+
+
+def test_protocol_2_and_1_and_string_requests_decode_alike() -> None:
+    expected = json.loads(json.dumps(GOOD))
+    for item in (
+        v2(GOOD),
+        delivery({"task": "labelq.classify", "id": "m-1", "args": [GOOD], "kwargs": {}}, headers={}),
+        v2(json.dumps(GOOD)),
+        delivery([[], {"request": GOOD}, {}]),
+    ):
+        envelope = decode(item)
+        assert envelope.message_id == "m-1" and json.loads(envelope.request) == expected
+
+
+@pytest.mark.parametrize(
+    ("item", "reason"),
+    [
+        (delivery(b"\xff\xfe not json"), "not JSON"),
+        (delivery(b"{not json"), "not JSON"),
+        (delivery({"hello": 1}, headers={}), "not a Celery task message"),
+        (delivery([[GOOD], {}, {}], headers={"task": "other.task", "id": "x"}), "is not 'labelq.classify'"),
+        (delivery([[GOOD, GOOD], {}, {}]), "exactly one argument"),
+        (delivery({"a": 1}), "[args, kwargs, embed]"),
+        (delivery(b"<xml/>", content_type="application/xml"), "application/json only"),
+        (delivery(b"[" * 100_000), "not JSON"),
+    ],
+)
+def test_undecodable_messages(item: Delivery, reason: str) -> None:
+    with pytest.raises(UndecodableMessage, match=reason.replace("[", r"\[").replace("]", r"\]")):
+        decode(item)
+
+
+# --- batcher ---
+
+
+def test_batcher_flushes_on_items_pairs_and_age() -> None:
+    batcher: Batcher[int] = Batcher(BatchPolicy("q", max_items=3, max_pairs=10, max_wait_s=0.5))
+    assert batcher.due_in_s(100.0) is None
+    batcher.add(1, pairs=2, enqueued_at_s=100.0)
+    assert not batcher.full() and batcher.due_in_s(100.2) == pytest.approx(0.3)
+    batcher.add(2, pairs=2, enqueued_at_s=99.9)  # enqueued earlier (by the producer): the oldest counts
+    assert batcher.due_in_s(100.2) == pytest.approx(0.2)
+    assert batcher.due_in_s(101.0) == 0.0
+    batcher.add(3, pairs=1, enqueued_at_s=100.1)
+    assert batcher.full()
+    assert batcher.take() == [1, 2, 3] and len(batcher) == 0 and batcher.due_in_s(0) is None
+    batcher.add(4, pairs=10, enqueued_at_s=0)
+    assert batcher.full()  # the pair budget alone
+
+
+def test_settings_refuse_batches_that_outlive_the_visibility_timeout() -> None:
+    with pytest.raises(ValidationError, match="visibility_timeout_s"):
+        load_settings(visibility_timeout_s=10, bulk_max_pairs=1024)
+    assert load_settings(visibility_timeout_s=10, bulk_max_pairs=100, realtime_max_pairs=50).visibility_timeout_s == 10
+
+
+# --- pipeline ---
+
+
+@pytest.fixture
+def setup() -> tuple[Pipeline, fakeredis.FakeRedis, FakeClassifier]:
+    fake = FakeClassifier()
+    settings = load_settings(model=FAKE_MODEL)
+    engine = Engine(settings, classifiers={FAKE_MODEL: fake})
+    redis = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+    pipeline = Pipeline(engine, Publisher(redis, result_ttl_s=60), limits=settings.limits(), max_deliveries=2)
+    return pipeline, redis, fake
+
+
+def dead_letters(redis: fakeredis.FakeRedis) -> list[dict[str, Any]]:
+    return [json.loads(x) for x in redis.lrange(DEAD_LETTER_KEY, 0, -1)]
+
+
+def test_every_outcome_is_published_and_bad_ones_dead_lettered(setup: Any) -> None:
+    pipeline, redis, fake = setup
+    past = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
+    batch = [
+        v2(GOOD, "m-1"),
+        v2({**GOOD, "id": "bad", "labels": ["a", "a"]}, "m-2"),
+        delivery(b"garbage", headers={"task": "labelq.classify", "id": "m-3"}),
+        v2({**GOOD, "id": "late", "deadline": past}, "m-4"),
+        v2({**GOOD, "id": "r2", "text": "a bug report"}, "m-5"),
+    ]
+    pipeline.handle([pipeline.receive(item) for item in batch])
+    queue = [parse_result(x) for x in redis.lrange("results:test", 0, -1)]
+    assert [(r.id, r.status) for r in queue] == [("bad", "error"), ("late", "error"), ("r1", "ok"), ("r2", "ok")]
+    bad, late = queue[0], queue[1]
+    assert isinstance(bad, ErrorResult) and bad.code == ErrorCode.DUPLICATE_LABELS
+    assert isinstance(late, ErrorResult) and late.code == ErrorCode.EXPIRED
+    assert fake.calls == [2]  # the expired request cost no inference
+    for rid in ("r1", "r2", "bad", "late"):
+        assert redis.get(RESULT_KEY + rid) is not None and redis.llen(NOTIFY_KEY + rid) == 1
+    letters = dead_letters(redis)
+    assert [(d["reason"], d["message_id"]) for d in letters] == [("invalid_request", "m-2"), ("undecodable", None)]
+    assert letters[0]["error"]["code"] == "duplicate_labels" and '"a", "a"' in letters[0]["raw"]
+    assert letters[1]["raw"] == "garbage"
+    r1 = parse_result(redis.get(RESULT_KEY + "r1"))
+    assert isinstance(r1, ClassificationResult) and r1.timings.queue_ms is not None and r1.top == "refund"
+
+
+def test_a_message_delivered_too_often_is_dead_lettered(setup: Any) -> None:
+    pipeline, redis, fake = setup
+    for _ in range(2):  # max_deliveries = 2: the first two deliveries are classified
+        pipeline.publisher.count_deliveries(["m-9"])
+    pipeline.handle([pipeline.receive(v2(GOOD, "m-9"))])
+    assert fake.calls == [] and redis.get(RESULT_KEY + "r1") is None
+    assert [d["reason"] for d in dead_letters(redis)] == ["too_many_deliveries"]
+
+
+def test_a_counter_is_cleared_once_the_message_is_done(setup: Any) -> None:
+    pipeline, redis, _ = setup
+    pipeline.handle([pipeline.receive(v2(GOOD, "m-7"))])
+    assert pipeline.publisher.count_deliveries(["m-7"]) == [1]
+
+
+def test_error_for_an_invalid_request_reaches_its_reply_queue_only_when_safe(setup: Any) -> None:
+    pipeline, redis, _ = setup
+    pipeline.handle(
+        [
+            pipeline.receive(v2({"text": "", "labels": ["a"], "reply_to": "labelq.realtime", "id": "z"})),
+            pipeline.receive(v2({"text": "", "labels": ["a"], "reply_to": "ok:queue", "id": "y"})),
+        ]
+    )
+    assert redis.llen("labelq.realtime") == 0  # never pushed onto a labelq queue
+    assert [parse_result(x).id for x in redis.lrange("ok:queue", 0, -1)] == ["y"]
+    assert redis.get(RESULT_KEY + "z") is not None
+
+
+def test_a_redis_failure_raises_so_nothing_is_acked(setup: Any) -> None:
+    pipeline, redis, _ = setup
+    received = pipeline.receive(v2(GOOD))
+    redis.connection_pool.connection_kwargs["server"].connected = False  # fakeredis: the server is down
+    with pytest.raises(Exception, match="onnect"):
+        pipeline.handle([received])
