@@ -68,11 +68,12 @@ def main() -> None:
             flag = (
                 f" --descriptions docs/labels/{name}.descriptions.json"
                 if kind == "descriptions"
-                else " (names with _ and - as spaces)"
+                else "` (names with _ and - as spaces)"
             )
+            command = f"`labelq eval ../shared/data/{name}.jsonl --labels-file ../shared/data/{name}.labels.json{flag}"
             lines.append(
                 f"| {name} | {report.n} | {len(names)} | {kind} | {report.accuracy:.4f} | {report.macro_f1:.4f} | "
-                f"`labelq eval ../shared/data/{name}.jsonl --labels-file ../shared/data/{name}.labels.json`{flag} |"
+                f"{command}{'`' if kind == 'descriptions' else ''} |"
             )
             print(lines[-1], flush=True)
     lines += [

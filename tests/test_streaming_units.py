@@ -156,7 +156,7 @@ def test_a_message_delivered_too_often_is_dead_lettered(setup: Any) -> None:
 
 
 def test_a_counter_is_cleared_once_the_message_is_done(setup: Any) -> None:
-    pipeline, redis, _ = setup
+    pipeline, _, _ = setup
     pipeline.handle([pipeline.receive(v2(GOOD, "m-7"))])
     assert pipeline.publisher.count_deliveries(["m-7"]) == [1]
 
