@@ -324,6 +324,24 @@ def results(reply_queue: str, follow: bool, redis_url: str) -> None:
 
 
 @main.command()
+@click.option("--node", default=None, help="Only this node (e.g. labelq@host); exit 1 unless it is ready")
+@REDIS_URL_OPTION
+def workers(node: str | None, redis_url: str) -> None:
+    """List ready workers (model loaded, consuming); exit 1 when none (or not NODE) is ready."""
+    from producer import Client
+
+    with Client(redis_url) as client:
+        ready = client.workers()
+    if node is not None:
+        ready = {name: info for name, info in ready.items() if name == node}
+    for name, info in sorted(ready.items()):
+        click.echo(f"{name}  {info['model']}@{info['revision']}  pid {info['pid']}  {', '.join(info['queues'])}")
+    if not ready:
+        click.echo("no ready worker" + (f" named {node}" if node else ""), err=True)
+        sys.exit(1)
+
+
+@main.command()
 @click.option("--count", default=24, show_default=True, help="Requests to send")
 @click.option("--timeout", "timeout_s", default=180.0, show_default=True)
 def demo(count: int, timeout_s: float) -> None:

@@ -96,13 +96,20 @@ class Label(BaseModel):
         return self.description if self.description else self.name
 
 
+def _request_schema_extra(schema: dict[str, Any]) -> None:
+    """The JSON Schema says what the validator accepts: a label is a string (shorthand) or a label object."""
+    schema["$id"] = "https://labelq.dev/schemas/classify_request.v1.json"
+    labels = schema["properties"]["labels"]
+    labels["items"] = {"anyOf": [{"type": "string"}, labels["items"]]}
+
+
 class ClassifyRequest(BaseModel):
     """One text to classify against candidate labels."""
 
     model_config = ConfigDict(
         frozen=True,
         extra="forbid",
-        json_schema_extra={"$id": "https://labelq.dev/schemas/classify_request.v1.json"},
+        json_schema_extra=lambda schema: _request_schema_extra(schema),
     )
 
     schema_version: Literal[1] = SCHEMA_VERSION

@@ -195,3 +195,35 @@ def test_result_round_trip() -> None:
     result = parse_result(raw)
     assert isinstance(result, ClassificationResult) and result.status == "ok"
     assert parse_result(result.model_dump_json()) == result
+
+
+def test_json_schema_accepts_and_refuses_what_the_models_do() -> None:
+    import jsonschema
+
+    schema = json.loads((DIRECTORY / "classify_request.v1.json").read_text())
+    accepted = [
+        json.loads(with_()),
+        {
+            "text": "x",
+            "labels": ["a", {"name": "b", "description": "d", "threshold": 0.2, "examples": ["e"]}],
+            "thresholds": {"a": 0.3},
+            "multi_label": True,
+            "metadata": {"k": 1, "v": None},
+            "deadline": "2030-01-01T00:00:00Z",
+            "reply_to": "q:1",
+        },
+    ]
+    refused = [
+        {"labels": ["a"]},
+        {"text": "x", "labels": ["a"], "colour": 1},
+        {"text": 5, "labels": ["a"]},
+        {"text": "x", "labels": "a"},
+        {"text": "x", "labels": ["a"], "multi_label": "yes"},
+    ]
+    for message in accepted:
+        jsonschema.validate(message, schema)
+        assert isinstance(parse_request(json.dumps(message)), ParsedRequest)
+    for message in refused:
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(message, schema)
+        assert isinstance(parse_request(json.dumps(message)), ErrorResult)
