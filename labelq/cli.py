@@ -66,18 +66,24 @@ def classify(
     as_json: bool,
 ) -> None:
     """Classify TEXT against candidate labels, locally (no queue)."""
+    message = _request_from_flags(text, labels, multi_label, template, thresholds=threshold)
+    outcome = _classify_one(json.dumps(message), model)
+    _print_result(outcome, as_json)
+    sys.exit(1 if isinstance(outcome, ErrorResult) else 0)
+
+
+def _request_from_flags(
+    text: str, labels: str, multi_label: bool, template: str | None, **optional: object
+) -> dict[str, Any]:
+    """A wire message from CLI flags (comma-separated labels); optional fields only when given."""
     message: dict[str, Any] = {
         "text": text,
         "labels": [label.strip() for label in labels.split(",")],
         "multi_label": multi_label,
+        "hypothesis_template": template,
+        **optional,
     }
-    if template is not None:
-        message["hypothesis_template"] = template
-    if threshold is not None:
-        message["thresholds"] = threshold
-    outcome = _classify_one(json.dumps(message), model)
-    _print_result(outcome, as_json)
-    sys.exit(1 if isinstance(outcome, ErrorResult) else 0)
+    return {key: value for key, value in message.items() if value is not None}
 
 
 def _classify_one(raw: str, model: str | None) -> ClassificationResult | ErrorResult:
@@ -224,21 +230,6 @@ def worker_command(processes: int | None, loglevel: str, hostname: str) -> None:
         sys.exit(launcher.run_processes(settings.worker_processes, loglevel=loglevel, hostname=hostname))
 
 
-def _request_from_flags(
-    text: str, labels: str, multi_label: bool, template: str | None, reply_to: str | None
-) -> dict[str, Any]:
-    message: dict[str, Any] = {
-        "text": text,
-        "labels": [label.strip() for label in labels.split(",")],
-        "multi_label": multi_label,
-    }
-    if template is not None:
-        message["hypothesis_template"] = template
-    if reply_to is not None:
-        message["reply_to"] = reply_to
-    return message
-
-
 @main.command()
 @click.argument("text")
 @click.option("--labels", required=True, help="Comma-separated candidate labels")
@@ -268,7 +259,9 @@ def submit(
 
     with Client(redis_url) as client:
         try:
-            request_id = client.submit(_request_from_flags(text, labels, multi_label, template, reply_to), queue=queue)
+            request_id = client.submit(
+                _request_from_flags(text, labels, multi_label, template, reply_to=reply_to), queue=queue
+            )
         except ValidationError as exc:
             _print_result(error_from_validation(exc, None), as_json=True)
             sys.exit(1)

@@ -95,13 +95,15 @@ def _field(loc: tuple[int | str, ...]) -> str | None:
     return ".".join(parts) or None
 
 
-def _peek_id(text: str) -> str | None:
-    """The request's id, if the message is a JSON object with a well-formed one."""
+def _peek_id(text: str | bytes) -> str | None:
+    return peek_field(text, "id", ID_PATTERN)
+
+
+def peek_field(raw: str | bytes, name: str, pattern: str) -> str | None:
+    """A string field of a message that failed validation, if it is still readable and matches `pattern`."""
     try:
-        data = json.loads(text)
+        data = json.loads(raw)
     except (ValueError, RecursionError):
         return None
-    request_id = data.get("id") if isinstance(data, dict) else None
-    if isinstance(request_id, str) and re.match(ID_PATTERN, request_id):
-        return request_id
-    return None
+    value = data.get(name) if isinstance(data, dict) else None
+    return value if isinstance(value, str) and re.match(pattern, value) else None

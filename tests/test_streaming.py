@@ -259,3 +259,67 @@ def test_demo_runs_end_to_end_and_leaves_nothing_behind(redis_url: str) -> None:
     workers = redis_lib.Redis.from_url(redis_url).keys("labelq:worker:*")
     assert workers == []  # the demo's worker shut down and retired
     assert QUEUE_BULK  # (the demo uses the realtime queue only)
+
+
+def test_producer_cli_submit_wait_file_and_results(start_worker: WorkerFactory, redis_url: str, tmp_path: Any) -> None:
+    start_worker()
+    env = {**os.environ, "LABELQ_REDIS_URL": redis_url}
+
+    def labelq(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "labelq.cli", *args], env=env, capture_output=True, text=True, timeout=60
+        )
+
+    waited = labelq("submit", "I was charged twice", "--labels", "billing,bug,praise", "--wait")
+    assert waited.returncode == 0, waited.stderr
+    assert parse_result(waited.stdout).top == "billing"  # type: ignore[union-attr]
+    refused = labelq("submit", "text", "--labels", "a,a")
+    assert refused.returncode == 1 and json.loads(refused.stdout)["code"] == "duplicate_labels"
+    source = tmp_path / "in.jsonl"
+    source.write_text(
+        json.dumps({"id": "f1", "text": "the app crashes", "labels": ["bug", "billing"]})
+        + "\n"
+        + '{"text": ""}\n'
+        + json.dumps({"id": "f2", "text": "refund me", "labels": ["bug", "billing"], "reply_to": "results:own"})
+        + "\n"
+    )
+    sent = labelq("submit-file", str(source), "--reply-to", "results:file")
+    assert sent.returncode == 0 and "2 submitted to bulk, 1 rejected" in sent.stdout, sent.stdout + sent.stderr
+    assert "line 2: empty_text (text)" in sent.stderr
+    deadline = time.monotonic() + 30
+    while redis_lib.Redis.from_url(redis_url).llen("results:own") < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    first = labelq("results", "results:file")
+    own = labelq("results", "results:own")
+    assert [json.loads(line)["id"] for line in first.stdout.splitlines()] == ["f1"]
+    assert [json.loads(line)["id"] for line in own.stdout.splitlines()] == ["f2"]
+
+
+def test_celery_command_starts_the_same_worker(redis_url: str, client: Client, tmp_path: Any) -> None:
+    env = {**os.environ, "LABELQ_REDIS_URL": redis_url, "LABELQ_INTRA_OP_THREADS": "1"}
+    with (tmp_path / "celery.log").open("wb") as log:
+        worker = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "worker.celery_app",
+                "worker",
+                "-n",
+                "plain-celery@%h",
+                "--without-mingle",
+                "--without-gossip",
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        assert client.wait_for_workers(60), (tmp_path / "celery.log").read_text()[-3000:]
+        request_id = client.submit(ClassifyRequest(text="my parcel never arrived", labels=ROUTING))  # type: ignore[arg-type]
+        result = client.wait(request_id, timeout_s=30)
+        assert isinstance(result, ClassificationResult) and result.top == "delivery"
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)

@@ -180,3 +180,14 @@ def test_a_redis_failure_raises_so_nothing_is_acked(setup: Any) -> None:
     redis.connection_pool.connection_kwargs["server"].connected = False  # fakeredis: the server is down
     with pytest.raises(Exception, match="onnect"):
         pipeline.handle([received])
+
+
+def test_worker_processes_split_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    from worker.launcher import child_environment
+
+    monkeypatch.delenv("LABELQ_INTRA_OP_THREADS", raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    assert child_environment(2)["LABELQ_INTRA_OP_THREADS"] == "4"
+    assert child_environment(16)["LABELQ_INTRA_OP_THREADS"] == "1"
+    monkeypatch.setenv("LABELQ_INTRA_OP_THREADS", "3")
+    assert child_environment(2)["LABELQ_INTRA_OP_THREADS"] == "3"  # an explicit setting wins

@@ -8,16 +8,14 @@ caller acks. Only a Redis failure raises, and then nothing is acked, so the batc
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from schemas import ClassificationResult, ErrorCode, ErrorResult, ParsedRequest, RequestLimits
-from schemas.parsing import parse_request
+from schemas.parsing import parse_request, peek_field
 from schemas.request import QUEUE_NAME_PATTERN, RESERVED_QUEUE_PREFIX
 from worker.engine import Engine, error_for
 from worker.messages import Delivery, UndecodableMessage, decode
@@ -43,14 +41,8 @@ class Received:
 
 def _peek_reply_to(raw: bytes) -> str | None:
     """The reply queue of an invalid request, when it can still be read and is a plain queue name."""
-    try:
-        data = json.loads(raw)
-    except (ValueError, RecursionError):
-        return None
-    value = data.get("reply_to") if isinstance(data, dict) else None
-    if isinstance(value, str) and re.match(QUEUE_NAME_PATTERN, value) and not value.startswith(RESERVED_QUEUE_PREFIX):
-        return value
-    return None
+    value = peek_field(raw, "reply_to", QUEUE_NAME_PATTERN)
+    return value if value and not value.startswith(RESERVED_QUEUE_PREFIX) else None
 
 
 class Pipeline:
