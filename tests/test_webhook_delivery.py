@@ -1,0 +1,104 @@
+"""One delivery attempt against receivers written as plain functions (httpx.MockTransport), and the retries."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from schemas.webhooks import verify
+from tests.test_webhook_signatures import SECRET
+from worker.egress import EgressPolicy
+from worker.webhooks import Attempt, RetryPolicy, attempt_delivery, parse_retry_after
+
+BODY = b'{"status": "ok", "id": "r1"}'
+PUBLIC = EgressPolicy(resolver=lambda host, port: ["93.184.216.34"])
+
+
+def deliver(
+    handler: Callable[[httpx.Request], httpx.Response],
+    url: str = "https://hooks.example.com/in",
+    policy: EgressPolicy = PUBLIC,
+) -> tuple[Attempt, list[httpx.Request]]:
+    seen: list[httpx.Request] = []
+
+    def record(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return handler(request)
+
+    with httpx.Client(transport=httpx.MockTransport(record)) as client:
+        attempt = attempt_delivery(client, policy, url=url, body=BODY, message_id="r1", secret=SECRET, timeout_s=2.0)
+    return attempt, seen
+
+
+def test_delivered_signed_to_the_checked_address() -> None:
+    attempt, seen = deliver(lambda request: httpx.Response(204))
+    assert attempt.outcome == "delivered" and attempt.status == 204
+    (request,) = seen
+    assert str(request.url) == "https://93.184.216.34/in"  # connected to the checked address
+    assert request.headers["host"] == "hooks.example.com"
+    assert request.extensions["sni_hostname"] == "hooks.example.com"
+    verify(SECRET, dict(request.headers), request.content)  # a receiver's check passes
+    assert request.content == BODY
+
+
+@pytest.mark.parametrize(
+    ("response", "outcome"),
+    [
+        (httpx.Response(500), "retry"),
+        (httpx.Response(503, headers={"retry-after": "120"}), "retry"),
+        (httpx.Response(429), "retry"),
+        (httpx.Response(410), "give_up"),
+        (httpx.Response(404), "give_up"),
+        (httpx.Response(400), "give_up"),
+        (httpx.Response(302, headers={"location": "http://169.254.169.254/"}), "give_up"),
+    ],
+)
+def test_status_decides_the_outcome(response: httpx.Response, outcome: str) -> None:
+    attempt, seen = deliver(lambda request: response)
+    assert attempt.outcome == outcome and attempt.status == response.status_code
+    assert len(seen) == 1  # a redirect is not followed
+
+
+def test_retry_after_is_read() -> None:
+    attempt, _ = deliver(lambda request: httpx.Response(503, headers={"retry-after": "120"}))
+    assert attempt.retry_after_s == 120.0
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now_s=1445412470.0) == pytest.approx(10.0)
+    assert parse_retry_after("garbage", now_s=0) is None
+
+
+def test_network_errors_and_timeouts_retry() -> None:
+    def down(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    def hangs(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("timed out", request=request)
+
+    assert deliver(down)[0].outcome == "retry" and "network" in (deliver(down)[0].error or "")
+    assert deliver(hangs)[0].outcome == "retry" and "timeout" in (deliver(hangs)[0].error or "")
+
+
+def test_refused_egress_never_connects() -> None:
+    private = EgressPolicy(resolver=lambda host, port: ["10.0.0.5"])
+    attempt, seen = deliver(lambda request: httpx.Response(200), policy=private)
+    assert attempt.outcome == "give_up" and "webhook_private_address" in (attempt.error or "") and seen == []
+
+
+def test_backoff_grows_with_jitter_honours_retry_after_and_ends() -> None:
+    policy = RetryPolicy(delays_s=(5.0, 30.0, 120.0), jitter=0.2)
+    rng = random.Random(1)
+    retry = Attempt(0.0, "retry", status=503)
+    delays = [policy.next_delay_s([retry] * n, rng) for n in (1, 2, 3)]
+    assert [d is not None and base * 0.8 <= d <= base * 1.2 for d, base in zip(delays, (5, 30, 120), strict=True)] == [
+        True,
+        True,
+        True,
+    ]
+    assert policy.next_delay_s([retry] * 4, rng) is None  # retries used up
+    asked = Attempt(0.0, "retry", status=429, retry_after_s=600.0)
+    assert policy.next_delay_s([asked], rng) == 600.0  # Retry-After longer than the backoff wins
+    assert RetryPolicy(max_retry_after_s=60).next_delay_s([Attempt(0, "retry", retry_after_s=1e9)], rng) <= 60 * 1.2
+    assert policy.next_delay_s([Attempt(0.0, "give_up", status=410)], rng) is None
+    assert policy.next_delay_s([Attempt(0.0, "delivered", status=200)], rng) is None

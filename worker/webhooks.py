@@ -1,0 +1,119 @@
+"""One webhook delivery attempt and the retry policy around it (no Celery: the task that runs it is thin).
+
+An attempt POSTs the result JSON, signed per Standard Webhooks, to the checked address of the URL
+(worker/egress.py), with a bounded timeout and no redirects. Its outcome decides what happens next:
+
+    2xx                                  delivered
+    network error, timeout, 429, 5xx     retry after the next backoff delay (or Retry-After, if longer)
+    410 Gone                             give up: the receiver asked to stop
+    3xx, other 4xx, refused egress       give up: retrying cannot help
+    retries exhausted                    give up
+
+Giving up writes a dead letter with every attempt's outcome. The classification is never re-run.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import httpx
+
+from schemas.webhooks import headers_for
+from worker.egress import EgressPolicy, EgressRefused
+
+Outcome = Literal["delivered", "retry", "give_up"]
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    at_s: float
+    outcome: Outcome
+    status: int | None = None
+    error: str | None = None
+    retry_after_s: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Exponential backoff with jitter; `delays_s[i]` is the wait before retry i+1."""
+
+    delays_s: tuple[float, ...] = (5.0, 30.0, 120.0, 600.0, 1800.0, 7200.0)
+    jitter: float = 0.2  # each delay is multiplied by a random factor in [1 - jitter, 1 + jitter]
+    max_retry_after_s: float = 3600.0
+
+    def next_delay_s(self, attempts: Sequence[Attempt], rng: random.Random | None = None) -> float | None:
+        """Seconds until the next try, or None when the last attempt was final or retries are used up."""
+        if not attempts or attempts[-1].outcome != "retry" or len(attempts) > len(self.delays_s):
+            return None
+        rng = rng or random.Random()
+        delay = self.delays_s[len(attempts) - 1] * rng.uniform(1 - self.jitter, 1 + self.jitter)
+        asked = attempts[-1].retry_after_s
+        if asked is not None:
+            delay = max(delay, min(asked, self.max_retry_after_s))
+        return delay
+
+
+def parse_retry_after(value: str | None, now_s: float) -> float | None:
+    """Retry-After as delay-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - now_s)
+
+
+def attempt_delivery(
+    client: httpx.Client,
+    policy: EgressPolicy,
+    *,
+    url: str,
+    body: bytes,
+    message_id: str,
+    secret: str,
+    timeout_s: float,
+) -> Attempt:
+    now = time.time()
+    try:
+        target = policy.check(url)
+    except EgressRefused as exc:
+        return Attempt(now, "give_up", error=f"{exc.reason}: {exc}")
+    headers = {**headers_for(secret, message_id, body), "host": target.host_header, "user-agent": "labelq-webhook/1"}
+    extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
+    try:
+        response = client.post(
+            target.connect_url,
+            content=body,
+            headers=headers,
+            timeout=timeout_s,
+            extensions=extensions,
+            follow_redirects=False,
+        )
+    except httpx.TimeoutException as exc:
+        return Attempt(now, "retry", error=f"timeout: {type(exc).__name__}")
+    except httpx.TransportError as exc:
+        return Attempt(now, "retry", error=f"network: {type(exc).__name__}: {exc}")
+    status = response.status_code
+    if 200 <= status < 300:
+        return Attempt(now, "delivered", status=status)
+    if status == 410:
+        return Attempt(now, "give_up", status=status, error="gone: the receiver asked to stop")
+    if status == 429 or status >= 500:
+        return Attempt(
+            now, "retry", status=status, retry_after_s=parse_retry_after(response.headers.get("retry-after"), now)
+        )
+    if 300 <= status < 400:
+        return Attempt(now, "give_up", status=status, error="redirect refused (webhooks do not follow redirects)")
+    return Attempt(now, "give_up", status=status, error="client error: retrying cannot help")
