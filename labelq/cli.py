@@ -72,6 +72,16 @@ def classify(
     sys.exit(1 if isinstance(outcome, ErrorResult) else 0)
 
 
+@main.command("webhook-worker")
+@click.option("--loglevel", default="INFO", show_default=True)
+@click.option("--hostname", default="labelq-webhooks@%h", show_default=True, help="Celery node name")
+def webhook_worker_command(loglevel: str, hostname: str) -> None:
+    """Run a webhook delivery worker: signed POSTs, retries with backoff, dead letters (no model)."""
+    from worker import launcher
+
+    launcher.run_in_process(_settings(), loglevel=loglevel, hostname=hostname, role="webhooks")
+
+
 def _request_from_flags(
     text: str, labels: str, multi_label: bool, template: str | None, **optional: object
 ) -> dict[str, Any]:

@@ -36,5 +36,6 @@ class ErrorCode(StrEnum):
     METADATA_TOO_LARGE = "metadata_too_large"
     # found by the worker, not the schema
     UNKNOWN_MODEL = "unknown_model"  # the named model is not installed on the worker
+    WEBHOOK_REFUSED = "webhook_refused"  # the webhook URL may not be delivered to (private address, allowlist)
     EXPIRED = "expired"  # the request's deadline passed before it was classified
     INTERNAL_ERROR = "internal_error"  # a bug or a failed model run; the message says which

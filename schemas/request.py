@@ -30,6 +30,7 @@ DEFAULT_THRESHOLD = 0.5
 QUEUE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9:_.\-]{0,199}$"
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,199}$"
 RESERVED_QUEUE_PREFIX = "labelq"  # labelq's own queues and keys; a result pushed there would corrupt them
+SECRET_NAME_PATTERN = r"^[A-Za-z0-9_.\-]{1,64}$"
 ID_PATTERN = r"^[A-Za-z0-9_.:\-]{1,128}$"
 
 MetadataValue = str | int | float | bool | None
@@ -126,6 +127,11 @@ class ClassifyRequest(BaseModel):
         None, description=f"One threshold for all labels or a per-label map; default {DEFAULT_THRESHOLD}"
     )
     reply_to: str | None = Field(None, description="A result queue name, or an http(s) webhook URL")
+    webhook_secret: Annotated[str, Field(pattern=SECRET_NAME_PATTERN)] | None = Field(
+        None,
+        description="With a webhook reply_to: the NAME of a signing secret configured on the worker "
+        "(default: 'default'); secrets themselves never travel in messages",
+    )
     metadata: dict[str, MetadataValue] = Field(default_factory=dict, description="Small, echoed back in the result")
     model: Annotated[str, Field(pattern=MODEL_NAME_PATTERN)] | None = Field(
         None, description="A model installed on the worker; default: the worker's default model"
@@ -244,6 +250,17 @@ class ClassifyRequest(BaseModel):
         if isinstance(self.thresholds, float | int):
             return float(self.thresholds)
         return DEFAULT_THRESHOLD
+
+    @property
+    def webhook_url(self) -> str | None:
+        """`reply_to` when it is a webhook URL."""
+        target = self.reply_to
+        return target if target and target.startswith(("http://", "https://")) else None
+
+    @property
+    def reply_queue(self) -> str | None:
+        """`reply_to` when it is a result queue name."""
+        return self.reply_to if self.reply_to and not self.webhook_url else None
 
     def expired(self, now: datetime) -> bool:
         return self.deadline is not None and now >= self.deadline

@@ -87,30 +87,37 @@ def client(redis_url: str) -> Iterator[Client]:
 WorkerFactory = Callable[..., subprocess.Popen[bytes]]
 
 
+def _ready(role: str, index: int, client: Client, log_path: Path) -> bool:
+    if role == "classify":  # announced in Redis once the model is warm
+        return any(name.startswith(f"test-{index}@") for name in client.workers())
+    return b" ready." in log_path.read_bytes()  # Celery's own ready line
+
+
 @pytest.fixture
 def start_worker(redis_url: str, tmp_path: Path, client: Client) -> Iterator[WorkerFactory]:
     """Start real `labelq worker` processes; each is killed at teardown. Returns once the worker is ready."""
     started: list[subprocess.Popen[bytes]] = []
 
-    def start(wait: bool = True, **settings: object) -> subprocess.Popen[bytes]:
+    def start(wait: bool = True, role: str = "classify", **settings: object) -> subprocess.Popen[bytes]:
+        """A `labelq worker` (role classify) or `labelq webhook-worker` (role webhooks) with LABELQ_* settings;
+        tuples and dicts are passed as JSON, as pydantic-settings reads them."""
         env = {**os.environ, "LABELQ_REDIS_URL": redis_url, "LABELQ_INTRA_OP_THREADS": "1"}
-        env.update({f"LABELQ_{k.upper()}": str(v) for k, v in settings.items()})
+        env.update({f"LABELQ_{k.upper()}": v if isinstance(v, str) else json.dumps(v) for k, v in settings.items()})
         index = len(started)
-        with (tmp_path / f"worker-{index}.log").open("wb") as log:
+        command = "worker" if role == "classify" else "webhook-worker"
+        log_path = tmp_path / f"{command}-{index}.log"
+        with log_path.open("wb") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "labelq.cli", "worker", "--loglevel", "INFO", "--hostname", f"test-{index}@%h"],
+                [sys.executable, "-m", "labelq.cli", command, "--loglevel", "INFO", "--hostname", f"test-{index}@%h"],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
         started.append(process)
-        if wait:
-            deadline = time.monotonic() + WORKER_READY_TIMEOUT_S
-            while not any(name.startswith(f"test-{index}@") for name in client.workers()):
-                assert process.poll() is None and time.monotonic() < deadline, (
-                    tmp_path / f"worker-{index}.log"
-                ).read_text()[-4000:]
-                time.sleep(0.05)
+        deadline = time.monotonic() + WORKER_READY_TIMEOUT_S
+        while wait and not _ready(role, index, client, log_path):
+            assert process.poll() is None and time.monotonic() < deadline, log_path.read_text()[-4000:]
+            time.sleep(0.05)
         return process
 
     yield start

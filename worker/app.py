@@ -7,14 +7,22 @@ one process, one warm model session; run one process per core (`labelq worker --
 
 from __future__ import annotations
 
+from typing import Literal
+
 from celery import Celery
 
+from schemas.transport import QUEUE_WEBHOOKS
 from worker.constants import QUEUE_TASKS
 from worker.settings import Settings
 
+Role = Literal["classify", "webhooks"]
 
-def create_app(settings: Settings) -> Celery:
+
+def create_app(settings: Settings, role: Role = "classify") -> Celery:
+    """`classify`: the batching worker (pool solo, the model in-process). `webhooks`: the delivery worker
+    (pool threads, `LABELQ_WEBHOOK_CONCURRENCY` deliveries at once, its own scheduler step)."""
     from worker.consumer import BatchConsumerStep
+    from worker.tasks import WebhookSchedulerStep, register_webhook_task
 
     app = Celery("labelq", broker=settings.redis_url, set_as_current=False)
     app.conf.update(
@@ -24,9 +32,9 @@ def create_app(settings: Settings) -> Celery:
         task_acks_late=True,  # Celery's own tasks (webhook delivery) ack after they ran
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        worker_pool="solo",  # the model runs in the worker process; scale by processes
-        worker_concurrency=1,
-        task_default_queue=QUEUE_TASKS,
+        worker_pool="solo" if role == "classify" else "threads",  # classify: the model runs in this process
+        worker_concurrency=1 if role == "classify" else settings.webhook_concurrency,
+        task_default_queue=QUEUE_TASKS if role == "classify" else QUEUE_WEBHOOKS,
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,  # keep trying through a Redis restart
         broker_transport_options={
@@ -38,5 +46,6 @@ def create_app(settings: Settings) -> Celery:
         worker_send_task_events=False,
     )
     app.labelq_settings = settings  # read by BatchConsumerStep.start
-    app.steps["consumer"].add(BatchConsumerStep)
+    register_webhook_task(app, settings)
+    app.steps["consumer"].add(BatchConsumerStep if role == "classify" else WebhookSchedulerStep)
     return app

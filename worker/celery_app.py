@@ -8,3 +8,4 @@ from worker.app import create_app
 from worker.settings import load_settings
 
 app = create_app(load_settings())
+webhooks_app = create_app(load_settings(), role="webhooks")  # celery -A worker.celery_app:webhooks_app worker

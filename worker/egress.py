@@ -78,13 +78,26 @@ def _public(address: str) -> bool:
     )
 
 
+def _literal(host: str) -> str | None:
+    """The address a host names without DNS: an IP literal, or loopback for localhost; None for other names."""
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return "127.0.0.1" if host.lower().rstrip(".") in ("localhost", "localhost.localdomain") else None
+
+
 @dataclass(frozen=True, slots=True)
 class EgressPolicy:
     allowed_hosts: tuple[str, ...] = ()  # empty: any public host
     private_hosts: tuple[str, ...] = ()  # hosts that may resolve to private or loopback addresses
     resolver: Resolver = system_resolver
 
-    def check(self, url: str) -> Target:
+    def check_static(self, url: str) -> None:
+        """Everything but DNS: the cheap check the classification worker makes before spending inference.
+        Names are resolved (and checked again) only when the delivery is attempted."""
+        self.check(url, resolve=False)
+
+    def check(self, url: str, *, resolve: bool = True) -> Target:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise EgressRefused("webhook_url_invalid", "a webhook URL must be http(s) with a host")
@@ -97,8 +110,11 @@ class EgressPolicy:
             raise EgressRefused("webhook_url_invalid", "the webhook URL has an invalid port") from None
         if self.allowed_hosts and not _matches(host, self.allowed_hosts):
             raise EgressRefused("webhook_host_not_allowed", f"{host} is not in the webhook allowlist")
+        literal = _literal(host)
+        if not resolve and literal is None:
+            return Target(parts.scheme, host, "", port, parts.path or "/")  # a name: checked at delivery
         try:
-            addresses = self.resolver(host, port)
+            addresses = [literal] if literal else self.resolver(host, port)
         except OSError as exc:
             raise EgressRefused("webhook_dns_failed", f"{host} does not resolve: {exc}") from None
         if not addresses:

@@ -12,15 +12,16 @@ import subprocess
 import sys
 from types import FrameType
 
+from worker.app import Role
 from worker.settings import Settings
 
 CELERY_WORKER_FLAGS = ["--without-mingle", "--without-gossip"]  # no neighbour sync: faster start, same semantics
 
 
-def run_in_process(settings: Settings, *, loglevel: str, hostname: str) -> None:
+def run_in_process(settings: Settings, *, loglevel: str, hostname: str, role: Role = "classify") -> None:
     from worker.app import create_app
 
-    app = create_app(settings)
+    app = create_app(settings, role)
     app.worker_main(["worker", f"--loglevel={loglevel}", "-n", hostname, *CELERY_WORKER_FLAGS])
 
 

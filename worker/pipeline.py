@@ -11,17 +11,21 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from schemas import ClassificationResult, ErrorCode, ErrorResult, ParsedRequest, RequestLimits
+from schemas import ClassificationResult, ClassifyRequest, ErrorCode, ErrorResult, ParsedRequest, RequestLimits
 from schemas.parsing import parse_request, peek_field
 from schemas.request import QUEUE_NAME_PATTERN, RESERVED_QUEUE_PREFIX
+from worker.deadletters import DeadLetter
 from worker.engine import Engine, error_for
 from worker.messages import Delivery, UndecodableMessage, decode
-from worker.publishing import DeadLetter, Publication, Publisher
+from worker.publishing import Outcome, Publication, Publisher
 
 log = logging.getLogger(__name__)
+
+# A request's webhook, checked before any inference is spent: the refusal message, or None when it may go.
+WebhookGuard = Callable[[ClassifyRequest], str | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,20 +33,30 @@ class Received:
     delivery: Delivery
     message_id: str | None = None
     parsed: ParsedRequest | None = None
-    error: ErrorResult | None = None  # invalid request: published to its reply queue and dead-lettered
+    error: ErrorResult | None = None  # rejected request: published by id (and to its reply queue), dead-lettered
+    error_reason: str = "invalid_request"  # the dead letter's reason for `error`
     undecodable: str | None = None  # not a task message at all: dead-lettered only
-    reply_to: str | None = None
+    reply_queue: str | None = None
     enqueued_at_s: float = 0.0
 
     @property
     def pairs(self) -> int:
         return len(self.parsed.request.labels) if self.parsed else 0
 
+    def publication(self, outcome: Outcome) -> Publication:
+        request = self.parsed.request if self.parsed else None
+        webhook = request.webhook_url if request and outcome is not self.error else None
+        return Publication(outcome, self.reply_queue, webhook, request.webhook_secret if request else None)
 
-def _peek_reply_to(raw: bytes) -> str | None:
+
+def _peek_reply_queue(raw: bytes) -> str | None:
     """The reply queue of an invalid request, when it can still be read and is a plain queue name."""
     value = peek_field(raw, "reply_to", QUEUE_NAME_PATTERN)
     return value if value and not value.startswith(RESERVED_QUEUE_PREFIX) else None
+
+
+def allow_all_webhooks(request: ClassifyRequest) -> str | None:
+    return None
 
 
 class Pipeline:
@@ -53,12 +67,14 @@ class Pipeline:
         *,
         limits: RequestLimits,
         max_deliveries: int,
+        webhook_guard: WebhookGuard = allow_all_webhooks,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.engine = engine
         self.publisher = publisher
         self.limits = limits
         self.max_deliveries = max_deliveries
+        self.webhook_guard = webhook_guard
         self.clock = clock
 
     def receive(self, delivery: Delivery) -> Received:
@@ -72,41 +88,35 @@ class Pipeline:
                 delivery,
                 envelope.message_id,
                 error=parsed,
-                reply_to=_peek_reply_to(envelope.request),
+                reply_queue=_peek_reply_queue(envelope.request),
                 enqueued_at_s=delivery.received_at,
             )
-        submitted = parsed.request.submitted_at
-        enqueued = submitted.timestamp() if submitted else delivery.received_at
-        return Received(
+        request = parsed.request
+        submitted = request.submitted_at.timestamp() if request.submitted_at else delivery.received_at
+        received = Received(
             delivery,
             envelope.message_id,
             parsed=parsed,
-            reply_to=self._queue_reply(parsed),
-            enqueued_at_s=min(enqueued, delivery.received_at),
+            reply_queue=request.reply_queue,
+            enqueued_at_s=min(submitted, delivery.received_at),
         )
-
-    @staticmethod
-    def _queue_reply(parsed: ParsedRequest) -> str | None:
-        target = parsed.request.reply_to
-        return target if target and not target.startswith(("http://", "https://")) else None
+        refusal = self.webhook_guard(request) if request.webhook_url else None
+        if refusal is not None:
+            error = error_for(request, ErrorCode.WEBHOOK_REFUSED, refusal, "reply_to")
+            return replace(received, error=error, error_reason="webhook_refused")
+        return received
 
     def handle(self, batch: Sequence[Received]) -> None:
         started_s = self.clock()
         publications: list[Publication] = []
         dead: list[DeadLetter] = []
         to_classify: list[Received] = []
-        counted = [r for r in batch if r.message_id]
-        counts = dict(
-            zip(
-                (r.message_id for r in counted),
-                self.publisher.count_deliveries([r.message_id for r in counted if r.message_id]),
-                strict=True,
-            )
-        )
+        ids = [r.message_id for r in batch if r.message_id]
+        counts = dict(zip(ids, self.publisher.count_deliveries(ids), strict=True))
         for item in batch:
-            queue, raw = item.delivery.queue, item.delivery.body
+            queue, raw, headers = item.delivery.queue, item.delivery.body, dict(item.delivery.headers)
             if item.undecodable is not None:
-                dead.append(DeadLetter("undecodable", queue, raw, detail=item.undecodable))
+                dead.append(DeadLetter("undecodable", queue, raw, detail=item.undecodable, headers=headers))
             elif item.message_id and counts.get(item.message_id, 0) > self.max_deliveries:
                 dead.append(
                     DeadLetter(
@@ -115,31 +125,30 @@ class Pipeline:
                         raw,
                         item.message_id,
                         detail=f"received {counts[item.message_id]} times",
+                        headers=headers,
                     )
                 )
             elif item.error is not None:
-                publications.append(Publication(item.error, item.reply_to))
+                publications.append(item.publication(item.error))
                 dead.append(
                     DeadLetter(
-                        "invalid_request",
+                        item.error_reason,
                         queue,
                         raw,
                         item.message_id,
                         detail=item.error.message,
                         error=item.error.model_dump(mode="json"),
+                        headers=headers,
                     )
                 )
             elif item.parsed and item.parsed.request.expired(datetime.fromtimestamp(started_s, UTC)):
                 request = item.parsed.request
-                expired = error_for(
-                    request, ErrorCode.EXPIRED, f"deadline {request.deadline} passed before classification", "deadline"
-                )
-                publications.append(Publication(expired, item.reply_to))
+                message = f"deadline {request.deadline} passed before classification"
+                publications.append(item.publication(error_for(request, ErrorCode.EXPIRED, message, "deadline")))
             else:
                 to_classify.append(item)
         publications += self._classify(to_classify, started_s)
-        dead += [self._webhook_pending(item) for item in batch if self._wants_webhook(item)]
-        self.publisher.publish(publications, dead, [r.message_id for r in batch if r.message_id])
+        self.publisher.publish(publications, dead, ids)
 
     def _classify(self, items: list[Received], started_s: float) -> list[Publication]:
         if not items:
@@ -151,20 +160,5 @@ class Pipeline:
                 queue_ms = max(0.0, (started_s - item.enqueued_at_s) * 1000)
                 timings = outcome.timings.model_copy(update={"queue_ms": round(queue_ms, 3)})
                 outcome = outcome.model_copy(update={"timings": timings})
-            publications.append(Publication(outcome, item.reply_to))
+            publications.append(item.publication(outcome))
         return publications
-
-    @staticmethod
-    def _wants_webhook(item: Received) -> bool:
-        return bool(item.parsed and item.parsed.request.reply_to and not item.reply_to)
-
-    @staticmethod
-    def _webhook_pending(item: Received) -> DeadLetter:
-        """Webhook delivery is not built yet (issue 4): the result is stored by id and the miss is recorded."""
-        return DeadLetter(
-            "webhook_not_supported",
-            item.delivery.queue,
-            item.delivery.body,
-            item.message_id,
-            detail="webhook delivery is not available yet; the result is stored by id",
-        )

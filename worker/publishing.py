@@ -1,22 +1,23 @@
-"""Writing outcomes to Redis: results by id, result queues, dead letters, delivery counters.
+"""Writing outcomes to Redis: results by id, result queues, webhook jobs, dead letters, delivery counters.
 
 For every outcome with an id: `labelq:result:<id>` holds the result JSON (TTL `result_ttl_s`) and
 `labelq:notify:<id>` receives one element (for `wait(id)`). When the request named a result queue, the result
-JSON is also RPUSHed onto that Redis list (TTL refreshed). All of a batch's writes go in one pipeline.
+JSON is also RPUSHed onto that Redis list (TTL refreshed); when it named a webhook, a delivery job is scheduled
+(worker/webhook_jobs.py). All of a batch's writes go in one pipeline, before any message is acked.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import redis
 
 from schemas import ClassificationResult, ErrorResult
 from worker.constants import DEAD_LETTER_KEY, DELIVERIES_KEY, DELIVERIES_TTL_S, NOTIFY_KEY, RESULT_KEY
+from worker.deadletters import DeadLetter
+from worker.webhook_jobs import DEFAULT_SECRET, Scheduler, WebhookJob
 
 Outcome = ClassificationResult | ErrorResult
 
@@ -24,36 +25,16 @@ Outcome = ClassificationResult | ErrorResult
 @dataclass(frozen=True, slots=True)
 class Publication:
     outcome: Outcome
-    reply_to: str | None  # a queue name (webhooks are delivered by their own task)
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    reason: str  # undecodable | invalid_request | too_many_deliveries | webhook_... (stable words)
-    queue: str
-    raw: bytes
-    message_id: str | None = None
-    detail: str | None = None
-    error: dict[str, Any] | None = None
-
-    def to_json(self, now_s: float) -> str:
-        return json.dumps(
-            {
-                "reason": self.reason,
-                "queue": self.queue,
-                "message_id": self.message_id,
-                "detail": self.detail,
-                "error": self.error,
-                "raw": self.raw.decode("utf-8", errors="backslashreplace"),
-                "at": now_s,
-            }
-        )
+    reply_queue: str | None = None  # a Redis list to RPUSH the result onto
+    webhook_url: str | None = None  # a URL to POST the result to (by a webhook worker)
+    webhook_secret: str | None = None  # the name of the signing secret
 
 
 class Publisher:
     def __init__(self, client: redis.Redis, result_ttl_s: int) -> None:
         self.client = client
         self.result_ttl_s = result_ttl_s
+        self.scheduler = Scheduler(client)
 
     def count_deliveries(self, message_ids: Sequence[str]) -> list[int]:
         """Increment and return each message's delivery count (Redis keeps none of its own)."""
@@ -69,6 +50,7 @@ class Publisher:
     ) -> None:
         """Every write of one batch, in one round trip. Raises on a Redis error: nothing is acked then."""
         ttl = self.result_ttl_s
+        now_s = time.time()
         pipe = self.client.pipeline(transaction=False)
         for item in publications:
             payload = item.outcome.model_dump_json()
@@ -76,10 +58,17 @@ class Publisher:
                 pipe.set(RESULT_KEY + item.outcome.id, payload, ex=ttl)
                 pipe.rpush(NOTIFY_KEY + item.outcome.id, 1)
                 pipe.expire(NOTIFY_KEY + item.outcome.id, ttl)
-            if item.reply_to:
-                pipe.rpush(item.reply_to, payload)
-                pipe.expire(item.reply_to, ttl)
-        now_s = time.time()
+            if item.reply_queue:
+                pipe.rpush(item.reply_queue, payload)
+                pipe.expire(item.reply_queue, ttl)
+            if item.webhook_url:
+                job = WebhookJob(
+                    request_id=item.outcome.id,
+                    url=item.webhook_url,
+                    body=payload,
+                    secret_name=item.webhook_secret or DEFAULT_SECRET,
+                )
+                self.scheduler.schedule(pipe, job, now_s)
         for letter in dead_letters:
             pipe.rpush(DEAD_LETTER_KEY, letter.to_json(now_s))
         for message_id in done_ids:

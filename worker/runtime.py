@@ -11,10 +11,12 @@ import redis
 from schemas import ClassifyRequest, ParsedRequest
 from worker.batcher import BatchPolicy
 from worker.constants import QUEUE_BULK, QUEUE_REALTIME
+from worker.egress import EgressRefused
 from worker.engine import Engine
-from worker.pipeline import Pipeline
+from worker.pipeline import Pipeline, WebhookGuard
 from worker.publishing import Publisher
 from worker.settings import Settings
+from worker.webhook_jobs import DEFAULT_SECRET
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,24 @@ def policies(settings: Settings) -> tuple[BatchPolicy, ...]:
         ),
         BatchPolicy(QUEUE_BULK, settings.bulk_batch_size, settings.bulk_max_pairs, settings.bulk_max_wait_ms / 1000),
     )
+
+
+def webhook_guard(settings: Settings) -> WebhookGuard:
+    """Refuse, before inference, a webhook whose secret is not configured or whose URL fails the static egress
+    check (IP literals, localhost, allowlist); names are resolved and checked again at delivery."""
+    policy = settings.egress_policy()
+
+    def guard(request: ClassifyRequest) -> str | None:
+        name = request.webhook_secret or DEFAULT_SECRET
+        if name not in settings.webhook_secrets:
+            return f"no webhook secret named {name!r} is configured on the workers"
+        try:
+            policy.check_static(request.webhook_url or "")
+        except EgressRefused as exc:
+            return f"{exc.reason}: {exc}"
+        return None
+
+    return guard
 
 
 @dataclass
@@ -50,5 +70,11 @@ class Runtime:
         log.info("model %s warm in %.0f ms", settings.model, (time.perf_counter() - started) * 1000)
         client = redis.Redis.from_url(settings.redis_url, health_check_interval=30)
         publisher = Publisher(client, settings.result_ttl_s)
-        pipeline = Pipeline(engine, publisher, limits=settings.limits(), max_deliveries=settings.max_deliveries)
+        pipeline = Pipeline(
+            engine,
+            publisher,
+            limits=settings.limits(),
+            max_deliveries=settings.max_deliveries,
+            webhook_guard=webhook_guard(settings),
+        )
         return cls(settings, engine, publisher, pipeline, policies(settings))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas import RequestLimits
@@ -17,6 +17,8 @@ from schemas.limits import (
     DEFAULT_MAX_TEXT_CHARS,
 )
 from worker.constants import BUILTIN_EMBEDDING_MODEL, ENV_PREFIX
+from worker.egress import EgressPolicy
+from worker.webhooks import RetryPolicy
 
 SLOWEST_PAIRS_PER_S = 20  # a conservative floor for the seed model (fp32, one thread, 128-token pairs: ~10-25)
 
@@ -73,6 +75,23 @@ class Settings(BaseSettings):
     result_ttl_s: int = Field(3600, ge=1, description="How long results and result queues live in Redis")
     worker_processes: int = Field(1, ge=1, description="`labelq worker`: worker processes, each one model session")
 
+    # webhooks (delivered by `labelq webhook-worker`)
+    webhook_secrets: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description='Signing secrets by name, JSON: {"default": "whsec_..."}; requests name one, never carry it',
+    )
+    webhook_timeout_s: float = Field(5.0, gt=0, description="Timeout of one webhook POST (connect + response)")
+    webhook_retry_delays_s: tuple[float, ...] = Field(
+        (5.0, 30.0, 120.0, 600.0, 1800.0, 7200.0), description="Backoff before each retry (x0.8-1.2 jitter)"
+    )
+    webhook_allowed_hosts: tuple[str, ...] = Field(
+        (), description="If set, webhook hosts must match one (exact or *.domain)"
+    )
+    webhook_private_hosts: tuple[str, ...] = Field(
+        (), description="Hosts allowed to resolve to loopback/private/link-local addresses (default: none)"
+    )
+    webhook_concurrency: int = Field(16, ge=1, description="Parallel deliveries per webhook worker (threads)")
+
     @model_validator(mode="after")
     def _batches_fit_the_visibility_timeout(self) -> Settings:
         """A batch must be waited for and classified well within the visibility timeout, or Redis hands its
@@ -87,6 +106,12 @@ class Settings(BaseSettings):
                     f"{self.visibility_timeout_s}: lower the batch or raise the timeout"
                 )
         return self
+
+    def egress_policy(self) -> EgressPolicy:
+        return EgressPolicy(allowed_hosts=self.webhook_allowed_hosts, private_hosts=self.webhook_private_hosts)
+
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(delays_s=self.webhook_retry_delays_s)
 
     def limits(self) -> RequestLimits:
         return RequestLimits(
@@ -111,7 +136,9 @@ def settings_table() -> str:
         default = field.default
         if name == "models_dir":
             default = "~/.cache/labelq/models"
-        shown = "(empty)" if default in ((), "") else f"`{default}`"
+        if field.default_factory is not None:
+            default = field.default_factory()  # type: ignore[call-arg]
+        shown = "(empty)" if default in ((), "", {}) else f"`{default}`"
         rows.append(f"| `{ENV_PREFIX}{name.upper()}` | {shown} | {field.description} |")
     return "\n".join(rows) + "\n"
 

@@ -88,8 +88,8 @@ def attempt_delivery(
     now = time.time()
     try:
         target = policy.check(url)
-    except EgressRefused as exc:
-        return Attempt(now, "give_up", error=f"{exc.reason}: {exc}")
+    except EgressRefused as exc:  # a name that does not resolve may resolve later; the rest is final
+        return Attempt(now, "retry" if exc.reason == "webhook_dns_failed" else "give_up", error=f"{exc.reason}: {exc}")
     headers = {**headers_for(secret, message_id, body), "host": target.host_header, "user-agent": "labelq-webhook/1"}
     extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
     try:

@@ -1,0 +1,88 @@
+"""Thin Celery tasks and the webhook scheduler step. The work itself lives in worker/webhook_jobs.py."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import httpx
+import redis
+from celery import Celery, bootsteps
+
+from schemas.transport import QUEUE_WEBHOOKS, TASK_DELIVER_WEBHOOK
+from worker.settings import Settings
+from worker.webhook_jobs import Scheduler, WebhookDeliverer
+
+log = logging.getLogger(__name__)
+SCHEDULER_TICK_S = 0.1  # how often due webhook jobs are claimed and dispatched
+
+
+class _Deliverers:
+    """One WebhookDeliverer per process, built on first use (after fork), shared by the pool's threads."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._deliverer: WebhookDeliverer | None = None
+
+    def get(self) -> WebhookDeliverer:
+        with self._lock:
+            if self._deliverer is None:
+                s = self.settings
+                self._deliverer = WebhookDeliverer(
+                    redis.Redis.from_url(s.redis_url),
+                    httpx.Client(follow_redirects=False),
+                    egress=s.egress_policy(),
+                    retry=s.retry_policy(),
+                    secrets={name: secret.get_secret_value() for name, secret in s.webhook_secrets.items()},
+                    timeout_s=s.webhook_timeout_s,
+                    result_ttl_s=s.result_ttl_s,
+                )
+            return self._deliverer
+
+
+def register_webhook_task(app: Celery, settings: Settings) -> None:
+    deliverers = _Deliverers(settings)
+
+    @app.task(name=TASK_DELIVER_WEBHOOK, ignore_result=True, acks_late=False)  # type: ignore[untyped-decorator]
+    def deliver_webhook(claimed_job: str) -> str:
+        """Attempt one claimed webhook job (the claim, not the message ack, guarantees it is not lost)."""
+        attempt = deliverers.get().run(claimed_job)
+        log.info("webhook attempt: %s %s", attempt.outcome, attempt.status or attempt.error)
+        return attempt.outcome
+
+
+class WebhookSchedulerStep(bootsteps.StartStopStep):
+    """Every tick: put back jobs whose claim expired, claim the due ones, send one delivery task each."""
+
+    requires = ("celery.worker.consumer:Connection",)
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        self._timer: Any = None
+        self._scheduler: Scheduler | None = None
+
+    def start(self, c: Any) -> None:
+        settings: Settings = c.app.labelq_settings
+        self._scheduler = Scheduler(redis.Redis.from_url(settings.redis_url))
+        self._claim_s = 3 * settings.webhook_timeout_s + 30
+        self._limit = 2 * settings.webhook_concurrency
+        self._app = c.app
+        self._timer = c.timer.call_repeatedly(SCHEDULER_TICK_S, self.tick)
+
+    def tick(self) -> None:
+        assert self._scheduler is not None
+        now = time.time()
+        try:
+            self._scheduler.reclaim_expired(now)
+            for job in self._scheduler.claim_due(now, self._limit, self._claim_s):
+                self._app.send_task(TASK_DELIVER_WEBHOOK, args=[job], queue=QUEUE_WEBHOOKS)
+        except redis.RedisError:  # Redis away: claimed jobs come back when their claim expires
+            log.warning("webhook scheduler tick failed", exc_info=True)
+
+    def stop(self, c: Any) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None

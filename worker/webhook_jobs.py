@@ -1,0 +1,187 @@
+"""Webhook jobs in Redis: scheduled by due time, claimed by a delivery task, rescheduled or dead-lettered.
+
+    labelq:webhooks:scheduled   sorted set, job JSON scored by the time it is due
+    labelq:webhooks:claimed     sorted set, job JSON handed to a delivery task, scored by when the claim expires
+
+The classification worker schedules a job in the same Redis round trip that stores the result (before the
+ack). A webhook worker's scheduler claims due jobs atomically (a Lua script moves them from scheduled to
+claimed) and sends one Celery task per job; the task attempts the delivery and, in one transaction, drops the
+claim and either reschedules the job (with its attempts so far), or dead-letters it, or is done. A claim that
+expires (the delivering process died) goes back to scheduled: at-least-once, never lost, never re-classified.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, cast
+
+import httpx
+import redis
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas import ErrorCode, ErrorDetail, ErrorResult
+from schemas.transport import (
+    DEAD_LETTER_KEY,
+    QUEUE_WEBHOOKS,
+    RESULT_KEY,
+    WEBHOOK_CLAIMED_KEY,
+    WEBHOOK_SCHEDULE_KEY,
+)
+from worker.deadletters import DeadLetter
+from worker.egress import EgressPolicy
+from worker.webhooks import Attempt, RetryPolicy, attempt_delivery
+
+DEFAULT_SECRET = "default"
+
+# KEYS: scheduled, claimed; ARGV: now, limit, claim expiry. Moves up to `limit` due jobs into claimed.
+_CLAIM = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+for _, job in ipairs(due) do
+  redis.call('ZREM', KEYS[1], job)
+  redis.call('ZADD', KEYS[2], ARGV[3], job)
+end
+return due
+"""
+# KEYS: claimed, scheduled; ARGV: now. Puts jobs whose claim expired back, due now.
+_RECLAIM = """
+local stale = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+for _, job in ipairs(stale) do
+  redis.call('ZREM', KEYS[1], job)
+  redis.call('ZADD', KEYS[2], ARGV[1], job)
+end
+return #stale
+"""
+
+
+class WebhookJob(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    job_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    request_id: str | None  # also the `webhook-id` header: stable across retries
+    url: str
+    secret_name: str = DEFAULT_SECRET
+    body: str  # the result JSON exactly as signed and sent
+    attempts: tuple[dict[str, Any], ...] = ()
+    created_at_s: float = Field(default_factory=time.time)
+
+    def with_attempt(self, attempt: Attempt) -> WebhookJob:
+        return self.model_copy(update={"attempts": (*self.attempts, attempt.to_dict())})
+
+    def attempt_records(self) -> list[Attempt]:
+        return [Attempt(**record) for record in self.attempts]
+
+    @property
+    def message_id(self) -> str:
+        return self.request_id or self.job_id
+
+
+@dataclass(frozen=True, slots=True)
+class Scheduler:
+    client: redis.Redis
+
+    def schedule(self, pipe: redis.client.Pipeline, job: WebhookJob, due_s: float) -> None:
+        pipe.zadd(WEBHOOK_SCHEDULE_KEY, {job.model_dump_json(): due_s})
+
+    def claim_due(self, now_s: float, limit: int, claim_s: float) -> list[str]:
+        claimed = self.client.eval(_CLAIM, 2, WEBHOOK_SCHEDULE_KEY, WEBHOOK_CLAIMED_KEY, now_s, limit, now_s + claim_s)
+        return [item.decode() if isinstance(item, bytes) else str(item) for item in cast(list[Any], claimed)]
+
+    def reclaim_expired(self, now_s: float) -> int:
+        return int(cast(int, self.client.eval(_RECLAIM, 2, WEBHOOK_CLAIMED_KEY, WEBHOOK_SCHEDULE_KEY, now_s)))
+
+    def pending(self) -> tuple[int, int]:
+        """(scheduled, claimed) counts."""
+        return int(self.client.zcard(WEBHOOK_SCHEDULE_KEY)), int(self.client.zcard(WEBHOOK_CLAIMED_KEY))
+
+
+REFUSALS = ("webhook_private_address", "webhook_host_not_allowed", "webhook_url_invalid", "webhook_secret_unknown")
+
+
+def dead_letter_reason(last: Attempt) -> str:
+    """A stable word for why a webhook job was given up."""
+    if last.error and last.error.startswith(REFUSALS):
+        return last.error.split(":", 1)[0]
+    if last.status == 410:
+        return "webhook_gone"
+    if last.outcome == "retry":
+        return "webhook_retries_exhausted"
+    return "webhook_rejected"
+
+
+def refusal(job: WebhookJob, last: Attempt) -> ErrorResult | None:
+    """The ErrorResult stored under the request id when the webhook may not be delivered to at all."""
+    if job.request_id is None or not last.error or not last.error.startswith(REFUSALS):
+        return None
+    detail = ErrorDetail(code=ErrorCode.WEBHOOK_REFUSED, field="reply_to", message=last.error)
+    return ErrorResult(
+        id=job.request_id, code=detail.code, field=detail.field, message=detail.message, errors=(detail,)
+    )
+
+
+class WebhookDeliverer:
+    """Runs one claimed job: attempt, then drop the claim and reschedule, dead-letter or finish, atomically."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        http: httpx.Client,
+        *,
+        egress: EgressPolicy,
+        retry: RetryPolicy,
+        secrets: Mapping[str, str],
+        timeout_s: float,
+        result_ttl_s: int,
+    ) -> None:
+        self.client = client
+        self.http = http
+        self.egress = egress
+        self.retry = retry
+        self.secrets = secrets
+        self.timeout_s = timeout_s
+        self.result_ttl_s = result_ttl_s
+        self.scheduler = Scheduler(client)
+
+    def run(self, claimed_json: str) -> Attempt:
+        job = WebhookJob.model_validate_json(claimed_json)
+        secret = self.secrets.get(job.secret_name)
+        if secret is None:
+            attempt = Attempt(
+                time.time(),
+                "give_up",
+                error=f"webhook_secret_unknown: no secret named "
+                f"{job.secret_name!r} is configured on the webhook worker",
+            )
+        else:
+            attempt = attempt_delivery(
+                self.http,
+                self.egress,
+                url=job.url,
+                body=job.body.encode(),
+                message_id=job.message_id,
+                secret=secret,
+                timeout_s=self.timeout_s,
+            )
+        job = job.with_attempt(attempt)
+        delay = self.retry.next_delay_s(job.attempt_records())
+        pipe = self.client.pipeline(transaction=True)
+        pipe.zrem(WEBHOOK_CLAIMED_KEY, claimed_json)
+        if attempt.outcome == "retry" and delay is not None:
+            self.scheduler.schedule(pipe, job, time.time() + delay)
+        elif attempt.outcome != "delivered":
+            letter = DeadLetter(
+                dead_letter_reason(attempt),
+                QUEUE_WEBHOOKS,
+                job.model_dump_json().encode(),
+                job.request_id,
+                detail=attempt.error or f"HTTP {attempt.status}",
+                attempts=list(job.attempts),
+            )
+            pipe.rpush(DEAD_LETTER_KEY, letter.to_json(time.time()))
+            refused = refusal(job, attempt)
+            if refused is not None and job.request_id:
+                pipe.set(RESULT_KEY + job.request_id, refused.model_dump_json(), ex=self.result_ttl_s)
+        pipe.execute()
+        return attempt
