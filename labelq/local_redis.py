@@ -40,31 +40,41 @@ def free_port() -> int:
 
 
 class RedisServer:
-    """A private redis-server process. `url` is where it listens; `stop()` ends it; `start()` brings it back."""
+    """A private redis-server process. `url` is where it listens; `stop()` ends it; `start()` brings it back
+    on the same port. `persistent` keeps an fsync-always append-only file across restarts; `tls_dir` (holding
+    cert.pem and key.pem) serves TLS only, for `rediss://` URLs."""
 
-    def __init__(self, binary: str, port: int | None = None, password: str | None = None) -> None:
+    def __init__(
+        self,
+        binary: str,
+        port: int | None = None,
+        *,
+        password: str | None = None,
+        persistent: bool = False,
+        tls_dir: Path | None = None,
+    ) -> None:
         self.binary = binary
         self.port = port or free_port()
         self.password = password
+        self.persistent = persistent
+        self.tls_dir = tls_dir
         self.directory = Path(tempfile.mkdtemp(prefix="labelq-redis-"))
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         auth = f":{self.password}@" if self.password else ""
+        if self.tls_dir:
+            return f"rediss://{auth}127.0.0.1:{self.port}/0?ssl_cert_reqs=required&ssl_ca_certs={self.tls_dir}/cert.pem"
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
-    def start(self) -> RedisServer:
+    def arguments(self) -> list[str]:
         args = [
             self.binary,
-            "--port",
-            str(self.port),
             "--bind",
             "127.0.0.1",
             "--save",
             "",
-            "--appendonly",
-            "no",
             "--dir",
             str(self.directory),
             "--daemonize",
@@ -72,16 +82,37 @@ class RedisServer:
             "--loglevel",
             "warning",
         ]
+        args += ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else ["--appendonly", "no"]
+        if self.tls_dir:
+            args += [
+                "--port",
+                "0",
+                "--tls-port",
+                str(self.port),
+                "--tls-cert-file",
+                str(self.tls_dir / "cert.pem"),
+                "--tls-key-file",
+                str(self.tls_dir / "key.pem"),
+                "--tls-ca-cert-file",
+                str(self.tls_dir / "cert.pem"),
+                "--tls-auth-clients",
+                "no",
+            ]
+        else:
+            args += ["--port", str(self.port)]
         if self.password:
             args += ["--requirepass", self.password]
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return args
+
+    def start(self) -> RedisServer:
+        self.process = subprocess.Popen(self.arguments(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = redis.Redis.from_url(self.url)
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
             try:
                 client.ping()
                 break
-            except redis.ConnectionError:
+            except (redis.ConnectionError, redis.TimeoutError):
                 if self.process.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError(f"redis-server ({self.binary}) did not start on port {self.port}") from None
                 time.sleep(0.02)

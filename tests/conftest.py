@@ -98,10 +98,12 @@ def start_worker(redis_url: str, tmp_path: Path, client: Client) -> Iterator[Wor
     """Start real `labelq worker` processes; each is killed at teardown. Returns once the worker is ready."""
     started: list[subprocess.Popen[bytes]] = []
 
-    def start(wait: bool = True, role: str = "classify", **settings: object) -> subprocess.Popen[bytes]:
+    def start(
+        wait: bool = True, role: str = "classify", url: str | None = None, **settings: object
+    ) -> subprocess.Popen[bytes]:
         """A `labelq worker` (role classify) or `labelq webhook-worker` (role webhooks) with LABELQ_* settings;
-        tuples and dicts are passed as JSON, as pydantic-settings reads them."""
-        env = {**os.environ, "LABELQ_REDIS_URL": redis_url, "LABELQ_INTRA_OP_THREADS": "1"}
+        tuples and dicts are passed as JSON, as pydantic-settings reads them. `url`: another Redis."""
+        env = {**os.environ, "LABELQ_REDIS_URL": url or redis_url, "LABELQ_INTRA_OP_THREADS": "1"}
         env.update({f"LABELQ_{k.upper()}": v if isinstance(v, str) else json.dumps(v) for k, v in settings.items()})
         index = len(started)
         command = "worker" if role == "classify" else "webhook-worker"
@@ -115,7 +117,8 @@ def start_worker(redis_url: str, tmp_path: Path, client: Client) -> Iterator[Wor
             )
         started.append(process)
         deadline = time.monotonic() + WORKER_READY_TIMEOUT_S
-        while wait and not _ready(role, index, client, log_path):
+        watcher = Client(url) if url else client
+        while wait and not _ready(role, index, watcher, log_path):
             assert process.poll() is None and time.monotonic() < deadline, log_path.read_text()[-4000:]
             time.sleep(0.05)
         return process
