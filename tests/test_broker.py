@@ -106,6 +106,7 @@ def test_tls_and_password(start_worker: WorkerFactory, private_server: list[Redi
 
 
 @pytest.mark.slow
+@pytest.mark.reliability
 def test_a_redis_restart_mid_stream_loses_nothing(
     start_worker: WorkerFactory, private_server: list[RedisServer]
 ) -> None:

@@ -17,6 +17,7 @@ from typing import Protocol
 from schemas import ClassificationResult, ClassifyRequest, ErrorCode, ErrorDetail, ErrorResult, ParsedRequest
 from worker.embedding import EmbeddingClassifier
 from worker.errors import ModelError, RequestRejected
+from worker.fake import FAKE_MODEL, FakeClassifier
 from worker.models import ModelCard, ModelRegistry, describe_directory
 from worker.nli import NliClassifier
 from worker.onnx import OnnxModel, SessionSpec
@@ -82,6 +83,8 @@ class Engine:
     def classifier(self, name: str | None = None) -> Classifier:
         """The warm classifier for a model name (the default model when None); loads it on first use."""
         name = name or self.settings.model
+        if name not in self._classifiers and name == FAKE_MODEL and self.settings.enable_fake_model:
+            self._classifiers[name] = FakeClassifier()  # drills and reliability tests of everything but the model
         if name not in self._classifiers:
             started = time.perf_counter()
             self._classifiers[name] = load_classifier(self._card(name), self.settings)

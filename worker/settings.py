@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     model: str = Field(BUILTIN_EMBEDDING_MODEL, description="Default model: a model name or the embedded default")
     models_dir: Path = Field(Path.home() / ".cache" / "labelq" / "models", description="Where pulled models live")
     prefer_quantized: bool = Field(True, description="Load onnx/model_quantized.onnx (int8) when a model has it")
+    enable_fake_model: bool = Field(
+        False, description="Serve the deterministic model `fake` (keyword overlap, no ONNX): drills and tests only"
+    )
     # onnxruntime
     providers: tuple[str, ...] = Field((), description="onnxruntime providers; empty: CUDA when available, else CPU")
     intra_op_threads: int = Field(0, ge=0, description="Threads per session (0: onnxruntime's default, all cores)")
