@@ -118,7 +118,8 @@ def test_a_receiver_that_keeps_failing_is_dead_lettered_with_every_attempt(
         assert parse_result(json.loads(letter["raw"])["body"]).status == "ok"  # the result is kept
     assert receiver.requests == 8
     print(
-        f"\nreceiver always 500: 2 results, {receiver.requests} POSTs, dead letters {Counter(d['reason'] for d in letters)}"
+        f"\nreceiver always 500: 2 results, {receiver.requests} POSTs, "
+        f"dead letters {dict(Counter(d['reason'] for d in letters))}"
     )
 
 
