@@ -213,8 +213,9 @@ def test_sigkill_mid_batch_loses_nothing(start_worker: WorkerFactory, client: Cl
         f"after it; {sum(c - 1 for c in counts.values())} duplicates; {len(missing)} missing"
     )
     assert in_flight > 0, "the kill did not catch a batch in flight"
-    assert not missing
-    assert recovered_s < settings["visibility_timeout_s"] + 2 * settings["unacked_restore_interval_s"] + 30
+    assert not missing, f"unacked now: {client.redis.hlen('unacked')}, sweep lock: {client.redis.ttl('unacked_mutex')}"
+    bound_s = settings["visibility_timeout_s"] + settings["unacked_restore_interval_s"] + 10  # + sweep lock expiry
+    assert recovered_s < bound_s + 15  # + the time to classify what is left
 
 
 @pytest.mark.slow

@@ -41,6 +41,8 @@ def create_app(settings: Settings, role: Role = "classify") -> Celery:
             "visibility_timeout": settings.visibility_timeout_s,
             "unacked_restore_interval": settings.unacked_restore_interval_s,
             "unacked_restore_throttle": 1,  # every interval really sweeps
+            # kombu's default lock is 300 s: a worker SIGKILLed inside a sweep would block redelivery that long
+            "unacked_mutex_expire": settings.unacked_mutex_expire_s,
         },
         worker_hijack_root_logger=False,
         worker_send_task_events=False,

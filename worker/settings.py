@@ -74,6 +74,9 @@ class Settings(BaseSettings):
         120, ge=1, description="An unacked message is redelivered after this long (must exceed wait + batch time)"
     )
     unacked_restore_interval_s: float = Field(5.0, gt=0, description="How often a worker sweeps for expired unacked")
+    unacked_mutex_expire_s: int = Field(
+        10, ge=1, description="Lock on the redelivery sweep; if a worker dies holding it, sweeps wait this long"
+    )
     max_deliveries: int = Field(5, ge=1, description="A message received more often goes to the dead-letter list")
     result_ttl_s: int = Field(3600, ge=1, description="How long results and result queues live in Redis")
     worker_processes: int = Field(1, ge=1, description="`labelq worker`: worker processes, each one model session")
