@@ -79,7 +79,8 @@ def test_compose_file_matches_the_schema_and_wires_labelq() -> None:
     compose = yaml.safe_load(COMPOSE.read_text())
     jsonschema.validate(compose, COMPOSE_SCHEMA)
     services = compose["services"]
-    assert set(services) == {"redis", "worker", "producer"}
+    assert set(services) == {"redis", "worker", "webhooks", "producer"}
+    assert services["webhooks"]["command"][:2] == ["labelq", "webhook-worker"]
     worker, producer = services["worker"], services["producer"]
     assert worker["command"][:2] == ["labelq", "worker"]
     assert worker["environment"]["LABELQ_REDIS_URL"] == "redis://redis:6379/0"
