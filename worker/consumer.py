@@ -6,8 +6,11 @@ even when the batch function raises, pins celery < 5.7, and hangs after a broker
 message only after its outcome is written; and runs the model in the worker process itself (pool `solo`, one
 model session per process, scale by processes).
 
-One kombu channel per queue, so each queue has its own prefetch window (a bulk backlog cannot occupy the
-slots realtime messages need). Flushes run on the worker's event loop, between message deliveries.
+Messages are claimed with worker/redis_queue.py (pop and unacked record in one atomic step) up to the room
+left in the current batch, so a bulk backlog never holds messages a realtime batch could take. One watcher
+thread per queue blocks on Redis until its queue is non-empty (BLMOVE of a list onto itself, which moves
+nothing) and wakes the worker's event loop through a pipe; claiming, batching, flushing and acking all run on
+the event loop, between Celery's own work.
 """
 
 from __future__ import annotations
@@ -15,22 +18,54 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
+import redis
 from celery import bootsteps
-from kombu import Consumer, Message, Queue
 
 from schemas.transport import WORKER_KEY, WORKER_KEY_TTL_S
 from worker.batcher import Batcher, BatchPolicy
 from worker.messages import Delivery
-from worker.pipeline import Pipeline, Received
+from worker.pipeline import Received
+from worker.redis_queue import Claimed, ReliableQueue
 from worker.runtime import Runtime
 
 log = logging.getLogger(__name__)
+WATCH_BLOCK_S = 1  # a watcher re-checks its stop flag at least this often
 
 
-class BatchConsumerStep(bootsteps.ConsumerStep):
+class QueueWatcher(threading.Thread):
+    """Blocks until `queue` holds a message, then calls `wake` and waits until the loop has claimed."""
+
+    def __init__(self, redis_url: str, queue: str, wake: Callable[[], None]) -> None:
+        super().__init__(name=f"labelq-watch-{queue}", daemon=True)
+        self.client = redis.Redis.from_url(redis_url, socket_timeout=WATCH_BLOCK_S + 5)
+        self.queue = queue
+        self.wake = wake
+        self.claimed = threading.Event()
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                if self.client.blmove(self.queue, self.queue, WATCH_BLOCK_S, "RIGHT", "RIGHT") is None:
+                    continue
+            except redis.RedisError:
+                self.stopping.wait(0.5)  # Redis away: try again shortly
+                continue
+            self.claimed.clear()
+            self.wake()
+            self.claimed.wait(WATCH_BLOCK_S)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.claimed.set()
+
+
+class BatchConsumerStep(bootsteps.StartStopStep):
     """Consumes labelq's request queues in mini-batches. The runtime (model, Redis) is built in `start`, so the
     worker is not ready before its model is loaded and warmed up."""
 
@@ -39,108 +74,110 @@ class BatchConsumerStep(bootsteps.ConsumerStep):
     def __init__(self, parent: Any, **kwargs: Any) -> None:
         super().__init__(parent, **kwargs)
         self.runtime: Runtime | None = None
-        self.batchers: dict[str, Batcher[tuple[Received, Message]]] = {}
+        self.batchers: dict[str, Batcher[tuple[Received, Claimed]]] = {}
+        self.policies: dict[str, BatchPolicy] = {}
         self._timers: dict[str, Any] = {}
-        self._consumer_parent: Any = None
         self._heartbeat: Any = None
-        self._channels: dict[str, Any] = {}
+        self._watchers: list[QueueWatcher] = []
+        self._pipe: tuple[int, int] | None = None
         self._node = ""
+        self._c: Any = None
+
+    # --- lifecycle ---
 
     def start(self, c: Any) -> None:
         if self.runtime is None:
             self.runtime = Runtime.start(c.app.labelq_settings)
-        self._consumer_parent = c
-        self.batchers = {policy.queue: Batcher(policy) for policy in self.runtime.policies}
-        self.consumers = []
-        for policy in self.runtime.policies:
-            channel = c.connection.channel()
-            consumer = Consumer(
-                channel,
-                queues=[Queue(policy.queue, routing_key=policy.queue)],
-                on_message=lambda message, policy=policy: self.on_message(policy, message),
-                prefetch_count=policy.max_items * self.runtime.settings.prefetch_batches,
-                no_ack=False,
-            )
-            consumer.consume()
-            self.consumers.append(consumer)
-            self._channels[policy.queue] = channel
-        log.info("labelq consuming %s", ", ".join(p.queue for p in self.runtime.policies))
+        self._c = c
+        self.queue = ReliableQueue(self.runtime.publisher.client)
+        self.policies = {p.queue: p for p in self.runtime.policies}
+        self.batchers = {p.queue: Batcher(p) for p in self.runtime.policies}
+        self._pipe = os.pipe()
+        os.set_blocking(self._pipe[0], False)
+        c.hub.add_reader(self._pipe[0], self._on_wake)
+        self._watchers = [QueueWatcher(self.runtime.settings.redis_url, queue, self._wake) for queue in self.policies]
+        for watcher in self._watchers:
+            watcher.start()
         self._node = c.hostname
         self._announce()
         self._heartbeat = c.timer.call_repeatedly(WORKER_KEY_TTL_S / 3, self._announce)
+        log.info("labelq consuming %s", ", ".join(self.policies))
+
+    def stop(self, c: Any) -> None:
+        self._stop_watching(c)
+        self._flush_all()  # warm shutdown: finish what is held, so it is acked, not redelivered later
+
+    def shutdown(self, c: Any) -> None:
+        self._stop_watching(c)
+        self._flush_all()
+        self._retire()
+
+    def _stop_watching(self, c: Any) -> None:
+        for watcher in self._watchers:
+            watcher.stop()
+        self._watchers = []
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            self._heartbeat = None
+        if self._pipe is not None:
+            _quietly(c.hub.remove_reader, self._pipe[0])
+            for fd in self._pipe:
+                _quietly(os.close, fd)
+            self._pipe = None
+
+    # --- readiness ---
 
     def _announce(self) -> None:
         """Say this worker is ready (model loaded, consuming); the key expires if the process dies."""
         assert self.runtime is not None
         card = self.runtime.engine.classifier().card
-        info = {
-            "model": card.name,
-            "revision": card.revision,
-            "pid": os.getpid(),
-            "queues": [p.queue for p in self.runtime.policies],
-        }
-        try:
-            self.runtime.publisher.client.set(WORKER_KEY + self._node, json.dumps(info), ex=WORKER_KEY_TTL_S)
-        except Exception:  # Redis is away; the next beat tries again
-            log.warning("could not announce the worker", exc_info=True)
+        info = {"model": card.name, "revision": card.revision, "pid": os.getpid(), "queues": list(self.policies)}
+        _quietly(self.runtime.publisher.client.set, WORKER_KEY + self._node, json.dumps(info), ex=WORKER_KEY_TTL_S)
 
     def _retire(self) -> None:
         if self.runtime is not None and self._node:
             _quietly(self.runtime.publisher.client.delete, WORKER_KEY + self._node)
 
-    def stop(self, c: Any) -> None:
-        self._flush_all()  # warm shutdown: finish what is buffered, so it is acked, not redelivered later
-        self._stop_heartbeat()
-        super().stop(c)
+    # --- taking messages ---
 
-    def shutdown(self, c: Any) -> None:
-        self._cancel_timers()
-        self._stop_heartbeat()
-        self._retire()
-        super().shutdown(c)
+    def _wake(self) -> None:  # watcher threads
+        pipe = self._pipe
+        if pipe is not None:
+            _quietly(os.write, pipe[1], b"!")
 
-    def _stop_heartbeat(self) -> None:
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            self._heartbeat = None
+    def _on_wake(self, *_: Any) -> None:  # event loop
+        if self._pipe is not None:
+            _quietly(os.read, self._pipe[0], 4096)
+        self.poll()
+        for watcher in self._watchers:
+            watcher.claimed.set()
 
-    @property
-    def pipeline(self) -> Pipeline:
+    def poll(self) -> None:
+        """One round, realtime first: claim what waits in each queue up to the room in its batch; flush a full
+        batch, arm the others' deadlines. After a flush, come back for more via the event loop, so a bulk backlog
+        yields to realtime between batches instead of being drained in one go."""
+        more = False
+        for queue, batcher in self.batchers.items():
+            try:
+                for message in self.queue.claim(queue, self.policies[queue].max_items - len(batcher)):
+                    self._add(queue, message)
+            except redis.RedisError:
+                log.warning("claiming from %s failed; the watcher will wake us again", queue, exc_info=True)
+            if batcher.full():
+                self.flush(queue)
+                more = True
+            else:
+                self._schedule(queue)
+        if more:
+            self._c.hub.call_soon(self.poll)
+
+    def _add(self, queue: str, message: Claimed) -> None:
+        delivery = Delivery(queue, message.body, message.headers, message.content_type, time.time(), message)
         assert self.runtime is not None
-        return self.runtime.pipeline
+        received = self.runtime.pipeline.receive(delivery)
+        self.batchers[queue].add((received, message), received.pairs, received.enqueued_at_s)
 
-    def on_message(self, policy: BatchPolicy, message: Message) -> None:
-        self._add(policy, message)
-        self._top_up(policy)
-        if self.batchers[policy.queue].full():
-            self.flush(policy.queue)
-        else:
-            self._schedule(policy.queue)
-
-    def _top_up(self, policy: BatchPolicy) -> None:
-        """Take what is already waiting in the queue, up to a full batch, in one go.
-
-        kombu's Redis transport delivers one message per BRPOP round of the event loop; under load that would
-        cut batches short. basic_get pops the waiting ones at once (each still tracked as unacked)."""
-        channel = self._channels[policy.queue]
-        batcher = self.batchers[policy.queue]
-        while not batcher.full():
-            message = channel.basic_get(policy.queue, no_ack=False)
-            if message is None:
-                return
-            self._add(policy, message)
-
-    def _add(self, policy: BatchPolicy, message: Message) -> None:
-        delivery = Delivery(
-            queue=policy.queue,
-            body=message.body if isinstance(message.body, bytes) else str(message.body).encode(),
-            headers=message.headers or {},
-            content_type=message.content_type,
-            received_at=time.time(),
-            handle=message,
-        )
-        received = self.pipeline.receive(delivery)
-        self.batchers[policy.queue].add((received, message), received.pairs, received.enqueued_at_s)
+    # --- flushing ---
 
     def _schedule(self, queue: str) -> None:
         if queue in self._timers:
@@ -151,12 +188,11 @@ class BatchConsumerStep(bootsteps.ConsumerStep):
         if due <= 0:
             self.flush(queue)
             return
-        self._timers[queue] = self._consumer_parent.timer.call_after(due, self.flush, (queue,))
+        self._timers[queue] = self._c.timer.call_after(due, self._flush_then_poll, (queue,))
 
-    def _cancel_timers(self) -> None:
-        for entry in self._timers.values():
-            entry.cancel()
-        self._timers.clear()
+    def _flush_then_poll(self, queue: str) -> None:
+        self.flush(queue)
+        self.poll()  # what arrived while the batch ran
 
     def flush(self, queue: str) -> None:
         timer = self._timers.pop(queue, None)
@@ -165,23 +201,20 @@ class BatchConsumerStep(bootsteps.ConsumerStep):
         items = self.batchers[queue].take()
         if not items:
             return
+        assert self.runtime is not None
         try:
-            self.pipeline.handle([received for received, _ in items])
-        except Exception:  # Redis failed while publishing: give every message back, nothing is lost
-            log.exception("publishing a batch of %d failed; requeueing it", len(items))
-            for _, message in items:
-                _quietly(message.reject, requeue=True)
-            return
-        for _, message in items:
-            _quietly(message.ack)
+            self.runtime.pipeline.handle([received for received, _ in items])
+            self.queue.ack([message.tag for _, message in items])
+        except redis.RedisError:  # outcomes not (all) written: left unacked, redelivered after the timeout
+            log.exception("writing a batch of %d failed; it will be delivered again", len(items))
 
     def _flush_all(self) -> None:
         for queue in list(self.batchers):
             self.flush(queue)
 
 
-def _quietly(action: Any, *args: Any, **kwargs: Any) -> None:
+def _quietly(action: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
     try:
         action(*args, **kwargs)
-    except Exception:  # the connection is gone: the message is redelivered after the visibility timeout
-        log.warning("could not settle a message; it will be redelivered", exc_info=True)
+    except (OSError, redis.RedisError):  # shutting down or Redis away: nothing to lose here
+        log.debug("ignored during shutdown or reconnect", exc_info=True)
