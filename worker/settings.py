@@ -69,7 +69,6 @@ class Settings(BaseSettings):
     bulk_batch_size: int = Field(64, ge=1, description="Most requests in one bulk batch")
     bulk_max_pairs: int = Field(1024, ge=1, description="A bulk batch flushes at this many (text, label) pairs")
     bulk_max_wait_ms: float = Field(200.0, ge=0, description="Oldest-request wait before a bulk batch flushes")
-    prefetch_batches: int = Field(2, ge=1, description="Messages prefetched per queue, in batches (>= 1 full batch)")
     visibility_timeout_s: int = Field(
         120, ge=1, description="An unacked message is redelivered after this long (must exceed wait + batch time)"
     )
