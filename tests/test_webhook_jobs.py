@@ -1,0 +1,80 @@
+"""Webhook jobs in a real Redis: claim and reclaim, and the delivery-time refusal of a name that resolves inside."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+import redis as redis_lib
+
+from schemas import ErrorCode, parse_result
+from schemas.transport import DEAD_LETTER_KEY, RESULT_KEY, WEBHOOK_CLAIMED_KEY, WEBHOOK_SCHEDULE_KEY
+from tests.test_webhook_signatures import SECRET
+from worker.egress import EgressPolicy
+from worker.webhook_jobs import Scheduler, WebhookDeliverer, WebhookJob
+from worker.webhooks import RetryPolicy
+
+BODY = json.dumps({"status": "ok", "id": "r1"})
+
+
+def deliverer(redis_url: str, resolves_to: str, handler: object = None) -> WebhookDeliverer:
+    transport = httpx.MockTransport(handler or (lambda request: httpx.Response(200)))  # type: ignore[arg-type]
+    return WebhookDeliverer(
+        redis_lib.Redis.from_url(redis_url),
+        httpx.Client(transport=transport),
+        egress=EgressPolicy(resolver=lambda host, port: [resolves_to]),
+        retry=RetryPolicy(delays_s=(1.0,)),
+        secrets={"default": SECRET},
+        timeout_s=1.0,
+        result_ttl_s=60,
+    )
+
+
+def schedule(client: redis_lib.Redis, job: WebhookJob, due_s: float) -> None:
+    pipe = client.pipeline()
+    Scheduler(client).schedule(pipe, job, due_s)
+    pipe.execute()
+
+
+def test_claim_takes_only_due_jobs_and_expired_claims_come_back(redis_url: str) -> None:
+    client = redis_lib.Redis.from_url(redis_url)
+    scheduler = Scheduler(client)
+    now = time.time()
+    schedule(client, WebhookJob(request_id="due", url="https://a.example/h", body=BODY), now - 1)
+    schedule(client, WebhookJob(request_id="later", url="https://a.example/h", body=BODY), now + 60)
+    claimed = scheduler.claim_due(now, limit=10, claim_s=5)
+    assert [WebhookJob.model_validate_json(j).request_id for j in claimed] == ["due"]
+    assert scheduler.pending() == (1, 1)
+    assert scheduler.claim_due(now, limit=10, claim_s=5) == []  # a claimed job is not handed out twice
+    assert scheduler.reclaim_expired(now + 1) == 0
+    assert scheduler.reclaim_expired(now + 6) == 1  # its deliverer died: due again
+    assert [WebhookJob.model_validate_json(j).request_id for j in scheduler.claim_due(now + 6, 10, 5)] == ["due"]
+
+
+def test_a_name_that_resolves_to_a_private_address_is_refused_at_delivery(redis_url: str) -> None:
+    client = redis_lib.Redis.from_url(redis_url)
+    calls: list[httpx.Request] = []
+    runner = deliverer(redis_url, "10.1.2.3", lambda request: calls.append(request) or httpx.Response(200))
+    job = WebhookJob(request_id="r1", url="https://innocent.example.com/hook", body=BODY)
+    schedule(client, job, time.time())
+    (claimed,) = runner.scheduler.claim_due(time.time(), 10, 30)
+    attempt = runner.run(claimed)
+    assert attempt.outcome == "give_up" and calls == []  # never connected
+    (letter,) = [json.loads(x) for x in client.lrange(DEAD_LETTER_KEY, 0, -1)]
+    assert letter["reason"] == "webhook_private_address" and letter["message_id"] == "r1"
+    stored = parse_result(client.get(RESULT_KEY + "r1"))  # type: ignore[arg-type]
+    assert stored.status == "error" and stored.code == ErrorCode.WEBHOOK_REFUSED  # type: ignore[union-attr]
+    assert client.zcard(WEBHOOK_CLAIMED_KEY) == 0 and client.zcard(WEBHOOK_SCHEDULE_KEY) == 0
+
+
+def test_a_retry_is_rescheduled_with_its_attempts(redis_url: str) -> None:
+    client = redis_lib.Redis.from_url(redis_url)
+    runner = deliverer(redis_url, "93.184.216.34", lambda request: httpx.Response(503, headers={"retry-after": "7"}))
+    schedule(client, WebhookJob(request_id="r2", url="https://hooks.example.com/h", body=BODY), time.time())
+    (claimed,) = runner.scheduler.claim_due(time.time(), 10, 30)
+    assert runner.run(claimed).outcome == "retry"
+    ((member, due),) = client.zrange(WEBHOOK_SCHEDULE_KEY, 0, -1, withscores=True)
+    job = WebhookJob.model_validate_json(member)
+    assert [a["status"] for a in job.attempts] == [503] and due >= time.time() + 6  # Retry-After 7 s wins
+    assert client.zcard(WEBHOOK_CLAIMED_KEY) == 0
