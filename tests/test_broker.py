@@ -6,7 +6,6 @@ import os
 import shutil
 import subprocess
 import time
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from labelq.local_redis import RedisServer, find_redis_server
 from producer import Client
 from schemas import ClassificationResult, ClassifyRequest
 from tests.conftest import WorkerFactory
-from tests.test_streaming import drain, requests
+from tests.test_streaming import Tally, drain, requests
 
 
 def redis_binary() -> str:
@@ -130,10 +129,9 @@ def test_a_redis_restart_mid_stream_loses_nothing(
         restarted = time.monotonic()
         server.start()  # ...and comes back on the same port, with its append-only file
         got = drain(client, "results:restart", {r.id for r in batch}, timeout_s=120)
-    counts = Counter(r.id for r in got)
-    missing = {r.id for r in batch} - set(counts)
+    tally = Tally.of(batch, got)
     print(
-        f"\nRedis restart: {len(counts)} of 400 answered {time.monotonic() - restarted:.1f} s after the restart; "
-        f"{sum(c - 1 for c in counts.values())} duplicates; {len(missing)} missing"
+        f"\nRedis restart: {tally.answered} of 400 answered {time.monotonic() - restarted:.1f} s after the restart; "
+        f"{tally.duplicates} duplicates; {len(tally.missing)} missing"
     )
-    assert not missing
+    assert not tally.missing

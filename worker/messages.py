@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from worker.constants import TASK_CLASSIFY
+from schemas.transport import TASK_CLASSIFY
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import redis
 
 from schemas import ClassificationResult, ErrorResult
-from worker.constants import DEAD_LETTER_KEY, DELIVERIES_KEY, DELIVERIES_TTL_S, NOTIFY_KEY, RESULT_KEY
+from schemas.transport import DEAD_LETTER_KEY, NOTIFY_KEY, RESULT_KEY
+from worker.constants import DELIVERIES_KEY, DELIVERIES_TTL_S
 from worker.deadletters import DeadLetter
 from worker.webhook_jobs import DEFAULT_SECRET, Scheduler, WebhookJob
 

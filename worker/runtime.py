@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import redis
 
 from schemas import ClassifyRequest, ParsedRequest
+from schemas.transport import QUEUE_BULK, QUEUE_REALTIME
 from worker.batcher import BatchPolicy
-from worker.constants import QUEUE_BULK, QUEUE_REALTIME
 from worker.egress import EgressRefused
 from worker.engine import Engine
 from worker.pipeline import Pipeline, WebhookGuard
