@@ -149,8 +149,6 @@ class BatchConsumerStep(bootsteps.StartStopStep):
         if self._pipe is not None:
             _quietly(os.read, self._pipe[0], 4096)
         self.poll()
-        for watcher in self._watchers:
-            watcher.claimed.set()
 
     def poll(self) -> None:
         """One round, realtime first: claim what waits in each queue up to the room in its batch; flush a full
@@ -170,6 +168,8 @@ class BatchConsumerStep(bootsteps.StartStopStep):
                 self._schedule(queue)
         if more:
             self._c.hub.call_soon(self.poll)
+        for watcher in self._watchers:  # whatever woke us (a watcher, a deadline, a flush), keep watching
+            watcher.claimed.set()
 
     def _add(self, queue: str, message: Claimed) -> None:
         delivery = Delivery(queue, message.body, message.headers, message.content_type, time.time(), message)
