@@ -345,6 +345,31 @@ def workers(node: str | None, redis_url: str) -> None:
 
 
 @main.command()
+@click.option("--json", "as_json", is_flag=True)
+@REDIS_URL_OPTION
+def health(as_json: bool, redis_url: str) -> None:
+    """Redis reachable, workers ready (model, revision) and answering a ping, queue depths.
+    Exit 0 healthy, 1 no ready worker, 2 Redis unreachable."""
+    from labelq.health import check
+
+    report = check(redis_url)
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+        sys.exit(report.status)
+    click.echo(f"redis: {report.redis}")
+    for name, info in sorted(report.workers.items()):
+        answered = "answers ping" if name in report.pinged else "no ping reply"
+        click.echo(f"worker {name}: {info['model']}@{info['revision']}, pid {info['pid']}, {answered}")
+    others = [name for name in report.pinged if name not in report.workers]
+    if others:
+        click.echo(f"other Celery nodes answering: {', '.join(others)}")
+    if report.depths:
+        click.echo("queues: " + ", ".join(f"{k} {v}" for k, v in report.depths.items()))
+    click.echo(report.to_dict()["status"])
+    sys.exit(report.status)
+
+
+@main.command()
 @click.option("--count", default=24, show_default=True, help="Requests to send")
 @click.option("--timeout", "timeout_s", default=180.0, show_default=True)
 def demo(count: int, timeout_s: float) -> None:

@@ -83,6 +83,11 @@ class Client:
                 found[name.removeprefix(WORKER_KEY)] = json.loads(raw)
         return found
 
+    def ping_workers(self, timeout_s: float = 1.0) -> list[dict[str, Any]]:
+        """Celery's broadcast ping: one reply per live worker node (classification and webhook workers)."""
+        replies: list[dict[str, Any]] = self._celery.control.ping(timeout=timeout_s) or []
+        return replies
+
     def wait_for_workers(self, timeout_s: float, count: int = 1) -> bool:
         deadline = time.monotonic() + timeout_s
         while len(self.workers()) < count:
