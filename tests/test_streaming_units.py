@@ -191,3 +191,42 @@ def test_worker_processes_split_the_cores(monkeypatch: pytest.MonkeyPatch) -> No
     assert child_environment(16)["LABELQ_INTRA_OP_THREADS"] == "1"
     monkeypatch.setenv("LABELQ_INTRA_OP_THREADS", "3")
     assert child_environment(2)["LABELQ_INTRA_OP_THREADS"] == "3"  # an explicit setting wins
+
+
+# --- logs ---
+
+
+def _json_lines(capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+
+
+@pytest.mark.parametrize("log_texts", [False, True])
+def test_json_logs_carry_ids_and_timings_and_never_texts_unless_asked(
+    setup: Any, capsys: pytest.CaptureFixture[str], log_texts: bool
+) -> None:
+    import logging
+
+    from worker.logs import configure_logging
+
+    pipeline, _, _ = setup
+    pipeline.log_texts = log_texts
+    configure_logging(load_settings(log_format="json"), "DEBUG")
+    try:
+        secret_text = "my card number is 4111 1111"
+        pipeline.handle(
+            [
+                pipeline.receive(v2({**GOOD, "text": secret_text}, "m-1")),
+                pipeline.receive(v2({**GOOD, "id": "bad", "labels": []}, "m-2")),
+            ]
+        )
+    finally:
+        logging.getLogger().handlers.clear()
+    lines = _json_lines(capsys)
+    (batch,) = [line for line in lines if "batch_id" in line and "messages" in line]
+    assert (batch["messages"], batch["classified"], batch["errors"], batch["dead_letters"]) == (2, 1, 1, 1)
+    assert batch["level"] == "INFO" and batch["batch_ms"] >= 0
+    requests = {line["request_id"]: line for line in lines if "request_id" in line}
+    assert requests["r1"]["status"] == "ok" and requests["r1"]["batch_id"] == batch["batch_id"]
+    assert requests["r1"]["inference_ms"] >= 0 and requests["bad"]["code"] == "no_labels"
+    logged_text = any(secret_text in json.dumps(line) for line in lines)
+    assert logged_text == log_texts

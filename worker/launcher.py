@@ -20,7 +20,9 @@ CELERY_WORKER_FLAGS = ["--without-mingle", "--without-gossip"]  # no neighbour s
 
 def run_in_process(settings: Settings, *, loglevel: str, hostname: str, role: Role = "classify") -> None:
     from worker.app import create_app
+    from worker.logs import configure_logging
 
+    configure_logging(settings, loglevel)
     app = create_app(settings, role)
     app.worker_main(["worker", f"--loglevel={loglevel}", "-n", hostname, *CELERY_WORKER_FLAGS])
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -68,6 +69,7 @@ class Pipeline:
         limits: RequestLimits,
         max_deliveries: int,
         webhook_guard: WebhookGuard = allow_all_webhooks,
+        log_texts: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.engine = engine
@@ -75,6 +77,7 @@ class Pipeline:
         self.limits = limits
         self.max_deliveries = max_deliveries
         self.webhook_guard = webhook_guard
+        self.log_texts = log_texts
         self.clock = clock
 
     def receive(self, delivery: Delivery) -> Received:
@@ -149,6 +152,43 @@ class Pipeline:
                 to_classify.append(item)
         publications += self._classify(to_classify, started_s)
         self.publisher.publish(publications, dead, ids)
+        self._log(batch, publications, dead, started_s)
+
+    def _log(
+        self, batch: Sequence[Received], publications: list[Publication], dead: list[DeadLetter], started_s: float
+    ) -> None:
+        batch_id = uuid.uuid4().hex[:12]
+        outcomes = [p.outcome for p in publications]
+        waits = [o.timings.queue_ms or 0.0 for o in outcomes if isinstance(o, ClassificationResult)]
+        log.info(
+            "batch %s: %d messages, %d classified, %d errors, %d dead letters",
+            batch_id,
+            len(batch),
+            len(waits),
+            len(outcomes) - len(waits),
+            len(dead),
+            extra={
+                "batch_id": batch_id,
+                "queue": batch[0].delivery.queue if batch else None,
+                "messages": len(batch),
+                "classified": len(waits),
+                "errors": len(outcomes) - len(waits),
+                "dead_letters": len(dead),
+                "batch_ms": round((self.clock() - started_s) * 1000, 3),
+                "queue_ms_max": round(max(waits, default=0.0), 3),
+            },
+        )
+        if log.isEnabledFor(logging.DEBUG):
+            texts = {r.parsed.request.id: r.parsed.request.text for r in batch if r.parsed} if self.log_texts else {}
+            for outcome in outcomes:
+                fields = {"batch_id": batch_id, "request_id": outcome.id, "status": outcome.status}
+                if isinstance(outcome, ClassificationResult):
+                    fields |= {"top": outcome.top, **outcome.timings.model_dump()}
+                else:
+                    fields |= {"code": outcome.code.value, "field": outcome.field}
+                if outcome.id in texts:
+                    fields["text"] = texts[outcome.id]
+                log.debug("request %s: %s", outcome.id, outcome.status, extra=fields)
 
     def _classify(self, items: list[Received], started_s: float) -> list[Publication]:
         if not items:

@@ -76,5 +76,6 @@ class Runtime:
             limits=settings.limits(),
             max_deliveries=settings.max_deliveries,
             webhook_guard=webhook_guard(settings),
+            log_texts=settings.log_texts,
         )
         return cls(settings, engine, publisher, pipeline, policies(settings))

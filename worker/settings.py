@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     model: str = Field(BUILTIN_EMBEDDING_MODEL, description="Default model: a model name or the embedded default")
     models_dir: Path = Field(Path.home() / ".cache" / "labelq" / "models", description="Where pulled models live")
     prefer_quantized: bool = Field(True, description="Load onnx/model_quantized.onnx (int8) when a model has it")
+    log_format: Literal["text", "json"] = Field("text", description="Worker logs: text, or JSON lines")
+    log_texts: bool = Field(False, description="Include request texts in DEBUG logs (off: texts are never logged)")
     enable_fake_model: bool = Field(
         False, description="Serve the deterministic model `fake` (keyword overlap, no ONNX): drills and tests only"
     )
