@@ -237,7 +237,7 @@ def worker_command(processes: int | None, loglevel: str, hostname: str) -> None:
     if settings.worker_processes == 1:
         launcher.run_in_process(settings, loglevel=loglevel, hostname=hostname)
     else:
-        sys.exit(launcher.run_processes(settings.worker_processes, loglevel=loglevel, hostname=hostname))
+        sys.exit(launcher.run_processes(settings, loglevel=loglevel, hostname=hostname))
 
 
 @main.command()

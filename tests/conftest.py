@@ -89,7 +89,7 @@ WorkerFactory = Callable[..., subprocess.Popen[bytes]]
 
 def _ready(role: str, index: int, client: Client, log_path: Path) -> bool:
     if role == "classify":  # announced in Redis once the model is warm
-        return any(name.startswith(f"test-{index}@") for name in client.workers())
+        return any(name.startswith((f"test-{index}@", f"test-{index}-")) for name in client.workers())
     return b" ready." in log_path.read_bytes()  # Celery's own ready line
 
 

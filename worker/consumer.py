@@ -27,6 +27,7 @@ import redis
 from celery import bootsteps
 
 from schemas.transport import WORKER_KEY, WORKER_KEY_TTL_S
+from worker import metrics
 from worker.batcher import Batcher, BatchPolicy
 from worker.messages import Delivery
 from worker.pipeline import Received
@@ -132,6 +133,8 @@ class BatchConsumerStep(bootsteps.StartStopStep):
         assert self.runtime is not None
         card = self.runtime.engine.classifier().card
         info = {"model": card.name, "revision": card.revision, "pid": os.getpid(), "queues": list(self.policies)}
+        for queue in self.policies:
+            _quietly(lambda queue=queue: metrics.QUEUE_DEPTH.labels(queue).set(self.queue.waiting(queue)))
         _quietly(self.runtime.publisher.client.set, WORKER_KEY + self._node, json.dumps(info), ex=WORKER_KEY_TTL_S)
 
     def _retire(self) -> None:

@@ -7,9 +7,11 @@ cores // N onnxruntime threads, so N processes never oversubscribe the cores.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from types import FrameType
 
 from worker.app import Role
@@ -23,20 +25,34 @@ def run_in_process(settings: Settings, *, loglevel: str, hostname: str, role: Ro
     from worker.logs import configure_logging
 
     configure_logging(settings, loglevel)
+    if settings.metrics_port:  # a child of run_processes gets port 0: its parent serves the host's endpoint
+        from worker import metrics
+
+        metrics.serve(settings.metrics_port)
     app = create_app(settings, role)
     app.worker_main(["worker", f"--loglevel={loglevel}", "-n", hostname, *CELERY_WORKER_FLAGS])
 
 
-def child_environment(processes: int) -> dict[str, str]:
+def child_environment(processes: int, metrics_dir: str | None = None) -> dict[str, str]:
     env = dict(os.environ)
+    if metrics_dir:
+        env["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # children write, the parent serves the sum
+        env["LABELQ_METRICS_PORT"] = "0"
     if not env.get("LABELQ_INTRA_OP_THREADS"):
         env["LABELQ_INTRA_OP_THREADS"] = str(max(1, (os.cpu_count() or 1) // processes))
     return env
 
 
-def run_processes(processes: int, *, loglevel: str, hostname: str) -> int:
-    """Run `processes` single-process workers as children; forward SIGINT/SIGTERM; return the worst exit code."""
-    env = child_environment(processes)
+def run_processes(settings: Settings, *, loglevel: str, hostname: str) -> int:
+    """Run single-process workers as children; serve their metrics; forward SIGINT/SIGTERM; return the worst
+    exit code."""
+    processes = settings.worker_processes
+    metrics_dir = tempfile.mkdtemp(prefix="labelq-metrics-") if settings.metrics_port else None
+    env = child_environment(processes, metrics_dir)
+    if metrics_dir:
+        from worker import metrics
+
+        metrics.serve(settings.metrics_port, metrics_dir)
     children = [
         subprocess.Popen(
             [
@@ -63,4 +79,8 @@ def run_processes(processes: int, *, loglevel: str, hostname: str) -> int:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
-    return max(child.wait() for child in children)
+    try:
+        return max(child.wait() for child in children)
+    finally:
+        if metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)

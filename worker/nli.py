@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from schemas import DEFAULT_TEMPLATE, ClassifyRequest
+from worker import metrics
 from worker.batching import RunPlan, pad_run, plan_runs
 from worker.models import ModelCard
 from worker.onnx import OnnxModel
@@ -67,6 +68,7 @@ class NliClassifier:
         static = self.model.static_sequence_length
         plan = plan_runs([len(e) for e in encoded], self.token_budget, self.max_pairs_per_run, static)
         self.last_plan = plan
+        metrics.PADDING_RATIO.observe(plan.padding_ratio)
         logits: np.ndarray | None = None
         for run in plan.runs:
             out = self.model.run(

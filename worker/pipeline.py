@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from schemas import ClassificationResult, ClassifyRequest, ErrorCode, ErrorResult, ParsedRequest, RequestLimits
 from schemas.parsing import parse_request, peek_field
 from schemas.request import QUEUE_NAME_PATTERN, RESERVED_QUEUE_PREFIX
+from worker import metrics
 from worker.deadletters import DeadLetter
 from worker.engine import Engine, error_for
 from worker.messages import Delivery, UndecodableMessage, decode
@@ -114,23 +115,20 @@ class Pipeline:
         publications: list[Publication] = []
         dead: list[DeadLetter] = []
         to_classify: list[Received] = []
+        outcomes: list[str] = []  # one per message not classified: an error code or dead_lettered (metrics)
         ids = [r.message_id for r in batch if r.message_id]
         counts = dict(zip(ids, self.publisher.count_deliveries(ids), strict=True))
         for item in batch:
             queue, raw, headers = item.delivery.queue, item.delivery.body, dict(item.delivery.headers)
             if item.undecodable is not None:
                 dead.append(DeadLetter("undecodable", queue, raw, detail=item.undecodable, headers=headers))
+                outcomes.append("dead_lettered")
             elif item.message_id and counts.get(item.message_id, 0) > self.max_deliveries:
+                detail = f"received {counts[item.message_id]} times"
                 dead.append(
-                    DeadLetter(
-                        "too_many_deliveries",
-                        queue,
-                        raw,
-                        item.message_id,
-                        detail=f"received {counts[item.message_id]} times",
-                        headers=headers,
-                    )
+                    DeadLetter("too_many_deliveries", queue, raw, item.message_id, detail=detail, headers=headers)
                 )
+                outcomes.append("dead_lettered")
             elif item.error is not None:
                 publications.append(item.publication(item.error))
                 dead.append(
@@ -144,15 +142,49 @@ class Pipeline:
                         headers=headers,
                     )
                 )
+                outcomes.append(item.error.code.value)
             elif item.parsed and item.parsed.request.expired(datetime.fromtimestamp(started_s, UTC)):
                 request = item.parsed.request
                 message = f"deadline {request.deadline} passed before classification"
                 publications.append(item.publication(error_for(request, ErrorCode.EXPIRED, message, "deadline")))
+                outcomes.append(ErrorCode.EXPIRED.value)
             else:
                 to_classify.append(item)
-        publications += self._classify(to_classify, started_s)
+        classified = self._classify(to_classify, started_s)
+        publications += classified
         self.publisher.publish(publications, dead, ids)
+        self._observe(batch, outcomes, list(zip(to_classify, classified, strict=True)), started_s)
         self._log(batch, publications, dead, started_s)
+
+    def _observe(
+        self,
+        batch: Sequence[Received],
+        outcomes: list[str],
+        classified: list[tuple[Received, Publication]],
+        started_s: float,
+    ) -> None:
+        """Metrics: exactly one outcome per message, and the batch's sizes and timings."""
+        if not batch:
+            return
+        written_s = self.clock()
+        queue = batch[0].delivery.queue
+        metrics.RECEIVED.labels(queue).inc(len(batch))
+        for label in outcomes:
+            metrics.RESULTS.labels(label).inc()
+        model_ms = 0.0
+        for _, publication in classified:
+            result = publication.outcome
+            metrics.RESULTS.labels("ok" if isinstance(result, ClassificationResult) else result.code.value).inc()
+            if isinstance(result, ClassificationResult):
+                model_ms = max(model_ms, result.timings.batch_ms)
+        metrics.observe_batch(
+            queue,
+            len(batch),
+            sum(r.pairs for r in batch),
+            [max(0.0, started_s - r.enqueued_at_s) for r, _ in classified],
+            model_ms / 1000,
+            [max(0.0, written_s - r.enqueued_at_s) for r, _ in classified],
+        )
 
     def _log(
         self, batch: Sequence[Received], publications: list[Publication], dead: list[DeadLetter], started_s: float

@@ -10,6 +10,7 @@ import redis
 
 from schemas import ClassifyRequest, ParsedRequest
 from schemas.transport import QUEUE_BULK, QUEUE_REALTIME
+from worker import metrics
 from worker.batcher import BatchPolicy
 from worker.egress import EgressRefused
 from worker.engine import Engine
@@ -67,7 +68,9 @@ class Runtime:
         engine = Engine(settings)
         engine.classifier()  # load the default model now, in this process (after any fork)
         engine.classify([ParsedRequest(ClassifyRequest(text=WARM_UP_TEXT, labels=("a", "b")))])
-        log.info("model %s warm in %.0f ms", settings.model, (time.perf_counter() - started) * 1000)
+        load_s = time.perf_counter() - started
+        metrics.MODEL_LOAD.labels(settings.model).set(load_s)
+        log.info("model %s warm in %.0f ms", settings.model, load_s * 1000)
         client = redis.Redis.from_url(settings.redis_url, health_check_interval=30)
         publisher = Publisher(client, settings.result_ttl_s)
         pipeline = Pipeline(

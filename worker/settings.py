@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     model: str = Field(BUILTIN_EMBEDDING_MODEL, description="Default model: a model name or the embedded default")
     models_dir: Path = Field(Path.home() / ".cache" / "labelq" / "models", description="Where pulled models live")
     prefer_quantized: bool = Field(True, description="Load onnx/model_quantized.onnx (int8) when a model has it")
+    metrics_port: int = Field(0, ge=0, le=65535, description="Serve Prometheus metrics on this port (0: off)")
     log_format: Literal["text", "json"] = Field("text", description="Worker logs: text, or JSON lines")
     log_texts: bool = Field(False, description="Include request texts in DEBUG logs (off: texts are never logged)")
     enable_fake_model: bool = Field(

@@ -12,6 +12,7 @@ import redis
 from celery import Celery, bootsteps
 
 from schemas.transport import QUEUE_WEBHOOKS, TASK_DELIVER_WEBHOOK
+from worker import metrics
 from worker.settings import Settings
 from worker.webhook_jobs import Scheduler, WebhookDeliverer
 
@@ -50,6 +51,7 @@ def register_webhook_task(app: Celery, settings: Settings) -> None:
     def deliver_webhook(claimed_job: str) -> str:
         """Attempt one claimed webhook job (the claim, not the message ack, guarantees it is not lost)."""
         attempt = deliverers.get().run(claimed_job)
+        metrics.WEBHOOK_ATTEMPTS.labels(attempt.outcome).inc()
         log.info("webhook attempt: %s %s", attempt.outcome, attempt.status or attempt.error)
         return attempt.outcome
 

@@ -1,0 +1,54 @@
+"""Prometheus metrics of a worker host: one endpoint, however many worker processes.
+
+`labelq worker` serves http://0.0.0.0:$LABELQ_METRICS_PORT/metrics when the port is set. With several processes
+(`--processes N`) the parent serves the endpoint and the children write prometheus-client's multiprocess files
+(PROMETHEUS_MULTIPROC_DIR, set by the parent), so the figures are summed over the processes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import multiprocess as prometheus_multiprocess
+
+LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+RECEIVED = Counter("labelq_requests_received_total", "Messages taken off a request queue", ["queue"])
+RESULTS = Counter("labelq_results_total", "Outcomes published: ok, an error code, or dead_lettered", ["outcome"])
+BATCH_SIZE = Histogram("labelq_batch_size", "Requests per flushed batch", ["queue"], buckets=SIZE_BUCKETS)
+BATCH_PAIRS = Histogram("labelq_batch_pairs", "(text, label) pairs per flushed batch", ["queue"], buckets=SIZE_BUCKETS)
+PADDING_RATIO = Histogram(
+    "labelq_padding_ratio",
+    "Padded tokens over real tokens per model run plan",
+    buckets=(1.0, 1.05, 1.1, 1.25, 1.5, 2.0, 3.0),
+)
+QUEUE_WAIT = Histogram("labelq_queue_wait_seconds", "Enqueue to batch start", ["queue"], buckets=LATENCY_BUCKETS_S)
+INFERENCE = Histogram("labelq_inference_seconds", "Model time per batch", ["queue"], buckets=LATENCY_BUCKETS_S)
+END_TO_END = Histogram("labelq_end_to_end_seconds", "Enqueue to result written", ["queue"], buckets=LATENCY_BUCKETS_S)
+WEBHOOK_ATTEMPTS = Counter("labelq_webhook_attempts_total", "Webhook delivery attempts", ["outcome"])
+QUEUE_DEPTH = Gauge("labelq_queue_depth", "Messages waiting in a queue", ["queue"], multiprocess_mode="max")
+MODEL_LOAD = Gauge("labelq_model_load_seconds", "Time to load and warm the model", ["model"], multiprocess_mode="max")
+
+
+def serve(port: int, multiprocess_dir: str | None = None) -> None:
+    """Start the endpoint in a background thread (of the parent, with a multiprocess directory)."""
+    if multiprocess_dir:
+        registry = CollectorRegistry()
+        prometheus_multiprocess.MultiProcessCollector(registry, path=multiprocess_dir)  # type: ignore[no-untyped-call]
+        start_http_server(port, registry=registry)
+    else:
+        start_http_server(port)
+
+
+def observe_batch(
+    queue: str, requests: int, pairs: int, waits_s: Sequence[float], model_s: float, ends_s: Sequence[float]
+) -> None:
+    BATCH_SIZE.labels(queue).observe(requests)
+    BATCH_PAIRS.labels(queue).observe(pairs)
+    INFERENCE.labels(queue).observe(model_s)
+    for wait in waits_s:
+        QUEUE_WAIT.labels(queue).observe(wait)
+    for end in ends_s:
+        END_TO_END.labels(queue).observe(end)
