@@ -21,7 +21,8 @@ class ErrorCode(StrEnum):
     EMPTY_TEXT = "empty_text"  # empty or whitespace only
     TEXT_TOO_LONG = "text_too_long"  # over the worker's max_text_chars (when it rejects rather than truncates)
     # labels
-    NO_LABELS = "no_labels"
+    NO_LABELS = "no_labels"  # neither labels nor a label_set
+    LABEL_SET_CONFLICT = "label_set_conflict"  # both labels and a label_set
     EMPTY_LABEL = "empty_label"  # a label name that is empty or whitespace only
     LABEL_TOO_LONG = "label_too_long"
     DUPLICATE_LABELS = "duplicate_labels"
@@ -35,6 +36,7 @@ class ErrorCode(StrEnum):
     INVALID_ID = "invalid_id"
     METADATA_TOO_LARGE = "metadata_too_large"
     # found by the worker, not the schema
+    UNKNOWN_LABEL_SET = "unknown_label_set"  # the named label set is not stored
     UNKNOWN_MODEL = "unknown_model"  # the named model is not installed on the worker
     WEBHOOK_REFUSED = "webhook_refused"  # the webhook URL may not be delivered to (private address, allowlist)
     EXPIRED = "expired"  # the request's deadline passed before it was classified

@@ -30,6 +30,7 @@ DEFAULT_THRESHOLD = 0.5
 QUEUE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9:_.\-]{0,199}$"
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,199}$"
 RESERVED_QUEUE_PREFIX = "labelq"  # labelq's own queues and keys; a result pushed there would corrupt them
+LABEL_SET_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"
 SECRET_NAME_PATTERN = r"^[A-Za-z0-9_.\-]{1,64}$"
 ID_PATTERN = r"^[A-Za-z0-9_.:\-]{1,128}$"
 
@@ -62,6 +63,9 @@ class Label(BaseModel):
     description: str | None = Field(
         None, description="Natural-language wording put into the hypothesis (or embedded) instead of the name"
     )
+    hypothesis: str | None = Field(
+        None, description="A whole hypothesis sentence for this label, used as it is instead of the template"
+    )
     threshold: StrictFloat | None = Field(None, description="Accept the label at or above this score; in [0, 1]")
     examples: tuple[str, ...] = Field(
         (), description="A few example texts of this label (used by embedding models; NLI models ignore them)"
@@ -91,6 +95,10 @@ class Label(BaseModel):
             raise _error(ErrorCode.TOO_MANY_EXAMPLES, "a label carries more than {limit} examples", limit=limit)
         return value
 
+    def hypothesis_for(self, template: str) -> str:
+        """The hypothesis of this label: its own sentence, else the template filled with its text."""
+        return self.hypothesis if self.hypothesis else template.format(self.hypothesis_text)
+
     @property
     def hypothesis_text(self) -> str:
         """What is put into the hypothesis template: the description when there is one, else the name."""
@@ -118,7 +126,14 @@ class ClassifyRequest(BaseModel):
         default_factory=lambda: uuid.uuid4().hex, description="The producer's id, echoed in the result"
     )
     text: str = Field(description="The text to classify (the NLI premise)")
-    labels: tuple[Label, ...] = Field(description="Candidate labels: strings or label objects, unique by name")
+    label_set: Annotated[str, Field(pattern=LABEL_SET_NAME_PATTERN)] | None = Field(
+        None, description="The name of a label set stored on the workers, instead of `labels` (its latest version)"
+    )
+    labels: tuple[Label, ...] = Field(
+        (),
+        validate_default=True,  # an absent `labels` is checked too: it needs a label_set
+        description="Candidate labels: strings or label objects, unique by name (or give `label_set`)",
+    )
     hypothesis_template: str | None = Field(
         None, description=f"Contains `{{}}`; default: the model's own, {DEFAULT_TEMPLATE!r} for NLI models"
     )
@@ -164,8 +179,11 @@ class ClassifyRequest(BaseModel):
     @field_validator("labels")
     @classmethod
     def _labels(cls, value: tuple[Label, ...], info: ValidationInfo) -> tuple[Label, ...]:
-        if not value:
-            raise _error(ErrorCode.NO_LABELS, "no candidate labels")
+        named_set = info.data.get("label_set")
+        if named_set and value:
+            raise _error(ErrorCode.LABEL_SET_CONFLICT, "give labels or a label_set, not both")
+        if not value and not named_set:
+            raise _error(ErrorCode.NO_LABELS, "no candidate labels (and no label_set)")
         limit = _limits(info).max_labels
         if len(value) > limit:
             raise _error(
@@ -201,7 +219,7 @@ class ClassifyRequest(BaseModel):
         if isinstance(value, dict):
             names = {label.name for label in info.data.get("labels", ())}
             for key, threshold in value.items():
-                if "labels" in info.data and key not in names:
+                if "labels" in info.data and not info.data.get("label_set") and key not in names:
                     raise _error(
                         ErrorCode.UNKNOWN_THRESHOLD_LABEL, "threshold for '{label}', which is not a label", label=key
                     )

@@ -44,6 +44,8 @@ class ClassificationResult(BaseModel):
     truncated: bool = Field(False, description="The text was cut (character limit or the model's token limit)")
     model: str
     model_revision: str
+    label_set: str | None = Field(None, description="The label set the labels came from, when the request named one")
+    label_set_version: int | None = None
     timings: Timings
     metadata: dict[str, MetadataValue] = Field(default_factory=dict)
 

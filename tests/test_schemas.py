@@ -35,7 +35,9 @@ BAD_INPUT = [
     ("whitespace text", with_(text=" \n\t "), ErrorCode.EMPTY_TEXT, "text"),
     ("text over the limit", with_(text="x" * 101), ErrorCode.TEXT_TOO_LONG, "text"),
     ("no labels", with_(labels=[]), ErrorCode.NO_LABELS, "labels"),
-    ("labels missing", with_(labels=...), ErrorCode.MISSING_FIELD, "labels"),
+    ("labels missing", with_(labels=...), ErrorCode.NO_LABELS, "labels"),
+    ("labels and a label set", with_(label_set="moderation"), ErrorCode.LABEL_SET_CONFLICT, "labels"),
+    ("label set name with spaces", with_(labels=..., label_set="my set"), ErrorCode.WRONG_TYPE, "label_set"),
     ("text missing", with_(text=...), ErrorCode.MISSING_FIELD, "text"),
     ("duplicate labels", with_(labels=["a", "b", "a"]), ErrorCode.DUPLICATE_LABELS, "labels"),
     ("duplicate label objects", with_(labels=["a", {"name": "a"}]), ErrorCode.DUPLICATE_LABELS, "labels"),
@@ -166,6 +168,12 @@ def test_valid_request_defaults() -> None:
     assert request.multi_label is False and request.hypothesis_template is None and request.metadata == {}
     with pytest.raises(ValueError):
         request.__setattr__("text", "changed")  # frozen
+
+
+def test_a_label_set_stands_for_the_labels() -> None:
+    outcome = parse_request(with_(labels=..., label_set="moderation", thresholds={"insult": 0.7}))
+    assert isinstance(outcome, ParsedRequest)
+    assert outcome.request.label_set == "moderation" and outcome.request.labels == ()
 
 
 def test_webhook_and_queue_reply_to_accepted() -> None:

@@ -230,3 +230,24 @@ def test_json_logs_carry_ids_and_timings_and_never_texts_unless_asked(
     assert requests["r1"]["inference_ms"] >= 0 and requests["bad"]["code"] == "no_labels"
     logged_text = any(secret_text in json.dumps(line) for line in lines)
     assert logged_text == log_texts
+
+
+def test_an_unreadable_or_missing_label_set_is_an_error_result_not_a_crash(setup: Any) -> None:
+    from worker.labelsets import LABELSET_KEY, LabelSetStore
+
+    pipeline, redis, fake = setup
+    pipeline.labelsets = LabelSetStore(redis)
+    redis.set(LABELSET_KEY + "broken", b"{not json")
+    batch = [
+        pipeline.receive(
+            v2({"id": f"ls-{name}", "text": "x", "label_set": name, "reply_to": "results:test"}, f"m-{name}")
+        )
+        for name in ("broken", "absent")
+    ]
+    pipeline.handle(batch)
+    results = [parse_result(x) for x in redis.lrange("results:test", 0, -1)]
+    assert [(r.id, r.code) for r in results] == [
+        ("ls-broken", ErrorCode.UNKNOWN_LABEL_SET),  # type: ignore[union-attr]
+        ("ls-absent", ErrorCode.UNKNOWN_LABEL_SET),
+    ]
+    assert fake.calls == []

@@ -210,6 +210,9 @@ class BatchConsumerStep(bootsteps.StartStopStep):
             self.queue.ack([message.tag for _, message in items])
         except redis.RedisError:  # outcomes not (all) written: left unacked, redelivered after the timeout
             log.exception("writing a batch of %d failed; it will be delivered again", len(items))
+        except Exception:  # a bug must not stop the worker: the batch is redelivered, and dead-lettered after
+            # LABELQ_MAX_DELIVERIES if it keeps failing
+            log.exception("a batch of %d failed unexpectedly; it will be delivered again", len(items))
 
     def _flush_all(self) -> None:
         for queue in list(self.batchers):

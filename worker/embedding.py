@@ -85,8 +85,7 @@ class EmbeddingClassifier:
 
     @staticmethod
     def label_text(request: ClassifyRequest, label: Label) -> str:
-        template = request.hypothesis_template or "{}"
-        return template.format(label.hypothesis_text)
+        return label.hypothesis_for(request.hypothesis_template or "{}")
 
     def prototypes(self, request: ClassifyRequest, vectors: dict[str, np.ndarray]) -> np.ndarray:
         rows = []

@@ -37,7 +37,7 @@ class NliClassifier:
             template = request.hypothesis_template or DEFAULT_TEMPLATE
             per_request.append(
                 [
-                    pair_index.setdefault((request.text, template.format(label.hypothesis_text)), len(pair_index))
+                    pair_index.setdefault((request.text, label.hypothesis_for(template)), len(pair_index))
                     for label in request.labels
                 ]
             )

@@ -21,6 +21,7 @@ from schemas.request import QUEUE_NAME_PATTERN, RESERVED_QUEUE_PREFIX
 from worker import metrics
 from worker.deadletters import DeadLetter
 from worker.engine import Engine, error_for
+from worker.labelsets import LabelSetStore
 from worker.messages import Delivery, UndecodableMessage, decode
 from worker.publishing import Outcome, Publication, Publisher
 
@@ -40,6 +41,7 @@ class Received:
     undecodable: str | None = None  # not a task message at all: dead-lettered only
     reply_queue: str | None = None
     enqueued_at_s: float = 0.0
+    label_set: tuple[str, int] | None = None  # (name, version) the labels came from
 
     @property
     def pairs(self) -> int:
@@ -70,6 +72,7 @@ class Pipeline:
         limits: RequestLimits,
         max_deliveries: int,
         webhook_guard: WebhookGuard = allow_all_webhooks,
+        labelsets: LabelSetStore | None = None,
         log_texts: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -78,6 +81,7 @@ class Pipeline:
         self.limits = limits
         self.max_deliveries = max_deliveries
         self.webhook_guard = webhook_guard
+        self.labelsets = labelsets
         self.log_texts = log_texts
         self.clock = clock
 
@@ -118,6 +122,7 @@ class Pipeline:
         outcomes: list[str] = []  # one per message not classified: an error code or dead_lettered (metrics)
         ids = [r.message_id for r in batch if r.message_id]
         counts = dict(zip(ids, self.publisher.count_deliveries(ids), strict=True))
+        batch = self._resolve_label_sets(batch)
         for item in batch:
             queue, raw, headers = item.delivery.queue, item.delivery.body, dict(item.delivery.headers)
             if item.undecodable is not None:
@@ -155,6 +160,36 @@ class Pipeline:
         self.publisher.publish(publications, dead, ids)
         self._observe(batch, outcomes, list(zip(to_classify, classified, strict=True)), started_s)
         self._log(batch, publications, dead, started_s)
+
+    def _resolve_label_sets(self, batch: Sequence[Received]) -> list[Received]:
+        """Requests naming a label set get its latest version's labels (one Redis round trip per batch)."""
+        named = {r.parsed.request.label_set for r in batch if r.parsed and r.parsed.request.label_set}
+        if not named:
+            return list(batch)
+        found = self.labelsets.latest(n for n in named if n) if self.labelsets else {}
+        resolved = []
+        for item in batch:
+            request = item.parsed.request if item.parsed else None
+            if item.error is not None or request is None or not request.label_set:
+                resolved.append(item)
+                continue
+            labelset = found.get(request.label_set)
+            if labelset is None:
+                message = f"no label set named {request.label_set!r} is stored"
+                error = error_for(request, ErrorCode.UNKNOWN_LABEL_SET, message, "label_set")
+                resolved.append(replace(item, error=error, error_reason="unknown_label_set"))
+                continue
+            applied = labelset.apply_to(request)
+            names = {label.name for label in applied.labels}
+            stray = sorted(set(applied.thresholds) - names) if isinstance(applied.thresholds, dict) else []
+            if stray:
+                message = f"threshold for {stray[0]!r}, which is not in label set {labelset.name!r}"
+                error = error_for(request, ErrorCode.UNKNOWN_THRESHOLD_LABEL, message, "thresholds")
+                resolved.append(replace(item, error=error))
+                continue
+            parsed = ParsedRequest(applied, item.parsed.truncated if item.parsed else False)
+            resolved.append(replace(item, parsed=parsed, label_set=(labelset.name, labelset.version)))
+        return resolved
 
     def _observe(
         self,
@@ -230,7 +265,11 @@ class Pipeline:
         for item, outcome in zip(items, outcomes, strict=True):
             if isinstance(outcome, ClassificationResult):
                 queue_ms = max(0.0, (started_s - item.enqueued_at_s) * 1000)
-                timings = outcome.timings.model_copy(update={"queue_ms": round(queue_ms, 3)})
-                outcome = outcome.model_copy(update={"timings": timings})
+                update: dict[str, object] = {
+                    "timings": outcome.timings.model_copy(update={"queue_ms": round(queue_ms, 3)})
+                }
+                if item.label_set:
+                    update |= {"label_set": item.label_set[0], "label_set_version": item.label_set[1]}
+                outcome = outcome.model_copy(update=update)
             publications.append(item.publication(outcome))
         return publications

@@ -14,6 +14,7 @@ from worker import metrics
 from worker.batcher import BatchPolicy
 from worker.egress import EgressRefused
 from worker.engine import Engine
+from worker.labelsets import LabelSetStore
 from worker.pipeline import Pipeline, WebhookGuard
 from worker.publishing import Publisher
 from worker.settings import Settings
@@ -79,6 +80,7 @@ class Runtime:
             limits=settings.limits(),
             max_deliveries=settings.max_deliveries,
             webhook_guard=webhook_guard(settings),
+            labelsets=LabelSetStore(client),
             log_texts=settings.log_texts,
         )
         return cls(settings, engine, publisher, pipeline, policies(settings))

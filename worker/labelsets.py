@@ -1,0 +1,142 @@
+"""Named, versioned label sets stored in Redis, so label wording, hypotheses and thresholds change without
+redeploying producers: a request names a set (`label_set`) instead of listing labels.
+
+    labelq:labelset:<name>        the latest version, JSON
+    labelq:labelset:<name>:v<N>   every version, JSON (kept for `get --version`)
+    labelq:labelsets              the set of names
+
+Workers read the latest version of the sets a batch names in one round trip per batch, so a new version is
+used from the next batch on, without a restart.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import redis
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
+
+from schemas import ClassifyRequest, Label
+from schemas.limits import DEFAULT_MAX_LABELS
+from schemas.transport import KEY_PREFIX
+
+log = logging.getLogger(__name__)
+
+LABELSET_KEY = KEY_PREFIX + "labelset:"
+LABELSET_NAMES_KEY = KEY_PREFIX + "labelsets"
+
+# Atomically: next version number, store {"version": N, "set": <doc>} as the latest and as version N, remember
+# the name. The document is spliced in as text (cjson would turn empty lists into objects).
+_PUT = """
+local version = redis.call('INCR', KEYS[1] .. ':version')
+local stored = '{"version":' .. version .. ',"set":' .. ARGV[1] .. '}'
+redis.call('SET', KEYS[1], stored)
+redis.call('SET', KEYS[1] .. ':v' .. version, stored)
+redis.call('SADD', KEYS[2], ARGV[2])
+return version
+"""
+
+
+class LabelSet(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    version: int = 0
+    labels: tuple[Label, ...] = Field(min_length=1, max_length=DEFAULT_MAX_LABELS)
+    hypothesis_template: str | None = None
+    multi_label: StrictBool | None = None
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple):
+            return tuple({"name": item} if isinstance(item, str) else item for item in value)
+        return value
+
+    @field_validator("labels")
+    @classmethod
+    def _unique(cls, value: tuple[Label, ...]) -> tuple[Label, ...]:
+        names = [label.name for label in value]
+        if len(names) != len(set(names)):
+            raise ValueError("label names must be unique")
+        return value
+
+    @classmethod
+    def from_yaml(cls, name: str, text: str, thresholds: dict[str, float] | None = None) -> LabelSet:
+        """A label set from YAML (`labels:` with name, description, hypothesis, threshold; optional
+        `hypothesis_template`, `multi_label`); `thresholds` (e.g. fitted by `labelq eval`) override."""
+        data = yaml.safe_load(text) or {}
+        if not isinstance(data, dict):
+            raise ValueError("a label set file is a mapping with a `labels` list")
+        labelset = cls.model_validate({**data, "name": name})
+        if thresholds:
+            unknown = set(thresholds) - {label.name for label in labelset.labels}
+            if unknown:
+                raise ValueError(f"thresholds for labels not in the set: {sorted(unknown)}")
+            labels = tuple(
+                label.model_copy(update={"threshold": thresholds.get(label.name, label.threshold)})
+                for label in labelset.labels
+            )
+            labelset = labelset.model_copy(update={"labels": labels})
+        return labelset
+
+    def apply_to(self, request: ClassifyRequest) -> ClassifyRequest:
+        """The request with this set's labels; the set's template and multi_label unless the request set them."""
+        update: dict[str, Any] = {"labels": self.labels}
+        if request.hypothesis_template is None and self.hypothesis_template is not None:
+            update["hypothesis_template"] = self.hypothesis_template
+        if "multi_label" not in request.model_fields_set and self.multi_label is not None:
+            update["multi_label"] = self.multi_label
+        return request.model_copy(update=update)
+
+
+class LabelSetStore:
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self._put = client.register_script(_PUT)
+
+    def put(self, labelset: LabelSet) -> int:
+        """Store a new version; returns its number (1, 2, ...)."""
+        body = labelset.model_dump_json(exclude={"version"})
+        return int(self._put(keys=[LABELSET_KEY + labelset.name, LABELSET_NAMES_KEY], args=[body, labelset.name]))
+
+    def get(self, name: str, version: int | None = None) -> LabelSet | None:
+        raw = self.client.get(LABELSET_KEY + name + (f":v{version}" if version else ""))
+        return _load(raw) if raw is not None else None
+
+    def latest(self, names: Iterable[str]) -> dict[str, LabelSet]:
+        """The latest version of each named set that exists (one round trip)."""
+        wanted = sorted(set(names))
+        if not wanted:
+            return {}
+        found = {}
+        for name, raw in zip(wanted, self.client.mget([LABELSET_KEY + name for name in wanted]), strict=True):
+            if raw is None:
+                continue
+            try:
+                found[name] = _load(raw)
+            except (ValueError, KeyError, TypeError):  # not written by `put`: unusable
+                log.error("label set %s is unreadable; requests naming it get unknown_label_set", name)
+        return found
+
+    def names(self) -> list[str]:
+        return sorted(n.decode() if isinstance(n, bytes) else str(n) for n in self.client.smembers(LABELSET_NAMES_KEY))
+
+    def delete(self, name: str) -> bool:
+        keys = [
+            LABELSET_KEY + name,
+            LABELSET_KEY + name + ":version",
+            *self.client.scan_iter(match=LABELSET_KEY + name + ":v*"),
+        ]
+        removed = self.client.delete(*keys)
+        self.client.srem(LABELSET_NAMES_KEY, name)
+        return bool(removed)
+
+
+def _load(raw: bytes | str) -> LabelSet:
+    stored = json.loads(raw)
+    return LabelSet.model_validate({**stored["set"], "version": stored["version"]})
