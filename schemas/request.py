@@ -48,6 +48,13 @@ def _error(code: ErrorCode, message: str, **ctx: Any) -> PydanticCustomError:
     return PydanticCustomError(code.value, message, ctx or None)
 
 
+def expand_label_shorthand(value: Any) -> Any:
+    """A list of labels where a bare string stands for `{"name": string}` (before validation)."""
+    if isinstance(value, list | tuple):
+        return tuple({"name": item} if isinstance(item, str) else item for item in value)
+    return value
+
+
 def _check_unit_interval(value: float) -> float:
     if not 0.0 <= value <= 1.0:
         raise _error(ErrorCode.THRESHOLD_OUT_OF_RANGE, "threshold {value} is outside [0, 1]", value=value)
@@ -157,9 +164,7 @@ class ClassifyRequest(BaseModel):
     @field_validator("labels", mode="before")
     @classmethod
     def _labels_shorthand(cls, value: Any) -> Any:
-        if isinstance(value, list | tuple):
-            return tuple({"name": item} if isinstance(item, str) else item for item in value)
-        return value
+        return expand_label_shorthand(value)
 
     @field_validator("text")
     @classmethod

@@ -43,7 +43,9 @@ def minilm_engine() -> Engine:
 
 # --- Redis and worker processes (integration tests) -------------------------------------------------------
 
+import contextlib  # noqa: E402
 import os  # noqa: E402
+import signal  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -114,6 +116,7 @@ def start_worker(redis_url: str, tmp_path: Path, client: Client) -> Iterator[Wor
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: teardown ends its children too
             )
         started.append(process)
         deadline = time.monotonic() + WORKER_READY_TIMEOUT_S
@@ -125,6 +128,6 @@ def start_worker(redis_url: str, tmp_path: Path, client: Client) -> Iterator[Wor
 
     yield start
     for process in started:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)  # the worker and any worker processes it started
+        process.wait()

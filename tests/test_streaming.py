@@ -346,3 +346,27 @@ def test_celery_command_starts_the_same_worker(redis_url: str, client: Client, t
     finally:
         worker.terminate()
         worker.wait(timeout=30)
+
+
+def test_worker_processes_do_not_outlive_a_killed_parent(start_worker: WorkerFactory, client: Client) -> None:
+    import psutil
+
+    parent = start_worker(worker_processes=2)
+    deadline = time.monotonic() + 60
+    while len(client.workers()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    pids = [info["pid"] for info in client.workers().values()]
+    assert len(pids) == 2
+    parent.send_signal(signal.SIGKILL)  # the parent alone: no chance to forward anything
+    parent.wait()
+
+    def alive(pid: int) -> bool:
+        try:
+            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    deadline = time.monotonic() + 30
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(alive(pid) for pid in pids), "worker processes outlived their parent"

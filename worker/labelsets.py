@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from schemas import ClassifyRequest, Label
 from schemas.limits import DEFAULT_MAX_LABELS
+from schemas.request import expand_label_shorthand
 from schemas.transport import KEY_PREFIX
 
 log = logging.getLogger(__name__)
@@ -53,9 +54,7 @@ class LabelSet(BaseModel):
     @field_validator("labels", mode="before")
     @classmethod
     def _shorthand(cls, value: Any) -> Any:
-        if isinstance(value, list | tuple):
-            return tuple({"name": item} if isinstance(item, str) else item for item in value)
-        return value
+        return expand_label_shorthand(value)
 
     @field_validator("labels")
     @classmethod

@@ -6,6 +6,8 @@ cores // N onnxruntime threads, so N processes never oversubscribe the cores.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import shutil
 import signal
@@ -17,6 +19,7 @@ from types import FrameType
 from worker.app import Role
 from worker.settings import Settings
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 CELERY_WORKER_FLAGS = ["--without-mingle", "--without-gossip"]  # no neighbour sync: faster start, same semantics
 
 
@@ -49,10 +52,6 @@ def run_processes(settings: Settings, *, loglevel: str, hostname: str) -> int:
     processes = settings.worker_processes
     metrics_dir = tempfile.mkdtemp(prefix="labelq-metrics-") if settings.metrics_port else None
     env = child_environment(processes, metrics_dir)
-    if metrics_dir:
-        from worker import metrics
-
-        metrics.serve(settings.metrics_port, metrics_dir)
     children = [
         subprocess.Popen(
             [
@@ -68,9 +67,14 @@ def run_processes(settings: Settings, *, loglevel: str, hostname: str) -> int:
                 hostname.replace("@", f"-{index}@", 1),
             ],
             env=env,
+            preexec_fn=_die_with_parent,  # no thread runs yet in this process (preexec_fn needs that)
         )
         for index in range(processes)
     ]
+    if metrics_dir:
+        from worker import metrics
+
+        metrics.serve(settings.metrics_port, metrics_dir)
 
     def forward(signum: int, _frame: FrameType | None) -> None:
         for child in children:
@@ -84,3 +88,9 @@ def run_processes(settings: Settings, *, loglevel: str, hostname: str) -> int:
     finally:
         if metrics_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _die_with_parent() -> None:
+    """In a child: get SIGTERM (warm shutdown) if the parent dies, even by SIGKILL (Linux prctl)."""
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: the parent forwards what it can catch
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
