@@ -15,7 +15,7 @@ from labelq.local_redis import RedisServer, find_redis_server
 from producer import Client
 from schemas import ClassificationResult, ClassifyRequest
 from tests.conftest import WorkerFactory
-from tests.test_streaming import Tally, drain, requests
+from tests.test_streaming import Tally, drain, requests, wait_for_length
 
 
 def redis_binary() -> str:
@@ -122,8 +122,7 @@ def test_a_redis_restart_mid_stream_loses_nothing(
     batch = requests(400, "results:restart")
     with Client(server.url) as client:
         client.submit_many(batch, queue="bulk")
-        while client.redis.llen("results:restart") < 50:
-            time.sleep(0.005)
+        wait_for_length(client, "results:restart", 50)
         server.stop()  # Redis goes away mid-stream...
         time.sleep(2.0)
         restarted = time.monotonic()

@@ -19,7 +19,7 @@ from producer import Client
 from schemas import ClassificationResult, ClassifyRequest, parse_result
 from schemas.transport import DEAD_LETTER_KEY, QUEUE_BULK, QUEUE_REALTIME, RESULT_KEY
 from tests.conftest import WorkerFactory
-from tests.test_streaming import raw_celery_message
+from tests.test_streaming import raw_celery_message, wait_for_length
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 FAKE = {
@@ -60,8 +60,7 @@ def test_burst_of_20000_through_a_kill_and_restart(start_worker: WorkerFactory, 
     started = time.monotonic()
     client.submit_many(batch, queue="bulk")
     submitted_s = time.monotonic() - started
-    while client.redis.llen("results:burst") < 3000:
-        time.sleep(0.01)
+    wait_for_length(client, "results:burst", 3000, timeout_s=300)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     unacked = client.redis.hlen("unacked")

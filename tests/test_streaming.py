@@ -73,6 +73,14 @@ class Tally:
         return cls(len(counts), sum(n - 1 for n in counts.values()), frozenset({r.id for r in sent} - set(counts)))
 
 
+def wait_for_length(client: Client, key: str, at_least: int, timeout_s: float = 60) -> None:
+    """Until the Redis list `key` holds `at_least` items (a stream is under way); fails after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while client.redis.llen(key) < at_least:
+        assert time.monotonic() < deadline, f"{key} stayed below {at_least} items for {timeout_s} s"
+        time.sleep(0.005)
+
+
 def raw_celery_message(request: dict[str, Any], queue: str, task_id: str | None = None) -> str:
     """A Celery protocol-2 task message exactly as kombu's Redis transport stores it: what a Node.js or Go
     Celery client LPUSHes onto the queue's list."""
@@ -188,9 +196,7 @@ def test_poison_messages_are_answered_or_dead_lettered(start_worker: WorkerFacto
         result = by_id[item["id"]]
         assert isinstance(result, ErrorResult)
         assert result.code in (ErrorCode.EMPTY_TEXT, ErrorCode.DUPLICATE_LABELS)
-    deadline = time.monotonic() + 10
-    while client.redis.llen(DEAD_LETTER_KEY) < 20 and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_for_length(client, DEAD_LETTER_KEY, 20, timeout_s=10)
     letters = [json.loads(x) for x in client.redis.lrange(DEAD_LETTER_KEY, 0, -1)]
     reasons = Counter(letter["reason"] for letter in letters)
     print(f"\npoison: {len(valid)} valid classified, dead letters by reason: {dict(reasons)}")
@@ -211,8 +217,7 @@ def test_sigkill_mid_batch_loses_nothing(start_worker: WorkerFactory, client: Cl
     victim = start_worker(**settings)
     batch = requests(600, "results:kill")
     client.submit_many(batch, queue="bulk")
-    while client.redis.llen("results:kill") < 60:  # the worker is mid-stream
-        time.sleep(0.005)
+    wait_for_length(client, "results:kill", 60)  # the worker is mid-stream
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     killed_at = time.monotonic()
@@ -239,8 +244,7 @@ def test_sigterm_finishes_the_batch_in_hand(start_worker: WorkerFactory, client:
     worker = start_worker(bulk_batch_size=32)
     batch = requests(300, "results:term")
     client.submit_many(batch, queue="bulk")
-    while client.redis.llen("results:term") < 40:
-        time.sleep(0.005)
+    wait_for_length(client, "results:term", 40)
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(timeout=30) == 0
     assert client.redis.hlen("unacked") == 0  # nothing left half-done: finished or given back
@@ -258,8 +262,7 @@ def test_queues_are_separate_latency_classes(start_worker: WorkerFactory, client
     """A realtime request is answered while a bulk backlog is still being worked through."""
     start_worker(bulk_batch_size=64)
     client.submit_many(requests(1500, "results:backlog", prefix="bulk"), queue="bulk")
-    while client.redis.llen("results:backlog") < 64:
-        time.sleep(0.01)
+    wait_for_length(client, "results:backlog", 64)
     urgent = client.submit(ClassifyRequest(text="I was charged twice", labels=ROUTING), queue="realtime")  # type: ignore[arg-type]
     result = client.wait(urgent, timeout_s=30)
     backlog_left = 1500 - client.redis.llen("results:backlog")
