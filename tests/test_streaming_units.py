@@ -251,3 +251,15 @@ def test_an_unreadable_or_missing_label_set_is_an_error_result_not_a_crash(setup
         ("ls-absent", ErrorCode.UNKNOWN_LABEL_SET),
     ]
     assert fake.calls == []
+
+
+def test_label_sets_are_parsed_once_per_version(setup: Any) -> None:
+    from worker.labelsets import LABELSET_KEY, LabelSetStore
+
+    _, redis, _ = setup
+    store = LabelSetStore(redis)
+    redis.set(LABELSET_KEY + "s", json.dumps({"version": 3, "set": {"name": "s", "labels": ["a", "b"]}}))
+    first = store.latest(["s"])["s"]
+    assert store.latest(["s"])["s"] is first and first.version == 3  # cached: the same parsed object
+    redis.set(LABELSET_KEY + "s", json.dumps({"version": 4, "set": {"name": "s", "labels": ["c"]}}))
+    assert [label.name for label in store.latest(["s"])["s"].labels] == ["c"]  # a new version is seen at once

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
@@ -94,9 +95,11 @@ class LabelSet(BaseModel):
 
 
 class LabelSetStore:
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, cache_size: int = 256) -> None:
         self.client = client
         self._put = client.register_script(_PUT)
+        self._parsed: OrderedDict[bytes | str, LabelSet] = OrderedDict()  # stored document -> parsed set
+        self._cache_size = cache_size
 
     def put(self, labelset: LabelSet) -> int:
         """Store a new version; returns its number (1, 2, ...)."""
@@ -117,10 +120,20 @@ class LabelSetStore:
             if raw is None:
                 continue
             try:
-                found[name] = _load(raw)
+                found[name] = self._cached(raw)
             except (ValueError, KeyError, TypeError):  # not written by `put`: unusable
                 log.error("label set %s is unreadable; requests naming it get unknown_label_set", name)
         return found
+
+    def _cached(self, raw: bytes | str) -> LabelSet:
+        """Parse each stored version once: the MGET per batch stays, the validation does not."""
+        if raw in self._parsed:
+            self._parsed.move_to_end(raw)
+            return self._parsed[raw]
+        labelset = self._parsed[raw] = _load(raw)
+        while len(self._parsed) > self._cache_size:
+            self._parsed.popitem(last=False)
+        return labelset
 
     def names(self) -> list[str]:
         return sorted(n.decode() if isinstance(n, bytes) else str(n) for n in self.client.smembers(LABELSET_NAMES_KEY))
