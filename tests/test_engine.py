@@ -148,3 +148,35 @@ def test_multi_label_scores_are_independent(minilm_engine: Engine) -> None:
     late = next(i for i in many.labels if i.label == "late delivery")
     assert late.score == pytest.approx(one.labels[0].score, abs=1e-6)
     assert {"late delivery", "rude staff"} <= set(many.accepted) and "billing" not in many.accepted
+
+
+def test_the_result_cache_scores_a_repeated_request_once(settings: Settings) -> None:
+    fake = FakeClassifier()
+    engine = Engine(
+        settings.model_copy(update={"model": FAKE_MODEL, "result_cache_size": 2}), classifiers={FAKE_MODEL: fake}
+    )
+    first = engine.classify([parsed("refund my order", ["refund", "bug"], multi_label=True)])[0]
+    again = engine.classify([parsed("refund my order", ["refund", "bug"], multi_label=True, thresholds=0.99)])[0]
+    assert fake.calls == [1]  # the second request never reached the model
+    assert isinstance(first, ClassificationResult) and isinstance(again, ClassificationResult)
+    assert [i.score for i in again.labels] == [i.score for i in first.labels]
+    assert first.accepted == ("refund",) and again.accepted == ()  # thresholds still apply per request
+    assert again.timings.inference_ms == 0.0
+    engine.classify(
+        [
+            parsed("refund my order", ["refund", "praise"], multi_label=True),  # other labels: a miss
+            parsed("refund my order", ["refund", "bug"]),
+        ]
+    )  # single-label: a miss
+    assert fake.calls == [1, 2] and len(engine.cache) == 2  # bounded: the oldest entry went
+    assert (engine.cache.hits, engine.cache.misses) == (1, 3)
+
+
+def test_no_cache_when_disabled(settings: Settings) -> None:
+    fake = FakeClassifier()
+    engine = Engine(
+        settings.model_copy(update={"model": FAKE_MODEL, "result_cache_size": 0}), classifiers={FAKE_MODEL: fake}
+    )
+    for _ in range(2):
+        engine.classify([parsed("refund my order", ["refund", "bug"])])
+    assert fake.calls == [1, 1]

@@ -15,12 +15,14 @@ from pathlib import Path
 from typing import Protocol
 
 from schemas import ClassificationResult, ClassifyRequest, ErrorCode, ErrorDetail, ErrorResult, ParsedRequest
+from worker import metrics
 from worker.embedding import EmbeddingClassifier
 from worker.errors import ModelError, RequestRejected
 from worker.fake import FAKE_MODEL, FakeClassifier
 from worker.models import ModelCard, ModelRegistry, describe_directory
 from worker.nli import NliClassifier
 from worker.onnx import OnnxModel, SessionSpec
+from worker.result_cache import ResultCache, cache_key
 from worker.results import Scored, build_result
 from worker.settings import Settings
 
@@ -78,7 +80,8 @@ class Engine:
         self.settings = settings
         self.registry = registry or ModelRegistry(settings.models_dir, prefer_quantized=settings.prefer_quantized)
         self.allow_paths = allow_paths
-        self._classifiers: dict[str, Classifier] = dict(classifiers or {})  # already-warm ones (fakes in tests)
+        self._classifiers: dict[str, Classifier] = dict(classifiers or {})
+        self.cache = ResultCache(settings.result_cache_size)  # already-warm ones (fakes in tests)
 
     def classifier(self, name: str | None = None) -> Classifier:
         """The warm classifier for a model name (the default model when None); loads it on first use."""
@@ -117,7 +120,7 @@ class Engine:
         started = time.perf_counter()  # after loading: batch time is model time, not start-up time
         for name, classifier in classifiers.items():
             indices = groups[name]
-            outcomes = self._score_isolated(classifier, [batch[i].request for i in indices])
+            outcomes = self._score_cached(classifier, [batch[i].request for i in indices])
             for i, item in zip(indices, outcomes, strict=True):
                 scored[i] = item if isinstance(item, ErrorResult) else (item, classifier.card)
         batch_ms = (time.perf_counter() - started) * 1000
@@ -129,6 +132,22 @@ class Engine:
             else:
                 results.append(build_result(parsed.request, *done, batch_ms=batch_ms, text_truncated=parsed.truncated))
         return results
+
+    def _score_cached(self, classifier: Classifier, requests: list[ClassifyRequest]) -> list[Scored | ErrorResult]:
+        """Scores from the result cache where it has them; the model runs only on the rest."""
+        if self.cache.size <= 0:
+            return self._score_isolated(classifier, requests)
+        keys = [cache_key(classifier.card, request) for request in requests]
+        found: list[Scored | ErrorResult | None] = [self.cache.get(key) for key in keys]
+        missing = [i for i, item in enumerate(found) if item is None]
+        metrics.RESULT_CACHE.labels("hit").inc(len(requests) - len(missing))
+        metrics.RESULT_CACHE.labels("miss").inc(len(missing))
+        scored = self._score_isolated(classifier, [requests[i] for i in missing]) if missing else []
+        for i, item in zip(missing, scored, strict=True):
+            found[i] = item
+            if isinstance(item, Scored):
+                self.cache.put(keys[i], item)
+        return [item for item in found if item is not None]
 
     def _score_isolated(self, classifier: Classifier, requests: list[ClassifyRequest]) -> list[Scored | ErrorResult]:
         """Score a group; if the run fails, retry one by one so only the request that breaks it fails."""

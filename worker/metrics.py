@@ -27,6 +27,7 @@ PADDING_RATIO = Histogram(
 QUEUE_WAIT = Histogram("labelq_queue_wait_seconds", "Enqueue to batch start", ["queue"], buckets=LATENCY_BUCKETS_S)
 INFERENCE = Histogram("labelq_inference_seconds", "Model time per batch", ["queue"], buckets=LATENCY_BUCKETS_S)
 END_TO_END = Histogram("labelq_end_to_end_seconds", "Enqueue to result written", ["queue"], buckets=LATENCY_BUCKETS_S)
+RESULT_CACHE = Counter("labelq_result_cache_total", "Requests served from the result cache or not", ["outcome"])
 WEBHOOK_ATTEMPTS = Counter("labelq_webhook_attempts_total", "Webhook delivery attempts", ["outcome"])
 QUEUE_DEPTH = Gauge("labelq_queue_depth", "Messages waiting in a queue", ["queue"], multiprocess_mode="max")
 MODEL_LOAD = Gauge("labelq_model_load_seconds", "Time to load and warm the model", ["model"], multiprocess_mode="max")

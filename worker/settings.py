@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     providers: tuple[str, ...] = Field((), description="onnxruntime providers; empty: CUDA when available, else CPU")
     intra_op_threads: int = Field(0, ge=0, description="Threads per session (0: onnxruntime's default, all cores)")
     inter_op_threads: int = Field(1, ge=1, description="Inter-op threads per session")
+    result_cache_size: int = Field(
+        4096, ge=0, description="Scores kept for repeated (model, labels, template, text); 0: no cache"
+    )
     # batching inside the engine
     token_budget: int = Field(8192, ge=64, description="Padded tokens per model run (pairs x padded length)")
     max_pairs_per_run: int = Field(64, ge=1, description="Most (text, label) pairs in one model run")
