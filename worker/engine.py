@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Protocol
 
 from schemas import ClassificationResult, ClassifyRequest, ErrorCode, ErrorDetail, ErrorResult, ParsedRequest
-from worker import metrics
 from worker.embedding import EmbeddingClassifier
 from worker.errors import ModelError, RequestRejected
 from worker.fake import FAKE_MODEL, FakeClassifier
@@ -140,8 +139,6 @@ class Engine:
         keys = [cache_key(classifier.card, request) for request in requests]
         found: list[Scored | ErrorResult | None] = [self.cache.get(key) for key in keys]
         missing = [i for i, item in enumerate(found) if item is None]
-        metrics.RESULT_CACHE.labels("hit").inc(len(requests) - len(missing))
-        metrics.RESULT_CACHE.labels("miss").inc(len(missing))
         scored = self._score_isolated(classifier, [requests[i] for i in missing]) if missing else []
         for i, item in zip(missing, scored, strict=True):
             found[i] = item

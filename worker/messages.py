@@ -18,14 +18,13 @@ from schemas.transport import TASK_CLASSIFY
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """One message taken off a queue, not yet parsed. `handle` is the transport's message (for acking)."""
+    """One message taken off a queue, not yet parsed."""
 
     queue: str
     body: bytes
     headers: Mapping[str, Any]
     content_type: str | None
     received_at: float  # epoch seconds
-    handle: object = None
 
 
 @dataclass(frozen=True, slots=True)

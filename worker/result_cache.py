@@ -11,6 +11,7 @@ from collections import OrderedDict
 from dataclasses import replace
 
 from schemas import ClassifyRequest
+from worker import metrics
 from worker.models import ModelCard
 from worker.results import Scored
 
@@ -36,8 +37,10 @@ class ResultCache:
         found = self._entries.get(key)
         if found is None:
             self.misses += 1
+            metrics.RESULT_CACHE.labels("miss").inc()
             return None
         self.hits += 1
+        metrics.RESULT_CACHE.labels("hit").inc()
         self._entries.move_to_end(key)
         return replace(found, inference_ms=0.0)  # no model time was spent on it this time
 
