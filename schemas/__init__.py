@@ -16,6 +16,7 @@ from schemas.result import (
     Result,
     Timings,
     parse_result,
+    single_error,
 )
 
 __all__ = [
@@ -36,5 +37,6 @@ __all__ = [
     "error_from_validation",
     "parse_request",
     "parse_result",
+    "single_error",
     "validate_request",
 ]

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from schemas.codes import ErrorCode
 from schemas.limits import RequestLimits
 from schemas.request import ID_PATTERN, ClassifyRequest
-from schemas.result import ErrorDetail, ErrorResult
+from schemas.result import ErrorDetail, ErrorResult, single_error
 
 # pydantic's built-in error types, by the stable code they become
 _BUILTIN_CODES: dict[str, ErrorCode] = {
@@ -41,8 +41,8 @@ def parse_request(raw: bytes | str, limits: RequestLimits | None = None) -> Pars
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            return _error(
-                None, ErrorCode.INVALID_UTF8, None, f"message is not valid UTF-8 ({exc.reason} at byte {exc.start})"
+            return single_error(
+                None, ErrorCode.INVALID_UTF8, f"message is not valid UTF-8 ({exc.reason} at byte {exc.start})"
             )
     else:
         text = raw
@@ -67,16 +67,6 @@ def error_from_validation(exc: ValidationError, request_id: str | None) -> Error
     )
     first = details[0]
     return ErrorResult(id=request_id, code=first.code, field=first.field, message=first.message, errors=details)
-
-
-def _error(request_id: str | None, code: ErrorCode, field: str | None, message: str) -> ErrorResult:
-    return ErrorResult(
-        id=request_id,
-        code=code,
-        field=field,
-        message=message,
-        errors=(ErrorDetail(code=code, field=field, message=message),),
-    )
 
 
 def _code(error_type: str, loc: tuple[int | str, ...]) -> ErrorCode:

@@ -75,6 +75,20 @@ class ErrorResult(BaseModel):
     metadata: dict[str, MetadataValue] = Field(default_factory=dict)
 
 
+def single_error(
+    request_id: str | None,
+    code: ErrorCode,
+    message: str,
+    field: str | None = None,
+    metadata: dict[str, MetadataValue] | None = None,
+) -> ErrorResult:
+    """An ErrorResult for one problem (its `errors` list holds that problem alone)."""
+    detail = ErrorDetail(code=code, field=field, message=message)
+    return ErrorResult(
+        id=request_id, code=code, field=field, message=message, errors=(detail,), metadata=metadata or {}
+    )
+
+
 Result = Annotated[ClassificationResult | ErrorResult, Field(discriminator="status")]
 RESULT_ADAPTER: TypeAdapter[ClassificationResult | ErrorResult] = TypeAdapter(Result)
 

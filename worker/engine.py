@@ -14,7 +14,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from schemas import ClassificationResult, ClassifyRequest, ErrorCode, ErrorDetail, ErrorResult, ParsedRequest
+from schemas import ClassificationResult, ClassifyRequest, ErrorCode, ErrorResult, ParsedRequest
+from schemas.result import single_error
 from worker.embedding import EmbeddingClassifier
 from worker.errors import ModelError, RequestRejected
 from worker.fake import FAKE_MODEL, FakeClassifier
@@ -55,14 +56,8 @@ def load_classifier(card: ModelCard, settings: Settings) -> Classifier:
 
 
 def error_for(request: ClassifyRequest, code: ErrorCode, message: str, field: str | None = None) -> ErrorResult:
-    return ErrorResult(
-        id=request.id,
-        code=code,
-        field=field,
-        message=message,
-        errors=(ErrorDetail(code=code, field=field, message=message),),
-        metadata=request.metadata,
-    )
+    """An ErrorResult answering `request` (its id and metadata echoed)."""
+    return single_error(request.id, code, message, field, request.metadata)
 
 
 class Engine:

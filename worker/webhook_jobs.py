@@ -22,7 +22,8 @@ import httpx
 import redis
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas import ErrorCode, ErrorDetail, ErrorResult
+from schemas import ErrorCode, ErrorResult
+from schemas.result import single_error
 from schemas.transport import (
     DEAD_LETTER_KEY,
     QUEUE_WEBHOOKS,
@@ -115,10 +116,7 @@ def refusal(job: WebhookJob, last: Attempt) -> ErrorResult | None:
     """The ErrorResult stored under the request id when the webhook may not be delivered to at all."""
     if job.request_id is None or not last.error or not last.error.startswith(REFUSALS):
         return None
-    detail = ErrorDetail(code=ErrorCode.WEBHOOK_REFUSED, field="reply_to", message=last.error)
-    return ErrorResult(
-        id=job.request_id, code=detail.code, field=detail.field, message=detail.message, errors=(detail,)
-    )
+    return single_error(job.request_id, ErrorCode.WEBHOOK_REFUSED, last.error, "reply_to")
 
 
 class WebhookDeliverer:
