@@ -42,6 +42,11 @@ def _print_result(outcome: ClassificationResult | ErrorResult, as_json: bool) ->
         )
 
 
+SHORTLIST_OPTION = click.option(
+    "--shortlist", type=click.IntRange(min=0), default=None, help="NLI models: score only the top K labels (embedding)"
+)
+
+
 @click.group()
 @click.version_option(package_name="labelq")
 def main() -> None:
@@ -55,6 +60,7 @@ def main() -> None:
 @click.option("--template", default=None, help="Hypothesis template containing {}")
 @click.option("--threshold", type=float, default=None, help="Accept labels at or above this score")
 @click.option("--model", default=None, help="Model name or directory (default: the embedded MiniLM)")
+@SHORTLIST_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (the wire format)")
 def classify(
     text: str,
@@ -63,10 +69,11 @@ def classify(
     template: str | None,
     threshold: float | None,
     model: str | None,
+    shortlist: int | None,
     as_json: bool,
 ) -> None:
     """Classify TEXT against candidate labels, locally (no queue)."""
-    message = _request_from_flags(text, labels, multi_label, template, thresholds=threshold)
+    message = _request_from_flags(text, labels, multi_label, template, thresholds=threshold, shortlist=shortlist)
     outcome = _classify_one(json.dumps(message), model)
     _print_result(outcome, as_json)
     sys.exit(1 if isinstance(outcome, ErrorResult) else 0)
@@ -135,6 +142,7 @@ def classify_file(source: Path, target: Path, model: str | None, batch_size: int
 @click.option("--descriptions", type=click.Path(exists=True, path_type=Path), help="JSON map label -> description")
 @click.option("--template", default=None, help="Hypothesis template containing {}")
 @click.option("--model", default=None, help="Model name or directory")
+@SHORTLIST_OPTION
 @click.option(
     "--examples-from",
     type=click.Path(exists=True, path_type=Path),
@@ -157,6 +165,7 @@ def eval_command(
     descriptions: Path | None,
     template: str | None,
     model: str | None,
+    shortlist: int | None,
     examples_from: Path | None,
     shots: int,
     draws: int,
@@ -182,7 +191,9 @@ def eval_command(
     for draw in range(draws):
         labels = ev.build_labels(names, described, ev.draw_shots(pool, names, shots, seed + draw))
         with click.progressbar(length=len(examples), label=f"draw {draw + 1}/{draws}", file=sys.stderr) as bar:
-            reports.append(ev.evaluate(engine, examples, labels, template=template, progress=bar.update))
+            reports.append(
+                ev.evaluate(engine, examples, labels, template=template, shortlist=shortlist, progress=bar.update)
+            )
     report = reports[0]
     summary = ev.report_dict(report)
     if draws > 1:
@@ -209,6 +220,8 @@ def eval_command(
         )
     else:
         click.echo(f"accuracy: {report.accuracy:.4f}  macro-F1: {report.macro_f1:.4f}")
+    if report.shortlist_recall is not None:
+        click.echo(f"gold label kept by the shortlist: {report.shortlist_recall:.4f}")
     click.echo("most confused (gold -> predicted: count):")
     for gold, predicted, count in report.confused[:10]:
         click.echo(f"  {gold} -> {predicted}: {count}")

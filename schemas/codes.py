@@ -32,6 +32,7 @@ class ErrorCode(StrEnum):
     INVALID_TEMPLATE = "invalid_template"  # no `{}`, or not a valid format string
     THRESHOLD_OUT_OF_RANGE = "threshold_out_of_range"  # outside [0, 1]
     UNKNOWN_THRESHOLD_LABEL = "unknown_threshold_label"  # a per-label threshold for a label not in `labels`
+    INVALID_SHORTLIST = "invalid_shortlist"  # a negative shortlist size
     INVALID_REPLY_TO = "invalid_reply_to"
     INVALID_ID = "invalid_id"
     METADATA_TOO_LARGE = "metadata_too_large"

@@ -16,6 +16,7 @@ from pydantic import (
     Field,
     StrictBool,
     StrictFloat,
+    StrictInt,
     ValidationInfo,
     field_validator,
 )
@@ -145,6 +146,12 @@ class ClassifyRequest(BaseModel):
         None, description=f"Contains `{{}}`; default: the model's own, {DEFAULT_TEMPLATE!r} for NLI models"
     )
     multi_label: StrictBool = Field(False, description="Score labels independently instead of one softmax over all")
+    shortlist: StrictInt | None = Field(
+        None,
+        description="NLI models: score only the k labels the worker's embedding model ranks highest for this text "
+        "(when there are more than k); 0 scores every label; default: the worker's LABELQ_SHORTLIST_K",
+        json_schema_extra={"minimum": 0},
+    )
     thresholds: StrictFloat | dict[str, StrictFloat] | None = Field(
         None, description=f"One threshold for all labels or a per-label map; default {DEFAULT_THRESHOLD}"
     )
@@ -199,6 +206,14 @@ class ClassifyRequest(BaseModel):
             if label.name in seen:
                 raise _error(ErrorCode.DUPLICATE_LABELS, "label '{label}' appears more than once", label=label.name)
             seen.add(label.name)
+        return value
+
+    @field_validator("shortlist")
+    @classmethod
+    def _shortlist(cls, value: int | None) -> int | None:
+        if value is not None and value < 0:
+            message = "shortlist must be 0 (off) or a number of labels, got {value}"
+            raise _error(ErrorCode.INVALID_SHORTLIST, message, value=value)
         return value
 
     @field_validator("hypothesis_template")

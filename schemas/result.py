@@ -27,6 +27,16 @@ class Timings(BaseModel):
     batch_ms: float = Field(description="Wall time of the whole batch the request was classified in")
 
 
+class Shortlist(BaseModel):
+    """Present when the labels were shortlisted before the NLI model scored them."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str = Field(description="The embedding model that ranked the candidate labels")
+    k: int = Field(description="How many labels were kept and scored")
+    candidates: int = Field(description="How many candidate labels the request had")
+
+
 class ClassificationResult(BaseModel):
     model_config = ConfigDict(
         frozen=True,
@@ -37,7 +47,9 @@ class ClassificationResult(BaseModel):
     schema_version: Literal[1] = SCHEMA_VERSION
     status: Literal["ok"] = "ok"
     id: str
-    labels: tuple[LabelScore, ...] = Field(description="Every candidate label, highest score first")
+    labels: tuple[LabelScore, ...] = Field(
+        description="Every candidate label (the shortlisted ones when `shortlist` is set), highest score first"
+    )
     accepted: tuple[str, ...] = Field(description="Labels at or above their threshold, highest score first")
     top: str = Field(description="The highest-scoring label")
     multi_label: bool
@@ -46,6 +58,7 @@ class ClassificationResult(BaseModel):
     model_revision: str
     label_set: str | None = Field(None, description="The label set the labels came from, when the request named one")
     label_set_version: int | None = None
+    shortlist: Shortlist | None = Field(None, description="Set when only a shortlist of the labels was scored")
     timings: Timings
     metadata: dict[str, MetadataValue] = Field(default_factory=dict)
 

@@ -218,3 +218,31 @@ def test_pull_refuses_an_incomplete_repo(tmp_path: Path) -> None:
     with pytest.raises(ModelLayoutError, match=r"tokenizer\.json"):
         pull("someone/broken", tmp_path, config_only)
     assert not (tmp_path / "someone--broken").exists()
+
+
+def test_classify_and_eval_with_a_shortlist(runner: CliRunner, tmp_path: Path) -> None:
+    text = "I was charged twice for my subscription"
+    args = ["classify", text, "--labels", "billing,bug,praise,delivery", "--model", "test/nli-2class"]
+    result = runner.invoke(main, [*args, "--shortlist", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    outcome = parse_result(result.output)
+    assert isinstance(outcome, ClassificationResult) and outcome.shortlist is not None
+    assert (outcome.shortlist.k, outcome.shortlist.candidates, len(outcome.labels)) == (2, 4, 2)
+    assert "billing" in {item.label for item in outcome.labels}  # MiniLM keeps the obvious label
+    refused = runner.invoke(main, [*args, "--shortlist", "-1"])
+    assert refused.exit_code == 2 and "-1" in refused.output  # click refuses it before any model loads
+
+    data = tmp_path / "data.jsonl"
+    rows = [("refund my payment", "billing"), ("the app crashes on start", "bug"), ("you are great", "praise")]
+    data.write_text("".join(json.dumps({"text": t, "label": lab}) + "\n" for t, lab in rows))
+    labels = tmp_path / "labels.json"
+    labels.write_text(json.dumps(["billing", "bug", "praise", "delivery"]))
+    fitted = tmp_path / "thresholds.json"
+    nli_eval = ["eval", str(data), "--labels-file", str(labels), "--model", "test/nli-2class", "--shortlist", "2"]
+    evaluated = runner.invoke(main, [*nli_eval, "--fit-thresholds", str(fitted), "--json"])
+    assert evaluated.exit_code == 0, evaluated.output
+    report = json.loads(evaluated.stdout[evaluated.stdout.index("{") :])
+    assert report["shortlist_recall"] == 1.0  # every gold label survived MiniLM's top 2
+    assert set(json.loads(fitted.read_text())) == {"billing", "bug", "praise", "delivery"}
+    plain = runner.invoke(main, ["eval", str(data), "--labels-file", str(labels), "--json"])
+    assert "shortlist_recall" not in json.loads(plain.stdout[plain.stdout.index("{") :])

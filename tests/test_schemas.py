@@ -64,6 +64,8 @@ BAD_INPUT = [
     ),
     ("template with two {}", with_(hypothesis_template="{} or {}"), ErrorCode.INVALID_TEMPLATE, "hypothesis_template"),
     ("template unbalanced", with_(hypothesis_template="{} }"), ErrorCode.INVALID_TEMPLATE, "hypothesis_template"),
+    ("negative shortlist", with_(shortlist=-1), ErrorCode.INVALID_SHORTLIST, "shortlist"),
+    ("shortlist as a string", with_(shortlist="10"), ErrorCode.WRONG_TYPE, "shortlist"),
     ("threshold above 1", with_(thresholds=1.5), ErrorCode.THRESHOLD_OUT_OF_RANGE, "thresholds"),
     ("threshold below 0", with_(thresholds={"billing": -0.1}), ErrorCode.THRESHOLD_OUT_OF_RANGE, "thresholds"),
     (
@@ -219,6 +221,7 @@ def test_json_schema_accepts_and_refuses_what_the_models_do() -> None:
             "metadata": {"k": 1, "v": None},
             "deadline": "2030-01-01T00:00:00Z",
             "reply_to": "q:1",
+            "shortlist": 10,
         },
     ]
     refused = [
@@ -227,6 +230,8 @@ def test_json_schema_accepts_and_refuses_what_the_models_do() -> None:
         {"text": 5, "labels": ["a"]},
         {"text": "x", "labels": "a"},
         {"text": "x", "labels": ["a"], "multi_label": "yes"},
+        {"text": "x", "labels": ["a"], "shortlist": -1},
+        {"text": "x", "labels": ["a"], "shortlist": 2.5},
     ]
     for message in accepted:
         jsonschema.validate(message, schema)

@@ -25,6 +25,7 @@ from worker.onnx import OnnxModel, SessionSpec
 from worker.result_cache import ResultCache, cache_key
 from worker.results import Scored, build_result
 from worker.settings import Settings
+from worker.shortlist import Shortlisted, shortlist, shortlist_size, unchanged
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ class Engine:
         groups: dict[str, list[int]] = defaultdict(list)
         for index, parsed in enumerate(batch):
             groups[parsed.request.model or self.settings.model].append(index)
-        scored: dict[int, tuple[Scored, ModelCard] | ErrorResult] = {}
+        scored: dict[int, tuple[Scored, ModelCard, Shortlisted] | ErrorResult] = {}
         classifiers: dict[str, Classifier] = {}
         for name, indices in groups.items():
             try:
@@ -114,9 +115,10 @@ class Engine:
         started = time.perf_counter()  # after loading: batch time is model time, not start-up time
         for name, classifier in classifiers.items():
             indices = groups[name]
-            outcomes = self._score_cached(classifier, [batch[i].request for i in indices])
-            for i, item in zip(indices, outcomes, strict=True):
-                scored[i] = item if isinstance(item, ErrorResult) else (item, classifier.card)
+            picked = self._shortlist(classifier, [batch[i].request for i in indices])
+            outcomes = self._score_cached(classifier, [p.request for p in picked])
+            for i, p, item in zip(indices, picked, outcomes, strict=True):
+                scored[i] = item if isinstance(item, ErrorResult) else (item, classifier.card, p)
         batch_ms = (time.perf_counter() - started) * 1000
         results: list[Outcome] = []
         for i, parsed in enumerate(batch):
@@ -124,8 +126,33 @@ class Engine:
             if isinstance(done, ErrorResult):
                 results.append(done)
             else:
-                results.append(build_result(parsed.request, *done, batch_ms=batch_ms, text_truncated=parsed.truncated))
+                item, card, kept = done
+                results.append(
+                    build_result(
+                        kept.request,
+                        item,
+                        card,
+                        batch_ms=batch_ms,
+                        text_truncated=parsed.truncated,
+                        shortlist=kept.shortlist,
+                    )
+                )
         return results
+
+    def _shortlist(self, classifier: Classifier, requests: list[ClassifyRequest]) -> list[Shortlisted]:
+        """NLI requests with more labels than their k keep the embedding model's top k. If the shortlist
+        model cannot be used, every label is scored (slower, never wrong) and the error is logged."""
+        k = self.settings.shortlist_k
+        if classifier.card.kind != "nli" or not any(shortlist_size(r, k) for r in requests):
+            return unchanged(requests)
+        try:
+            ranker = self.classifier(self.settings.shortlist_model)
+            if ranker.card.kind != "embedding":
+                raise ModelError(f"{ranker.card.name} is not an embedding model")
+            return shortlist(ranker, requests, k)
+        except Exception:  # a broken ranker costs speed, not answers
+            log.exception("shortlist model %s unusable: scoring every label", self.settings.shortlist_model)
+            return unchanged(requests)
 
     def _score_cached(self, classifier: Classifier, requests: list[ClassifyRequest]) -> list[Scored | ErrorResult]:
         """Scores from the result cache where it has them; the model runs only on the rest."""

@@ -6,7 +6,7 @@ import json
 import random
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,8 @@ class Report:
     macro_f1: float
     per_label_f1: dict[str, float]
     confused: list[tuple[str, str, int]]  # (gold, predicted, count), most frequent first
-    scores: list[dict[str, float]] = field(repr=False)  # per example, label -> score
+    scores: list[dict[str, float]] = field(repr=False)  # per example, label -> score (scored labels only)
+    shortlist_recall: float | None = None  # with a shortlist: how often the gold label was among the kept ones
 
 
 def read_examples(path: Path) -> list[Example]:
@@ -87,15 +88,21 @@ def evaluate(
     *,
     template: str | None = None,
     model: str | None = None,
+    shortlist: int | None = None,
     chunk: int = 64,
     progress: Callable[[int], None] | None = None,
 ) -> Report:
     predictions: list[str] = []
     scores: list[dict[str, float]] = []
+    shortlisted = 0
     for start in range(0, len(data), chunk):
         part = data[start : start + chunk]
         batch = [
-            ParsedRequest(ClassifyRequest(text=ex.text, labels=labels, hypothesis_template=template, model=model))
+            ParsedRequest(
+                ClassifyRequest(
+                    text=ex.text, labels=labels, hypothesis_template=template, model=model, shortlist=shortlist
+                )
+            )
             for ex in part
         ]
         for outcome in engine.classify(batch):
@@ -103,9 +110,15 @@ def evaluate(
                 raise RuntimeError(f"classification failed: {outcome.code}: {outcome.message}")
             predictions.append(outcome.top)
             scores.append({item.label: item.score for item in outcome.labels})
+            shortlisted += outcome.shortlist is not None
         if progress:
             progress(len(part))
-    return score_predictions([ex.label for ex in data], predictions, [label.name for label in labels], scores)
+    gold = [ex.label for ex in data]
+    report = score_predictions(gold, predictions, [label.name for label in labels], scores)
+    if not shortlisted:
+        return report
+    kept = sum(g in row for g, row in zip(gold, scores, strict=True)) / max(len(gold), 1)
+    return replace(report, shortlist_recall=kept)
 
 
 def score_predictions(
@@ -132,7 +145,7 @@ def fit_thresholds(report: Report, gold: Sequence[str], names: Iterable[str]) ->
     """Per label, the score threshold that maximises that label's one-vs-rest F1 on labelled data."""
     fitted = {}
     for name in names:
-        values = np.array([row[name] for row in report.scores])
+        values = np.array([row.get(name, 0.0) for row in report.scores])  # not shortlisted: not accepted
         positive = np.array([g == name for g in gold])
         best_f1, best_threshold = -1.0, 0.5
         for threshold in np.unique(np.round(values, 4)):
@@ -151,6 +164,7 @@ def report_dict(report: Report, top_confused: int = 10) -> dict[str, Any]:
         "n": report.n,
         "accuracy": round(report.accuracy, 4),
         "macro_f1": round(report.macro_f1, 4),
+        **({"shortlist_recall": round(report.shortlist_recall, 4)} if report.shortlist_recall is not None else {}),
         "per_label_f1": {k: round(v, 4) for k, v in report.per_label_f1.items()},
         "confused": [{"gold": g, "predicted": p, "count": n} for g, p, n in report.confused[:top_confused]],
     }

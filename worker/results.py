@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from schemas import ClassificationResult, ClassifyRequest, LabelScore, Timings
+from schemas import ClassificationResult, ClassifyRequest, LabelScore, Shortlist, Timings
 from worker.models import ModelCard
 
 
@@ -26,6 +26,7 @@ def build_result(
     batch_ms: float,
     text_truncated: bool = False,
     queue_ms: float | None = None,
+    shortlist: Shortlist | None = None,
 ) -> ClassificationResult:
     ranked = sorted(zip(request.labels, scored.scores, strict=True), key=lambda pair: -pair[1])
     labels = tuple(
@@ -46,6 +47,7 @@ def build_result(
         truncated=scored.truncated or text_truncated,
         model=card.name,
         model_revision=card.revision,
+        shortlist=shortlist,
         timings=Timings(queue_ms=queue_ms, inference_ms=round(scored.inference_ms, 3), batch_ms=round(batch_ms, 3)),
         metadata=request.metadata,
     )

@@ -45,6 +45,16 @@ class Settings(BaseSettings):
     result_cache_size: int = Field(
         4096, ge=0, description="Scores kept for repeated (model, labels, template, text); 0: no cache"
     )
+    # shortlist: an embedding model picks the labels an NLI model scores
+    shortlist_k: int = Field(
+        0,
+        ge=0,
+        description="NLI models: score only the top k labels by embedding similarity when a request has "
+        "more than k (0: score every label); a request's `shortlist` overrides it",
+    )
+    shortlist_model: str = Field(
+        BUILTIN_EMBEDDING_MODEL, description="The embedding model that ranks labels for the shortlist"
+    )
     # batching inside the engine
     token_budget: int = Field(8192, ge=64, description="Padded tokens per model run (pairs x padded length)")
     max_pairs_per_run: int = Field(64, ge=1, description="Most (text, label) pairs in one model run")
