@@ -62,6 +62,7 @@ SEED_CONFIG: dict[str, Any] = {
     "layer_norm_eps": 1e-7,
     "pad_token_id": 0,
 }
+FULL_SIZE_VOCAB = 8000
 LABELS_2 = {0: "entailment", 1: "not_entailment"}
 LABELS_3 = {0: "contradiction", 1: "neutral", 2: "entailment"}
 
@@ -97,7 +98,7 @@ def corpus() -> list[str]:
     return texts
 
 
-def build_tokenizer(vocab_size: int = 1000) -> PreTrainedTokenizerFast:
+def build_tokenizer(vocab_size: int = 1000, max_length: int = TEST_MAX_LENGTH) -> PreTrainedTokenizerFast:
     """A SentencePiece-style Unigram tokenizer (as DeBERTa-v3 uses), trained on a small corpus."""
     tok = Tokenizer(models.Unigram())
     tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
@@ -118,7 +119,7 @@ def build_tokenizer(vocab_size: int = 1000) -> PreTrainedTokenizerFast:
         sep_token="[SEP]",
         unk_token="[UNK]",
         mask_token="[MASK]",
-        model_max_length=TEST_MAX_LENGTH,
+        model_max_length=max_length,
         model_input_names=["input_ids", "token_type_ids", "attention_mask"],
     )
 
@@ -248,11 +249,14 @@ def make_fixtures() -> None:
 
 
 def make_full_size(out: Path) -> None:
-    tokenizer = build_tokenizer()
+    # a larger vocabulary than the fixtures' so English splits into about as many tokens per word as the
+    # seed's 128k SentencePiece vocabulary (sequence length is what the cost depends on)
+    tokenizer = build_tokenizer(FULL_SIZE_VOCAB, max_length=SEED_CONFIG["max_position_embeddings"])  # 512
     model = build_model(LABELS_2, token_types=False, full_size=True)
     n_backbone = sum(p.numel() for n, p in model.named_parameters() if n.startswith("deberta."))
     print(f"backbone parameters: {n_backbone:,}")
     save_model_dir(out, model, tokenizer, token_types=False, with_int8=True)
+    model.save_pretrained(out)  # PyTorch weights too: the HF-pipeline baseline of bench/harness.py loads them
     print(f"wrote {out}")
 
 

@@ -64,6 +64,11 @@ class OnnxModel:
         self.output_name: str = self._session.get_outputs()[0].name
         self.providers: list[str] = self._session.get_providers()
 
+    @property
+    def session(self) -> ort.InferenceSession:
+        """The session itself (benchmarks time `session.run` alone against it)."""
+        return self._session
+
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         """Run the graph on the declared inputs among `feeds`; returns the first output."""
         declared = {name: array for name, array in feeds.items() if name in self.input_names}

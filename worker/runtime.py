@@ -68,6 +68,8 @@ class Runtime:
         started = time.perf_counter()
         engine = Engine(settings)
         engine.classifier()  # load the default model now, in this process (after any fork)
+        if settings.shortlist_k:
+            engine.classifier(settings.shortlist_model)  # and the shortlist's ranker, so no request waits for it
         engine.classify([ParsedRequest(ClassifyRequest(text=WARM_UP_TEXT, labels=("a", "b")))])
         load_s = time.perf_counter() - started
         metrics.MODEL_LOAD.labels(settings.model).set(load_s)

@@ -57,7 +57,9 @@ class Settings(BaseSettings):
     )
     # batching inside the engine
     token_budget: int = Field(8192, ge=64, description="Padded tokens per model run (pairs x padded length)")
-    max_pairs_per_run: int = Field(64, ge=1, description="Most (text, label) pairs in one model run")
+    max_pairs_per_run: int = Field(
+        8, ge=1, description="Most (text, label) pairs in one model run (8: fastest on CPU in docs/benchmarks.md)"
+    )
     # request limits
     max_labels: int = Field(DEFAULT_MAX_LABELS, ge=1, description="Most candidate labels in one request")
     max_text_chars: int = Field(DEFAULT_MAX_TEXT_CHARS, ge=1, description="Longest accepted text, in characters")

@@ -1,0 +1,211 @@
+"""The four ways of classifying the same requests, each returning the seconds it took (or latencies).
+
+(a) `raw_seconds`: the onnxruntime session alone, on inputs tokenised, sorted and padded beforehand: nothing
+    but `session.run` in the timed loop (the ceiling any server could reach with this model and threads);
+(b) `hf_seconds`: transformers' `zero-shot-classification` pipeline (PyTorch), one text per call or a list
+    with `batch_size`, the baseline a user would pick;
+(c) `engine_seconds`: labelq's engine in-process, in the batches a worker would cut;
+(d) `e2e_seconds` / `open_loop`: a `labelq worker` process behind a private redis-server, requests submitted
+    by the producer library and results read back from the reply queue.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.workload import worker_batches
+from producer import Client
+from producer.client import queue_name
+from schemas import DEFAULT_TEMPLATE, ClassifyRequest, ParsedRequest, parse_result
+from worker.batching import pad_run, plan_runs
+from worker.embedding import EmbeddingClassifier
+from worker.engine import Classifier, Engine
+from worker.nli import NliClassifier
+from worker.settings import Settings
+
+
+def units(classifier: Classifier, requests: Sequence[ClassifyRequest]) -> int:
+    """Model sequences the requests cost: one per (text, label) pair for NLI, one per text for embeddings."""
+    if isinstance(classifier, NliClassifier):
+        return sum(len(r.labels) for r in requests)
+    return len({r.text for r in requests})
+
+
+def raw_seconds(
+    classifier: Classifier, requests: Sequence[ClassifyRequest], token_budget: int, max_items: int
+) -> float:
+    """Time of `session.run` alone over every run of the requests (tokenised and padded beforehand)."""
+    if isinstance(classifier, NliClassifier):
+        pairs = [
+            (r.text, label.hypothesis_for(r.hypothesis_template or DEFAULT_TEMPLATE))
+            for r in requests
+            for label in r.labels
+        ]
+        encoded = classifier.encoder.encode_pairs(pairs)
+    elif isinstance(classifier, EmbeddingClassifier):
+        encoded = classifier.encoder.encode_texts(list(dict.fromkeys(r.text for r in requests)))
+    else:
+        raise TypeError(type(classifier))
+    model = classifier.model
+    plan = plan_runs([len(e) for e in encoded], token_budget, max_items, model.static_sequence_length)
+    feeds = []
+    for run in plan.runs:
+        padded = pad_run([encoded[i] for i in run], classifier.encoder.pad_id, model.static_sequence_length)
+        feeds.append({name: array for name, array in padded.items() if name in model.input_names})
+    session, output = model.session, [model.output_name]
+    session.run(output, feeds[0])  # warm
+    started = time.perf_counter()
+    for feed in feeds:
+        session.run(output, feed)
+    return time.perf_counter() - started
+
+
+def engine_seconds(engine: Engine, requests: Sequence[ClassifyRequest], settings: Settings) -> float:
+    parsed = [ParsedRequest(r) for r in requests]
+    engine.classify(parsed[:2])  # warm
+    started = time.perf_counter()
+    for batch in worker_batches(parsed, settings.bulk_batch_size, settings.bulk_max_pairs):
+        engine.classify(batch)
+    return time.perf_counter() - started
+
+
+def hf_pipeline(model_dir: Path, threads: int) -> Any:
+    import torch
+    from transformers import pipeline
+
+    torch.set_num_threads(threads)
+    return pipeline("zero-shot-classification", model=str(model_dir), device="cpu")
+
+
+def hf_seconds(classifier: Any, texts: Sequence[str], labels: Sequence[str], batch_size: int | None) -> float:
+    """One text per call (batch_size None: each pair its own forward pass, the pipeline's default) or the whole
+    list with `batch_size` pairs per forward pass."""
+    classifier(texts[0], candidate_labels=list(labels), hypothesis_template=DEFAULT_TEMPLATE)  # warm
+    started = time.perf_counter()
+    if batch_size is None:
+        for text in texts:
+            classifier(text, candidate_labels=list(labels), hypothesis_template=DEFAULT_TEMPLATE)
+    else:
+        classifier(
+            list(texts), candidate_labels=list(labels), hypothesis_template=DEFAULT_TEMPLATE, batch_size=batch_size
+        )
+    return time.perf_counter() - started
+
+
+@dataclass
+class Worker:
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def start_worker(url: str, env: dict[str, str], log: Path, processes: int = 1) -> Worker:
+    full_env = {**os.environ, **env, "LABELQ_REDIS_URL": url, "LABELQ_WORKER_PROCESSES": str(processes)}
+    with log.open("wb") as handle:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "labelq.cli", "worker", "--loglevel", "WARNING", "--hostname", "bench@%h"],
+            env=full_env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    with Client(url) as client:
+        if not client.wait_for_workers(300, count=processes):
+            process.kill()
+            raise RuntimeError(log.read_text()[-3000:])
+    return Worker(process, log)
+
+
+def pop(client: Client, queue: str, within_s: float) -> bytes | None:
+    """BLPOP in short rounds (redis-py's default socket timeout is 5 s)."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        popped = client.redis.blpop([queue], timeout=2)
+        if popped is not None:
+            return popped[1] if isinstance(popped[1], bytes) else str(popped[1]).encode()
+    return None
+
+
+def e2e_seconds(client: Client, requests: Sequence[ClassifyRequest], queue: str) -> float:
+    """A backlog through the worker: the requests are staged in a side list and moved onto the queue in one
+    RENAME, so the worker sees the whole backlog at once and the producer's own cost (on a real deployment, on
+    another machine) is outside the timed window; timed from the RENAME to the last result read back."""
+    reply = requests[0].reply_to
+    assert reply, "requests need a reply_to"
+    staging, target = "bench.staging", queue_name(queue)
+    client.redis.delete(staging)
+    client.submit_many(requests, queue=staging)
+    if client.redis.llen(target):
+        raise RuntimeError(f"{target} is not empty")
+    started = time.perf_counter()
+    client.redis.rename(staging, target)
+    received = 0
+    while received < len(requests):  # drain in bulk: the reader shares the machine's cores with the worker
+        drained: list[bytes] = list(client.redis.lpop(reply, 1000) or [])  # type: ignore[arg-type]
+        if not drained:
+            raw = pop(client, reply, within_s=300)
+            if raw is None:
+                raise RuntimeError("results stopped arriving")
+            drained = [raw]
+        for item in drained:
+            if b'"status":"ok"' not in item:
+                raise RuntimeError(f"a request failed: {item[:300]!r}")
+        received += len(drained)
+    return time.perf_counter() - started
+
+
+def open_loop(url: str, requests: Sequence[ClassifyRequest], rate_per_s: float, seed: int) -> list[float]:
+    """Poisson arrivals at `rate_per_s` on the realtime queue; latency (ms) = result read back - submitted_at."""
+    reply = requests[0].reply_to
+    assert reply, "requests need a reply_to"
+    rng = random.Random(seed)
+    sent_at: dict[str, float] = {}
+    latencies: list[float] = []
+
+    def collect() -> None:
+        with Client(url) as reader:
+            while len(latencies) < len(requests):
+                raw = pop(reader, reply, within_s=120)
+                if raw is None:
+                    return
+                now = time.time()
+                latencies.append((now - sent_at[str(parse_result(raw).id)]) * 1000)
+
+    thread = threading.Thread(target=collect, daemon=True)
+    thread.start()
+    with Client(url) as client:
+        next_at = time.monotonic()
+        for request in requests:
+            next_at += rng.expovariate(rate_per_s)
+            delay = next_at - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            prepared = client.prepare(request)
+            assert prepared.submitted_at is not None
+            sent_at[prepared.id] = prepared.submitted_at.timestamp()
+            client.submit(prepared, queue="realtime")
+    thread.join(timeout=300)
+    return sorted(latencies)
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    index = min(len(sorted_values) - 1, max(0, round(q / 100 * (len(sorted_values) - 1))))
+    return sorted_values[index]
