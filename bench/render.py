@@ -105,8 +105,8 @@ def sweep_table(data: dict[str, Any]) -> list[str]:
 def latency_table(data: dict[str, Any]) -> list[str]:
     lines = [
         "| model | worker | load | offered, req/s | answered, req/s | n | p50 ms | p99 ms | alone in-process ms | "
-        "p50 - alone |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "p50 - alone | load generator CPU, ms/request |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for item in data["latency"]:
         values = item["latencies_ms"]
@@ -114,7 +114,7 @@ def latency_table(data: dict[str, Any]) -> list[str]:
         lines.append(
             f"| {item['model']} | {item['config']} | {item['load']:.0%} | {item['offered_per_s']:.1f} | "
             f"{item['achieved_per_s']:.1f} | {len(values)} | {pct(values, 50):.0f} | {pct(values, 99):.0f} | "
-            f"{alone:.1f} | {pct(values, 50) - alone:+.0f} |"
+            f"{alone:.1f} | {pct(values, 50) - alone:+.0f} | {item.get('generator_cpu_ms', math.nan):.2f} |"
         )
     return [*lines, ""]
 
@@ -372,8 +372,11 @@ def extra_sections(data: dict[str, Any]) -> list[str]:
             "## int8 against fp32 (DeBERTa, 5 labels)",
             "",
             f"{agree['requests']} requests: same top label for {agree['top_agreement']:.1%}; score difference max "
-            f"{agree['max_abs_diff']:.4f}, mean {agree['mean_abs_diff']:.4f}. The weights are random, so fp32's "
-            f"own margins are tiny (median gap between its top two labels {agree['fp32_median_top_margin']:.4f}) "
+            f"{agree['max_abs_diff']:.4f}, mean {agree['mean_abs_diff']:.4f}. Entailment logits of every pair: "
+            f"correlation {agree.get('logit_correlation', math.nan):.4f}, quantisation noise (sd of int8 - fp32) "
+            f"{agree.get('logit_noise_over_spread', math.nan):.1%} of fp32's own spread. The weights are random, "
+            "so fp32's own margins are tiny (median gap between its top two labels "
+            f"{agree['fp32_median_top_margin']:.4f}) "
             "and top-label agreement here is a harsh test: it flips wherever quantisation noise exceeds a "
             "near-tie. For a trained model, `labelq models quantize DIR` prints the same figures on its own "
             "scores before you switch.",

@@ -180,3 +180,36 @@ def test_no_cache_when_disabled(settings: Settings) -> None:
     for _ in range(2):
         engine.classify([parsed("refund my order", ["refund", "bug"])])
     assert fake.calls == [1, 1]
+
+
+def test_warm_up_runs_a_full_run_at_the_models_length_limit(settings: Settings) -> None:
+    from worker.nli import NliClassifier
+    from worker.runtime import warm_up
+
+    engine = Engine(settings.model_copy(update={"model": "test/nli-2class"}))
+    warm_up(engine, engine.settings)
+    nli = engine.classifier()
+    assert isinstance(nli, NliClassifier) and nli.last_plan is not None
+    assert max(len(run) for run in nli.last_plan.runs) == settings.max_pairs_per_run
+    # the long warm-up text is cut to the model's limit, so the widest shape a request can bring has run once
+    assert nli.last_plan.padded_tokens >= settings.max_pairs_per_run * nli.encoder.max_length
+
+
+def test_requests_sharing_labels_score_as_they_would_alone() -> None:
+    engine = Engine(load_settings(result_cache_size=0))  # no cache: "alone" must really run again
+    batch = [
+        parsed("I was charged twice", ["billing", "bug"]),
+        parsed("the app crashes on start", ["billing", "bug"]),
+        parsed("the app crashes on start", ["billing", "bug"], multi_label=True),
+        parsed("I love this app", ["praise", "complaint", "bug"]),
+        parsed("I was charged twice", ["billing", "bug"], hypothesis_template="This is about {}."),
+    ]
+    together = engine.classify(batch)
+    for item, outcome in zip(batch, together, strict=True):
+        alone = engine.classify([item])[0]
+        assert isinstance(outcome, ClassificationResult) and isinstance(alone, ClassificationResult)
+        # abs 1e-5: int8 activations are quantised per run, so batch-mates move a score by ~1e-6
+        expected = {i.label: i.score for i in alone.labels}
+        assert {i.label: i.score for i in outcome.labels} == pytest.approx(expected, abs=1e-5)
+    assert isinstance(together[2], ClassificationResult) and together[2].multi_label
+    assert sum(i.score for i in together[2].labels) != pytest.approx(1.0)  # multi-label: sigmoids, not a softmax

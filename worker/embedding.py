@@ -101,19 +101,29 @@ class EmbeddingClassifier:
         texts = list(dict.fromkeys(r.text for r in requests))
         text_vectors, truncated = self.embed(texts)
         row = {text: i for i, text in enumerate(texts)}
-        wanted = [self.label_text(r, label) for r in requests for label in r.labels]
-        wanted += [example for r in requests for label in r.labels for example in label.examples]
+        # requests with the same labels, template and mode share one prototype matrix and one matmul
+        groups: dict[tuple[object, ...], list[int]] = {}
+        for index, request in enumerate(requests):
+            groups.setdefault((request.labels, request.hypothesis_template, request.multi_label), []).append(index)
+        firsts = [requests[indices[0]] for indices in groups.values()]
+        wanted = [self.label_text(r, label) for r in firsts for label in r.labels]
+        wanted += [example for r in firsts for label in r.labels for example in label.examples]
         vectors = self.cached_vectors(wanted)
-        elapsed_ms = (time.perf_counter() - started) * 1000
-        results = []
-        for request, ms in zip(requests, shares(elapsed_ms, [1] * len(requests)), strict=True):
-            cosines = self.prototypes(request, vectors) @ text_vectors[row[request.text]]
-            scores = cosine_scores(
+        scores: list[np.ndarray] = [np.empty(0)] * len(requests)
+        for indices in groups.values():
+            first = requests[indices[0]]
+            cosines = text_vectors[[row[requests[i].text] for i in indices]] @ self.prototypes(first, vectors).T
+            grouped = cosine_scores(
                 cosines,
-                multi_label=request.multi_label,
+                multi_label=first.multi_label,
                 temperature=self.temperature,
                 center=self.center,
                 scale=self.scale,
             )
-            results.append(Scored(tuple(float(s) for s in scores), truncated[row[request.text]], ms))
-        return results
+            for i, values in zip(indices, grouped, strict=True):
+                scores[i] = values
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        return [
+            Scored(tuple(values.tolist()), truncated[row[request.text]], ms)
+            for request, values, ms in zip(requests, scores, shares(elapsed_ms, [1] * len(requests)), strict=True)
+        ]

@@ -29,14 +29,10 @@ def build_result(
     shortlist: Shortlist | None = None,
 ) -> ClassificationResult:
     ranked = sorted(zip(request.labels, scored.scores, strict=True), key=lambda pair: -pair[1])
+    thresholds = [request.threshold_for(label) for label, _ in ranked]
     labels = tuple(
-        LabelScore(
-            label=label.name,
-            score=score,
-            threshold=request.threshold_for(label),
-            accepted=score >= request.threshold_for(label),
-        )
-        for label, score in ranked
+        LabelScore(label=label.name, score=score, threshold=threshold, accepted=score >= threshold)
+        for (label, score), threshold in zip(ranked, thresholds, strict=True)
     )
     return ClassificationResult(
         id=request.id,

@@ -25,6 +25,19 @@ log = logging.getLogger(__name__)
 WARM_UP_TEXT = "labelq warm-up: the model runs once before the first message."
 
 
+def warm_up(engine: Engine, settings: Settings) -> None:
+    """Run the default model before the first message on the shapes it will see: a short pair and a full run
+    of pairs at the model's length limit, so onnxruntime has grown its memory arena before a request waits."""
+    long_text = " ".join([WARM_UP_TEXT] * 60)  # past any model's limit: cut to it, as a long request would be
+    labels = tuple(f"warm-up {i}" for i in range(settings.max_pairs_per_run))
+    engine.classify(
+        [
+            ParsedRequest(ClassifyRequest(text=WARM_UP_TEXT, labels=("a", "b"))),
+            ParsedRequest(ClassifyRequest(text=long_text, labels=labels)),
+        ]
+    )
+
+
 def policies(settings: Settings) -> tuple[BatchPolicy, ...]:
     return (
         BatchPolicy(
@@ -70,7 +83,7 @@ class Runtime:
         engine.classifier()  # load the default model now, in this process (after any fork)
         if settings.shortlist_k:
             engine.classifier(settings.shortlist_model)  # and the shortlist's ranker, so no request waits for it
-        engine.classify([ParsedRequest(ClassifyRequest(text=WARM_UP_TEXT, labels=("a", "b")))])
+        warm_up(engine, settings)
         load_s = time.perf_counter() - started
         metrics.MODEL_LOAD.labels(settings.model).set(load_s)
         log.info("model %s warm in %.0f ms", settings.model, load_s * 1000)

@@ -35,8 +35,9 @@ def nli_scores(logits: np.ndarray, *, multi_label: bool, entailment_id: int, con
 def cosine_scores(
     cosines: np.ndarray, *, multi_label: bool, temperature: float, center: float, scale: float
 ) -> np.ndarray:
+    """`cosines`: [labels] for one request, or [requests, labels] for requests sharing their labels."""
     cosines = cosines.astype(np.float64)
-    if multi_label or cosines.shape[0] == 1:
+    if multi_label or cosines.shape[-1] == 1:
         result: np.ndarray = 1.0 / (1.0 + np.exp(-(cosines - center) / scale))
         return result
-    return softmax(cosines / temperature, axis=0)
+    return softmax(cosines / temperature, axis=-1)
