@@ -215,7 +215,7 @@ def test_sigkill_mid_batch_loses_nothing(start_worker: WorkerFactory, client: Cl
         "realtime_max_pairs": 50,
     }
     victim = start_worker(**settings)
-    batch = requests(600, "results:kill")
+    batch = requests(2000, "results:kill")
     client.submit_many(batch, queue="bulk")
     wait_for_length(client, "results:kill", 60)  # the worker is mid-stream
     victim.send_signal(signal.SIGKILL)
