@@ -464,7 +464,9 @@ def main() -> None:
             server.close()
         data = asdict(report)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(data, indent=1) + "\n")
+    for item in data["latency"]:
+        item["latencies_ms"] = [round(value, 2) for value in item["latencies_ms"]]
+    out.write_text(json.dumps(data, separators=(",", ":")) + "\n")
     log(f"wrote {out}")
     from bench import render
 
