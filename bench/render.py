@@ -246,7 +246,7 @@ def plots(data: dict[str, Any], img: Path) -> list[str]:
     fig.savefig(img / "bench-latency-cdf.png", dpi=110)
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(8, 4.2))
+    fig, ax = plt.subplots(figsize=(8, 4.8))
     ways = [
         ("raw", "raw ORT"),
         ("engine", "engine"),
@@ -271,7 +271,7 @@ def plots(data: dict[str, Any], img: Path) -> list[str]:
     ax.set_xticks([i + 0.4 for i in range(len(counts))], [f"{c} labels" for c in counts])
     ax.set_ylabel("pairs/s")
     ax.set_title("DeBERTa-v3-xsmall (seed-sized, random weights): pairs/s by way")
-    ax.legend(fontsize=6, ncol=2)
+    ax.legend(fontsize=6, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.1))
     fig.tight_layout()
     fig.savefig(img / "bench-ways.png", dpi=110)
     plt.close(fig)
