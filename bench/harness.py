@@ -318,9 +318,7 @@ def measure_agreement(report: Report, scale: float) -> None:
     for model in ("deberta-int8", "deberta-fp32"):
         classifier = Engine(settings_for(model, report.threads)).classifier()
         assert isinstance(classifier, NliClassifier)
-        encoded = classifier.encoder.encode_pairs(
-            [(p.request.text, f"This example is {label.name}.") for p in batch for label in p.request.labels]
-        )
+        encoded = classifier.encoder.encode_pairs([pair for p in batch for pair in classifier.pairs(p.request)])
         logits[model] = classifier.run_pairs(encoded)[:, classifier.card.entailment_id].astype(np.float64)
     noise = logits["deberta-int8"] - logits["deberta-fp32"]
     report.agreement = {

@@ -47,12 +47,7 @@ def raw_seconds(
 ) -> float:
     """Time of `session.run` alone over every run of the requests (tokenised and padded beforehand)."""
     if isinstance(classifier, NliClassifier):
-        pairs = [
-            (r.text, label.hypothesis_for(r.hypothesis_template or DEFAULT_TEMPLATE))
-            for r in requests
-            for label in r.labels
-        ]
-        encoded = classifier.encoder.encode_pairs(pairs)
+        encoded = classifier.encoder.encode_pairs([pair for r in requests for pair in classifier.pairs(r)])
     elif isinstance(classifier, EmbeddingClassifier):
         encoded = classifier.encoder.encode_texts(list(dict.fromkeys(r.text for r in requests)))
     else:

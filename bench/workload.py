@@ -7,6 +7,7 @@ texts and labels go to the raw session, the HF pipeline, the engine and the work
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -18,12 +19,18 @@ DATA = ROOT.parent / "shared" / "data"
 LABEL_COUNTS = (2, 5, 20, 77)
 
 
+@functools.cache
+def _unique_texts(data: Path) -> tuple[str, ...]:
+    with (data / "banking77.jsonl").open() as lines:
+        return tuple(dict.fromkeys(json.loads(line)["text"] for line in lines))
+
+
 def texts(count: int, offset: int = 0, data: Path = DATA) -> list[str]:
     """`count` unique banking77 test texts starting at `offset` (different offsets never overlap)."""
-    unique = list(dict.fromkeys(json.loads(line)["text"] for line in (data / "banking77.jsonl").open()))
+    unique = _unique_texts(data)
     if offset + count > len(unique):
         raise ValueError(f"only {len(unique)} unique texts; asked for {offset}+{count}")
-    return unique[offset : offset + count]
+    return list(unique[offset : offset + count])
 
 
 def label_names(count: int, data: Path = DATA) -> list[str]:

@@ -34,13 +34,7 @@ class NliClassifier:
         pair_index: dict[tuple[str, str], int] = {}
         per_request: list[list[int]] = []
         for request in requests:
-            template = request.hypothesis_template or DEFAULT_TEMPLATE
-            per_request.append(
-                [
-                    pair_index.setdefault((request.text, label.hypothesis_for(template)), len(pair_index))
-                    for label in request.labels
-                ]
-            )
+            per_request.append([pair_index.setdefault(pair, len(pair_index)) for pair in self.pairs(request)])
         encoded = self.encoder.encode_pairs(list(pair_index))
         started = time.perf_counter()
         logits = self.run_pairs(encoded)
@@ -62,6 +56,12 @@ class NliClassifier:
             )
             for request, indices, ms in zip(requests, per_request, times, strict=True)
         ]
+
+    @staticmethod
+    def pairs(request: ClassifyRequest) -> list[tuple[str, str]]:
+        """The request's (premise, hypothesis) pairs, one per label, in label order."""
+        template = request.hypothesis_template or DEFAULT_TEMPLATE
+        return [(request.text, label.hypothesis_for(template)) for label in request.labels]
 
     def run_pairs(self, encoded: Sequence[Encoded]) -> np.ndarray:
         """Logits [pairs, classes] for encoded pairs, in their order."""
