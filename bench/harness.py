@@ -41,6 +41,7 @@ from worker import evaluation as ev  # noqa: E402
 from worker.batching import plan_runs  # noqa: E402
 from worker.engine import Engine  # noqa: E402
 from worker.nli import NliClassifier  # noqa: E402
+from worker.runtime import freeze_heap  # noqa: E402
 from worker.settings import Settings, load_settings  # noqa: E402
 from worker.shortlist import shortlist  # noqa: E402
 
@@ -85,6 +86,7 @@ class Throughput:
     raw_s: float
     engine_s: float
     e2e_s: float = float("nan")
+    raw_batches_s: float = float("nan")  # raw over the worker's batches and run size (what the engine runs)
     hf_single_s: float | None = None
     hf_batch_s: float | None = None
 
@@ -146,6 +148,7 @@ def measure_model(model: str, report: Report, server: RedisServer, scale: float)
     settings = settings_for(model, threads)
     engine = Engine(settings)
     classifier = engine.classifier()
+    freeze_heap()  # as a worker does after warm-up
     sample = requests(texts(int(200 * scale) if model.startswith("minilm") else int(96 * scale)), label_names(5), "s")
     units = ways.units(classifier, sample)
     report.sweep[model] = {
@@ -164,9 +167,10 @@ def measure_model(model: str, report: Report, server: RedisServer, scale: float)
             for count in LABEL_COUNTS:
                 batch_texts = texts(text_count(model, count, scale))
                 batch = requests(batch_texts, label_names(count), f"t{count}", reply_to="bench:tp")
-                raw, in_process, e2e = [], [], []
+                raw, raw_batches, in_process, e2e = [], [], [], []
                 for round_ in range(ROUNDS):  # interleaved, medians: the machine drifts between seconds
                     raw.append(ways.raw_seconds(classifier, batch, settings.token_budget, best))
+                    raw_batches.append(ways.raw_batched_seconds(engine, batch, settings))
                     in_process.append(ways.engine_seconds(engine, batch, settings))
                     before = int(client.redis.info("stats")["total_commands_processed"])
                     again = requests(batch_texts, label_names(count), f"e{count}-{round_}", reply_to="bench:tp")
@@ -182,6 +186,7 @@ def measure_model(model: str, report: Report, server: RedisServer, scale: float)
                     raw_s=statistics.median(raw),
                     engine_s=statistics.median(in_process),
                     e2e_s=statistics.median(e2e),
+                    raw_batches_s=statistics.median(raw_batches),
                 )
                 if hf is not None:
                     row.hf_single_s = ways.hf_seconds(hf, batch_texts, label_names(count), None)

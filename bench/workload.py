@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from schemas import ClassifyRequest, ParsedRequest
@@ -47,13 +47,15 @@ def requests(
     ]
 
 
-def worker_batches(items: Sequence[ParsedRequest], max_items: int, max_pairs: int) -> Iterator[list[ParsedRequest]]:
-    """Cut requests as a worker's bulk batcher does: at `max_items` requests or `max_pairs` pairs."""
+def worker_batches(
+    items: Sequence[ParsedRequest], max_items: int, max_pairs: int, cost: Callable[[ClassifyRequest], int]
+) -> Iterator[list[ParsedRequest]]:
+    """Cut requests as a worker's bulk batcher does: at `max_items` requests or `max_pairs` pairs (`cost`)."""
     batch: list[ParsedRequest] = []
     pairs = 0
     for item in items:
         batch.append(item)
-        pairs += len(item.request.labels)
+        pairs += cost(item.request)
         if len(batch) >= max_items or pairs >= max_pairs:
             yield batch
             batch, pairs = [], 0

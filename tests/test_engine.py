@@ -213,3 +213,22 @@ def test_requests_sharing_labels_score_as_they_would_alone() -> None:
         assert {i.label: i.score for i in outcome.labels} == pytest.approx(expected, abs=1e-5)
     assert isinstance(together[2], ClassificationResult) and together[2].multi_label
     assert sum(i.score for i in together[2].labels) != pytest.approx(1.0)  # multi-label: sigmoids, not a softmax
+
+
+def test_a_started_runtime_is_warm_with_one_blas_thread_and_a_frozen_heap(settings: Settings) -> None:
+    import gc
+
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from worker.runtime import Runtime
+
+    threadpool_limits(limits=2, user_api="blas")  # as a fresh process has them (one per core)
+    gc.unfreeze()
+    try:
+        runtime = Runtime.start(settings.model_copy(update={"model": "test/nli-2class"}))
+        assert runtime.engine.classifier().card.name == "test/nli-2class"
+        blas = [pool for pool in threadpool_info() if pool["user_api"] == "blas"]
+        assert blas and all(pool["num_threads"] == 1 for pool in blas)
+        assert gc.get_freeze_count() > 10_000  # start-up's objects are out of the collector's sight
+    finally:
+        gc.unfreeze()

@@ -8,8 +8,10 @@ import pytest
 
 from schemas import ClassificationResult, ClassifyRequest, ParsedRequest
 from worker.engine import Engine
+from worker.errors import ModelError
 from worker.fake import FakeClassifier
 from worker.nli import NliClassifier
+from worker.runtime import Runtime
 from worker.settings import Settings
 from worker.shortlist import shortlist, shortlist_size
 
@@ -100,3 +102,18 @@ def test_unusable_shortlist_model_scores_every_label(settings: Settings, caplog:
         result = _result(engine.classify([ParsedRequest(request("my card is lost"))])[0])
     assert len(result.labels) == 12 and result.shortlist is None
     assert "shortlist model test/nli-2class unusable" in caplog.text
+
+
+def test_a_worker_with_an_unusable_shortlist_model_stops_at_start_up(settings: Settings) -> None:
+    misconfigured = settings.model_copy(update={"model": NLI, "shortlist_k": 3, "shortlist_model": NLI})
+    with pytest.raises(ModelError, match="shortlist model test/nli-2class is not an embedding model"):
+        Runtime.start(misconfigured)
+
+
+def test_batch_cost_counts_the_pairs_a_request_will_run(settings: Settings, minilm_engine: Engine) -> None:
+    engine = Engine(settings.model_copy(update={"shortlist_k": 3}))
+    assert engine.cost(request("x")) == 3  # shortlisted: k pairs, not 12
+    assert engine.cost(request("x", shortlist=0)) == 12
+    assert engine.cost(request("x", LABELS[:2])) == 2
+    assert engine.cost(ClassifyRequest(text="x", labels=LABELS, model="no/such-model")) == 12  # fails anyway
+    assert minilm_engine.cost(ClassifyRequest(text="x", labels=LABELS)) == 1  # one text embedding, labels cached

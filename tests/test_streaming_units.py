@@ -146,6 +146,13 @@ def test_every_outcome_is_published_and_bad_ones_dead_lettered(setup: Any) -> No
     assert isinstance(r1, ClassificationResult) and r1.timings.queue_ms is not None and r1.top == "refund"
 
 
+def test_the_batchers_pair_budget_counts_what_the_model_will_run(setup: Any) -> None:
+    pipeline, _, _ = setup  # the fake is an embedding model: one text embedding whatever the label count
+    assert pipeline.receive(v2({**GOOD, "labels": ["a", "b", "c"]})).pairs == 1
+    assert pipeline.receive(v2({**GOOD, "model": "no/such-model"})).pairs == 2  # unknown: its labels
+    assert pipeline.receive(delivery(b"not json")).pairs == 0
+
+
 def test_a_message_delivered_too_often_is_dead_lettered(setup: Any) -> None:
     pipeline, redis, fake = setup
     for _ in range(2):  # max_deliveries = 2: the first two deliveries are classified

@@ -101,10 +101,15 @@ class EmbeddingClassifier:
         texts = list(dict.fromkeys(r.text for r in requests))
         text_vectors, truncated = self.embed(texts)
         row = {text: i for i, text in enumerate(texts)}
-        # requests with the same labels, template and mode share one prototype matrix and one matmul
+        # requests whose labels embed alike (same texts and examples, same mode) share one prototype matrix
+        # and one matmul; keyed by strings, which hash and compare in C, not by the pydantic labels
         groups: dict[tuple[object, ...], list[int]] = {}
         for index, request in enumerate(requests):
-            groups.setdefault((request.labels, request.hypothesis_template, request.multi_label), []).append(index)
+            key = (
+                request.multi_label,
+                *((self.label_text(request, label), label.examples) for label in request.labels),
+            )
+            groups.setdefault(key, []).append(index)
         firsts = [requests[indices[0]] for indices in groups.values()]
         wanted = [self.label_text(r, label) for r in firsts for label in r.labels]
         wanted += [example for r in firsts for label in r.labels for example in label.examples]

@@ -76,6 +76,7 @@ class Engine:
         self.registry = registry or ModelRegistry(settings.models_dir, prefer_quantized=settings.prefer_quantized)
         self.allow_paths = allow_paths
         self._classifiers: dict[str, Classifier] = dict(classifiers or {})
+        self._kinds: dict[str, str] = {}  # model name -> kind, for `cost` (read from its card, not loaded)
         self.cache = ResultCache(settings.result_cache_size)  # already-warm ones (fakes in tests)
 
     def classifier(self, name: str | None = None) -> Classifier:
@@ -88,6 +89,23 @@ class Engine:
             self._classifiers[name] = load_classifier(self._card(name), self.settings)
             log.info("loaded model %s in %.0f ms", name, (time.perf_counter() - started) * 1000)
         return self._classifiers[name]
+
+    def cost(self, request: ClassifyRequest) -> int:
+        """Model sequences the request will run, what a batch's pair budget counts: one per (text, label) pair
+        for an NLI model (k when the request is shortlisted), one per text for an embedding model (its label
+        vectors are cached). A request whose model cannot be named costs its label count (it fails anyway)."""
+        name = request.model or self.settings.model
+        kind = self._kinds.get(name)
+        if kind is None:
+            loaded = self._classifiers.get(name)
+            try:
+                kind = loaded.card.kind if loaded else self._card(name).kind
+            except (RequestRejected, ModelError):
+                return len(request.labels)
+            self._kinds[name] = kind
+        if kind == "embedding":
+            return 1
+        return shortlist_size(request, self.settings.shortlist_k) or len(request.labels)
 
     def _card(self, name: str) -> ModelCard:
         if self.allow_paths and Path(name).is_dir():
@@ -139,6 +157,14 @@ class Engine:
                 )
         return results
 
+    def ranker(self) -> Classifier:
+        """The shortlist's embedding model, warm; `ModelError` if it is not an embedding model (a worker
+        with `shortlist_k` set calls this at start-up, so a misconfiguration stops it there)."""
+        ranker = self.classifier(self.settings.shortlist_model)
+        if ranker.card.kind != "embedding":
+            raise ModelError(f"shortlist model {ranker.card.name} is not an embedding model ({ranker.card.kind})")
+        return ranker
+
     def _shortlist(self, classifier: Classifier, requests: list[ClassifyRequest]) -> list[Shortlisted]:
         """NLI requests with more labels than their k keep the embedding model's top k. If the shortlist
         model cannot be used, every label is scored (slower, never wrong) and the error is logged."""
@@ -146,10 +172,7 @@ class Engine:
         if classifier.card.kind != "nli" or not any(shortlist_size(r, k) for r in requests):
             return unchanged(requests)
         try:
-            ranker = self.classifier(self.settings.shortlist_model)
-            if ranker.card.kind != "embedding":
-                raise ModelError(f"{ranker.card.name} is not an embedding model")
-            return shortlist(ranker, requests, k)
+            return shortlist(self.ranker(), requests, k)
         except Exception:  # a broken ranker costs speed, not answers
             log.exception("shortlist model %s unusable: scoring every label", self.settings.shortlist_model)
             return unchanged(requests)

@@ -42,10 +42,7 @@ class Received:
     reply_queue: str | None = None
     enqueued_at_s: float = 0.0
     label_set: tuple[str, int] | None = None  # (name, version) the labels came from
-
-    @property
-    def pairs(self) -> int:
-        return len(self.parsed.request.labels) if self.parsed else 0
+    pairs: int = 0  # model sequences it will cost (Engine.cost): what the batcher's pair budget counts
 
     def publication(self, outcome: Outcome) -> Publication:
         request = self.parsed.request if self.parsed else None
@@ -107,6 +104,7 @@ class Pipeline:
             parsed=parsed,
             reply_queue=request.reply_queue,
             enqueued_at_s=min(submitted, delivery.received_at),
+            pairs=self.engine.cost(request),
         )
         refusal = self.webhook_guard(request) if request.webhook_url else None
         if refusal is not None:

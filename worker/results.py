@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from schemas import ClassificationResult, ClassifyRequest, LabelScore, Shortlist, Timings
+from schemas import ClassificationResult, ClassifyRequest, Shortlist
 from worker.models import ModelCard
 
 
@@ -28,24 +28,31 @@ def build_result(
     queue_ms: float | None = None,
     shortlist: Shortlist | None = None,
 ) -> ClassificationResult:
+    """The result, validated in one pydantic call from plain data (one `LabelScore(...)` per label cost a
+    Python-level validation each: a third of the Python time per 77-label request on MiniLM)."""
     ranked = sorted(zip(request.labels, scored.scores, strict=True), key=lambda pair: -pair[1])
-    thresholds = [request.threshold_for(label) for label, _ in ranked]
-    labels = tuple(
-        LabelScore(label=label.name, score=score, threshold=threshold, accepted=score >= threshold)
-        for (label, score), threshold in zip(ranked, thresholds, strict=True)
-    )
-    return ClassificationResult(
-        id=request.id,
-        labels=labels,
-        accepted=tuple(item.label for item in labels if item.accepted),
-        top=labels[0].label,
-        multi_label=request.multi_label,
-        truncated=scored.truncated or text_truncated,
-        model=card.name,
-        model_revision=card.revision,
-        shortlist=shortlist,
-        timings=Timings(queue_ms=queue_ms, inference_ms=round(scored.inference_ms, 3), batch_ms=round(batch_ms, 3)),
-        metadata=request.metadata,
+    labels = []
+    for label, score in ranked:
+        threshold = request.threshold_for(label)
+        labels.append({"label": label.name, "score": score, "threshold": threshold, "accepted": score >= threshold})
+    return ClassificationResult.model_validate(
+        {
+            "id": request.id,
+            "labels": labels,
+            "accepted": [item["label"] for item in labels if item["accepted"]],
+            "top": labels[0]["label"],
+            "multi_label": request.multi_label,
+            "truncated": scored.truncated or text_truncated,
+            "model": card.name,
+            "model_revision": card.revision,
+            "shortlist": shortlist,
+            "timings": {
+                "queue_ms": queue_ms,
+                "inference_ms": round(scored.inference_ms, 3),
+                "batch_ms": round(batch_ms, 3),
+            },
+            "metadata": request.metadata,
+        }
     )
 
 

@@ -83,9 +83,13 @@ class Settings(BaseSettings):
     realtime_max_wait_ms: float = Field(
         5.0, ge=0, description="A realtime batch flushes once its oldest request has waited this long since enqueue"
     )
-    realtime_max_pairs: int = Field(256, ge=1, description="A realtime batch flushes at this many (text, label) pairs")
+    realtime_max_pairs: int = Field(
+        256, ge=1, description="A realtime batch flushes at this many pairs (an embedding model: texts)"
+    )
     bulk_batch_size: int = Field(64, ge=1, description="Most requests in one bulk batch")
-    bulk_max_pairs: int = Field(1024, ge=1, description="A bulk batch flushes at this many (text, label) pairs")
+    bulk_max_pairs: int = Field(
+        1024, ge=1, description="A bulk batch flushes at this many pairs (an embedding model: texts)"
+    )
     bulk_max_wait_ms: float = Field(200.0, ge=0, description="Oldest-request wait before a bulk batch flushes")
     visibility_timeout_s: int = Field(
         120, ge=1, description="An unacked message is redelivered after this long (must exceed wait + batch time)"
