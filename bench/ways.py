@@ -92,12 +92,12 @@ def engine_seconds(engine: Engine, requests: Sequence[ClassifyRequest], settings
     return time.perf_counter() - started
 
 
-def hf_pipeline(model_dir: Path, threads: int) -> Any:
+def hf_pipeline(model_dir: Path, threads: int, device: str = "cpu") -> Any:
     import torch
     from transformers import pipeline
 
     torch.set_num_threads(threads)
-    return pipeline("zero-shot-classification", model=str(model_dir), device="cpu")
+    return pipeline("zero-shot-classification", model=str(model_dir), device=device)
 
 
 def hf_seconds(classifier: Any, texts: Sequence[str], labels: Sequence[str], batch_size: int | None) -> float:
