@@ -140,9 +140,11 @@ def start_worker(url: str, env: dict[str, str], log: Path, processes: int = 1) -
             start_new_session=True,
         )
     with Client(url) as client:
-        if not client.wait_for_workers(300, count=processes):
-            process.kill()
-            raise RuntimeError(log.read_text()[-3000:])
+        deadline = time.monotonic() + 300
+        while not client.wait_for_workers(1, count=processes):
+            if process.poll() is not None or time.monotonic() > deadline:  # died at start-up, or never came
+                process.kill()
+                raise RuntimeError(log.read_text()[-3000:])
     return Worker(process, log)
 
 

@@ -195,6 +195,20 @@ def test_warm_up_runs_a_full_run_at_the_models_length_limit(settings: Settings) 
     assert nli.last_plan.padded_tokens >= settings.max_pairs_per_run * nli.encoder.max_length
 
 
+def test_warm_up_fills_runs_larger_than_a_requests_label_limit(settings: Settings) -> None:
+    """A GPU wants runs of 256 pairs; a request holds at most 100 labels: the warm-up takes several requests
+    (a worker with LABELQ_MAX_PAIRS_PER_RUN=256 once died at start-up on a 256-label warm-up request)."""
+    from worker.nli import NliClassifier
+    from worker.runtime import warm_up
+
+    big_runs = {"model": "test/nli-2class", "max_pairs_per_run": 256, "token_budget": 65536}
+    engine = Engine(settings.model_copy(update=big_runs))
+    warm_up(engine, engine.settings)
+    nli = engine.classifier()
+    assert isinstance(nli, NliClassifier) and nli.last_plan is not None
+    assert max(len(run) for run in nli.last_plan.runs) == 256
+
+
 def test_requests_sharing_labels_score_as_they_would_alone() -> None:
     engine = Engine(load_settings(result_cache_size=0))  # no cache: "alone" must really run again
     batch = [

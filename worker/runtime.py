@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import redis
 
-from schemas import ClassifyRequest, ParsedRequest
+from schemas import ClassifyRequest, ParsedRequest, RequestLimits
 from schemas.transport import QUEUE_BULK, QUEUE_REALTIME
 from worker import metrics
 from worker.batcher import BatchPolicy
@@ -30,11 +30,15 @@ def warm_up(engine: Engine, settings: Settings) -> None:
     """Run the default model before the first message on the shapes it will see: a short pair and a full run
     of pairs at the model's length limit, so onnxruntime has grown its memory arena before a request waits."""
     long_text = " ".join([WARM_UP_TEXT] * 60)  # past any model's limit: cut to it, as a long request would be
-    labels = tuple(f"warm-up {i}" for i in range(settings.max_pairs_per_run))
+    labels = [f"warm-up {i}" for i in range(settings.max_pairs_per_run)]
+    per_request = min(settings.max_labels, RequestLimits().max_labels)  # a bigger run takes several requests
     engine.classify(
         [
             ParsedRequest(ClassifyRequest(text=WARM_UP_TEXT, labels=("a", "b"))),
-            ParsedRequest(ClassifyRequest(text=long_text, labels=labels)),
+            *(
+                ParsedRequest(ClassifyRequest(text=long_text, labels=labels[i : i + per_request]))
+                for i in range(0, len(labels), per_request)
+            ),
         ]
     )
 
