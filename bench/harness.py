@@ -200,7 +200,7 @@ def measure_model(model: str, report: Report, server: RedisServer, scale: float,
                 batch = requests(batch_texts, label_names(count), f"t{count}", reply_to="bench:tp")
                 raw, raw_batches, in_process, e2e = [], [], [], []
                 for round_ in range(ROUNDS):  # interleaved, medians: the machine drifts between seconds
-                    raw.append(ways.raw_seconds(classifier, batch, settings.token_budget, best))
+                    raw.append(ways.raw_seconds(classifier, batch, engine.runs.token_budget, best))
                     raw_batches.append(ways.raw_batched_seconds(engine, batch, settings))
                     in_process.append(ways.engine_seconds(engine, batch, settings))
                     before = int(client.redis.info("stats")["total_commands_processed"])
@@ -314,8 +314,8 @@ def measure_processes(model: str, report: Report, server: RedisServer, scale: fl
 def measure_padding(report: Report) -> None:
     """Padded tokens over real tokens on a stream of pairs whose premises are 16-256 tokens long (5 labels),
     cut as the engine cuts them (sorted, budgeted) and as a naive server would (arrival order, 32 pairs)."""
-    settings = settings_for("deberta-int8", report.threads)
-    classifier = Engine(settings).classifier()
+    engine = Engine(settings_for("deberta-int8", report.threads))
+    classifier = engine.classifier()
     assert isinstance(classifier, NliClassifier)
     rng = np.random.default_rng(0)
     words = " ".join(texts(2000)).split()
@@ -328,7 +328,7 @@ def measure_padding(report: Report) -> None:
     encoded = classifier.encoder.encode_pairs(pairs)
     lengths = [len(e) for e in encoded]
     premise_tokens = [len(e) for e in classifier.encoder.encode_texts(premises)]
-    sorted_plan = plan_runs(lengths, settings.token_budget, settings.max_pairs_per_run)
+    sorted_plan = plan_runs(lengths, engine.runs.token_budget, engine.runs.max_pairs_per_run)
     naive_padded = sum(
         max(lengths[i : i + HF_BATCH]) * len(lengths[i : i + HF_BATCH]) for i in range(0, len(lengths), HF_BATCH)
     )

@@ -78,7 +78,7 @@ def raw_batched_seconds(engine: Engine, requests: Sequence[ClassifyRequest], set
     own time for the engine's work, so engine / this is what the Python around the model costs."""
     classifier = engine.classifier()
     return sum(
-        raw_seconds(classifier, [p.request for p in batch], settings.token_budget, settings.max_pairs_per_run)
+        raw_seconds(classifier, [p.request for p in batch], engine.runs.token_budget, engine.runs.max_pairs_per_run)
         for batch in _worker_batches(engine, requests, settings)
     )
 

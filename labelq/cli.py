@@ -572,9 +572,10 @@ def models() -> None:
 def models_list(as_json: bool) -> None:
     """The models this machine has (the embedded default and those under LABELQ_MODELS_DIR)."""
     from worker.models import ModelRegistry
+    from worker.onnx import run_defaults
 
     settings = _settings()
-    registry = ModelRegistry(settings.models_dir, prefer_quantized=settings.prefer_quantized)
+    registry = ModelRegistry(settings.models_dir, prefer_quantized=run_defaults(settings).prefer_quantized)
     rows = []
     for name in registry.names():
         try:

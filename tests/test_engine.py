@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 
@@ -10,6 +11,7 @@ from schemas import ClassificationResult, ClassifyRequest, ErrorCode, ErrorResul
 from worker.embedding import EmbeddingClassifier
 from worker.engine import Engine
 from worker.fake import FAKE_MODEL, FakeClassifier
+from worker.onnx import RunDefaults
 from worker.results import Scored
 from worker.settings import Settings, load_settings
 
@@ -190,9 +192,9 @@ def test_warm_up_runs_a_full_run_at_the_models_length_limit(settings: Settings) 
     warm_up(engine, engine.settings)
     nli = engine.classifier()
     assert isinstance(nli, NliClassifier) and nli.last_plan is not None
-    assert max(len(run) for run in nli.last_plan.runs) == settings.max_pairs_per_run
+    assert max(len(run) for run in nli.last_plan.runs) == engine.runs.max_pairs_per_run == 8  # a CPU's
     # the long warm-up text is cut to the model's limit, so the widest shape a request can bring has run once
-    assert nli.last_plan.padded_tokens >= settings.max_pairs_per_run * nli.encoder.max_length
+    assert nli.last_plan.padded_tokens >= engine.runs.max_pairs_per_run * nli.encoder.max_length
 
 
 def test_warm_up_fills_runs_larger_than_a_requests_label_limit(settings: Settings) -> None:
@@ -246,3 +248,26 @@ def test_a_started_runtime_is_warm_with_one_blas_thread_and_a_frozen_heap(settin
         assert gc.get_freeze_count() > 10_000  # start-up's objects are out of the collector's sight
     finally:
         gc.unfreeze()
+
+
+def test_run_defaults_follow_the_device_unless_set(models_dir: Path) -> None:
+    import onnxruntime as ort
+
+    from worker.onnx import CUDA, run_defaults
+
+    unset = load_settings()
+    assert run_defaults(unset, cuda=False) == RunDefaults(
+        cuda=False, prefer_quantized=True, max_pairs_per_run=8, token_budget=8192
+    )
+    assert run_defaults(unset, cuda=True) == RunDefaults(
+        cuda=True, prefer_quantized=False, max_pairs_per_run=256, token_budget=65536
+    )
+    explicit = load_settings(prefer_quantized=True, max_pairs_per_run=32, token_budget=4096)
+    assert run_defaults(explicit, cuda=True) == RunDefaults(
+        cuda=True, prefer_quantized=True, max_pairs_per_run=32, token_budget=4096
+    )
+    assert run_defaults(unset).cuda == (CUDA in ort.get_available_providers())
+    assert run_defaults(load_settings(providers=("CPUExecutionProvider",))).cuda is False
+    # on this CPU machine an unset LABELQ_PREFER_QUANTIZED loads the int8 file
+    engine = Engine(load_settings(models_dir=models_dir, providers=("CPUExecutionProvider",)))
+    assert engine.classifier("test/nli-2class").card.quantized

@@ -21,7 +21,7 @@ from worker.errors import ModelError, RequestRejected
 from worker.fake import FAKE_MODEL, FakeClassifier
 from worker.models import ModelCard, ModelRegistry, describe_directory
 from worker.nli import NliClassifier
-from worker.onnx import OnnxModel, SessionSpec
+from worker.onnx import OnnxModel, RunDefaults, SessionSpec, run_defaults
 from worker.result_cache import ResultCache, cache_key
 from worker.results import Scored, build_result
 from worker.settings import Settings
@@ -38,17 +38,15 @@ class Classifier(Protocol):
     def score(self, requests: Sequence[ClassifyRequest]) -> list[Scored]: ...
 
 
-def load_classifier(card: ModelCard, settings: Settings) -> Classifier:
+def load_classifier(card: ModelCard, settings: Settings, runs: RunDefaults) -> Classifier:
     model = OnnxModel(card.onnx_path, SessionSpec.from_settings(settings))
     if card.kind == "nli":
-        return NliClassifier(
-            card, model, token_budget=settings.token_budget, max_pairs_per_run=settings.max_pairs_per_run
-        )
+        return NliClassifier(card, model, token_budget=runs.token_budget, max_pairs_per_run=runs.max_pairs_per_run)
     return EmbeddingClassifier(
         card,
         model,
-        token_budget=settings.token_budget,
-        max_pairs_per_run=settings.max_pairs_per_run,
+        token_budget=runs.token_budget,
+        max_pairs_per_run=runs.max_pairs_per_run,
         cache_size=settings.embedding_cache_size,
         temperature=settings.embedding_temperature,
         center=settings.embedding_center,
@@ -73,7 +71,8 @@ class Engine:
         classifiers: Mapping[str, Classifier] | None = None,
     ) -> None:
         self.settings = settings
-        self.registry = registry or ModelRegistry(settings.models_dir, prefer_quantized=settings.prefer_quantized)
+        self.runs = run_defaults(settings)
+        self.registry = registry or ModelRegistry(settings.models_dir, prefer_quantized=self.runs.prefer_quantized)
         self.allow_paths = allow_paths
         self._classifiers: dict[str, Classifier] = dict(classifiers or {})
         self._kinds: dict[str, str] = {}  # model name -> kind, for `cost` (read from its card, not loaded)
@@ -86,7 +85,7 @@ class Engine:
             self._classifiers[name] = FakeClassifier()  # drills and reliability tests of everything but the model
         if name not in self._classifiers:
             started = time.perf_counter()
-            self._classifiers[name] = load_classifier(self._card(name), self.settings)
+            self._classifiers[name] = load_classifier(self._card(name), self.settings, self.runs)
             log.info("loaded model %s in %.0f ms", name, (time.perf_counter() - started) * 1000)
         return self._classifiers[name]
 
@@ -109,7 +108,7 @@ class Engine:
 
     def _card(self, name: str) -> ModelCard:
         if self.allow_paths and Path(name).is_dir():
-            return describe_directory(Path(name), prefer_quantized=self.settings.prefer_quantized)
+            return describe_directory(Path(name), prefer_quantized=self.runs.prefer_quantized)
         return self.registry.card(name)
 
     def classify(self, batch: Sequence[ParsedRequest]) -> list[Outcome]:

@@ -107,6 +107,7 @@ def quantize(directory: Path) -> Agreement:
 
 def agreement(directory: Path) -> Agreement:
     from worker.engine import load_classifier
+    from worker.onnx import run_defaults
     from worker.settings import load_settings
 
     requests = [ClassifyRequest(text=t, labels=labels) for t, labels in AGREEMENT_SAMPLE]
@@ -114,7 +115,7 @@ def agreement(directory: Path) -> Agreement:
     for prefer_quantized in (False, True):
         settings = load_settings(prefer_quantized=prefer_quantized)
         card = describe_directory(directory, prefer_quantized=prefer_quantized)
-        classifier = load_classifier(card, settings)
+        classifier = load_classifier(card, settings, run_defaults(settings))
         outputs.append(classifier.score(requests))
     diffs = np.concatenate(
         [np.abs(np.subtract(a.scores, b.scores)) for a, b in zip(outputs[0], outputs[1], strict=True)]

@@ -30,6 +30,34 @@ def choose_providers(requested: tuple[str, ...]) -> list[str]:
     return chosen or [CPU]
 
 
+CPU_RUNS = (8, 8192)  # (pairs per run, padded tokens per run): the fastest on CPU in docs/benchmarks.md
+CUDA_RUNS = (256, 65536)  # the fastest on an H200 (the sweep rose to its largest size, 256)
+
+
+@dataclass(frozen=True, slots=True)
+class RunDefaults:
+    """How models run on this machine: the settings' explicit values, else what measured fastest on the
+    device the CUDA provider or the CPU gives (int8 on a CPU, fp32 and far larger runs on CUDA)."""
+
+    cuda: bool
+    prefer_quantized: bool
+    max_pairs_per_run: int
+    token_budget: int
+
+
+def run_defaults(settings: Settings, cuda: bool | None = None) -> RunDefaults:
+    """`cuda`: whether the CUDA provider runs the models (None: this onnxruntime build and the settings say)."""
+    if cuda is None:
+        cuda = CUDA in choose_providers(settings.providers)
+    pairs, budget = CUDA_RUNS if cuda else CPU_RUNS
+    return RunDefaults(
+        cuda=cuda,
+        prefer_quantized=not cuda if settings.prefer_quantized is None else settings.prefer_quantized,
+        max_pairs_per_run=settings.max_pairs_per_run or pairs,
+        token_budget=settings.token_budget or budget,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class SessionSpec:
     providers: tuple[str, ...] = ()

@@ -30,7 +30,7 @@ def warm_up(engine: Engine, settings: Settings) -> None:
     """Run the default model before the first message on the shapes it will see: a short pair and a full run
     of pairs at the model's length limit, so onnxruntime has grown its memory arena before a request waits."""
     long_text = " ".join([WARM_UP_TEXT] * 60)  # past any model's limit: cut to it, as a long request would be
-    labels = [f"warm-up {i}" for i in range(settings.max_pairs_per_run)]
+    labels = [f"warm-up {i}" for i in range(engine.runs.max_pairs_per_run)]
     per_request = min(settings.max_labels, RequestLimits().max_labels)  # a bigger run takes several requests
     engine.classify(
         [

@@ -31,7 +31,11 @@ class Settings(BaseSettings):
     # models
     model: str = Field(BUILTIN_EMBEDDING_MODEL, description="Default model: a model name or the embedded default")
     models_dir: Path = Field(Path.home() / ".cache" / "labelq" / "models", description="Where pulled models live")
-    prefer_quantized: bool = Field(True, description="Load onnx/model_quantized.onnx (int8) when a model has it")
+    prefer_quantized: bool | None = Field(
+        None,
+        description="Load onnx/model_quantized.onnx (int8) when a model has it; unset: yes on a CPU, no when the "
+        "CUDA provider runs the model (int8 ran 23x slower than fp32 there, docs/benchmarks.md)",
+    )
     metrics_port: int = Field(0, ge=0, le=65535, description="Serve Prometheus metrics on this port (0: off)")
     log_format: Literal["text", "json"] = Field("text", description="Worker logs: text, or JSON lines")
     log_texts: bool = Field(False, description="Include request texts in DEBUG logs (off: texts are never logged)")
@@ -56,9 +60,16 @@ class Settings(BaseSettings):
         BUILTIN_EMBEDDING_MODEL, description="The embedding model that ranks labels for the shortlist"
     )
     # batching inside the engine
-    token_budget: int = Field(8192, ge=64, description="Padded tokens per model run (pairs x padded length)")
-    max_pairs_per_run: int = Field(
-        8, ge=1, description="Most (text, label) pairs in one model run (8: fastest on CPU in docs/benchmarks.md)"
+    token_budget: int | None = Field(
+        None,
+        ge=64,
+        description="Padded tokens per model run (pairs x padded length); unset: 8192 on a CPU, 65536 on CUDA",
+    )
+    max_pairs_per_run: int | None = Field(
+        None,
+        ge=1,
+        description="Most (text, label) pairs in one model run; unset: 8 on a CPU, 256 on CUDA (the fastest "
+        "in docs/benchmarks.md)",
     )
     # request limits
     max_labels: int = Field(DEFAULT_MAX_LABELS, ge=1, description="Most candidate labels in one request")
@@ -165,7 +176,7 @@ def settings_table() -> str:
             default = "~/.cache/labelq/models"
         if field.default_factory is not None:
             default = field.default_factory()  # type: ignore[call-arg]
-        shown = "(empty)" if default in ((), "", {}) else f"`{default}`"
+        shown = "(empty)" if default in ((), "", {}) else "(by device)" if default is None else f"`{default}`"
         rows.append(f"| `{ENV_PREFIX}{name.upper()}` | {shown} | {field.description} |")
     return "\n".join(rows) + "\n"
 
