@@ -145,3 +145,32 @@ def test_description_is_the_hypothesis_and_the_name_is_reported(settings: Settin
     scores_a = {i.label: i.score for i in a.labels}
     scores_b = {i.label: i.score for i in b.labels}
     assert scores_a["card_arrival"] == pytest.approx(scores_b["a card that has not arrived"], abs=1e-6)
+
+
+@pytest.mark.parametrize("variant", ["nli-2class", "nli-3class"])
+def test_pairs_encode_exactly_as_the_tokenizer_encodes_them(variant: str) -> None:
+    """Each premise and hypothesis is tokenised once and joined by the tokenizer's own post-processor: the
+    ids, type ids and truncation flags equal a pair-by-pair `encode`, also when one long premise (cut to the
+    model's limit) is shared by several hypotheses."""
+    from tokenizers import Tokenizer
+
+    from worker.tokenization import TextEncoder
+
+    card = describe_directory(MODELS / variant, prefer_quantized=False)
+    encoder = TextEncoder(card)
+    reference = Tokenizer.from_file(str(card.tokenizer_path))
+    reference.no_padding()
+    reference.enable_truncation(encoder.max_length, strategy="only_first")
+    long_text = "the parcel never arrived and nobody answers the phone " * 20
+    pairs = [
+        (text, hypothesis)
+        for text in (long_text, "refund please", long_text[:60])
+        for hypothesis in ("This example is billing.", "This example is delivery delay.", "This example is praise.")
+    ]
+    encoded = encoder.encode_pairs(pairs)
+    expected = [reference.encode(premise, hypothesis) for premise, hypothesis in pairs]
+    assert [e.ids for e in encoded] == [x.ids for x in expected]
+    assert [e.type_ids for e in encoded] == [x.type_ids for x in expected]
+    assert [e.truncated for e in encoded] == [bool(x.overflowing) for x in expected]
+    assert encoded[0].truncated and len(encoded[0]) == encoder.max_length  # the long premise was cut, each time
+    assert not encoded[3].truncated

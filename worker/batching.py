@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import chain
 
 import numpy as np
 
@@ -48,14 +49,16 @@ def pad_run(
     encoded: Sequence[Encoded], pad_id: int, length: int | None = None, *, token_types: bool = True
 ) -> dict[str, np.ndarray]:
     """The model's feeds for one run: input_ids, attention_mask and token_type_ids (zeros unless
-    `token_types`), right-padded to the longest member or to the graph's static `length`."""
-    width = length or max(len(e) for e in encoded)
+    `token_types`), right-padded to the longest member or to the graph's static `length`. Filled in three
+    numpy writes, not three per row (a GPU run holds 256 rows)."""
+    lengths = np.fromiter((len(e.ids) for e in encoded), dtype=np.int64, count=len(encoded))
+    width = length or int(lengths.max())
+    real = np.arange(width) < lengths[:, None]  # row-major: the real tokens of row 0, then row 1, ...
     ids = np.full((len(encoded), width), pad_id, dtype=np.int64)
-    mask = np.zeros((len(encoded), width), dtype=np.int64)
+    ids[real] = np.fromiter(chain.from_iterable(e.ids for e in encoded), dtype=np.int64, count=int(lengths.sum()))
     types = np.zeros((len(encoded), width), dtype=np.int64)
-    for row, item in enumerate(encoded):
-        ids[row, : len(item)] = item.ids
-        mask[row, : len(item)] = 1
-        if token_types:
-            types[row, : len(item)] = item.type_ids
-    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+    if token_types:
+        types[real] = np.fromiter(
+            chain.from_iterable(e.type_ids for e in encoded), dtype=np.int64, count=int(lengths.sum())
+        )
+    return {"input_ids": ids, "attention_mask": real.astype(np.int64), "token_type_ids": types}
