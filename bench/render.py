@@ -66,9 +66,9 @@ def reading(data: dict[str, Any]) -> list[str]:
         "the ceiling is the shape of the runs: the ceiling sorts the whole workload by length and runs it at the "
         "sweep's best size, a worker sorts each 64-request batch on its own and runs 8 pairs at a time (*raw on "
         f"the worker's batches / raw*: {_span(ratios(deberta, 'shape'))}). That share moves with this machine's "
-        "noise: the previous run of this harness measured engine / raw 0.95-1.01 for int8, a rerun of the "
-        "engine alone 0.92-0.95, and no other run size or token budget tried (16 or 32 pairs, budgets of 512 to "
-        "1,024 padded tokens) beat 8 pairs across label counts. End to end stays at "
+        "noise: with the same code, int8 engine / raw has measured anywhere from 0.87 to 1.01 in different runs "
+        "here, and no other run size or token budget tried (16 or 32 pairs, budgets of 512 to 1,024 padded "
+        "tokens) beat 8 pairs across label counts. End to end stays at "
         f"{_span(ratios(deberta, 'e2e'))} of the engine. The embedded MiniLM, about 1.2 ms a text, is where "
         f"per-request work shows: engine / raw on its batches {_span(ratios(minilm, 'python'))}, lowest at 77 "
         "labels (77 scores per result).",
