@@ -271,3 +271,26 @@ def test_run_defaults_follow_the_device_unless_set(models_dir: Path) -> None:
     # on this CPU machine an unset LABELQ_PREFER_QUANTIZED loads the int8 file
     engine = Engine(load_settings(models_dir=models_dir, providers=("CPUExecutionProvider",)))
     assert engine.classifier("test/nli-2class").card.quantized
+
+
+def test_a_session_that_falls_back_to_the_cpu_says_so(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    import onnxruntime as ort
+
+    from tests.conftest import MODELS
+    from worker import onnx
+
+    if onnx.CUDA in ort.get_available_providers():
+        pytest.skip("this onnxruntime has the CUDA provider: no fallback to provoke")
+    monkeypatch.setattr(onnx, "choose_providers", lambda requested: [onnx.CUDA, onnx.CPU])  # CUDA asked for
+    with (
+        caplog.at_level(logging.INFO, logger="worker.onnx"),
+        pytest.warns(UserWarning, match="CUDAExecutionProvider' is not in available provider names"),
+    ):
+        model = onnx.OnnxModel(MODELS / "nli-2class" / "onnx" / "model.onnx", onnx.SessionSpec())
+    assert model.providers == [onnx.CPU]
+    assert "runs on CPUExecutionProvider, not CUDAExecutionProvider" in caplog.text
+    assert "on CPUExecutionProvider" in caplog.text

@@ -101,6 +101,10 @@ class OnnxModel:
         self.static_sequence_length: int | None = length if isinstance(length, int) and length > 0 else None
         self.output_name: str = self._session.get_outputs()[0].name
         self.providers: list[str] = self._session.get_providers()
+        wanted = choose_providers(spec.providers)
+        if wanted[0] != self.providers[0]:  # e.g. CUDA asked for, its libraries not found: onnxruntime runs on
+            log.warning("%s runs on %s, not %s (see onnxruntime's error above)", path, self.providers[0], wanted[0])
+        log.info("onnxruntime session for %s on %s", path, ", ".join(self.providers))
 
     @property
     def session(self) -> ort.InferenceSession:
