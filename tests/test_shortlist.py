@@ -115,5 +115,6 @@ def test_batch_cost_counts_the_pairs_a_request_will_run(settings: Settings, mini
     assert engine.cost(request("x")) == 3  # shortlisted: k pairs, not 12
     assert engine.cost(request("x", shortlist=0)) == 12
     assert engine.cost(request("x", LABELS[:2])) == 2
+    assert engine.cost(ClassifyRequest(text="x", label_set="intents", model=NLI)) == 1  # labels come later
     assert engine.cost(ClassifyRequest(text="x", labels=LABELS, model="no/such-model")) == 12  # fails anyway
     assert minilm_engine.cost(ClassifyRequest(text="x", labels=LABELS)) == 1  # one text embedding, labels cached

@@ -100,11 +100,12 @@ class Engine:
             try:
                 kind = loaded.card.kind if loaded else self._card(name).kind
             except (RequestRejected, ModelError):
-                return len(request.labels)
+                return max(1, len(request.labels))
             self._kinds[name] = kind
         if kind == "embedding":
             return 1
-        return shortlist_size(request, self.settings.shortlist_k) or len(request.labels)
+        # a request naming a label set gets its labels later, in the batch: it counts one until then
+        return shortlist_size(request, self.settings.shortlist_k) or max(1, len(request.labels))
 
     def _card(self, name: str) -> ModelCard:
         if self.allow_paths and Path(name).is_dir():
