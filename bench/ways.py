@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.workload import worker_batches
+from labelq.processes import stop_process
 from producer import Client
 from producer.client import queue_name
 from schemas import DEFAULT_TEMPLATE, ClassifyRequest, ParsedRequest
@@ -121,12 +122,7 @@ class Worker:
     log: Path
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, timeout_s=60)
 
 
 def start_worker(url: str, env: dict[str, str], log: Path, processes: int = 1) -> Worker:

@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from labelq.local_redis import redis_url
+from labelq.processes import stop_process
 from producer import Client
 from schemas import ClassificationResult, ClassifyRequest, ErrorResult, parse_result
 
@@ -102,7 +103,7 @@ def run_demo(*, count: int, timeout_s: float) -> int:
         try:
             return _drive(url, worker, log_path, count=count, timeout_s=timeout_s)
         finally:
-            _stop(worker)
+            stop_process(worker, timeout_s=20)  # warm shutdown: the worker finishes its batch
 
 
 def _drive(url: str, worker: subprocess.Popen[bytes], log_path: Path, *, count: int, timeout_s: float) -> int:
@@ -138,13 +139,3 @@ def _drive(url: str, worker: subprocess.Popen[bytes], log_path: Path, *, count: 
                 click.echo(describe(result, texts))
     click.echo(f"done: {len(seen)} results; shutting down")
     return 0
-
-
-def _stop(worker: subprocess.Popen[bytes]) -> None:
-    if worker.poll() is None:
-        worker.terminate()  # warm shutdown: the worker finishes its batch
-        try:
-            worker.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import redis
 
+from labelq.processes import stop_process
+
 START_TIMEOUT_S = 10.0
 
 
@@ -121,13 +123,8 @@ class RedisServer:
         return self
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process:
+            stop_process(self.process, timeout_s=5)
         self.process = None
 
     def close(self) -> None:

@@ -87,8 +87,9 @@ class OnnxModel:
         options.intra_op_num_threads = spec.intra_op_threads
         options.inter_op_num_threads = spec.inter_op_threads
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        wanted = choose_providers(spec.providers)
         try:
-            self._session = ort.InferenceSession(str(path), options, providers=choose_providers(spec.providers))
+            self._session = ort.InferenceSession(str(path), options, providers=wanted)
         except Exception as exc:  # onnxruntime raises its own untyped errors for unreadable graphs
             raise ModelError(f"cannot load ONNX model {path}: {exc}") from exc
         self.path = path
@@ -101,7 +102,6 @@ class OnnxModel:
         self.static_sequence_length: int | None = length if isinstance(length, int) and length > 0 else None
         self.output_name: str = self._session.get_outputs()[0].name
         self.providers: list[str] = self._session.get_providers()
-        wanted = choose_providers(spec.providers)
         if wanted[0] != self.providers[0]:  # e.g. CUDA asked for, its libraries not found: onnxruntime runs on
             log.warning("%s runs on %s, not %s (see onnxruntime's error above)", path, self.providers[0], wanted[0])
         log.info("onnxruntime session for %s on %s", path, ", ".join(self.providers))
