@@ -141,6 +141,7 @@ class Report:
     shortlist: dict[str, Any] = field(default_factory=dict)
     redis_commands_per_request: dict[str, float] = field(default_factory=dict)  # producer, worker and reader
     redis_ops_per_s: dict[str, float] = field(default_factory=dict)
+    batches: dict[str, int] = field(default_factory=dict)  # the worker's bulk batch limits in this run
 
 
 def log(message: str) -> None:
@@ -187,6 +188,7 @@ def measure_model(model: str, report: Report, server: RedisServer, scale: float,
     engine = Engine(settings)
     classifier = engine.classifier()
     freeze_heap()  # as a worker does after warm-up
+    report.batches = {"bulk_batch_size": settings.bulk_batch_size, "bulk_max_pairs": engine.runs.bulk_max_pairs}
     best = report.best_run[model]
     hf = ways.hf_pipeline(MODELS_DIR / DEBERTA, threads, DEVICE) if model == "deberta-fp32" else None
     rows = []
@@ -319,8 +321,9 @@ def measure_padding(report: Report) -> None:
     assert isinstance(classifier, NliClassifier)
     rng = np.random.default_rng(0)
     words = " ".join(texts(2000)).split()
+    settings = engine.settings
     premises = []
-    for _ in range(64):  # one bulk batch
+    for _ in range(min(settings.bulk_batch_size, engine.runs.bulk_max_pairs // 5)):  # one full bulk batch
         target = int(rng.integers(16, 257))
         start = int(rng.integers(0, len(words) - 300))
         premises.append(" ".join(words[start : start + int(target / 1.25)]))
@@ -333,6 +336,7 @@ def measure_padding(report: Report) -> None:
         max(lengths[i : i + HF_BATCH]) * len(lengths[i : i + HF_BATCH]) for i in range(0, len(lengths), HF_BATCH)
     )
     report.padding = {
+        "requests": len(premises),
         "pairs": len(pairs),
         "premise_tokens_min": min(premise_tokens),
         "premise_tokens_max": max(premise_tokens),

@@ -41,6 +41,12 @@ def pair_rates(row: dict[str, Any]) -> tuple[float, float, float]:
     return raw, rate(row["pairs"], row["engine_s"]), rate(row["pairs"], row["e2e_s"])
 
 
+def bulk_batches(data: dict[str, Any]) -> tuple[int, int]:
+    """The worker's bulk batch limits in that run (reports before they were recorded ran with 64 / 1024)."""
+    limits = data.get("batches") or {}
+    return limits.get("bulk_batch_size", 64), limits.get("bulk_max_pairs", 1024)
+
+
 def _span(values: list[float]) -> str:
     low, high = min(values), max(values)
     return f"{low:.2f}" if f"{low:.2f}" == f"{high:.2f}" else f"{low:.2f}-{high:.2f}"
@@ -60,11 +66,13 @@ def reading(data: dict[str, Any]) -> list[str]:
     deberta, minilm = NLI_MODELS, ("minilm-l6-int8",)
     if not ratios(deberta, "python"):
         return []
+    size, pairs = bulk_batches(data)
     return [
         "Reading them: the column *engine / raw on its batches* is what the Python around the model costs: "
         f"{_span(ratios(deberta, 'python'))} on the seed-sized DeBERTa (int8 and fp32). The rest of the gap to "
         "the ceiling is the shape of the runs: the ceiling sorts the whole workload by length and runs it at the "
-        "sweep's best size, a worker sorts each 64-request batch on its own and runs 8 pairs at a time (*raw on "
+        f"sweep's best size, a worker sorts each batch (up to {size} requests or {pairs:,} pairs) on its own and "
+        "runs 8 pairs at a time (*raw on "
         f"the worker's batches / raw*: {_span(ratios(deberta, 'shape'))}). That share moves with this machine's "
         "noise: with the same code, int8 engine / raw has measured anywhere from 0.87 to 1.01 in different runs "
         "here, and no other run size or token budget tried (16 or 32 pairs, budgets of 512 to 1,024 padded "
@@ -77,6 +85,7 @@ def reading(data: dict[str, Any]) -> list[str]:
 
 def throughput_tables(data: dict[str, Any], heading: str = "###", suffix: str = "") -> list[str]:
     lines = []
+    size, pairs = bulk_batches(data)
     for model in dict.fromkeys(row["model"] for row in data["throughput"]):
         nli = model in NLI_MODELS
         unit = "pairs" if nli else "texts"
@@ -86,7 +95,8 @@ def throughput_tables(data: dict[str, Any], heading: str = "###", suffix: str = 
             f"Model sequences are {unit} ({'one per (text, label)' if nli else 'label vectors are cached'}); "
             f"raw = `session.run` alone on all the texts sorted by length at its best run size "
             f"({data['best_run'][model]} sequences); raw on the worker's batches = `session.run` alone on the "
-            "runs the engine cuts (64-request batches, each sorted on its own, `LABELQ_MAX_PAIRS_PER_RUN`): the "
+            f"runs the engine cuts (bulk batches of up to {size} requests or {pairs:,} pairs, each sorted on its own, "
+            "`LABELQ_MAX_PAIRS_PER_RUN`): the "
             "first splits engine / raw into what streaming batches cost the model and what Python costs.",
             "",
             "| labels | texts | raw ORT, pairs/s | engine, pairs/s | engine / raw | end to end, pairs/s | "
@@ -359,7 +369,8 @@ def write(data: dict[str, Any], out: Path, img: Path, cuda: dict[str, Any] | Non
         "",
         "Ways: **raw ORT**: `session.run` alone over inputs tokenised, sorted and padded beforehand, at the "
         "best run size of the sweep below; **engine**: labelq's engine in-process, in the batches a worker cuts "
-        "(64 requests or 1024 pairs); **end to end**: the same requests as Celery messages, staged in a side list "
+        f"(up to {bulk_batches(data)[0]} requests or {bulk_batches(data)[1]:,} pairs); **end to end**: the same "
+        "requests as Celery messages, staged in a side list "
         "and moved onto the bulk queue of a private redis-server in one RENAME (the producer's cost, on another "
         "machine in a deployment, stays out of the window), one `labelq worker` process, timed to the last "
         "result read back. Raw, engine and end to end run interleaved, three rounds each, medians reported; "
@@ -420,8 +431,9 @@ def extra_sections(data: dict[str, Any]) -> list[str]:
         lines += [
             "## Padding",
             "",
-            f"{pad['pairs']} pairs (64 requests x 5 labels, premises {pad['premise_tokens_min']}-"
-            f"{pad['premise_tokens_max']} tokens): {pad['real_tokens']} real tokens. Sorted by length and cut by "
+            f"{pad['pairs']} pairs, one full bulk batch ({pad.get('requests', 64)} requests x 5 labels, premises "
+            f"{pad['premise_tokens_min']}-{pad['premise_tokens_max']} tokens): {pad['real_tokens']} real tokens. "
+            "Sorted by length and cut by "
             f"the padded-token budget (the engine): {pad['sorted_padded_tokens']} padded tokens in "
             f"{pad['sorted_runs']} runs, ratio **{pad['sorted_ratio']:.3f}**. In arrival order, 32 pairs per run "
             "(the HF pipeline's way with batch_size 32): "
@@ -503,16 +515,22 @@ def cuda_reading(cuda: dict[str, Any]) -> list[str]:
     engine = [row["raw_batches_s"] / row["engine_s"] for row in rows]
     e2e = [row["engine_s"] / row["e2e_s"] for row in rows]
     _, _, five_e2e = pair_rates(five)
+    size, _ = bulk_batches(cuda)
     return [
         "Reading it: on a GPU the model stops being the cost. `session.run` does "
         f"{min(raws):,.0f}-{max(raws):,.0f} pairs/s in runs of 256 (int8: {fp32_best / int8_best:.0f}x slower at "
         f"its best), and the engine reaches {_span([row['raw_s'] / row['engine_s'] for row in rows])} of that. "
         f"*Engine / raw on its batches* ({_span(engine)}) is Python per pair, "
         f"{min(python_us):.0f}-{max(python_us):.0f} µs (tokenising, padding, scoring and validating each result), "
-        "which a CPU hides behind a model that costs milliseconds a pair. At 2 labels a 64-request batch holds "
-        "only 128 pairs, half a best run (*raw on the worker's batches / raw* "
-        f"{two['raw_s'] / two['raw_batches_s']:.2f}): a GPU worker wants larger batches "
-        "(`LABELQ_BULK_BATCH_SIZE`, `LABELQ_BULK_MAX_PAIRS`) than the CPU defaults. End to end / engine "
+        f"which a CPU hides behind a model that costs milliseconds a pair. At 2 labels a {size}-request batch "
+        f"holds only {2 * size} pairs (*raw on the worker's batches / raw* {two['raw_s'] / two['raw_batches_s']:.2f})"
+        + (
+            ", half a best run: since this run a worker on CUDA cuts bulk batches of up to 256 requests or 4,096 "
+            "pairs (a CPU's: 1,024), not yet measured there. "
+            if size < 256
+            else ". "
+        )
+        + "End to end / engine "
         f"({_span(e2e)}) passes 1 at 20 and 77 labels: the worker process runs onnxruntime alone, while the "
         "harness process that times the engine also holds PyTorch and the HF pipeline on the same GPU; that "
         "cause was not isolated in the time the GPU was lent. Against PyTorch on the same GPU, end to end at 5 "

@@ -71,7 +71,7 @@ def _worker_batches(
     engine: Engine, requests: Sequence[ClassifyRequest], settings: Settings
 ) -> list[list[ParsedRequest]]:
     parsed = [ParsedRequest(r) for r in requests]
-    return list(worker_batches(parsed, settings.bulk_batch_size, settings.bulk_max_pairs, engine.cost))
+    return list(worker_batches(parsed, settings.bulk_batch_size, engine.runs.bulk_max_pairs, engine.cost))
 
 
 def raw_batched_seconds(engine: Engine, requests: Sequence[ClassifyRequest], settings: Settings) -> float:

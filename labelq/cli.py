@@ -245,8 +245,15 @@ REDIS_URL_OPTION = click.option(
 def worker_command(processes: int | None, loglevel: str, hostname: str) -> None:
     """Run a streaming worker: consume the request queues in mini-batches, publish every result."""
     from worker import launcher
+    from worker.errors import ConfigError
+    from worker.onnx import run_defaults
+    from worker.runtime import policies
 
     settings = _settings(worker_processes=processes)
+    try:
+        policies(settings, run_defaults(settings))  # the batch limits fit the visibility timeout on this device
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
     if settings.worker_processes == 1:
         launcher.run_in_process(settings, loglevel=loglevel, hostname=hostname)
     else:

@@ -246,3 +246,15 @@ def test_classify_and_eval_with_a_shortlist(runner: CliRunner, tmp_path: Path) -
     assert set(json.loads(fitted.read_text())) == {"billing", "bug", "praise", "delivery"}
     plain = runner.invoke(main, ["eval", str(data), "--labels-file", str(labels), "--json"])
     assert "shortlist_recall" not in json.loads(plain.stdout[plain.stdout.index("{") :])
+
+
+def test_worker_refuses_batches_that_outlive_the_visibility_timeout(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LABELQ_PROVIDERS", '["CPUExecutionProvider"]')
+    monkeypatch.setenv("LABELQ_VISIBILITY_TIMEOUT_S", "30")
+    monkeypatch.setenv("LABELQ_REDIS_URL", "redis://127.0.0.1:1/0")  # never reached: it stops before
+    result = runner.invoke(main, ["worker"])
+    assert result.exit_code == 2  # click's usage error, before any model loads or Redis is dialled
+    assert "bulk: max wait 0.2 s + 1024 pairs at 20 pairs/s" in result.output
+    assert "lower LABELQ_BULK_MAX_PAIRS or raise the timeout" in result.output

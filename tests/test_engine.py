@@ -257,14 +257,29 @@ def test_run_defaults_follow_the_device_unless_set(models_dir: Path) -> None:
 
     unset = load_settings()
     assert run_defaults(unset, cuda=False) == RunDefaults(
-        cuda=False, prefer_quantized=True, max_pairs_per_run=8, token_budget=8192
+        cuda=False,
+        prefer_quantized=True,
+        max_pairs_per_run=8,
+        token_budget=8192,
+        bulk_max_pairs=1024,
+        slowest_pairs_per_s=20,
     )
     assert run_defaults(unset, cuda=True) == RunDefaults(
-        cuda=True, prefer_quantized=False, max_pairs_per_run=256, token_budget=65536
+        cuda=True,
+        prefer_quantized=False,
+        max_pairs_per_run=256,
+        token_budget=65536,
+        bulk_max_pairs=4096,
+        slowest_pairs_per_s=500,
     )
-    explicit = load_settings(prefer_quantized=True, max_pairs_per_run=32, token_budget=4096)
+    explicit = load_settings(prefer_quantized=True, max_pairs_per_run=32, token_budget=4096, bulk_max_pairs=2000)
     assert run_defaults(explicit, cuda=True) == RunDefaults(
-        cuda=True, prefer_quantized=True, max_pairs_per_run=32, token_budget=4096
+        cuda=True,
+        prefer_quantized=True,
+        max_pairs_per_run=32,
+        token_budget=4096,
+        bulk_max_pairs=2000,
+        slowest_pairs_per_s=500,
     )
     assert run_defaults(unset).cuda == (CUDA in ort.get_available_providers())
     assert run_defaults(load_settings(providers=("CPUExecutionProvider",))).cuda is False

@@ -9,16 +9,18 @@ from typing import Any
 
 import fakeredis
 import pytest
-from pydantic import ValidationError
 
 from schemas import ClassificationResult, ErrorCode, ErrorResult, parse_result
-from schemas.transport import DEAD_LETTER_KEY, NOTIFY_KEY, RESULT_KEY
+from schemas.transport import DEAD_LETTER_KEY, NOTIFY_KEY, QUEUE_BULK, RESULT_KEY
 from worker.batcher import Batcher, BatchPolicy
 from worker.engine import Engine
+from worker.errors import ConfigError
 from worker.fake import FAKE_MODEL, FakeClassifier
 from worker.messages import Delivery, UndecodableMessage, decode
+from worker.onnx import run_defaults
 from worker.pipeline import Pipeline
 from worker.publishing import Publisher
+from worker.runtime import policies
 from worker.settings import load_settings
 
 GOOD = {"id": "r1", "text": "refund please", "labels": ["refund", "bug"], "reply_to": "results:test"}
@@ -96,10 +98,23 @@ def test_batcher_flushes_on_items_pairs_and_age() -> None:
     assert batcher.full()  # the pair budget alone
 
 
-def test_settings_refuse_batches_that_outlive_the_visibility_timeout() -> None:
-    with pytest.raises(ValidationError, match="visibility_timeout_s"):
-        load_settings(visibility_timeout_s=10, bulk_max_pairs=1024)
-    assert load_settings(visibility_timeout_s=10, bulk_max_pairs=100, realtime_max_pairs=50).visibility_timeout_s == 10
+def test_batch_limits_must_fit_the_visibility_timeout_on_the_device() -> None:
+    short = load_settings(visibility_timeout_s=30)
+    with pytest.raises(ConfigError, match=r"bulk: .* 1024 pairs at 20 pairs/s .* LABELQ_VISIBILITY_TIMEOUT_S 30"):
+        policies(short, run_defaults(short, cuda=False))
+    # the same settings on CUDA: 4096-pair batches at its 500 pairs/s floor take 8.4 s
+    bulk = {p.queue: p for p in policies(short, run_defaults(short, cuda=True))}[QUEUE_BULK]
+    assert (bulk.max_items, bulk.max_pairs) == (256, 4096)
+    small = load_settings(visibility_timeout_s=10, bulk_max_pairs=100, realtime_max_pairs=50)
+    realtime_too_big = load_settings(visibility_timeout_s=10, bulk_max_pairs=100)
+    with pytest.raises(ConfigError, match=r"realtime: .* 256 pairs at 20 pairs/s"):
+        policies(realtime_too_big, run_defaults(realtime_too_big, cuda=False))
+    assert [p.max_pairs for p in policies(small, run_defaults(small, cuda=False))] == [50, 100]
+    # what README's GPU section relies on: the default timeout takes CUDA's batches, not a CPU's of that size
+    gpu = load_settings(bulk_max_pairs=4096)
+    assert policies(gpu, run_defaults(gpu, cuda=True))
+    with pytest.raises(ConfigError, match="LABELQ_BULK_MAX_PAIRS"):
+        policies(gpu, run_defaults(gpu, cuda=False))
 
 
 # --- pipeline ---

@@ -3,8 +3,9 @@
 LabelqError
 ├── RequestRejected        a request cannot be served: publish an ErrorResult, ack, move on
 │   └── ModelNotFound      the request names a model this worker does not have (code unknown_model)
-└── ModelError             the model itself is unusable: fail loudly at start-up, never per message
-    └── ModelLayoutError   a model directory lacks a file or holds an inconsistent config
+├── ModelError             the model itself is unusable: fail loudly at start-up, never per message
+│   └── ModelLayoutError   a model directory lacks a file or holds an inconsistent config
+└── ConfigError            the settings cannot work on this machine: the worker refuses to start
 """
 
 from __future__ import annotations
@@ -40,3 +41,7 @@ class ModelError(LabelqError):
 
 class ModelLayoutError(ModelError):
     """A model directory does not hold what the Hugging Face layout promises."""
+
+
+class ConfigError(LabelqError):
+    """Settings that are valid one by one but cannot work together on this device (checked at start-up)."""

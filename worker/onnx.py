@@ -30,8 +30,21 @@ def choose_providers(requested: tuple[str, ...]) -> list[str]:
     return chosen or [CPU]
 
 
-CPU_RUNS = (8, 8192)  # (pairs per run, padded tokens per run): the fastest on CPU in docs/benchmarks.md
-CUDA_RUNS = (256, 65536)  # the fastest on an H200 (the sweep rose to its largest size, 256)
+@dataclass(frozen=True, slots=True)
+class DeviceProfile:
+    """What measured fastest on one kind of device (docs/benchmarks.md), and a floor on its speed."""
+
+    max_pairs_per_run: int  # pairs in one model run
+    token_budget: int  # padded tokens in one model run
+    bulk_max_pairs: int  # pairs in one bulk batch: the Python around the model is paid once per batch
+    slowest_pairs_per_s: float  # a conservative floor: a batch must finish well within the visibility timeout
+
+
+# a CPU: the seed model int8 does 40-400 pairs/s on 2 cores; 20 covers fp32 on one thread with 128-token pairs
+CPU_PROFILE = DeviceProfile(max_pairs_per_run=8, token_budget=8192, bulk_max_pairs=1024, slowest_pairs_per_s=20)
+# CUDA: an H200 ran fp32 fastest at 256 pairs a run (the sweep's largest); 1,341 pairs/s at 8 a run is the floor
+# seen there, and 500 leaves room for smaller GPUs; 1,024-pair bulk batches gave it half a best run at 2 labels
+CUDA_PROFILE = DeviceProfile(max_pairs_per_run=256, token_budget=65536, bulk_max_pairs=4096, slowest_pairs_per_s=500)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,18 +56,22 @@ class RunDefaults:
     prefer_quantized: bool
     max_pairs_per_run: int
     token_budget: int
+    bulk_max_pairs: int
+    slowest_pairs_per_s: float
 
 
 def run_defaults(settings: Settings, cuda: bool | None = None) -> RunDefaults:
     """`cuda`: whether the CUDA provider runs the models (None: this onnxruntime build and the settings say)."""
     if cuda is None:
         cuda = CUDA in choose_providers(settings.providers)
-    pairs, budget = CUDA_RUNS if cuda else CPU_RUNS
+    device = CUDA_PROFILE if cuda else CPU_PROFILE
     return RunDefaults(
         cuda=cuda,
         prefer_quantized=not cuda if settings.prefer_quantized is None else settings.prefer_quantized,
-        max_pairs_per_run=settings.max_pairs_per_run or pairs,
-        token_budget=settings.token_budget or budget,
+        max_pairs_per_run=settings.max_pairs_per_run or device.max_pairs_per_run,
+        token_budget=settings.token_budget or device.token_budget,
+        bulk_max_pairs=settings.bulk_max_pairs or device.bulk_max_pairs,
+        slowest_pairs_per_s=device.slowest_pairs_per_s,
     )
 
 

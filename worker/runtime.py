@@ -15,7 +15,9 @@ from worker import metrics
 from worker.batcher import BatchPolicy
 from worker.egress import EgressRefused
 from worker.engine import Engine
+from worker.errors import ConfigError
 from worker.labelsets import LabelSetStore
+from worker.onnx import RunDefaults
 from worker.pipeline import Pipeline, WebhookGuard
 from worker.publishing import Publisher
 from worker.settings import Settings
@@ -51,16 +53,30 @@ def freeze_heap() -> None:
     gc.freeze()
 
 
-def policies(settings: Settings) -> tuple[BatchPolicy, ...]:
-    return (
+def policies(settings: Settings, runs: RunDefaults) -> tuple[BatchPolicy, ...]:
+    """The realtime and bulk batch policies; `ConfigError` when a full batch, waited for and run at this
+    device's slowest credible speed, could outlive the visibility timeout (Redis would hand its messages to
+    another worker while this one still holds them: duplicates, never loss, but wasted work)."""
+    chosen = (
         BatchPolicy(
             QUEUE_REALTIME,
             settings.realtime_batch_size,
             settings.realtime_max_pairs,
             settings.realtime_max_wait_ms / 1000,
         ),
-        BatchPolicy(QUEUE_BULK, settings.bulk_batch_size, settings.bulk_max_pairs, settings.bulk_max_wait_ms / 1000),
+        BatchPolicy(QUEUE_BULK, settings.bulk_batch_size, runs.bulk_max_pairs, settings.bulk_max_wait_ms / 1000),
     )
+    for policy in chosen:
+        name = policy.queue.removeprefix("labelq.")
+        worst_s = policy.max_wait_s + policy.max_pairs / runs.slowest_pairs_per_s
+        if worst_s >= settings.visibility_timeout_s:
+            raise ConfigError(
+                f"{name}: max wait {policy.max_wait_s:g} s + {policy.max_pairs} pairs at "
+                f"{runs.slowest_pairs_per_s:g} pairs/s (the slowest expected {'on CUDA' if runs.cuda else 'on a CPU'})"
+                f" = {worst_s:g} s, not under LABELQ_VISIBILITY_TIMEOUT_S {settings.visibility_timeout_s}: lower "
+                f"LABELQ_{name.upper()}_MAX_PAIRS or raise the timeout"
+            )
+    return chosen
 
 
 def webhook_guard(settings: Settings) -> WebhookGuard:
@@ -93,6 +109,7 @@ class Runtime:
     def start(cls, settings: Settings) -> Runtime:
         started = time.perf_counter()
         engine = Engine(settings)
+        batch_policies = policies(settings, engine.runs)  # before the model loads: a bad setting fails fast
         engine.classifier()  # load the default model now, in this process (after any fork)
         if settings.shortlist_k:
             engine.ranker()  # and the shortlist's ranker, so no request waits for it (or finds it unusable)
@@ -112,4 +129,4 @@ class Runtime:
             labelsets=LabelSetStore(client),
             log_texts=settings.log_texts,
         )
-        return cls(settings, engine, publisher, pipeline, policies(settings))
+        return cls(settings, engine, publisher, pipeline, batch_policies)
