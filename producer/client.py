@@ -65,7 +65,7 @@ class Client:
                 request = self.prepare(item)
                 self._celery.send_task(
                     TASK_CLASSIFY,
-                    args=[request.model_dump(mode="json", exclude_none=True)],
+                    args=[request.to_wire()],
                     task_id=request.id,
                     queue=queue_name(queue),
                     producer=producer,

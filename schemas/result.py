@@ -5,18 +5,20 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic.dataclasses import dataclass
 
 from schemas.codes import ErrorCode
 from schemas.request import SCHEMA_VERSION, MetadataValue
 
 
-class LabelScore(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+# A pydantic dataclass, not a model: the worker builds one per label of every request, and a 77-label result
+# validates in half the time (docs/benchmarks.md). Same fields, JSON and schema.
+@dataclass(frozen=True, slots=True, config=ConfigDict(extra="forbid"))
+class LabelScore:
     label: str
-    score: float = Field(description="Single-label: sums to 1 over labels; multi-label: each label in [0, 1]")
+    score: Annotated[float, Field(description="Single-label: sums to 1 over labels; multi-label: each label in [0, 1]")]
     threshold: float
-    accepted: bool = Field(description="score >= threshold")
+    accepted: Annotated[bool, Field(description="score >= threshold")]
 
 
 class Timings(BaseModel):

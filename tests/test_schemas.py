@@ -156,10 +156,13 @@ def test_threshold_precedence() -> None:
         labels=[{"name": "a", "threshold": 0.9}, {"name": "b", "threshold": 0.8}, "c", "d"],  # type: ignore[list-item]
         thresholds={"a": 0.1, "c": 0.3},
     )
-    a, b, c, d = request.labels
-    assert [request.threshold_for(label) for label in (a, b, c, d)] == [0.1, 0.8, 0.3, DEFAULT_THRESHOLD]
-    uniform = ClassifyRequest(text="x", labels=["a"], thresholds=0.2)  # type: ignore[list-item]
-    assert uniform.threshold_for(uniform.labels[0]) == 0.2
+    assert request.thresholds_by_label() == (0.1, 0.8, 0.3, DEFAULT_THRESHOLD)
+    uniform = ClassifyRequest(text="x", labels=["a", "b"], thresholds=0.2)  # type: ignore[list-item]
+    assert uniform.thresholds_by_label() == (0.2, 0.2)
+    own = ClassifyRequest(text="x", labels=[{"name": "a", "threshold": 0.9}, "b"], thresholds=0.2)  # type: ignore[list-item]
+    assert own.thresholds_by_label() == (0.9, 0.2)  # a label's own threshold beats the global one
+    empty_map = ClassifyRequest(text="x", labels=["a"], thresholds={})  # type: ignore[list-item]
+    assert empty_map.thresholds_by_label() == (DEFAULT_THRESHOLD,)
 
 
 def test_valid_request_defaults() -> None:
@@ -240,3 +243,43 @@ def test_json_schema_accepts_and_refuses_what_the_models_do() -> None:
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(message, schema)
         assert isinstance(parse_request(json.dumps(message)), ErrorResult)
+
+
+def test_the_wire_form_is_compact_and_parses_back_to_the_same_request() -> None:
+    request = ClassifyRequest(
+        id="w-1",
+        text="the app crashed",
+        labels=[  # type: ignore[list-item]
+            "billing",
+            {"name": "bug", "description": "a software defect", "threshold": 0.7, "examples": ["it crashes"]},
+            {"name": "praise", "hypothesis": "The customer is happy."},
+        ],
+        thresholds={"billing": 0.4},
+        metadata={"tenant": "acme"},
+    )
+    wire = request.to_wire()
+    assert wire["labels"] == [
+        "billing",  # only a name: the bare-string shorthand
+        {"name": "bug", "description": "a software defect", "threshold": 0.7, "examples": ["it crashes"]},
+        {"name": "praise", "hypothesis": "The customer is happy."},
+    ]
+    assert "reply_to" not in wire and "deadline" not in wire  # absent fields stay absent
+    outcome = parse_request(json.dumps(wire))
+    assert isinstance(outcome, ParsedRequest) and outcome.request == request
+    named = ClassifyRequest(id="w-2", text="x", label_set="intents")
+    assert "labels" not in named.to_wire()
+    again = parse_request(json.dumps(named.to_wire()))
+    assert isinstance(again, ParsedRequest) and again.request == named
+
+
+def test_repeated_label_names_are_validated_once_per_limit_and_shared() -> None:
+    long_name = "a label of forty characters, give or take"
+    raw = json.dumps({"text": "x", "labels": [long_name, "short"]})
+    first, second = parse_request(raw), parse_request(raw)
+    assert isinstance(first, ParsedRequest) and isinstance(second, ParsedRequest)
+    assert first.request.labels[0] is second.request.labels[0]  # validated once, shared (labels are frozen)
+    stricter = parse_request(raw, RequestLimits(max_label_chars=30))  # a name remembered under another limit
+    assert isinstance(stricter, ErrorResult)
+    assert (stricter.code, stricter.field) == (ErrorCode.LABEL_TOO_LONG, "labels.0.name")
+    rich = parse_request(json.dumps({"text": "x", "labels": [{"name": "short", "threshold": 0.9}]}))
+    assert isinstance(rich, ParsedRequest) and rich.request.labels[0].threshold == 0.9  # not the bare "short"

@@ -147,6 +147,7 @@ def test_every_outcome_is_published_and_bad_ones_dead_lettered(setup: Any) -> No
     pipeline.handle([pipeline.receive(item) for item in batch])
     queue = [parse_result(x) for x in redis.lrange("results:test", 0, -1)]
     assert [(r.id, r.status) for r in queue] == [("bad", "error"), ("late", "error"), ("r1", "ok"), ("r2", "ok")]
+    assert 0 < redis.ttl("results:test") <= 60  # the result queue expires with its results (refreshed per batch)
     bad, late = queue[0], queue[1]
     assert isinstance(bad, ErrorResult) and bad.code == ErrorCode.DUPLICATE_LABELS
     assert isinstance(late, ErrorResult) and late.code == ErrorCode.EXPIRED

@@ -61,7 +61,6 @@ class Publisher:
                 pipe.expire(NOTIFY_KEY + item.outcome.id, ttl)
             if item.reply_queue:
                 pipe.rpush(item.reply_queue, payload)
-                pipe.expire(item.reply_queue, ttl)
             if item.webhook_url:
                 job = WebhookJob(
                     request_id=item.outcome.id,
@@ -70,6 +69,8 @@ class Publisher:
                     secret_name=item.webhook_secret or DEFAULT_SECRET,
                 )
                 self.scheduler.schedule(pipe, job, now_s)
+        for queue in dict.fromkeys(item.reply_queue for item in publications if item.reply_queue):
+            pipe.expire(queue, ttl)  # once per result queue per batch, after its last push
         for letter in dead_letters:
             pipe.rpush(DEAD_LETTER_KEY, letter.to_json(now_s))
         for message_id in done_ids:
