@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,9 @@ def reading(data: dict[str, Any]) -> list[str]:
     if not ratios(deberta, "python"):
         return []
     size, pairs = bulk_batches(data)
+    minilm_rows = rows_of(data, "minilm-l6-int8")
+    minilm_ms = statistics.median(row["raw_s"] / row["units"] * 1000 for row in minilm_rows) if minilm_rows else 0
+    lowest = min(minilm_rows, key=lambda row: row["raw_batches_s"] / row["engine_s"])["labels"] if minilm_rows else 0
     return [
         "Reading them: the column *engine / raw on its batches* is what the Python around the model costs: "
         f"{_span(ratios(deberta, 'python'))} on the seed-sized DeBERTa (int8 and fp32). The rest of the gap to "
@@ -74,12 +78,12 @@ def reading(data: dict[str, Any]) -> list[str]:
         f"sweep's best size, a worker sorts each batch (up to {size} requests or {pairs:,} pairs) on its own and "
         "runs 8 pairs at a time (*raw on "
         f"the worker's batches / raw*: {_span(ratios(deberta, 'shape'))}). That share moves with this machine's "
-        "noise: with the same code, int8 engine / raw has measured anywhere from 0.87 to 1.01 in different runs "
-        "here, and no other run size or token budget tried (16 or 32 pairs, budgets of 512 to 1,024 padded "
+        "noise (earlier runs of unchanged code measured int8 engine / raw anywhere from 0.87 to 1.01 on this "
+        "machine), and no other run size or token budget tried (16 or 32 pairs, budgets of 512 to 1,024 padded "
         "tokens) beat 8 pairs across label counts. End to end stays at "
-        f"{_span(ratios(deberta, 'e2e'))} of the engine. The embedded MiniLM, about 1.2 ms a text, is where "
-        f"per-request work shows: engine / raw on its batches {_span(ratios(minilm, 'python'))}, lowest at 77 "
-        "labels (77 scores per result).",
+        f"{_span(ratios(deberta, 'e2e'))} of the engine. The embedded MiniLM, about {minilm_ms:.1f} ms a text, "
+        f"is where per-request work shows: engine / raw on its batches {_span(ratios(minilm, 'python'))}, lowest "
+        f"at {lowest} labels.",
     ]
 
 
