@@ -141,7 +141,7 @@ class Report:
     shortlist: dict[str, Any] = field(default_factory=dict)
     redis_commands_per_request: dict[str, float] = field(default_factory=dict)  # producer, worker and reader
     redis_ops_per_s: dict[str, float] = field(default_factory=dict)
-    batches: dict[str, int] = field(default_factory=dict)  # the worker's bulk batch limits in this run
+    batches: dict[str, int] = field(default_factory=dict)  # the worker's batch limits and run size in this run
 
 
 def log(message: str) -> None:
@@ -188,7 +188,11 @@ def measure_model(model: str, report: Report, server: RedisServer, scale: float,
     engine = Engine(settings)
     classifier = engine.classifier()
     freeze_heap()  # as a worker does after warm-up
-    report.batches = {"bulk_batch_size": settings.bulk_batch_size, "bulk_max_pairs": engine.runs.bulk_max_pairs}
+    report.batches = {
+        "bulk_batch_size": settings.bulk_batch_size,
+        "bulk_max_pairs": engine.runs.bulk_max_pairs,
+        "max_pairs_per_run": engine.runs.max_pairs_per_run,
+    }
     best = report.best_run[model]
     hf = ways.hf_pipeline(MODELS_DIR / DEBERTA, threads, DEVICE) if model == "deberta-fp32" else None
     rows = []

@@ -119,8 +119,8 @@ class Label(BaseModel):
 
 
 # Validated labels that are only a name, by (name, max_label_chars). A stream's requests mostly repeat one label
-# list, and each name otherwise costs a Python validator call per request (77 on a banking77 request: about
-# half of parsing it, docs/benchmarks.md). Labels are frozen, so requests can share them.
+# list, and each name otherwise costs a Python validator call per request (77 on a banking77 request: two thirds
+# of parsing it, 145 -> 51 us). Labels are frozen, so requests can share them.
 _BARE_LABELS: dict[tuple[str, int], Label] = {}
 _BARE_LABELS_MAX = 8192
 
@@ -305,8 +305,9 @@ class ClassifyRequest(BaseModel):
 
     def to_wire(self) -> dict[str, Any]:
         """The message body a producer sends: JSON-ready, absent fields left out, and each label that is only
-        a name as that bare string (the shorthand). A 77-label request is a third of the bytes of every field
-        spelled out, and a worker parses it in a quarter of the time (bare names are validated once and shared)."""
+        a name as that bare string (the shorthand). A 77-label banking77 request is 2 KB instead of 4 KB with
+        `"examples": []` on every label, and a worker parses it in a quarter of the time (51 vs 207 us: bare
+        names are validated once and shared)."""
         data = self.model_dump(mode="json", exclude_none=True, exclude={"labels"})
         if self.labels:
             data["labels"] = [

@@ -192,7 +192,7 @@ def test_warm_up_runs_a_full_run_at_the_models_length_limit(settings: Settings) 
     warm_up(engine, engine.settings)
     nli = engine.classifier()
     assert isinstance(nli, NliClassifier) and nli.last_plan is not None
-    assert max(len(run) for run in nli.last_plan.runs) == engine.runs.max_pairs_per_run == 8  # a CPU's
+    assert max(len(run) for run in nli.last_plan.runs) == engine.runs.max_pairs_per_run == 16  # a CPU's
     # the long warm-up text is cut to the model's limit, so the widest shape a request can bring has run once
     assert nli.last_plan.padded_tokens >= engine.runs.max_pairs_per_run * nli.encoder.max_length
 
@@ -259,7 +259,7 @@ def test_run_defaults_follow_the_device_unless_set(models_dir: Path) -> None:
     assert run_defaults(unset, cuda=False) == RunDefaults(
         cuda=False,
         prefer_quantized=True,
-        max_pairs_per_run=8,
+        max_pairs_per_run=16,
         token_budget=8192,
         bulk_max_pairs=1024,
         slowest_pairs_per_s=20,

@@ -77,3 +77,28 @@ def test_pad_run_right_pads_and_zeroes_types_when_asked() -> None:
     static = pad_run(items, pad_id=9, length=5, token_types=False)
     assert static["input_ids"].shape == (2, 5) and static["input_ids"][1, -1] == 9
     assert not static["token_type_ids"].any()
+
+
+def test_a_result_ranks_labels_by_score_ties_in_label_order_with_each_labels_threshold() -> None:
+    from pathlib import Path
+
+    from schemas import ClassifyRequest
+    from worker.models import ModelCard
+    from worker.results import Scored, build_result
+
+    card = ModelCard("m", "embedding", Path("m.onnx"), Path("tokenizer.json"), 128, "r1")
+    request = ClassifyRequest(
+        text="x",
+        labels=["a", {"name": "b", "threshold": 0.2}, "c", "d"],  # type: ignore[list-item]
+        thresholds={"c": 0.3},
+        multi_label=True,
+    )
+    result = build_result(request, Scored((0.25, 0.25, 0.9, 0.1), False, 1.5), card, batch_ms=2.0)
+    assert [(s.label, s.score, s.threshold, s.accepted) for s in result.labels] == [
+        ("c", 0.9, 0.3, True),
+        ("a", 0.25, 0.5, False),  # tied with b: label order kept
+        ("b", 0.25, 0.2, True),
+        ("d", 0.1, 0.5, False),
+    ]
+    assert result.accepted == ("c", "b") and result.top == "c"
+    assert (result.timings.inference_ms, result.timings.batch_ms, result.model_revision) == (1.5, 2.0, "r1")

@@ -29,11 +29,10 @@ def build_result(
     shortlist: Shortlist | None = None,
 ) -> ClassificationResult:
     """The result, validated in one pydantic call from plain data (one `LabelScore(...)` per label cost a
-    Python-level validation each: a third of the Python time per 77-label request on MiniLM)."""
-    names = [label.name for label in request.labels]
+    Python-level validation each: a third of the Python time per 77-label request on MiniLM). 77 labels: 93 us."""
+    names, scores = [label.name for label in request.labels], scored.scores
     thresholds = request.thresholds_by_label()
-    order = sorted(range(len(names)), key=scored.scores.__getitem__, reverse=True)
-    scores = scored.scores
+    order = sorted(range(len(names)), key=scores.__getitem__, reverse=True)  # stable: ties keep label order
     labels = [
         {"label": names[i], "score": scores[i], "threshold": thresholds[i], "accepted": scores[i] >= thresholds[i]}
         for i in order

@@ -66,7 +66,7 @@ class Settings(BaseSettings):
     max_pairs_per_run: int | None = Field(
         None,
         ge=1,
-        description="Most (text, label) pairs in one model run; unset: 8 on a CPU, 256 on CUDA (the fastest "
+        description="Most (text, label) pairs in one model run; unset: 16 on a CPU, 256 on CUDA (the fastest "
         "in docs/benchmarks.md)",
     )
     # request limits
