@@ -531,9 +531,9 @@ def cuda_reading(cuda: dict[str, Any]) -> list[str]:
         f"which a CPU hides behind a model that costs milliseconds a pair. At 2 labels a {size}-request batch "
         f"holds only {2 * size} pairs (*raw on the worker's batches / raw* {two['raw_s'] / two['raw_batches_s']:.2f})"
         + (
-            ", half a best run: since this run a worker on CUDA cuts bulk batches of up to 256 requests or 4,096 "
+            ", half a best run: since this run a worker on CUDA cuts bulk batches of up to 1,024 requests or 4,096 "
             "pairs (a CPU's: 1,024), not yet measured there. "
-            if size < 256
+            if size < 1024
             else ". "
         )
         + "End to end / engine "

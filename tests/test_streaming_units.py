@@ -104,7 +104,7 @@ def test_batch_limits_must_fit_the_visibility_timeout_on_the_device() -> None:
         policies(short, run_defaults(short, cuda=False))
     # the same settings on CUDA: 4096-pair batches at its 500 pairs/s floor take 8.4 s
     bulk = {p.queue: p for p in policies(short, run_defaults(short, cuda=True))}[QUEUE_BULK]
-    assert (bulk.max_items, bulk.max_pairs) == (256, 4096)
+    assert (bulk.max_items, bulk.max_pairs) == (1024, 4096)
     small = load_settings(visibility_timeout_s=10, bulk_max_pairs=100, realtime_max_pairs=50)
     realtime_too_big = load_settings(visibility_timeout_s=10, bulk_max_pairs=100)
     with pytest.raises(ConfigError, match=r"realtime: .* 256 pairs at 20 pairs/s"):

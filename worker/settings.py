@@ -96,7 +96,10 @@ class Settings(BaseSettings):
         256, ge=1, description="A realtime batch flushes at this many pairs (an embedding model: texts)"
     )
     bulk_batch_size: int = Field(
-        256, ge=1, description="Most requests in one bulk batch (more requests sort into less padded runs)"
+        1024,
+        ge=1,
+        description="Most requests in one bulk batch; the pair budget is what binds (more requests sort into less "
+        "padded runs)",
     )
     bulk_max_pairs: int | None = Field(
         None,
