@@ -76,7 +76,7 @@ def reading(data: dict[str, Any]) -> list[str]:
         "Reading them: the column *engine / raw on its batches* is what the Python around the model costs: "
         f"{_span(ratios(deberta, 'python'))} on the seed-sized DeBERTa (int8 and fp32). The rest of the gap to "
         "the ceiling is the shape of the runs: the ceiling sorts the whole workload by length and runs it at the "
-        f"sweep's best size, a worker sorts each batch (up to {size} requests or {pairs:,} pairs) on its own and "
+        f"sweep's best size, a worker sorts each batch (up to {size:,} requests or {pairs:,} pairs) on its own and "
         f"runs {run} pairs at a time (*raw on "
         f"the worker's batches / raw*: {_span(ratios(deberta, 'shape'))}). That share moves with the machine's "
         "noise (earlier runs of unchanged code measured int8 engine / raw anywhere from 0.87 to 1.01 on another "
@@ -101,8 +101,8 @@ def throughput_tables(data: dict[str, Any], heading: str = "###", suffix: str = 
             f"Model sequences are {unit} ({'one per (text, label)' if nli else 'label vectors are cached'}); "
             f"raw = `session.run` alone on all the texts sorted by length at its best run size "
             f"({data['best_run'][model]} sequences); raw on the worker's batches = `session.run` alone on the "
-            f"runs the engine cuts (bulk batches of up to {size} requests or {pairs:,} pairs, each sorted on its own, "
-            "`LABELQ_MAX_PAIRS_PER_RUN`): the "
+            f"runs the engine cuts (bulk batches of up to {size:,} requests or {pairs:,} pairs, each sorted on its "
+            "own, `LABELQ_MAX_PAIRS_PER_RUN`): the "
             "first splits engine / raw into what streaming batches cost the model and what Python costs.",
             "",
             "| labels | texts | raw ORT, pairs/s | engine, pairs/s | engine / raw | end to end, pairs/s | "
@@ -375,7 +375,7 @@ def write(data: dict[str, Any], out: Path, img: Path, cuda: dict[str, Any] | Non
         "",
         "Ways: **raw ORT**: `session.run` alone over inputs tokenised, sorted and padded beforehand, at the "
         "best run size of the sweep below; **engine**: labelq's engine in-process, in the batches a worker cuts "
-        f"(up to {bulk_batches(data)[0]} requests or {bulk_batches(data)[1]:,} pairs); **end to end**: the same "
+        f"(up to {bulk_batches(data)[0]:,} requests or {bulk_batches(data)[1]:,} pairs); **end to end**: the same "
         "requests as Celery messages, staged in a side list "
         "and moved onto the bulk queue of a private redis-server in one RENAME (the producer's cost, on another "
         "machine in a deployment, stays out of the window), one `labelq worker` process, timed to the last "
@@ -559,7 +559,7 @@ def cuda_section(cuda: dict[str, Any]) -> list[str]:
         f"{cuda['latency_scale']:g}` on {m['date']}: {machine}. Another machine: compare ratios within this "
         "section only. The same texts, labels and ways as above; the engine and the worker run with "
         "`LABELQ_PROVIDERS='[\"CUDAExecutionProvider\"]'`, `LABELQ_PREFER_QUANTIZED=false` and the sweep's best "
-        "run size as `LABELQ_MAX_PAIRS_PER_RUN` (a GPU wants far larger runs than a CPU's 8); the HF pipeline "
+        "run size as `LABELQ_MAX_PAIRS_PER_RUN` (a GPU wants far larger runs than a CPU's 16); the HF pipeline "
         "runs the same weights in PyTorch on the same GPU. int8 is measured in the sweep only: onnxruntime's "
         "dynamic int8 runs far slower than fp32 there, so a worker on CUDA loads fp32 unless told otherwise.",
         "",
