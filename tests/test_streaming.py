@@ -373,3 +373,14 @@ def test_worker_processes_do_not_outlive_a_killed_parent(start_worker: WorkerFac
     while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not any(alive(pid) for pid in pids), "worker processes outlived their parent"
+
+
+def test_the_producer_sends_the_compact_wire_form(client: Client) -> None:
+    """No worker: the message the producer LPUSHed is read back off the queue as any worker would see it."""
+    labels = ["billing", {"name": "bug", "threshold": 0.7}]
+    client.submit({"id": "wire-1", "text": "the app crashed", "labels": labels}, queue="bulk")
+    envelope = json.loads(client.redis.rpop(QUEUE_BULK))  # type: ignore[arg-type]
+    args, kwargs, _ = json.loads(base64.b64decode(envelope["body"]))
+    assert kwargs == {} and args[0]["labels"] == labels  # a name alone travels as the bare string
+    # null fields (reply_to, deadline, model, ...) are left out
+    assert set(args[0]) == {"schema_version", "id", "text", "labels", "multi_label", "metadata", "submitted_at"}
