@@ -24,7 +24,8 @@ class TextEncoder:
 
     A pair is encoded as the tokenizer itself encodes one: each side on its own, then truncation and the
     special tokens (`post_process`). Each distinct premise and hypothesis is tokenised once per batch, not
-    once per pair: a 5-label request used to tokenise its text 5 times (16 us a pair, now 8)."""
+    once per pair: a 5-label request used to tokenise its text 5 times (16 us a pair, now 8). Offsets are
+    never used, so `encode_batch_fast` skips them (204 banking77 texts: 13.2 -> 10.6 us a text, best of 7)."""
 
     def __init__(self, card: ModelCard, static_length: int | None = None) -> None:
         self._tokenizer = Tokenizer.from_file(str(card.tokenizer_path))
@@ -40,15 +41,15 @@ class TextEncoder:
     def encode_pairs(self, pairs: list[tuple[str, str]]) -> list[Encoded]:
         premises = list(dict.fromkeys(premise for premise, _ in pairs))
         hypotheses = list(dict.fromkeys(hypothesis for _, hypothesis in pairs))
-        first = dict(zip(premises, self._sides.encode_batch(premises, add_special_tokens=False), strict=True))
-        second = dict(zip(hypotheses, self._sides.encode_batch(hypotheses, add_special_tokens=False), strict=True))
+        first = dict(zip(premises, self._sides.encode_batch_fast(premises, add_special_tokens=False), strict=True))
+        second = dict(zip(hypotheses, self._sides.encode_batch_fast(hypotheses, add_special_tokens=False), strict=True))
         try:
             return [_encoded(self._tokenizer.post_process(first[p], second[h])) for p, h in pairs]
         except Exception:  # a hypothesis alone longer than max_length: only_first cannot truncate it
             return [self._encode_pair_alone(premise, hypothesis) for premise, hypothesis in pairs]
 
     def encode_texts(self, texts: list[str]) -> list[Encoded]:
-        return [_encoded(e) for e in self._tokenizer.encode_batch(texts)]
+        return [_encoded(e) for e in self._tokenizer.encode_batch_fast(texts)]
 
     def _encode_pair_alone(self, premise: str, hypothesis: str) -> Encoded:
         try:
