@@ -42,10 +42,11 @@ def pair_rates(row: dict[str, Any]) -> tuple[float, float, float]:
     return raw, rate(row["pairs"], row["engine_s"]), rate(row["pairs"], row["e2e_s"])
 
 
-def bulk_batches(data: dict[str, Any]) -> tuple[int, int]:
-    """The worker's bulk batch limits in that run (reports before they were recorded ran with 64 / 1024)."""
+def batch_limits(data: dict[str, Any]) -> tuple[int, int, int]:
+    """The worker's bulk batch size and pair budget and its pairs per run in that run (reports from before
+    they were recorded ran with 64, 1024 and 8)."""
     limits = data.get("batches") or {}
-    return limits.get("bulk_batch_size", 64), limits.get("bulk_max_pairs", 1024)
+    return limits.get("bulk_batch_size", 64), limits.get("bulk_max_pairs", 1024), limits.get("max_pairs_per_run", 8)
 
 
 def _span(values: list[float]) -> str:
@@ -67,8 +68,7 @@ def reading(data: dict[str, Any]) -> list[str]:
     deberta, minilm = NLI_MODELS, ("minilm-l6-int8",)
     if not ratios(deberta, "python"):
         return []
-    size, pairs = bulk_batches(data)
-    run = (data.get("batches") or {}).get("max_pairs_per_run", 8)
+    size, pairs, run = batch_limits(data)
     minilm_rows = rows_of(data, "minilm-l6-int8")
     minilm_ms = statistics.median(row["raw_s"] / row["units"] * 1000 for row in minilm_rows) if minilm_rows else 0
     lowest = min(minilm_rows, key=lambda row: row["raw_batches_s"] / row["engine_s"])["labels"] if minilm_rows else 0
@@ -91,7 +91,7 @@ def reading(data: dict[str, Any]) -> list[str]:
 
 def throughput_tables(data: dict[str, Any], heading: str = "###", suffix: str = "") -> list[str]:
     lines = []
-    size, pairs = bulk_batches(data)
+    size, pairs, _ = batch_limits(data)
     for model in dict.fromkeys(row["model"] for row in data["throughput"]):
         nli = model in NLI_MODELS
         unit = "pairs" if nli else "texts"
@@ -359,6 +359,7 @@ def plots(data: dict[str, Any], img: Path) -> list[str]:
 def write(data: dict[str, Any], out: Path, img: Path, cuda: dict[str, Any] | None = None) -> None:
     m = data["machine"]
     machine = ", ".join(f"{k} {v}" for k, v in m.items() if k != "date")
+    size, pairs, _ = batch_limits(data)
     lines = [
         "# Benchmarks",
         "",
@@ -375,7 +376,7 @@ def write(data: dict[str, Any], out: Path, img: Path, cuda: dict[str, Any] | Non
         "",
         "Ways: **raw ORT**: `session.run` alone over inputs tokenised, sorted and padded beforehand, at the "
         "best run size of the sweep below; **engine**: labelq's engine in-process, in the batches a worker cuts "
-        f"(up to {bulk_batches(data)[0]:,} requests or {bulk_batches(data)[1]:,} pairs); **end to end**: the same "
+        f"(up to {size:,} requests or {pairs:,} pairs); **end to end**: the same "
         "requests as Celery messages, staged in a side list "
         "and moved onto the bulk queue of a private redis-server in one RENAME (the producer's cost, on another "
         "machine in a deployment, stays out of the window), one `labelq worker` process, timed to the last "
@@ -521,7 +522,7 @@ def cuda_reading(cuda: dict[str, Any]) -> list[str]:
     engine = [row["raw_batches_s"] / row["engine_s"] for row in rows]
     e2e = [row["engine_s"] / row["e2e_s"] for row in rows]
     _, _, five_e2e = pair_rates(five)
-    size, _ = bulk_batches(cuda)
+    size, _, _ = batch_limits(cuda)
     return [
         "Reading it: on a GPU the model stops being the cost. `session.run` does "
         f"{min(raws):,.0f}-{max(raws):,.0f} pairs/s in runs of 256 (int8: {fp32_best / int8_best:.0f}x slower at "
