@@ -272,12 +272,22 @@ def test_the_wire_form_is_compact_and_parses_back_to_the_same_request() -> None:
     assert isinstance(again, ParsedRequest) and again.request == named
 
 
-def test_repeated_label_names_are_validated_once_per_limit_and_shared() -> None:
+def test_repeated_label_names_and_lists_are_validated_once_per_limit_and_shared() -> None:
     long_name = "a label of forty characters, give or take"
     raw = json.dumps({"text": "x", "labels": [long_name, "short"]})
     first, second = parse_request(raw), parse_request(raw)
     assert isinstance(first, ParsedRequest) and isinstance(second, ParsedRequest)
     assert first.request.labels[0] is second.request.labels[0]  # validated once, shared (labels are frozen)
+    assert first.request.labels is second.request.labels  # and the whole list: one tuple for a repeated list
+    # a remembered list still gets the checks that depend on the request and the receiver's limits
+    conflict = parse_request(json.dumps({"text": "x", "labels": [long_name, "short"], "label_set": "intents"}))
+    assert isinstance(conflict, ErrorResult) and conflict.code == ErrorCode.LABEL_SET_CONFLICT
+    too_many = parse_request(raw, RequestLimits(max_labels=1))
+    assert isinstance(too_many, ErrorResult) and too_many.code == ErrorCode.TOO_MANY_LABELS
+    twice = json.dumps({"text": "x", "labels": ["short", "short"]})
+    for _ in range(2):  # a rejected list is never remembered as valid
+        duplicate = parse_request(twice)
+        assert isinstance(duplicate, ErrorResult) and duplicate.code == ErrorCode.DUPLICATE_LABELS
     stricter = parse_request(raw, RequestLimits(max_label_chars=30))  # a name remembered under another limit
     assert isinstance(stricter, ErrorResult)
     assert (stricter.code, stricter.field) == (ErrorCode.LABEL_TOO_LONG, "labels.0.name")
