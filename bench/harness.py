@@ -262,7 +262,7 @@ def measure_latency(
     alone = []
     for request in requests(texts(21, 1500), labels, "alone"):
         started = time.perf_counter()
-        engine.classify([ParsedRequest(request)])
+        engine.answer([ParsedRequest(request)])
         alone.append((time.perf_counter() - started) * 1000)
     report.alone_ms[model] = statistics.median(alone[1:])
     log(f"{model}: realtime capacity {capacity:.1f} texts/s; one request alone {report.alone_ms[model]:.1f} ms")

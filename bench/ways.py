@@ -4,7 +4,8 @@
     but `session.run` in the timed loop (the ceiling any server could reach with this model and threads);
 (b) `hf_seconds`: transformers' `zero-shot-classification` pipeline (PyTorch), one text per call or a list
     with `batch_size`, the baseline a user would pick;
-(c) `engine_seconds`: labelq's engine in-process, in the batches a worker would cut;
+(c) `engine_seconds`: labelq's engine in-process (`Engine.answer`, as a worker runs it), in the batches a worker
+    would cut;
 (d) `e2e_seconds` / `open_loop`: a `labelq worker` process behind a private redis-server, requests submitted
     by the producer library and results read back from the reply queue.
 """
@@ -85,11 +86,12 @@ def raw_batched_seconds(engine: Engine, requests: Sequence[ClassifyRequest], set
 
 
 def engine_seconds(engine: Engine, requests: Sequence[ClassifyRequest], settings: Settings) -> float:
+    """The engine as a worker runs it (`Engine.answer`: scores, thresholds, ranking; JSON is the publisher's)."""
     batches = _worker_batches(engine, requests, settings)
-    engine.classify(batches[0][:2])  # warm
+    engine.answer(batches[0][:2])  # warm
     started = time.perf_counter()
     for batch in batches:
-        engine.classify(batch)
+        engine.answer(batch)
     return time.perf_counter() - started
 
 

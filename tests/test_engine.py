@@ -306,3 +306,23 @@ def test_a_session_that_falls_back_to_the_cpu_says_so(
     assert model.providers == [onnx.CPU]
     assert "runs on CPUExecutionProvider, not CUDAExecutionProvider" in caplog.text
     assert "on CPUExecutionProvider" in caplog.text
+
+
+def test_batch_mates_sharing_a_label_list_keep_their_own_thresholds(settings: Settings) -> None:
+    """The engine works out a label list's names and thresholds once per batch (its requests share one tuple),
+    keyed by the list and the request's global threshold; a per-label map is the request's own."""
+    engine = Engine(settings.model_copy(update={"model": FAKE_MODEL}), classifiers={FAKE_MODEL: FakeClassifier()})
+    labels = ["refund", "bug"]
+    batch = [
+        parsed("refund my money", labels),
+        parsed("refund it", labels, thresholds=0.99),
+        parsed("refund now", labels, thresholds={"bug": 0.0}),
+    ]
+    assert batch[0].request.labels is batch[1].request.labels  # what the engine keys on
+    plain, strict, mapped = engine.classify(batch)
+    assert isinstance(plain, ClassificationResult) and isinstance(strict, ClassificationResult)
+    assert isinstance(mapped, ClassificationResult)
+    assert {s.label: s.threshold for s in plain.labels} == {"refund": 0.5, "bug": 0.5}
+    assert {s.label: s.threshold for s in strict.labels} == {"refund": 0.99, "bug": 0.99}
+    assert {s.label: s.threshold for s in mapped.labels} == {"refund": 0.5, "bug": 0.0}
+    assert plain.accepted == ("refund",) and strict.accepted == () and mapped.accepted == ("refund", "bug")

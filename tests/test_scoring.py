@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+from schemas import ClassifyRequest, Shortlist, parse_result
 from worker.batching import pad_run, plan_runs
+from worker.models import ModelCard
+from worker.results import Scored, build_answer
 from worker.scoring import cosine_scores, nli_scores
 from worker.tokenization import Encoded
 
@@ -79,26 +85,52 @@ def test_pad_run_right_pads_and_zeroes_types_when_asked() -> None:
     assert not static["token_type_ids"].any()
 
 
+def _card() -> ModelCard:
+    return ModelCard("m", "embedding", Path("m.onnx"), Path("tokenizer.json"), 128, "r1")
+
+
 def test_a_result_ranks_labels_by_score_ties_in_label_order_with_each_labels_threshold() -> None:
-    from pathlib import Path
-
-    from schemas import ClassifyRequest
-    from worker.models import ModelCard
-    from worker.results import Scored, build_result
-
-    card = ModelCard("m", "embedding", Path("m.onnx"), Path("tokenizer.json"), 128, "r1")
     request = ClassifyRequest(
         text="x",
         labels=["a", {"name": "b", "threshold": 0.2}, "c", "d"],  # type: ignore[list-item]
         thresholds={"c": 0.3},
         multi_label=True,
     )
-    result = build_result(request, Scored((0.25, 0.25, 0.9, 0.1), False, 1.5), card, batch_ms=2.0)
+    answer = build_answer(request, Scored((0.25, 0.25, 0.9, 0.1), False, 1.5), _card(), batch_ms=2.0)
+    result = answer.result()
     assert [(s.label, s.score, s.threshold, s.accepted) for s in result.labels] == [
         ("c", 0.9, 0.3, True),
         ("a", 0.25, 0.5, False),  # tied with b: label order kept
         ("b", 0.25, 0.2, True),
         ("d", 0.1, 0.5, False),
     ]
-    assert result.accepted == ("c", "b") and result.top == "c"
+    assert result.accepted == ("c", "b") and result.top == "c" == answer.top
     assert (result.timings.inference_ms, result.timings.batch_ms, result.model_revision) == (1.5, 2.0, "r1")
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    [
+        {},
+        {"queue_ms": 12.34567, "label_set": ("intents", 3)},
+        {"shortlist": Shortlist(model="minilm-l6-int8", k=2, candidates=77), "truncated": True},
+    ],
+)
+def test_the_published_json_is_the_validated_results_own(stamp: dict[str, object]) -> None:
+    """The worker publishes an Answer's JSON without validating it again: it must be exactly the JSON of the
+    validated ClassificationResult, and parse back to it on the producer's side."""
+    request = ClassifyRequest(
+        id="j-1",
+        text="x",
+        labels=["refund", {"name": "bug", "threshold": 1e-05}, "praise"],  # type: ignore[list-item]
+        thresholds=0.3,
+        metadata={"tenant": "acme", "n": 3, "ok": True, "none": None, "ratio": 0.5},
+    )
+    scores = (1 / 3, 2e-05, 1 - 1 / 3 - 2e-05)  # floats that print long, and one in exponent form
+    answer = replace(build_answer(request, Scored(scores, False, 0.123456), _card(), batch_ms=7.0), **stamp)
+    result = answer.result()
+    assert answer.json() == result.model_dump_json()
+    assert parse_result(answer.json()) == result
+    assert result.top == answer.top == "praise" and result.accepted == ("praise", "refund", "bug")
+    assert result.timings.queue_ms == (12.346 if stamp.get("queue_ms") else None)
+    assert (result.label_set, result.label_set_version) == (("intents", 3) if "label_set" in stamp else (None, None))

@@ -102,14 +102,19 @@ class EmbeddingClassifier:
         text_vectors, truncated = self.embed(texts)
         row = {text: i for i, text in enumerate(texts)}
         # requests with the same labels, template and mode share one prototype matrix and one matmul; keyed by
-        # the labels' strings, which hash and compare in C (the pydantic labels' own __eq__ cost 3x more)
+        # the labels' strings, which hash and compare in C (the pydantic labels' own __eq__ cost 3x more), worked
+        # out once per label list (a repeated list is one tuple: schemas/request.py) while the batch holds them
         groups: dict[tuple[object, ...], list[int]] = {}
+        keys: dict[tuple[bool, str | None, int], tuple[object, ...]] = {}
         for index, request in enumerate(requests):
-            key = (
-                request.multi_label,
-                request.hypothesis_template,
-                *((label.name, label.description, label.examples) for label in request.labels),
-            )
+            seen = (request.multi_label, request.hypothesis_template, id(request.labels))
+            key = keys.get(seen)
+            if key is None:
+                key = keys[seen] = (
+                    request.multi_label,
+                    request.hypothesis_template,
+                    *((label.name, label.description, label.examples) for label in request.labels),
+                )
             groups.setdefault(key, []).append(index)
         firsts = [requests[indices[0]] for indices in groups.values()]
         wanted = [self.label_text(r, label) for r in firsts for label in r.labels]

@@ -23,13 +23,14 @@ from worker.models import ModelCard, ModelRegistry, describe_directory
 from worker.nli import NliClassifier
 from worker.onnx import OnnxModel, RunDefaults, SessionSpec, run_defaults
 from worker.result_cache import ResultCache, cache_key
-from worker.results import Scored, build_result
+from worker.results import Answer, LabelColumns, Scored, build_answer, label_columns
 from worker.settings import Settings
 from worker.shortlist import Shortlisted, shortlist, shortlist_size, unchanged
 
 log = logging.getLogger(__name__)
 
 Outcome = ClassificationResult | ErrorResult
+Answered = Answer | ErrorResult  # what the worker publishes
 
 
 class Classifier(Protocol):
@@ -113,7 +114,12 @@ class Engine:
         return self.registry.card(name)
 
     def classify(self, batch: Sequence[ParsedRequest]) -> list[Outcome]:
-        """One outcome per parsed request, in order. Never raises for a request's sake."""
+        """One validated outcome per parsed request, in order (`answer`, each answer validated). Never raises for
+        a request's sake."""
+        return [item.result() if isinstance(item, Answer) else item for item in self.answer(batch)]
+
+    def answer(self, batch: Sequence[ParsedRequest]) -> list[Answered]:
+        """One outcome per parsed request, in order, as the worker publishes it. Never raises for a request's sake."""
         groups: dict[str, list[int]] = defaultdict(list)
         for index, parsed in enumerate(batch):
             groups[parsed.request.model or self.settings.model].append(index)
@@ -138,23 +144,31 @@ class Engine:
             for i, p, item in zip(indices, picked, outcomes, strict=True):
                 scored[i] = item if isinstance(item, ErrorResult) else (item, classifier.card, p)
         batch_ms = (time.perf_counter() - started) * 1000
-        results: list[Outcome] = []
+        columns: dict[tuple[int, float | None], LabelColumns] = {}  # by label list: batch-mates share theirs
+        results: list[Answered] = []
         for i, parsed in enumerate(batch):
             done = scored[i]
             if isinstance(done, ErrorResult):
                 results.append(done)
-            else:
-                item, card, kept = done
-                results.append(
-                    build_result(
-                        kept.request,
-                        item,
-                        card,
-                        batch_ms=batch_ms,
-                        text_truncated=parsed.truncated,
-                        shortlist=kept.shortlist,
-                    )
+                continue
+            item, card, kept = done
+            request = kept.request
+            if isinstance(request.thresholds, dict):
+                shared = label_columns(request)
+            else:  # keyed by identity: every request of the batch is alive, so no id is reused meanwhile
+                key = (id(request.labels), request.thresholds)
+                shared = columns.get(key) or columns.setdefault(key, label_columns(request))
+            results.append(
+                build_answer(
+                    request,
+                    item,
+                    card,
+                    batch_ms=batch_ms,
+                    text_truncated=parsed.truncated,
+                    shortlist=kept.shortlist,
+                    columns=shared,
                 )
+            )
         return results
 
     def ranker(self) -> Classifier:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from schemas import ClassificationResult, ClassifyRequest, ErrorCode, ErrorResult, ParsedRequest, RequestLimits
+from schemas import ClassifyRequest, ErrorCode, ErrorResult, ParsedRequest, RequestLimits
 from schemas.parsing import parse_request, peek_field
 from schemas.request import QUEUE_NAME_PATTERN, RESERVED_QUEUE_PREFIX
 from worker import metrics
@@ -24,6 +24,7 @@ from worker.engine import Engine, error_for
 from worker.labelsets import LabelSetStore
 from worker.messages import Delivery, UndecodableMessage, decode
 from worker.publishing import Outcome, Publication, Publisher
+from worker.results import Answer
 
 log = logging.getLogger(__name__)
 
@@ -207,9 +208,9 @@ class Pipeline:
         model_ms = 0.0
         for _, publication in classified:
             result = publication.outcome
-            metrics.RESULTS.labels("ok" if isinstance(result, ClassificationResult) else result.code.value).inc()
-            if isinstance(result, ClassificationResult):
-                model_ms = max(model_ms, result.timings.batch_ms)
+            metrics.RESULTS.labels("ok" if isinstance(result, Answer) else result.code.value).inc()
+            if isinstance(result, Answer):
+                model_ms = max(model_ms, result.batch_ms)
         metrics.observe_batch(
             queue,
             len(batch),
@@ -224,7 +225,7 @@ class Pipeline:
     ) -> None:
         batch_id = uuid.uuid4().hex[:12]
         outcomes = [p.outcome for p in publications]
-        waits = [o.timings.queue_ms or 0.0 for o in outcomes if isinstance(o, ClassificationResult)]
+        waits = [o.queue_ms or 0.0 for o in outcomes if isinstance(o, Answer)]
         log.info(
             "batch %s: %d messages, %d classified, %d errors, %d dead letters",
             batch_id,
@@ -246,9 +247,9 @@ class Pipeline:
         if log.isEnabledFor(logging.DEBUG):
             texts = {r.parsed.request.id: r.parsed.request.text for r in batch if r.parsed} if self.log_texts else {}
             for outcome in outcomes:
-                fields = {"batch_id": batch_id, "request_id": outcome.id, "status": outcome.status}
-                if isinstance(outcome, ClassificationResult):
-                    fields |= {"top": outcome.top, **outcome.timings.model_dump()}
+                fields: dict[str, object] = {"batch_id": batch_id, "request_id": outcome.id, "status": outcome.status}
+                if isinstance(outcome, Answer):
+                    fields |= {"top": outcome.top, **outcome.timings()}
                 else:
                     fields |= {"code": outcome.code.value, "field": outcome.field}
                 if outcome.id in texts:
@@ -258,16 +259,12 @@ class Pipeline:
     def _classify(self, items: list[Received], started_s: float) -> list[Publication]:
         if not items:
             return []
-        outcomes = self.engine.classify([item.parsed for item in items if item.parsed])
+        outcomes: list[Outcome] = self.engine.answer([item.parsed for item in items if item.parsed])
         publications = []
         for item, outcome in zip(items, outcomes, strict=True):
-            if isinstance(outcome, ClassificationResult):
-                queue_ms = max(0.0, (started_s - item.enqueued_at_s) * 1000)
-                update: dict[str, object] = {
-                    "timings": outcome.timings.model_copy(update={"queue_ms": round(queue_ms, 3)})
-                }
-                if item.label_set:
-                    update |= {"label_set": item.label_set[0], "label_set_version": item.label_set[1]}
-                outcome = outcome.model_copy(update=update)
+            if isinstance(outcome, Answer):
+                outcome = replace(
+                    outcome, queue_ms=max(0.0, (started_s - item.enqueued_at_s) * 1000), label_set=item.label_set
+                )
             publications.append(item.publication(outcome))
         return publications

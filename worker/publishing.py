@@ -14,13 +14,19 @@ from dataclasses import dataclass
 
 import redis
 
-from schemas import ClassificationResult, ErrorResult
+from schemas import ErrorResult
 from schemas.transport import DEAD_LETTER_KEY, NOTIFY_KEY, RESULT_KEY
 from worker.constants import DELIVERIES_KEY, DELIVERIES_TTL_S
 from worker.deadletters import DeadLetter
+from worker.results import Answer
 from worker.webhook_jobs import DEFAULT_SECRET, Scheduler, WebhookJob
 
-Outcome = ClassificationResult | ErrorResult
+Outcome = Answer | ErrorResult
+
+
+def payload(outcome: Outcome) -> str:
+    """The published JSON of an outcome."""
+    return outcome.json() if isinstance(outcome, Answer) else outcome.model_dump_json()
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,18 +60,18 @@ class Publisher:
         now_s = time.time()
         pipe = self.client.pipeline(transaction=False)
         for item in publications:
-            payload = item.outcome.model_dump_json()
+            body = payload(item.outcome)
             if item.outcome.id:
-                pipe.set(RESULT_KEY + item.outcome.id, payload, ex=ttl)
+                pipe.set(RESULT_KEY + item.outcome.id, body, ex=ttl)
                 pipe.rpush(NOTIFY_KEY + item.outcome.id, 1)
                 pipe.expire(NOTIFY_KEY + item.outcome.id, ttl)
             if item.reply_queue:
-                pipe.rpush(item.reply_queue, payload)
+                pipe.rpush(item.reply_queue, body)
             if item.webhook_url:
                 job = WebhookJob(
                     request_id=item.outcome.id,
                     url=item.webhook_url,
-                    body=payload,
+                    body=body,
                     secret_name=item.webhook_secret or DEFAULT_SECRET,
                 )
                 self.scheduler.schedule(pipe, job, now_s)
@@ -73,7 +79,7 @@ class Publisher:
             pipe.expire(queue, ttl)  # once per result queue per batch, after its last push
         for letter in dead_letters:
             pipe.rpush(DEAD_LETTER_KEY, letter.to_json(now_s))
-        for message_id in done_ids:
-            pipe.delete(DELIVERIES_KEY + message_id)
+        if done_ids:
+            pipe.delete(*(DELIVERIES_KEY + message_id for message_id in done_ids))
         if len(pipe):
             pipe.execute()

@@ -34,7 +34,7 @@ def warm_up(engine: Engine, settings: Settings) -> None:
     long_text = " ".join([WARM_UP_TEXT] * 60)  # past any model's limit: cut to it, as a long request would be
     labels = [f"warm-up {i}" for i in range(engine.runs.max_pairs_per_run)]
     per_request = min(settings.max_labels, RequestLimits().max_labels)  # a bigger run takes several requests
-    engine.classify(
+    engine.answer(
         [
             ParsedRequest(ClassifyRequest(text=WARM_UP_TEXT, labels=("a", "b"))),
             *(
