@@ -64,7 +64,7 @@ CUDA_SWEEP = (8, 16, 32, 64, 128, 256)
 CUDA_FULL = ("deberta-fp32",)
 CUDA_SWEEP_ONLY = ("deberta-int8",)
 HF_BATCH = 32
-ROUNDS = 3
+ROUNDS = 5  # interleaved rounds of each way: medians, and the spread of the per-round ratios
 DOCS = ROOT / "docs"
 IMG = DOCS / "img"
 
@@ -101,6 +101,7 @@ class Throughput:
     raw_batches_s: float = float("nan")  # raw over the worker's batches and run size (what the engine runs)
     hf_single_s: float | None = None
     hf_batch_s: float | None = None
+    rounds: dict[str, list[float]] = field(default_factory=dict)  # way -> seconds of each round, in run order
 
 
 @dataclass
@@ -224,6 +225,7 @@ def measure_model(model: str, report: Report, server: RedisServer, scale: float,
                     engine_s=statistics.median(in_process),
                     e2e_s=statistics.median(e2e),
                     raw_batches_s=statistics.median(raw_batches),
+                    rounds={"raw": raw, "raw_batches": raw_batches, "engine": in_process, "e2e": e2e},
                 )
                 if hf is not None:
                     row.hf_single_s = ways.hf_seconds(hf, batch_texts, label_names(count), None)

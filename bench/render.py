@@ -198,6 +198,16 @@ def latency_of(data: dict[str, Any], model: str, config: str, load: float) -> li
     return []
 
 
+def round_spread(row: dict[str, Any], faster: str, slower: str) -> str:
+    """The range of one round's ratio `faster` seconds / `slower` seconds over a row's interleaved rounds (the
+    target is judged on the ratio of the medians); empty for a report that recorded no rounds."""
+    rounds = row.get("rounds") or {}
+    if not rounds:
+        return ""
+    ratios = [a / b for a, b in zip(rounds[faster], rounds[slower], strict=True)]
+    return f" ({min(ratios):.2f}-{max(ratios):.2f})"
+
+
 def targets(data: dict[str, Any]) -> list[str]:
     checks: list[tuple[str, str, bool]] = []
     for model in dict.fromkeys(row["model"] for row in data["throughput"]):
@@ -208,14 +218,20 @@ def targets(data: dict[str, Any]) -> list[str]:
         checks.append(
             (
                 f"{model}: engine >= 0.95 x raw ORT",
-                ", ".join(f"{r['labels']}: {v:.2f}" for r, v in zip(rows, engine_vs_raw, strict=True)),
+                ", ".join(
+                    f"{r['labels']}: {v:.2f}{round_spread(r, 'raw', 'engine')}"
+                    for r, v in zip(rows, engine_vs_raw, strict=True)
+                ),
                 min(engine_vs_raw) >= 0.95,
             )
         )
         checks.append(
             (
                 f"{model}: end to end >= 0.90 x engine",
-                ", ".join(f"{r['labels']}: {v:.2f}" for r, v in zip(rows, e2e_vs_engine, strict=True)),
+                ", ".join(
+                    f"{r['labels']}: {v:.2f}{round_spread(r, 'engine', 'e2e')}"
+                    for r, v in zip(rows, e2e_vs_engine, strict=True)
+                ),
                 min(e2e_vs_engine) >= 0.90,
             )
         )
@@ -356,6 +372,11 @@ def plots(data: dict[str, Any], img: Path) -> list[str]:
     ]
 
 
+def rounds_of(data: dict[str, Any]) -> int:
+    """How many interleaved rounds each way ran (three before the report recorded them)."""
+    return max((len(row.get("rounds", {}).get("raw", [])) for row in data["throughput"]), default=0) or 3
+
+
 def write(data: dict[str, Any], out: Path, img: Path, cuda: dict[str, Any] | None = None) -> None:
     m = data["machine"]
     machine = ", ".join(f"{k} {v}" for k, v in m.items() if k != "date")
@@ -375,12 +396,16 @@ def write(data: dict[str, Any], out: Path, img: Path, cuda: dict[str, Any] | Non
         "tokens per word (1.23 on held-out banking77 texts).",
         "",
         "Ways: **raw ORT**: `session.run` alone over inputs tokenised, sorted and padded beforehand, at the "
-        "best run size of the sweep below; **engine**: labelq's engine in-process, in the batches a worker cuts "
+        "best run size of the sweep below; **engine**: labelq's engine in-process as a worker runs it "
+        "(`Engine.answer`: scores, thresholds, ranking; turning them into JSON is left to the end-to-end way), "
+        "in the batches a worker cuts "
         f"(up to {size:,} requests or {pairs:,} pairs); **end to end**: the same "
         "requests as Celery messages, staged in a side list "
         "and moved onto the bulk queue of a private redis-server in one RENAME (the producer's cost, on another "
         "machine in a deployment, stays out of the window), one `labelq worker` process, timed to the last "
-        "result read back. Raw, engine and end to end run interleaved, three rounds each, medians reported; "
+        f"result read back. Raw, engine and end to end run interleaved, {rounds_of(data)} rounds each, medians "
+        "reported (in brackets in the targets: the range of one round's ratio, what this machine's drift does to "
+        "a single measurement); "
         "the worker idles while the in-process ways run; "
         "**HF**: transformers' `zero-shot-classification` pipeline on the PyTorch weights of the same model.",
         "",

@@ -23,14 +23,13 @@ from worker.models import ModelCard, ModelRegistry, describe_directory
 from worker.nli import NliClassifier
 from worker.onnx import OnnxModel, RunDefaults, SessionSpec, run_defaults
 from worker.result_cache import ResultCache, cache_key
-from worker.results import Answer, LabelColumns, Scored, build_answer, label_columns
+from worker.results import Answer, Answered, LabelColumns, Scored, build_answer, label_columns
 from worker.settings import Settings
 from worker.shortlist import Shortlisted, shortlist, shortlist_size, unchanged
 
 log = logging.getLogger(__name__)
 
-Outcome = ClassificationResult | ErrorResult
-Answered = Answer | ErrorResult  # what the worker publishes
+Outcome = ClassificationResult | ErrorResult  # validated, for in-process callers
 
 
 class Classifier(Protocol):

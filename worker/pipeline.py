@@ -23,8 +23,8 @@ from worker.deadletters import DeadLetter
 from worker.engine import Engine, error_for
 from worker.labelsets import LabelSetStore
 from worker.messages import Delivery, UndecodableMessage, decode
-from worker.publishing import Outcome, Publication, Publisher
-from worker.results import Answer
+from worker.publishing import Publication, Publisher
+from worker.results import Answer, Answered
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class Received:
     label_set: tuple[str, int] | None = None  # (name, version) the labels came from
     pairs: int = 0  # model sequences it will cost (Engine.cost): what the batcher's pair budget counts
 
-    def publication(self, outcome: Outcome) -> Publication:
+    def publication(self, outcome: Answered) -> Publication:
         request = self.parsed.request if self.parsed else None
         webhook = request.webhook_url if request and outcome is not self.error else None
         return Publication(outcome, self.reply_queue, webhook, request.webhook_secret if request else None)
@@ -259,7 +259,7 @@ class Pipeline:
     def _classify(self, items: list[Received], started_s: float) -> list[Publication]:
         if not items:
             return []
-        outcomes: list[Outcome] = self.engine.answer([item.parsed for item in items if item.parsed])
+        outcomes: list[Answered] = self.engine.answer([item.parsed for item in items if item.parsed])
         publications = []
         for item, outcome in zip(items, outcomes, strict=True):
             if isinstance(outcome, Answer):

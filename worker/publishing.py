@@ -14,24 +14,21 @@ from dataclasses import dataclass
 
 import redis
 
-from schemas import ErrorResult
 from schemas.transport import DEAD_LETTER_KEY, NOTIFY_KEY, RESULT_KEY
 from worker.constants import DELIVERIES_KEY, DELIVERIES_TTL_S
 from worker.deadletters import DeadLetter
-from worker.results import Answer
+from worker.results import Answer, Answered
 from worker.webhook_jobs import DEFAULT_SECRET, Scheduler, WebhookJob
 
-Outcome = Answer | ErrorResult
 
-
-def payload(outcome: Outcome) -> str:
+def payload(outcome: Answered) -> str:
     """The published JSON of an outcome."""
     return outcome.json() if isinstance(outcome, Answer) else outcome.model_dump_json()
 
 
 @dataclass(frozen=True, slots=True)
 class Publication:
-    outcome: Outcome
+    outcome: Answered
     reply_queue: str | None = None  # a Redis list to RPUSH the result onto
     webhook_url: str | None = None  # a URL to POST the result to (by a webhook worker)
     webhook_secret: str | None = None  # the name of the signing secret

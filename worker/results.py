@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic_core import to_json
 
-from schemas import SCHEMA_VERSION, ClassificationResult, ClassifyRequest, Shortlist
+from schemas import SCHEMA_VERSION, ClassificationResult, ClassifyRequest, ErrorResult, Shortlist
 from worker.models import ModelCard
 
 LabelColumns = tuple[tuple[str, ...], tuple[float, ...]]  # label names and effective thresholds, in label order
@@ -99,6 +99,9 @@ class Answer:
     def result(self) -> ClassificationResult:
         """The validated `ClassificationResult`."""
         return ClassificationResult.model_validate(self.data())
+
+
+Answered = Answer | ErrorResult  # what a worker publishes for a request
 
 
 def build_answer(
