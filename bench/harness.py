@@ -64,7 +64,7 @@ CUDA_SWEEP = (8, 16, 32, 64, 128, 256)
 CUDA_FULL = ("deberta-fp32",)
 CUDA_SWEEP_ONLY = ("deberta-int8",)
 HF_BATCH = 32
-ROUNDS = 5  # interleaved rounds of each way: medians, and the spread of the per-round ratios
+ROUNDS = 5  # interleaved rounds of each way: median times for the tables, paired per-round ratios for the targets
 DOCS = ROOT / "docs"
 IMG = DOCS / "img"
 
