@@ -69,6 +69,10 @@ class Client:
                     task_id=request.id,
                     queue=queue_name(queue),
                     producer=producer,
+                    # Celery's default is a repr of the whole request in the headers (up to 1 KB, costly to
+                    # write and carried, decoded and stored again with every message); monitors show this
+                    argsrepr=f"[<request {request.id}>]",
+                    kwargsrepr="{}",
                 )
                 ids.append(request.id)
         return ids

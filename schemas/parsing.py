@@ -50,14 +50,26 @@ def parse_request(raw: bytes | str, limits: RequestLimits | None = None) -> Pars
         request = ClassifyRequest.model_validate_json(text, context=limits)
     except ValidationError as exc:
         return error_from_validation(exc, _peek_id(text))
+    return _within_limits(request, limits)
+
+
+def validate_request(data: Any, limits: RequestLimits | None = None) -> ParsedRequest | ErrorResult:
+    """Like `parse_request`, for a message already decoded from JSON (a Celery task's argument): validated as
+    it is, not written out and parsed again (a 77-label request: 77 -> 33 us). The outcome is the same as
+    `parse_request` of its JSON (tests/test_schemas.py holds the two side by side); a rejected request is
+    parsed as JSON again for its error, whose messages then speak of JSON types ("an object", "an array")."""
+    limits = limits or RequestLimits()
+    try:
+        request = ClassifyRequest.model_validate(data, context=limits)
+    except ValidationError:
+        return parse_request(json.dumps(data, ensure_ascii=False), limits)
+    return _within_limits(request, limits)
+
+
+def _within_limits(request: ClassifyRequest, limits: RequestLimits) -> ParsedRequest:
     if len(request.text) > limits.max_text_chars:  # only reached when text_overflow == "truncate"
         return ParsedRequest(request.model_copy(update={"text": request.text[: limits.max_text_chars]}), truncated=True)
     return ParsedRequest(request)
-
-
-def validate_request(data: dict[str, Any], limits: RequestLimits | None = None) -> ParsedRequest | ErrorResult:
-    """Like `parse_request`, for a message already decoded from JSON (e.g. a Celery task argument)."""
-    return parse_request(json.dumps(data, ensure_ascii=False), limits)
 
 
 def error_from_validation(exc: ValidationError, request_id: str | None) -> ErrorResult:
@@ -85,15 +97,19 @@ def _field(loc: tuple[int | str, ...]) -> str | None:
     return ".".join(parts) or None
 
 
-def _peek_id(text: str | bytes) -> str | None:
-    return peek_field(text, "id", ID_PATTERN)
+def _peek_id(message: str | bytes | Any) -> str | None:
+    return peek_field(message, "id", ID_PATTERN)
 
 
-def peek_field(raw: str | bytes, name: str, pattern: str) -> str | None:
-    """A string field of a message that failed validation, if it is still readable and matches `pattern`."""
-    try:
-        data = json.loads(raw)
-    except (ValueError, RecursionError):
-        return None
+def peek_field(message: str | bytes | Any, name: str, pattern: str) -> str | None:
+    """A string field of a message that failed validation (its JSON, or the JSON already decoded), if it is
+    still readable and matches `pattern`."""
+    if isinstance(message, str | bytes):
+        try:
+            data = json.loads(message)
+        except (ValueError, RecursionError):
+            return None
+    else:
+        data = message
     value = data.get(name) if isinstance(data, dict) else None
     return value if isinstance(value, str) and re.match(pattern, value) else None

@@ -323,6 +323,8 @@ class ClassifyRequest(BaseModel):
     @field_validator("metadata")
     @classmethod
     def _metadata(cls, value: dict[str, MetadataValue], info: ValidationInfo) -> dict[str, MetadataValue]:
+        if not value:  # most requests carry none
+            return value
         limit = _limits(info).max_metadata_bytes
         size = len(json.dumps(value, separators=(",", ":")).encode())
         if size > limit:

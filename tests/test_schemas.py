@@ -18,6 +18,7 @@ from schemas import (
     RequestLimits,
     parse_request,
     parse_result,
+    validate_request,
 )
 from schemas.jsonschema_files import DIRECTORY, MODELS, render
 
@@ -112,6 +113,41 @@ def test_bad_input_is_an_error_result(raw: bytes, code: ErrorCode, field: str | 
     assert outcome.message and not re.search(r"\{[a-z_]+\}", outcome.message)  # templates are filled in
     assert outcome.errors[0].code == code
     parse_result(outcome.model_dump_json())  # and it is a valid wire result
+
+
+def _decoded_cases() -> list[tuple[str, Any]]:
+    cases = []
+    for name, raw, *_ in BAD_INPUT:
+        try:
+            cases.append((name, json.loads(raw)))
+        except ValueError:
+            continue  # not JSON: nothing decoded to validate
+    more = [
+        {**VALID, "thresholds": {"billing": 1, "bug": 0}},
+        {**VALID, "labels": [{"name": "a", "threshold": 1}, "b"], "shortlist": 0},
+        {**VALID, "id": "d-1", "deadline": "2030-01-01T00:00:00+02:00", "submitted_at": 1893456000},
+        {**VALID, "metadata": {"n": 1, "f": 1.5, "b": True, "s": "x", "z": None}, "multi_label": True},
+        {**VALID, "text": "x" * 101},
+        {**VALID, "shortlist": 2.0},
+        {**VALID, "shortlist": True},
+        {**VALID, "multi_label": 1},
+        {**VALID, "labels": [{"name": "a", "examples": "x"}]},
+        [VALID],
+        "a string",
+        7,
+    ]
+    return cases + [(f"more {i}", case) for i, case in enumerate(more)]
+
+
+@pytest.mark.parametrize("limits", [SMALL, RequestLimits(text_overflow="truncate", max_text_chars=100)])
+def test_a_decoded_request_validates_exactly_as_its_json_parses(limits: RequestLimits) -> None:
+    """The worker validates a Celery task's argument as decoded (`validate_request`), not as JSON: the same
+    outcome, errors and their messages included, for every case here."""
+    for name, data in _decoded_cases():
+        if isinstance(data, dict) and "id" not in data:
+            data = {**data, "id": "same-id"}  # else each side draws its own default id
+        raw = json.dumps(data).encode()
+        assert validate_request(data, limits) == parse_request(raw, limits), name
 
 
 def test_error_result_carries_the_request_id_when_readable() -> None:

@@ -122,15 +122,17 @@ def test_the_published_json_is_the_validated_results_own(stamp: dict[str, object
     request = ClassifyRequest(
         id="j-1",
         text="x",
-        labels=["refund", {"name": "bug", "threshold": 1e-05}, "praise"],  # type: ignore[list-item]
+        # names JSON must escape (a quote, a backslash, a control character; non-ASCII it writes as is)
+        labels=["refund", {"name": "bug", "threshold": 1e-05}, 'say "hi" \\ caf\u00e9 \U0001f600\t'],  # type: ignore[list-item]
         thresholds=0.3,
-        metadata={"tenant": "acme", "n": 3, "ok": True, "none": None, "ratio": 0.5},
+        metadata={"tenant": "acme", "n": 3, "ok": True, "none": None, "ratio": 0.5, "note": '"labels":null'},
     )
     scores = (1 / 3, 2e-05, 1 - 1 / 3 - 2e-05)  # floats that print long, and one in exponent form
     answer = replace(build_answer(request, Scored(scores, False, 0.123456), _card(), batch_ms=7.0), **stamp)
     result = answer.result()
     assert answer.json() == result.model_dump_json()
     assert parse_result(answer.json()) == result
-    assert result.top == answer.top == "praise" and result.accepted == ("praise", "refund", "bug")
+    praise = request.labels[2].name
+    assert result.top == answer.top == praise and result.accepted == (praise, "refund", "bug")
     assert result.timings.queue_ms == (12.346 if stamp.get("queue_ms") else None)
     assert (result.label_set, result.label_set_version) == (("intents", 3) if "label_set" in stamp else (None, None))

@@ -10,7 +10,7 @@ from typing import Any
 import fakeredis
 import pytest
 
-from schemas import ClassificationResult, ErrorCode, ErrorResult, parse_result
+from schemas import ClassificationResult, ErrorCode, ErrorResult, ParsedRequest, parse_result
 from schemas.transport import DEAD_LETTER_KEY, NOTIFY_KEY, QUEUE_BULK, RESULT_KEY
 from worker.batcher import Batcher, BatchPolicy
 from worker.engine import Engine
@@ -59,7 +59,26 @@ def test_protocol_2_and_1_and_string_requests_decode_alike() -> None:
         delivery([[], {"request": GOOD}, {}]),
     ):
         envelope = decode(item)
-        assert envelope.message_id == "m-1" and json.loads(envelope.request) == expected
+        request = envelope.request
+        assert envelope.message_id == "m-1"
+        assert (json.loads(request) if isinstance(request, bytes) else request) == expected
+        parsed = envelope.parse(load_settings().limits())
+        assert isinstance(parsed, ParsedRequest) and parsed.request.id == "r1"
+
+
+def test_a_lone_surrogate_is_an_invalid_utf8_error_and_an_emoji_is_text() -> None:
+    """A request is validated as decoded from the body, except where the body escapes a surrogate: a lone one
+    decodes to no text, so that request is read as bytes and answered `invalid_utf8`; a pair is an emoji."""
+    limits = load_settings().limits()
+    lone = b'[[{"id": "s1", "text": "caf\\ud800", "labels": ["a"]}], {}, {}]'
+    outcome = decode(delivery(lone, headers={"task": "labelq.classify", "id": "s1"})).parse(limits)
+    assert isinstance(outcome, ErrorResult) and outcome.code is ErrorCode.INVALID_UTF8
+    emoji = json.dumps([[{"id": "s2", "text": "love it \U0001f600", "labels": ["a"]}], {}, {}]).encode()
+    assert b"\\ud83d\\ude00" in emoji  # as every Celery client's JSON (ensure_ascii) writes it
+    parsed = decode(delivery(emoji, headers={"task": "labelq.classify", "id": "s2"})).parse(limits)
+    assert isinstance(parsed, ParsedRequest) and parsed.request.text == "love it \U0001f600"
+    plain = decode(v2({"id": "s3", "text": "caf\u00e9", "labels": ["a"]}))
+    assert isinstance(plain.request, dict)  # no surrogate escape: validated as decoded
 
 
 @pytest.mark.parametrize(
@@ -160,6 +179,33 @@ def test_every_outcome_is_published_and_bad_ones_dead_lettered(setup: Any) -> No
     assert letters[1]["raw"] == "garbage"
     r1 = parse_result(redis.get(RESULT_KEY + "r1"))
     assert isinstance(r1, ClassificationResult) and r1.timings.queue_ms is not None and r1.top == "refund"
+
+
+def test_one_batch_writes_each_result_to_its_queue_in_order_and_an_id_less_error_to_its_queue_only(
+    setup: Any,
+) -> None:
+    """The batch's results go out in one script call: by id (with its notify element), and in batch order onto
+    each request's own result queue; an error for a request whose id is unreadable reaches its queue only."""
+    pipeline, redis, _ = setup
+    batch = [
+        v2({**GOOD, "id": "a1", "reply_to": "q:a"}, "m-a1"),
+        v2({**GOOD, "id": "b1", "reply_to": "q:b"}, "m-b1"),
+        v2({"id": "bad id!", "text": "x", "labels": ["a"], "reply_to": "q:a"}, "m-x"),
+        v2({**GOOD, "id": "a2", "reply_to": "q:a"}, "m-a2"),
+        v2({**GOOD, "id": "n1", "reply_to": None}, "m-n1"),
+    ]
+    assert pipeline.publisher.count_deliveries(["c-1", "c-2"]) == [1, 1]
+    assert pipeline.publisher.count_deliveries(["c-2", "c-1", "c-3"]) == [2, 2, 1]
+    pipeline.handle([pipeline.receive(item) for item in batch])
+    on_a = [parse_result(x) for x in redis.lrange("q:a", 0, -1)]
+    assert [(r.id, r.status) for r in on_a] == [(None, "error"), ("a1", "ok"), ("a2", "ok")]
+    assert [parse_result(x).id for x in redis.lrange("q:b", 0, -1)] == ["b1"]
+    assert 0 < redis.ttl("q:a") <= 60 and 0 < redis.ttl("q:b") <= 60
+    for rid in ("a1", "b1", "a2", "n1"):
+        assert redis.get(RESULT_KEY + rid) is not None and redis.llen(NOTIFY_KEY + rid) == 1
+        assert 0 < redis.ttl(RESULT_KEY + rid) <= 60 and 0 < redis.ttl(NOTIFY_KEY + rid) <= 60
+    assert not redis.keys(RESULT_KEY + "bad*")
+    assert pipeline.publisher.count_deliveries(["m-a1", "c-1"]) == [1, 3]  # m-a1 done: its counter cleared
 
 
 def test_the_batchers_pair_budget_counts_what_the_model_will_run(setup: Any) -> None:

@@ -71,6 +71,6 @@ def replay(client: redis.Redis, text: str, letter: dict[str, Any], submit: Calla
         raise NotReplayable(str(exc)) from None
     if envelope.message_id:
         client.delete(DELIVERIES_KEY + envelope.message_id)
-    request_id = submit(envelope.request.decode(), str(letter.get("queue")))
+    request_id = submit(envelope.request_json(), str(letter.get("queue")))
     client.lrem(DEAD_LETTER_KEY, 1, text)
     return f"request {request_id} resubmitted to {letter.get('queue')}"

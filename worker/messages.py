@@ -9,10 +9,12 @@ carry `task` and `id`, the body is `[args, kwargs, embed]`) and protocol 1 (the 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from schemas import ErrorResult, ParsedRequest, RequestLimits, parse_request, validate_request
 from schemas.transport import TASK_CLASSIFY
 
 
@@ -30,7 +32,24 @@ class Delivery:
 @dataclass(frozen=True, slots=True)
 class TaskEnvelope:
     message_id: str | None  # Celery's task id (the producer sets it to the request id)
-    request: bytes  # the request JSON, for schemas.parse_request
+    request: bytes | Any  # the request's JSON (bytes), or the request as decoded from the body
+
+    def request_json(self) -> str:
+        """The request as JSON text (what a replay submits again)."""
+        if isinstance(self.request, bytes):
+            return self.request.decode("utf-8", errors="surrogatepass")
+        return json.dumps(self.request, ensure_ascii=False)
+
+    def parse(self, limits: RequestLimits) -> ParsedRequest | ErrorResult:
+        if isinstance(self.request, bytes):
+            return parse_request(self.request, limits)
+        return validate_request(self.request, limits)
+
+
+# A \uD800-\uDFFF escape in a body: it may decode to a lone surrogate, which is not text. Such a request is
+# written back out and parsed as bytes, where a lone surrogate is invalid UTF-8 (an `invalid_utf8` error
+# result); every other request is validated as decoded (tests/test_streaming_units.py).
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 class UndecodableMessage(ValueError):
@@ -65,8 +84,9 @@ def decode(delivery: Delivery) -> TaskEnvelope:
         request = kwargs["request"]
     else:
         raise UndecodableMessage("expected exactly one argument: the request")
+    message_id = str(message_id) if message_id is not None else None
     if isinstance(request, str):
-        raw = request.encode("utf-8", errors="surrogatepass")
-    else:
-        raw = json.dumps(request, ensure_ascii=False).encode("utf-8", errors="surrogatepass")
-    return TaskEnvelope(message_id=str(message_id) if message_id is not None else None, request=raw)
+        return TaskEnvelope(message_id, request.encode("utf-8", errors="surrogatepass"))
+    if _SURROGATE_ESCAPE.search(delivery.body):
+        return TaskEnvelope(message_id, json.dumps(request, ensure_ascii=False).encode("utf-8", errors="surrogatepass"))
+    return TaskEnvelope(message_id, request)

@@ -14,9 +14,10 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import Any
 
 from schemas import ClassifyRequest, ErrorCode, ErrorResult, ParsedRequest, RequestLimits
-from schemas.parsing import parse_request, peek_field
+from schemas.parsing import peek_field
 from schemas.request import QUEUE_NAME_PATTERN, RESERVED_QUEUE_PREFIX
 from worker import metrics
 from worker.deadletters import DeadLetter
@@ -51,9 +52,9 @@ class Received:
         return Publication(outcome, self.reply_queue, webhook, request.webhook_secret if request else None)
 
 
-def _peek_reply_queue(raw: bytes) -> str | None:
+def _peek_reply_queue(request: bytes | Any) -> str | None:
     """The reply queue of an invalid request, when it can still be read and is a plain queue name."""
-    value = peek_field(raw, "reply_to", QUEUE_NAME_PATTERN)
+    value = peek_field(request, "reply_to", QUEUE_NAME_PATTERN)
     return value if value and not value.startswith(RESERVED_QUEUE_PREFIX) else None
 
 
@@ -88,7 +89,7 @@ class Pipeline:
             envelope = decode(delivery)
         except UndecodableMessage as exc:
             return Received(delivery, undecodable=str(exc), enqueued_at_s=delivery.received_at)
-        parsed = parse_request(envelope.request, self.limits)
+        parsed = envelope.parse(self.limits)
         if isinstance(parsed, ErrorResult):
             return Received(
                 delivery,
