@@ -11,6 +11,7 @@ import fakeredis
 import pytest
 
 from schemas import ClassificationResult, ErrorCode, ErrorResult, ParsedRequest, parse_result
+from schemas.result import single_error
 from schemas.transport import DEAD_LETTER_KEY, NOTIFY_KEY, QUEUE_BULK, RESULT_KEY
 from worker.batcher import Batcher, BatchPolicy
 from worker.engine import Engine
@@ -19,7 +20,7 @@ from worker.fake import FAKE_MODEL, FakeClassifier
 from worker.messages import Delivery, UndecodableMessage, decode
 from worker.onnx import run_defaults
 from worker.pipeline import Pipeline
-from worker.publishing import Publisher
+from worker.publishing import Publication, Publisher
 from worker.runtime import policies
 from worker.settings import load_settings
 
@@ -184,8 +185,9 @@ def test_every_outcome_is_published_and_bad_ones_dead_lettered(setup: Any) -> No
 def test_one_batch_writes_each_result_to_its_queue_in_order_and_an_id_less_error_to_its_queue_only(
     setup: Any,
 ) -> None:
-    """The batch's results go out in one script call: by id (with its notify element), and in batch order onto
-    each request's own result queue; an error for a request whose id is unreadable reaches its queue only."""
+    """The batch's results go out in one script call: by id (with its notify element), and onto each request's
+    own result queue in the order the batch publishes them (its errors, then its answers in batch order); an
+    error for a request whose id is unreadable reaches its queue only."""
     pipeline, redis, _ = setup
     batch = [
         v2({**GOOD, "id": "a1", "reply_to": "q:a"}, "m-a1"),
@@ -206,6 +208,15 @@ def test_one_batch_writes_each_result_to_its_queue_in_order_and_an_id_less_error
         assert 0 < redis.ttl(RESULT_KEY + rid) <= 60 and 0 < redis.ttl(NOTIFY_KEY + rid) <= 60
     assert not redis.keys(RESULT_KEY + "bad*")
     assert pipeline.publisher.count_deliveries(["m-a1", "c-1"]) == [1, 3]  # m-a1 done: its counter cleared
+
+
+def test_the_publisher_keeps_the_order_it_is_given_with_or_without_an_id(setup: Any) -> None:
+    _, redis, _ = setup
+    publisher = Publisher(redis, result_ttl_s=60)
+    outcomes = [single_error(rid, ErrorCode.EXPIRED, "late") for rid in ("o1", None, "o2")]
+    publisher.publish([Publication(outcome, "q:o") for outcome in outcomes], [], [])
+    assert [parse_result(x).id for x in redis.lrange("q:o", 0, -1)] == ["o1", None, "o2"]
+    assert redis.get(RESULT_KEY + "o1") and redis.get(RESULT_KEY + "o2") and 0 < redis.ttl("q:o") <= 60
 
 
 def test_the_batchers_pair_budget_counts_what_the_model_will_run(setup: Any) -> None:

@@ -37,19 +37,22 @@ end
 return counts
 """
 
-# KEYS: per result its result key and notify key, then the result queues. ARGV: the TTL, the number of
-# results n, then per result its JSON and the number of its result queue among the KEYS after the first 2n
-# (0: none). Each queue's TTL is refreshed once, after its last push.
+# KEYS: the result key and notify key of each result with an id, then the result queues. ARGV: the TTL, the
+# number of results n, the number of key pairs m, then per result, in batch order: its JSON, the number of its
+# result queue among the KEYS after the first 2m (0: none), the number of its key pair (0: no id). Each queue's
+# TTL is refreshed once, after its last push.
 _RESULTS = """
-local ttl, n = ARGV[1], tonumber(ARGV[2])
-for i = 1, n do
-  local body, queue = ARGV[1 + 2 * i], tonumber(ARGV[2 + 2 * i])
-  redis.call('SET', KEYS[2 * i - 1], body, 'EX', ttl)
-  redis.call('RPUSH', KEYS[2 * i], 1)
-  redis.call('EXPIRE', KEYS[2 * i], ttl)
-  if queue > 0 then redis.call('RPUSH', KEYS[2 * n + queue], body) end
+local ttl, n, m = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+for i = 0, n - 1 do
+  local body, queue, pair = ARGV[4 + 3 * i], tonumber(ARGV[5 + 3 * i]), tonumber(ARGV[6 + 3 * i])
+  if pair > 0 then
+    redis.call('SET', KEYS[2 * pair - 1], body, 'EX', ttl)
+    redis.call('RPUSH', KEYS[2 * pair], 1)
+    redis.call('EXPIRE', KEYS[2 * pair], ttl)
+  end
+  if queue > 0 then redis.call('RPUSH', KEYS[2 * m + queue], body) end
 end
-for j = 2 * n + 1, #KEYS do redis.call('EXPIRE', KEYS[j], ttl) end
+for j = 2 * m + 1, #KEYS do redis.call('EXPIRE', KEYS[j], ttl) end
 return n
 """
 
@@ -89,17 +92,15 @@ class Publisher:
         ttl = self.result_ttl_s
         now_s = time.time()
         pipe = self.client.pipeline(transaction=False)
-        keys: list[str] = []
-        args: list[str | int] = [ttl, 0]
-        queues: dict[str, int] = {}  # result queue -> its number in the script's KEYS (from 1)
+        keys: list[str] = []  # result and notify key of each result with an id
+        queues: dict[str, int] = {}  # result queue -> its number among the script's KEYS after `keys` (from 1)
+        written: list[str | int] = []  # per result: JSON, queue number, key pair number (0: none)
         for item in publications:
             body = payload(item.outcome)
             queue = queues.setdefault(item.reply_queue, len(queues) + 1) if item.reply_queue else 0
-            if item.outcome.id:
+            if item.outcome.id:  # an error for a request whose id could not be read goes to its queue only
                 keys += (RESULT_KEY + item.outcome.id, NOTIFY_KEY + item.outcome.id)
-                args += (body, queue)
-            elif item.reply_queue:  # a request whose id could not be read: its result queue only
-                pipe.rpush(item.reply_queue, body)
+            written += (body, queue, len(keys) // 2 if item.outcome.id else 0)
             if item.webhook_url:
                 job = WebhookJob(
                     request_id=item.outcome.id,
@@ -109,7 +110,7 @@ class Publisher:
                 )
                 self.scheduler.schedule(pipe, job, now_s)
         if keys or queues:
-            args[1] = len(keys) // 2
+            args = [ttl, len(written) // 3, len(keys) // 2, *written]
             self._results(keys=[*keys, *queues], args=args, client=pipe)
         for letter in dead_letters:
             pipe.rpush(DEAD_LETTER_KEY, letter.to_json(now_s))
