@@ -57,7 +57,10 @@ def validate_request(data: Any, limits: RequestLimits | None = None) -> ParsedRe
     """Like `parse_request`, for a message already decoded from JSON (a Celery task's argument): validated as
     it is, not written out and parsed again (a 77-label request: 77 -> 33 us). The outcome is the same as
     `parse_request` of its JSON (tests/test_schemas.py holds the two side by side); a rejected request is
-    parsed as JSON again for its error, whose messages then speak of JSON types ("an object", "an array")."""
+    parsed as JSON again for its error, whose messages then speak of JSON types ("an object", "an array").
+    One thing it does not see: a lone surrogate, which a JSON decoder turns a `\\ud800` escape into, is
+    invalid UTF-8 to `parse_request` but a valid string here. The caller that has the raw JSON checks for
+    such escapes (worker/messages.py sends those requests to `parse_request`)."""
     limits = limits or RequestLimits()
     try:
         request = ClassifyRequest.model_validate(data, context=limits)
@@ -97,8 +100,8 @@ def _field(loc: tuple[int | str, ...]) -> str | None:
     return ".".join(parts) or None
 
 
-def _peek_id(message: str | bytes | Any) -> str | None:
-    return peek_field(message, "id", ID_PATTERN)
+def _peek_id(text: str | bytes) -> str | None:
+    return peek_field(text, "id", ID_PATTERN)
 
 
 def peek_field(message: str | bytes | Any, name: str, pattern: str) -> str | None:
