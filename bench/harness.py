@@ -42,7 +42,7 @@ from worker.batching import plan_runs  # noqa: E402
 from worker.embedding import EmbeddingClassifier  # noqa: E402
 from worker.engine import Engine  # noqa: E402
 from worker.nli import NliClassifier  # noqa: E402
-from worker.runtime import freeze_heap  # noqa: E402
+from worker.runtime import freeze_heap, warm_up  # noqa: E402
 from worker.settings import Settings, load_settings  # noqa: E402
 from worker.shortlist import shortlist  # noqa: E402
 
@@ -56,6 +56,7 @@ MODELS: dict[str, dict[str, str]] = {
 LATENCY_MODELS = ("minilm-l6-int8", "deberta-int8")
 LOADS = (0.1, 0.5, 0.9)
 SWEEP = (8, 16, 32, 64)
+SWEEP_ROUNDS = 3
 # --device cuda: onnxruntime's CUDA provider (onnxruntime-gpu), reported apart in bench/reports/harness-cuda.json.
 # fp32 gets every way; int8 (dynamic quantisation: integer matmuls the CUDA provider does not run) the sweep only.
 CUDA = "CUDAExecutionProvider"
@@ -171,7 +172,14 @@ def measure_sweep(model: str, report: Report, scale: float) -> dict[str, str]:
     units = ways.units(classifier, sample)
     sizes = CUDA_SWEEP if DEVICE == "cuda" else SWEEP
     budget = max(sizes) * 128
-    report.sweep[model] = {size: units / ways.raw_seconds(classifier, sample, budget, size) for size in sizes}
+    feeds = {size: ways.raw_feeds(classifier, sample, budget, size) for size in sizes}
+    for size in sizes:
+        ways.run_seconds(classifier, feeds[size][-1:])  # warm: the longest run of each size
+    timed: dict[int, list[float]] = {size: [] for size in sizes}
+    for round_ in range(SWEEP_ROUNDS):  # interleaved, alternating order: a slow spell does not pick the size
+        for size in sizes if round_ % 2 == 0 else sizes[::-1]:
+            timed[size].append(ways.run_seconds(classifier, feeds[size]))
+    report.sweep[model] = {size: units / statistics.median(timed[size]) for size in sizes}
     best = max(report.sweep[model], key=lambda size: report.sweep[model][size])
     report.best_run[model] = best
     log(f"{model}: raw sweep {report.sweep[model]} -> best {best}")
@@ -188,7 +196,8 @@ def measure_model(model: str, report: Report, server: RedisServer, scale: float,
     settings = settings_for(model, threads, **tuned)
     engine = Engine(settings)
     classifier = engine.classifier()
-    freeze_heap()  # as a worker does after warm-up
+    warm_up(engine, settings)  # as a worker does at start-up
+    freeze_heap()
     report.batches = {
         "bulk_batch_size": settings.bulk_batch_size,
         "bulk_max_pairs": engine.runs.bulk_max_pairs,
@@ -207,9 +216,10 @@ def measure_model(model: str, report: Report, server: RedisServer, scale: float,
                 batch = requests(batch_texts, label_names(count), f"t{count}", reply_to="bench:tp")
                 raw, raw_batches, in_process, e2e = [], [], [], []
                 for round_ in range(ROUNDS):  # interleaved, medians: the machine drifts between seconds
-                    raw.append(ways.raw_seconds(classifier, batch, engine.runs.token_budget, best))
-                    raw_batches.append(ways.raw_batched_seconds(engine, batch, settings))
-                    in_process.append(ways.engine_seconds(engine, batch, settings))
+                    measured = ways.in_process_round(engine, batch, settings, best)
+                    raw.append(measured.raw)
+                    raw_batches.append(measured.raw_batches)
+                    in_process.append(measured.engine)
                     before = int(client.redis.info("stats")["total_commands_processed"])
                     again = requests(batch_texts, label_names(count), f"e{count}-{round_}", reply_to="bench:tp")
                     e2e.append(ways.e2e_seconds(client, again, "bulk"))

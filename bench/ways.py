@@ -1,11 +1,12 @@
 """The four ways of classifying the same requests, each returning the seconds it took (or latencies).
 
-(a) `raw_seconds`: the onnxruntime session alone, on inputs tokenised, sorted and padded beforehand: nothing
-    but `session.run` in the timed loop (the ceiling any server could reach with this model and threads);
+(a) `raw_feeds` + `run_seconds`: the onnxruntime session alone, on inputs tokenised, sorted and padded
+    beforehand: nothing but `session.run` in the timed loop (the ceiling any server could reach with this
+    model and threads);
 (b) `hf_seconds`: transformers' `zero-shot-classification` pipeline (PyTorch), one text per call or a list
     with `batch_size`, the baseline a user would pick;
 (c) `engine_seconds`: labelq's engine in-process (`Engine.answer`, as a worker runs it), in the batches a worker
-    would cut;
+    would cut; `in_process_round` times (a) and (c) run by run, side by side, for the engine / raw target;
 (d) `e2e_seconds` / `open_loop`: a `labelq worker` process behind a private redis-server, requests submitted
     by the producer library and results read back from the reply queue.
 """
@@ -44,10 +45,10 @@ def units(classifier: Classifier, requests: Sequence[ClassifyRequest]) -> int:
     return len({r.text for r in requests})
 
 
-def raw_seconds(
+def raw_feeds(
     classifier: Classifier, requests: Sequence[ClassifyRequest], token_budget: int, max_items: int
-) -> float:
-    """Time of `session.run` alone over every run of the requests (tokenised and padded beforehand)."""
+) -> list[dict[str, Any]]:
+    """The session's inputs for every run of the requests: tokenised, sorted by length, cut and padded."""
     if isinstance(classifier, NliClassifier):
         encoded = classifier.encoder.encode_pairs([pair for r in requests for pair in classifier.pairs(r)])
     elif isinstance(classifier, EmbeddingClassifier):
@@ -60,8 +61,13 @@ def raw_seconds(
     for run in plan.runs:
         padded = pad_run([encoded[i] for i in run], classifier.encoder.pad_id, model.static_sequence_length)
         feeds.append({name: array for name, array in padded.items() if name in model.input_names})
-    session, output = model.session, [model.output_name]
-    session.run(output, feeds[0])  # warm
+    return feeds
+
+
+def run_seconds(classifier: Classifier, feeds: Sequence[dict[str, Any]]) -> float:
+    """Time of `session.run` alone over `feeds`, nothing else in the timed loop."""
+    assert isinstance(classifier, NliClassifier | EmbeddingClassifier)
+    session, output = classifier.model.session, [classifier.model.output_name]
     started = time.perf_counter()
     for feed in feeds:
         session.run(output, feed)
@@ -75,16 +81,6 @@ def _worker_batches(
     return list(worker_batches(parsed, settings.bulk_batch_size, engine.runs.bulk_max_pairs, engine.cost))
 
 
-def raw_batched_seconds(engine: Engine, requests: Sequence[ClassifyRequest], settings: Settings) -> float:
-    """`raw_seconds` over the batches a worker cuts, each sorted and run as the engine runs it: the model's
-    own time for the engine's work, so engine / this is what the Python around the model costs."""
-    classifier = engine.classifier()
-    return sum(
-        raw_seconds(classifier, [p.request for p in batch], engine.runs.token_budget, engine.runs.max_pairs_per_run)
-        for batch in _worker_batches(engine, requests, settings)
-    )
-
-
 def engine_seconds(engine: Engine, requests: Sequence[ClassifyRequest], settings: Settings) -> float:
     """The engine as a worker runs it (`Engine.answer`: scores, thresholds, ranking; JSON is the publisher's)."""
     batches = _worker_batches(engine, requests, settings)
@@ -93,6 +89,90 @@ def engine_seconds(engine: Engine, requests: Sequence[ClassifyRequest], settings
     for batch in batches:
         engine.answer(batch)
     return time.perf_counter() - started
+
+
+@dataclass(frozen=True)
+class InProcess:
+    """One round of the in-process ways over the same requests, in seconds: `raw` (the session alone on the
+    whole set, sorted as one, at the best run size), `raw_batches` (the session alone on exactly the runs the
+    engine made) and `engine` (`Engine.answer`, less the raw runs slotted into it)."""
+
+    raw: float
+    raw_batches: float
+    engine: float
+
+
+def _rows(feed: dict[str, Any]) -> int:
+    return int(feed["input_ids"].shape[0])
+
+
+class _Interleaved:
+    """Stands in for the model's onnxruntime session while the engine answers, so that the three in-process
+    ways run side by side, one model run apart: a slow spell of the machine (seconds long on a shared
+    2-core VM) lands on all three alike. Each time the engine runs its model the run is made (its output goes
+    back to the engine), made once more alone (`raw_batches`) and followed by the ceiling's next runs until the
+    ceiling has run as many rows as the engine (`raw`); every other time in the reverse order. Time spent on
+    the slotted runs is `inserted`, taken off the engine's wall time."""
+
+    def __init__(self, session: Any, ceiling: Sequence[dict[str, Any]]) -> None:
+        self.session, self.ceiling = session, list(ceiling)
+        self.next = self.engine_rows = self.ceiling_rows = self.calls = 0
+        self.raw = self.raw_batches = self.inserted = 0.0
+
+    def _timed(self, names: Any, feed: dict[str, Any]) -> tuple[Any, float]:
+        started = time.perf_counter()
+        out = self.session.run(names, feed)
+        return out, time.perf_counter() - started
+
+    def catch_up(self, names: Any) -> None:
+        while self.next < len(self.ceiling) and self.ceiling_rows < self.engine_rows:
+            feed = self.ceiling[self.next]
+            self.next += 1
+            self.raw += self._timed(names, feed)[1]
+            self.ceiling_rows += _rows(feed)
+
+    def run(self, names: Any, feed: dict[str, Any], *args: Any) -> Any:
+        entered = time.perf_counter()
+        self.engine_rows += _rows(feed)
+        self.calls += 1
+        if self.calls % 2:
+            out, own = self._timed(names, feed)
+            self.raw_batches += self._timed(names, feed)[1]
+            self.catch_up(names)
+        else:
+            self.catch_up(names)
+            self.raw_batches += self._timed(names, feed)[1]
+            out, own = self._timed(names, feed)
+        self.inserted += time.perf_counter() - entered - own
+        return out
+
+
+def in_process_round(
+    engine: Engine, requests: Sequence[ClassifyRequest], settings: Settings, best_run: int
+) -> InProcess:
+    """The three in-process ways over `requests`, run by run side by side (`_Interleaved`): the engine answers
+    the batches a worker cuts, as a worker does; the ceiling's runs are the whole set sorted as one and cut
+    at the sweep's best size."""
+    classifier = engine.classifier()
+    assert isinstance(classifier, NliClassifier | EmbeddingClassifier)
+    model = classifier.model
+    ceiling = raw_feeds(classifier, requests, engine.runs.token_budget, best_run)
+    batches = _worker_batches(engine, requests, settings)
+    engine.answer(batches[0][:2])  # warm
+    session = model.session
+    session.run([model.output_name], ceiling[-1])  # the ceiling's longest run: the arena grown to hold it
+    slots = _Interleaved(session, ceiling)
+    object.__setattr__(model, "_session", slots)  # the model's own session, wrapped for this round only
+    try:
+        started = time.perf_counter()
+        for batch in batches:
+            engine.answer(batch)
+        wall = time.perf_counter() - started
+        slots.engine_rows = sum(_rows(feed) for feed in ceiling)  # any runs the ceiling has left
+        slots.catch_up([model.output_name])
+    finally:
+        object.__setattr__(model, "_session", session)
+    return InProcess(slots.raw, slots.raw_batches, wall - slots.inserted)
 
 
 def hf_pipeline(model_dir: Path, threads: int, device: str = "cpu") -> Any:
