@@ -103,8 +103,8 @@ def throughput_tables(data: dict[str, Any], heading: str = "###", suffix: str = 
             f"Model sequences are {unit} ({'one per (text, label)' if nli else 'label vectors are cached'}); "
             f"raw = `session.run` alone on all the texts sorted by length at its best run size "
             f"({data['best_run'][model]} sequences); raw on the worker's batches = `session.run` alone on the "
-            f"runs the engine cuts (bulk batches of up to {size:,} requests or {pairs:,} pairs, each sorted on its "
-            "own, `LABELQ_MAX_PAIRS_PER_RUN`): the "
+            f"runs the engine made (bulk batches of up to {size:,} requests or {pairs:,} pairs, each sorted on its "
+            "own, `LABELQ_MAX_PAIRS_PER_RUN`), each repeated right after the engine's own: the "
             "first splits engine / raw into what streaming batches cost the model and what Python costs.",
             "",
             "| labels | texts | raw ORT, pairs/s | engine, pairs/s | engine / raw | end to end, pairs/s | "
@@ -391,10 +391,13 @@ def write(data: dict[str, Any], out: Path, img: Path, cuda: dict[str, Any] | Non
         "requests as Celery messages, staged in a side list "
         "and moved onto the bulk queue of a private redis-server in one RENAME (the producer's cost, on another "
         "machine in a deployment, stays out of the window), one `labelq worker` process, timed to the last "
-        f"result read back. Raw, engine and end to end run interleaved, {rounds_of(data)} rounds each; the tables "
-        "report median times, the targets compare the ways within each round (the median of the rounds' ratios, "
-        "their range in brackets: what this machine's drift does to a single measurement); "
-        "the worker idles while the in-process ways run; "
+        f"result read back. The ways run in {rounds_of(data)} rounds; within a round the in-process ways run "
+        "side by side, one model run apart (`bench/ways.py` `in_process_round`): the engine answers its batches "
+        "while each model run it makes is repeated alone (*raw on its batches*) and followed by the ceiling's "
+        "next runs until the ceiling has run as many sequences (every other run in the reverse order), the "
+        "slotted runs' time taken off the engine's wall time; end to end follows, the worker idle until then. "
+        "The tables report median times, the targets compare the ways within each round (the median of the "
+        "rounds' ratios, their range in brackets: what this machine's drift does to a single measurement); "
         "**HF**: transformers' `zero-shot-classification` pipeline on the PyTorch weights of the same model.",
         "",
         "## Targets",
