@@ -72,22 +72,35 @@ def reading(data: dict[str, Any]) -> list[str]:
     minilm_rows = rows_of(data, "minilm-l6-int8")
     minilm_ms = statistics.median(row["raw_s"] / row["units"] * 1000 for row in minilm_rows) if minilm_rows else 0
     lowest = min(minilm_rows, key=lambda row: row["raw_batches_s"] / row["engine_s"])["labels"] if minilm_rows else 0
+
+    def round_span(faster: str, slower: str) -> str:
+        values = [
+            a / b
+            for row in data["throughput"]
+            if row.get("rounds")
+            for a, b in zip(row["rounds"][faster], row["rounds"][slower], strict=True)
+        ]
+        return f"{min(values):.2f}-{max(values):.2f}" if values else "n/a"
+
+    best = ", ".join(f"{model} {run}" for model, run in data.get("best_run", {}).items())
     return [
-        "Reading them: the column *engine / raw on its batches* is what the Python around the model costs: "
-        f"{_span(ratios(deberta, 'python'))} on the seed-sized DeBERTa (int8 and fp32). The rest of the gap to "
-        "the ceiling is the shape of the runs: the ceiling sorts the whole workload by length and runs it at the "
-        f"sweep's best size, a worker sorts each batch (up to {size:,} requests or {pairs:,} pairs) on its own and "
-        f"runs {run} pairs at a time (*raw on "
-        f"the worker's batches / raw*: {_span(ratios(deberta, 'shape'))}). That share moves with the machine's "
-        "noise (earlier runs of unchanged code measured int8 engine / raw anywhere from 0.87 to 1.01 on another "
-        "2-core machine). The run size is an A/B of the engine itself (`LABELQ_MAX_PAIRS_PER_RUN`): on an Intel "
-        "Xeon 16 pairs ran DeBERTa 5-16% faster than 8 at every label count, int8 and fp32, and 32 was slower; "
-        "an AMD EPYC found 8 and 16 even, and later (one engine A/B, interleaved, 2026-12-01) 64 against 16 at "
-        "1.03 / 0.99 / 0.99 / 0.92 of the time for int8 at 2 / 5 / 20 / 77 labels and 0.93 / 1.00 for fp32 at 5 / "
-        "77: no size wins everywhere, so 16 stays the default; MiniLM ran the same at 8 and 16. End to end stays at "
-        f"{_span(ratios(deberta, 'e2e'))} of the engine. The embedded MiniLM, about {minilm_ms:.1f} ms a text, "
-        f"is where per-request work shows: engine / raw on its batches {_span(ratios(minilm, 'python'))}, lowest "
-        f"at {lowest} labels.",
+        "Reading them: the column *engine / raw on its batches* is what the Python around the model costs, timed "
+        f"run by run beside the engine: {_span(ratios(deberta, 'python'))} on the seed-sized DeBERTa (int8 and "
+        "fp32). The rest of the gap to the ceiling is the shape of the runs: the ceiling sorts the whole workload "
+        "by length and runs it at the sweep's best size, a worker sorts each batch (up to "
+        f"{size:,} requests or {pairs:,} pairs) on its own and runs {run} pairs at a time (*raw on the worker's "
+        f"batches / raw*: {_span(ratios(deberta, 'shape'))}). The sweep (three interleaved rounds) put the best "
+        f"run size at {best} sequences in this run; earlier engine A/Bs (`LABELQ_MAX_PAIRS_PER_RUN`) found 16 "
+        "5-16% faster than 8 on an Intel Xeon with 32 slower, and on an AMD EPYC 64 against 16 at 1.03 / 0.99 / "
+        "0.99 / 0.92 of the time for int8 at 2 / 5 / 20 / 77 labels: no size wins everywhere, so 16 stays the "
+        "default. Run by run, a round's engine / raw ranges "
+        f"{round_span('raw', 'engine')} across every model and label count; when the harness ran each way's "
+        "round in turn, seconds apart, a single round ranged 0.74-1.29 on this machine and each of two runs of "
+        "unchanged engine code missed 0.95 at three or four points. End to end "
+        f"({_span(ratios(deberta, 'e2e'))} of the engine on DeBERTa) is another process, timed a round after "
+        f"the engine: a round's ratio ranges {round_span('engine', 'e2e')} here, MiniLM's 2-second rounds the "
+        f"widest. The embedded MiniLM, about {minilm_ms:.1f} ms a text, is where per-request work shows: engine / "
+        f"raw on its batches {_span(ratios(minilm, 'python'))}, lowest at {lowest} labels.",
     ]
 
 
