@@ -47,7 +47,7 @@ def main() -> None:
     ratios = []
     try:
         with Client(server.url) as client:
-            ways.e2e_seconds(client, requests(texts(8, 2000), label_names(5), "warm", "bench:tp"), "bulk")
+            ways.warm_worker(client)
             for round_ in range(args.rounds):
                 batch = requests(batch_texts, label_names(args.labels), f"r{round_}", reply_to="bench:tp")
                 if round_ % 2 == 0:

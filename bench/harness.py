@@ -209,7 +209,7 @@ def measure_model(model: str, report: Report, server: RedisServer, scale: float,
     worker = ways.start_worker(server.url, env_for(model, threads, **tuned), Path(f"/tmp/labelq-bench-{model}.log"))
     try:
         with Client(server.url) as client:
-            ways.e2e_seconds(client, requests(texts(8, 2000), label_names(5), "warm", "bench:tp"), "bulk")
+            ways.warm_worker(client)
             commands, answered = 0, 0
             for count in LABEL_COUNTS:
                 batch_texts = texts(text_count(model, count, scale))
@@ -302,7 +302,7 @@ def measure_processes(model: str, report: Report, server: RedisServer, scale: fl
     try:
         with Client(server.url) as client:
             labels = label_names(5)
-            ways.e2e_seconds(client, requests(texts(8, 2000), labels, "warm2", "bench:tp"), "bulk")
+            ways.warm_worker(client, "warm2")
             backlog = requests(texts(text_count(model, 5, scale) * 2, 1000), labels, "cap2", reply_to="bench:cap2")
             rounds = [
                 ways.e2e_seconds(client, [r.model_copy(update={"id": f"{r.id}-{n}"}) for r in backlog], "bulk")

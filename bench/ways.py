@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import subprocess
@@ -26,7 +27,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bench.workload import worker_batches
+from bench.workload import label_names, texts, worker_batches
+from bench.workload import requests as make_requests
 from labelq.processes import stop_process
 from producer import Client
 from producer.client import queue_name
@@ -124,8 +126,9 @@ class _Interleaved:
         out = self.session.run(names, feed)
         return out, time.perf_counter() - started
 
-    def catch_up(self, names: Any) -> None:
-        while self.next < len(self.ceiling) and self.ceiling_rows < self.engine_rows:
+    def catch_up(self, names: Any, rows: float) -> None:
+        """The ceiling's next runs until it has run `rows` rows (or has none left)."""
+        while self.next < len(self.ceiling) and self.ceiling_rows < rows:
             feed = self.ceiling[self.next]
             self.next += 1
             self.raw += self._timed(names, feed)[1]
@@ -138,9 +141,9 @@ class _Interleaved:
         if self.calls % 2:
             out, own = self._timed(names, feed)
             self.raw_batches += self._timed(names, feed)[1]
-            self.catch_up(names)
+            self.catch_up(names, self.engine_rows)
         else:
-            self.catch_up(names)
+            self.catch_up(names, self.engine_rows)
             self.raw_batches += self._timed(names, feed)[1]
             out, own = self._timed(names, feed)
         self.inserted += time.perf_counter() - entered - own
@@ -168,8 +171,7 @@ def in_process_round(
         for batch in batches:
             engine.answer(batch)
         wall = time.perf_counter() - started
-        slots.engine_rows = sum(_rows(feed) for feed in ceiling)  # any runs the ceiling has left
-        slots.catch_up([model.output_name])
+        slots.catch_up([model.output_name], math.inf)  # any runs the ceiling has left
     finally:
         object.__setattr__(model, "_session", session)
     return InProcess(slots.raw, slots.raw_batches, wall - slots.inserted)
@@ -234,6 +236,11 @@ def pop(client: Client, queue: str, within_s: float) -> bytes | None:
         if popped is not None:
             return popped[1] if isinstance(popped[1], bytes) else str(popped[1]).encode()
     return None
+
+
+def warm_worker(client: Client, prefix: str = "warm") -> None:
+    """A few requests through a fresh worker before anything is timed."""
+    e2e_seconds(client, make_requests(texts(8, 2000), label_names(5), prefix, "bench:tp"), "bulk")
 
 
 def e2e_seconds(client: Client, requests: Sequence[ClassifyRequest], queue: str) -> float:
