@@ -66,6 +66,11 @@ CUDA_FULL = ("deberta-fp32",)
 CUDA_SWEEP_ONLY = ("deberta-int8",)
 HF_BATCH = 32
 ROUNDS = 5  # interleaved rounds of each way: median times for the tables, paired per-round ratios for the targets
+# MiniLM's rounds take about two seconds a way and spread the widest (a slow spell is a larger share of a short
+# round): more of them, at little cost, for a steadier median
+ROUNDS_BY_MODEL = {"minilm-l6-int8": 9}
+ALONE_SEGMENTS = 6  # the 10% load phase is cut in this many stretches, a few requests timed alone before each
+ALONE_PER_SEGMENT = 4
 DOCS = ROOT / "docs"
 IMG = DOCS / "img"
 
@@ -210,21 +215,21 @@ def measure_model(model: str, report: Report, server: RedisServer, scale: float,
     try:
         with Client(server.url) as client:
             ways.warm_worker(client)
-            commands, answered = 0, 0
+            counted = Counted()
             for count in LABEL_COUNTS:
                 batch_texts = texts(text_count(model, count, scale))
                 batch = requests(batch_texts, label_names(count), f"t{count}", reply_to="bench:tp")
                 raw, raw_batches, in_process, e2e = [], [], [], []
-                for round_ in range(ROUNDS):  # interleaved, medians: the machine drifts between seconds
+                for round_ in range(ROUNDS_BY_MODEL.get(model, ROUNDS)):  # interleaved: the machine drifts
+                    again = requests(batch_texts, label_names(count), f"e{count}-{round_}", reply_to="bench:tp")
+                    if round_ % 2:  # every other round end to end first: neither way always follows the other
+                        e2e.append(e2e_counted(client, again, counted))
                     measured = ways.in_process_round(engine, batch, settings, best)
                     raw.append(measured.raw)
                     raw_batches.append(measured.raw_batches)
                     in_process.append(measured.engine)
-                    before = int(client.redis.info("stats")["total_commands_processed"])
-                    again = requests(batch_texts, label_names(count), f"e{count}-{round_}", reply_to="bench:tp")
-                    e2e.append(ways.e2e_seconds(client, again, "bulk"))
-                    commands += int(client.redis.info("stats")["total_commands_processed"]) - before - 1
-                    answered += len(again)
+                    if round_ % 2 == 0:
+                        e2e.append(e2e_counted(client, again, counted))
                 row = Throughput(
                     model,
                     count,
@@ -242,7 +247,7 @@ def measure_model(model: str, report: Report, server: RedisServer, scale: float,
                     row.hf_batch_s = ways.hf_seconds(hf, batch_texts, label_names(count), HF_BATCH)
                 rows.append(row)
                 log(f"{model} {count} labels: {row}")
-            report.redis_commands_per_request[model] = commands / answered
+            report.redis_commands_per_request[model] = counted.commands / counted.requests
             if DEVICE == "cuda":
                 config = "1 process, CUDA"
                 measure_latency(model, config, report, server, client, engine, scale, latency_scale)
@@ -256,6 +261,23 @@ def measure_model(model: str, report: Report, server: RedisServer, scale: float,
         measure_processes(model, report, server, scale)
 
 
+@dataclass
+class Counted:
+    """Redis commands the end-to-end rounds took (producer, worker, reader) and the requests they answered."""
+
+    commands: int = 0
+    requests: int = 0
+
+
+def e2e_counted(client: Client, batch: list[ClassifyRequest], counted: Counted) -> float:
+    """`ways.e2e_seconds` on the bulk queue, adding the Redis commands it took and its requests to `counted`."""
+    before = int(client.redis.info("stats")["total_commands_processed"])
+    seconds = ways.e2e_seconds(client, batch, "bulk")
+    counted.commands += int(client.redis.info("stats")["total_commands_processed"]) - before - 1
+    counted.requests += len(batch)
+    return seconds
+
+
 def measure_latency(
     model: str,
     config: str,
@@ -266,18 +288,26 @@ def measure_latency(
     scale: float,
     latency_scale: float,
 ) -> None:
-    """Capacity on the realtime queue (a 5-label backlog), then open-loop Poisson load at 10/50/90% of it."""
+    """Capacity on the realtime queue (a 5-label backlog), then open-loop Poisson load at 10/50/90% of it.
+
+    The 10% phase runs in `ALONE_SEGMENTS` stretches with the same request texts timed alone in-process before
+    each (the worker idle then): the model's own time for a request is measured through the phase it is
+    compared with, not once before it, so a slow spell of the machine lands on both."""
     labels = label_names(5)
     backlog = requests(texts(text_count(model, 5, scale), 1000), labels, "cap", reply_to="bench:cap")
     capacity = len(backlog) / ways.e2e_seconds(client, backlog, "realtime")
     report.capacity[f"{model}/{config}"] = capacity
-    alone = []
-    for request in requests(texts(21, 1500), labels, "alone"):
-        started = time.perf_counter()
-        engine.answer([ParsedRequest(request)])
-        alone.append((time.perf_counter() - started) * 1000)
-    report.alone_ms[model] = statistics.median(alone[1:])
-    log(f"{model}: realtime capacity {capacity:.1f} texts/s; one request alone {report.alone_ms[model]:.1f} ms")
+    alone_texts = texts(ALONE_SEGMENTS * ALONE_PER_SEGMENT, 1500)
+    engine.answer([ParsedRequest(requests(alone_texts[:1], labels, "warm")[0])])
+    alone: list[float] = []
+
+    def alone_before(stretch: int) -> None:  # the worker is idle: requests like the phase's, in-process
+        part = alone_texts[stretch * ALONE_PER_SEGMENT : (stretch + 1) * ALONE_PER_SEGMENT]
+        for request in requests(part, labels, f"alone{stretch}"):
+            started = time.perf_counter()
+            engine.answer([ParsedRequest(request)])
+            alone.append((time.perf_counter() - started) * 1000)
+
     pool = texts(1400, 1600)  # cycled: the worker's result cache is off, so a repeat costs its model time
     offset = 0
     for load in LOADS:
@@ -287,10 +317,16 @@ def measure_latency(
         chosen = [pool[(offset + i) % len(pool)] for i in range(count)]
         batch = requests(chosen, labels, f"l{load}", reply_to=f"bench:lat{load}")
         offset += count
-        started = time.perf_counter()
-        latencies, cpu_ms = ways.open_loop(server.url, batch, rate, seed=int(load * 100))
-        achieved = len(latencies) / (time.perf_counter() - started)
-        report.latency.append(Latency(model, config, load, rate, achieved, cpu_ms, latencies))
+        low = load == LOADS[0]
+        phase = ways.open_loop_in_stretches(
+            server.url, batch, rate, int(load * 100), ALONE_SEGMENTS if low else 1, alone_before if low else None
+        )
+        latencies = phase.latencies_ms
+        achieved = len(latencies) / phase.load_s
+        report.latency.append(Latency(model, config, load, rate, achieved, phase.generator_cpu_ms, latencies))
+        if low:
+            report.alone_ms[model] = statistics.median(alone)
+            log(f"{model}: realtime capacity {capacity:.1f} texts/s; alone {report.alone_ms[model]:.1f} ms")
         p50, p99 = ways.percentile(latencies, 50), ways.percentile(latencies, 99)
         log(f"{model} {config} load {load:.0%}: p50 {p50:.0f} ms, p99 {p99:.0f} ms, n={len(latencies)}")
 

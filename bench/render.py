@@ -97,9 +97,10 @@ def reading(data: dict[str, Any]) -> list[str]:
         f"{round_span('raw', 'engine')} across every model and label count; when the harness ran each way's "
         "round in turn, seconds apart, a single round ranged 0.74-1.29 on this machine and each of two runs of "
         "unchanged engine code missed 0.95 at three or four points. End to end "
-        f"({_span(ratios(deberta, 'e2e'))} of the engine on DeBERTa) is another process, timed a round after "
-        f"the engine: a round's ratio ranges {round_span('engine', 'e2e')} here, MiniLM's 2-second rounds the "
-        f"widest. The embedded MiniLM, about {minilm_ms:.1f} ms a text, is where per-request work shows: engine / "
+        f"({_span(ratios(deberta, 'e2e'))} of the engine on DeBERTa) is another process, timed next to each "
+        f"round of the engine (before it every other round): a round's ratio ranges "
+        f"{round_span('engine', 'e2e')} here, MiniLM's 2-second rounds the widest (so MiniLM runs more of them). "
+        f"The embedded MiniLM, about {minilm_ms:.1f} ms a text, is where per-request work shows: engine / "
         f"raw on its batches {_span(ratios(minilm, 'python'))}, lowest at {lowest} labels.",
     ]
 
@@ -373,9 +374,13 @@ def plots(data: dict[str, Any], img: Path) -> list[str]:
     ]
 
 
-def rounds_of(data: dict[str, Any]) -> int:
-    """How many interleaved rounds each way ran (three before the report recorded them)."""
-    return max((len(row.get("rounds", {}).get("raw", [])) for row in data["throughput"]), default=0) or 3
+def rounds_of(data: dict[str, Any]) -> str:
+    """How many interleaved rounds each way ran, by model where they differ (three before the report recorded
+    them): "5 rounds" or "5 rounds (minilm-l6-int8: 9)"."""
+    counts = {row["model"]: len(row.get("rounds", {}).get("raw", [])) or 3 for row in data["throughput"]}
+    common = statistics.mode(counts.values()) if counts else 3
+    others = ", ".join(f"{model}: {n}" for model, n in counts.items() if n != common)
+    return f"{common} rounds" + (f" ({others})" if others else "")
 
 
 def write(data: dict[str, Any], out: Path, img: Path, cuda: dict[str, Any] | None = None) -> None:
@@ -404,11 +409,12 @@ def write(data: dict[str, Any], out: Path, img: Path, cuda: dict[str, Any] | Non
         "requests as Celery messages, staged in a side list "
         "and moved onto the bulk queue of a private redis-server in one RENAME (the producer's cost, on another "
         "machine in a deployment, stays out of the window), one `labelq worker` process, timed to the last "
-        f"result read back. The ways run in {rounds_of(data)} rounds; within a round the in-process ways run "
+        f"result read back. The ways run in {rounds_of(data)}; within a round the in-process ways run "
         "side by side, one model run apart (`bench/ways.py` `in_process_round`): the engine answers its batches "
         "while each model run it makes is repeated alone (*raw on its batches*) and followed by the ceiling's "
         "next runs until the ceiling has run as many sequences (every other run in the reverse order), the "
-        "slotted runs' time taken off the engine's wall time; end to end follows, the worker idle until then. "
+        "slotted runs' time taken off the engine's wall time; end to end runs after them in even rounds and "
+        "before them in odd ones (the worker idle while they run). "
         "The tables report median times, the targets compare the ways within each round (the median of the "
         "rounds' ratios, their range in brackets: what this machine's drift does to a single measurement); "
         "**HF**: transformers' `zero-shot-classification` pipeline on the PyTorch weights of the same model.",
@@ -430,7 +436,10 @@ def write(data: dict[str, Any], out: Path, img: Path, cuda: dict[str, Any] | Non
         "## Latency under open-loop load (5 labels, realtime queue)",
         "",
         "Poisson arrivals at 10%, 50% and 90% of the capacity measured on the realtime queue just before "
-        "(a 5-label backlog); latency from the producer's `submitted_at` to the result read back by a client.",
+        "(a 5-label backlog); latency from the producer's `submitted_at` to the result read back by a client. "
+        "*Alone in-process* is the median time `Engine.answer` takes for one such request by itself, timed in "
+        "stretches through the 10% phase (a few requests before each sixth of it, the worker idle then), so "
+        "that the figure and the latencies it is compared with see the same state of the machine.",
         "",
         "Capacity, texts/s: " + ", ".join(f"{k} {v:.1f}" for k, v in data["capacity"].items()) + ".",
         "",

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -309,6 +309,41 @@ def open_loop(url: str, requests: Sequence[ClassifyRequest], rate_per_s: float, 
             client.submit(prepared, queue="realtime")
     thread.join(timeout=300)
     return sorted(latencies), (time.process_time() - cpu_started) * 1000 / len(requests)
+
+
+@dataclass(frozen=True)
+class OpenLoop:
+    """An open-loop phase: its latencies (ms, sorted), the load generator's CPU ms per request, and the seconds
+    the load ran (the pauses between stretches left out)."""
+
+    latencies_ms: list[float]
+    generator_cpu_ms: float
+    load_s: float
+
+
+def open_loop_in_stretches(
+    url: str,
+    requests: Sequence[ClassifyRequest],
+    rate_per_s: float,
+    seed: int,
+    stretches: int = 1,
+    between: Callable[[int], None] | None = None,
+) -> OpenLoop:
+    """`open_loop` over `requests` cut in `stretches` consecutive parts, calling `between(i)` before part i,
+    once every result of the parts before has been read back (the worker idle then): what the harness times
+    alone in-process during a load phase goes there, so both see the same state of the machine."""
+    latencies: list[float] = []
+    cpu_ms = load_s = 0.0
+    for i in range(stretches):
+        if between is not None:
+            between(i)
+        part = requests[i * len(requests) // stretches : (i + 1) * len(requests) // stretches]
+        started = time.perf_counter()
+        measured, cpu = open_loop(url, part, rate_per_s, seed=seed + i)
+        load_s += time.perf_counter() - started
+        latencies += measured
+        cpu_ms += cpu * len(part)
+    return OpenLoop(sorted(latencies), cpu_ms / len(requests), load_s)
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:

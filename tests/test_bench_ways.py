@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
+import pytest
 
 from bench import ways
+from producer import Client
 from schemas import ClassifyRequest, ParsedRequest
 from worker.engine import Engine
 from worker.settings import load_settings
@@ -57,3 +60,38 @@ def test_a_round_answers_as_the_engine_does_and_gives_the_session_back(monkeypat
     assert [a.data()["labels"] for a in answered[-1]] == expected  # one batch: the timed answers, wrapped
     assert classifier.model.session is session  # type: ignore[attr-defined]
     assert measured.raw > 0 and measured.raw_batches > 0 and measured.engine > 0
+
+
+def test_an_open_loop_in_stretches_pauses_between_them_with_every_result_read(
+    start_worker: Any, redis_url: str, client: Client
+) -> None:
+    start_worker()
+    requests = [
+        ClassifyRequest(id=f"s{i}", text=f"message number {i}", labels=["billing", "praise"], reply_to="bench:s")
+        for i in range(7)
+    ]
+    calls: list[tuple[int, int]] = []  # (stretch, results read so far)
+    answered_before: list[int] = [0]
+
+    def between(stretch: int) -> None:
+        calls.append((stretch, answered_before[-1]))
+        time.sleep(0.5)
+
+    original = ways.open_loop
+
+    def counting(url: str, part: Any, rate: float, seed: int) -> tuple[list[float], float]:
+        out = original(url, part, rate, seed)
+        answered_before.append(answered_before[-1] + len(out[0]))
+        return out
+
+    started = time.perf_counter()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ways, "open_loop", counting)
+        phase = ways.open_loop_in_stretches(redis_url, requests, rate_per_s=20, seed=1, stretches=3, between=between)
+    wall = time.perf_counter() - started
+
+    assert calls == [(0, 0), (1, 2), (2, 4)]  # parts of 2, 2 and 3 requests, each pause after the last's results
+    assert len(phase.latencies_ms) == 7 and phase.latencies_ms == sorted(phase.latencies_ms)
+    assert all(ms > 0 for ms in phase.latencies_ms)
+    assert phase.load_s <= wall - 1.5  # the three pauses are not load time
+    assert client.redis.llen("bench:s") == 0
