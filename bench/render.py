@@ -95,7 +95,7 @@ def reading(data: dict[str, Any]) -> list[str]:
         "0.99 / 0.92 of the time for int8 at 2 / 5 / 20 / 77 labels: no size wins everywhere, so 16 stays the "
         "default. Run by run, a round's engine / raw ranges "
         f"{round_span('raw', 'engine')} across every model and label count; when the harness ran each way's "
-        "round in turn, seconds apart, a single round ranged 0.74-1.29 on this machine and each of two runs of "
+        "round in turn, seconds apart, a single round ranged 0.74-1.29 on an AMD EPYC and each of two runs of "
         "unchanged engine code missed 0.95 at three or four points. End to end "
         f"({_span(ratios(deberta, 'e2e'))} of the engine on DeBERTa) is another process, timed next to each "
         f"round of the engine (before it every other round): a round's ratio ranges "
