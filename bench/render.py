@@ -444,6 +444,7 @@ def write(data: dict[str, Any], out: Path, img: Path, cuda: dict[str, Any] | Non
         "Capacity, texts/s: " + ", ".join(f"{k} {v:.1f}" for k, v in data["capacity"].items()) + ".",
         "",
         *latency_table(data),
+        *overloaded(data),
         *plots(data, img),
     ]
     lines += extra_sections(data)
@@ -451,6 +452,29 @@ def write(data: dict[str, Any], out: Path, img: Path, cuda: dict[str, Any] | Non
         lines += cuda_section(cuda)
     out.write_text("\n".join(lines) + "\n")
     print(f"wrote {out}")
+
+
+def overloaded(data: dict[str, Any]) -> list[str]:
+    """Why a phase answered less than it was offered, where one fell short by more than 10% (less than that is
+    within what a Poisson phase of this length offers by chance)."""
+    short = [item for item in data["latency"] if item["achieved_per_s"] < 0.9 * item["offered_per_s"]]
+    if not short:
+        return []
+    cases = "; ".join(
+        f"{item['model']} at {item['load']:.0%} answered {item['achieved_per_s']:.1f} of {item['offered_per_s']:.1f} "
+        f"requests/s, its generator taking {item['generator_cpu_ms']:.2f} ms a request, "
+        f"{item['offered_per_s'] * item['generator_cpu_ms'] / 1000:.2f} of a core"
+        for item in short
+    )
+    return [
+        f"Where the queue grew ({cases}): the capacity above is the worker's own on a backlog (the producer's "
+        "cost outside the window, results drained a thousand at a time), while the open-loop generator, a "
+        "producer sending one request at a time and a reader taking one result at a time, runs on the same "
+        f"{data['machine'].get('cores', '?')} cores and adds its Redis commands. What it takes comes off the "
+        "worker's headroom; once that is gone the queue, and the latency with it, grows for the rest of the "
+        "phase. In a deployment the producers and readers run elsewhere.",
+        "",
+    ]
 
 
 def extra_sections(data: dict[str, Any]) -> list[str]:
