@@ -63,7 +63,7 @@ def test_a_round_answers_as_the_engine_does_and_gives_the_session_back(monkeypat
 
 
 def test_an_open_loop_in_stretches_pauses_between_them_with_every_result_read(
-    start_worker: Any, redis_url: str, client: Client
+    start_worker: Any, redis_url: str, client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     start_worker()
     requests = [
@@ -84,10 +84,9 @@ def test_an_open_loop_in_stretches_pauses_between_them_with_every_result_read(
         answered_before.append(answered_before[-1] + len(out[0]))
         return out
 
+    monkeypatch.setattr(ways, "open_loop", counting)
     started = time.perf_counter()
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(ways, "open_loop", counting)
-        phase = ways.open_loop_in_stretches(redis_url, requests, rate_per_s=20, seed=1, stretches=3, between=between)
+    phase = ways.open_loop_in_stretches(redis_url, requests, rate_per_s=20, seed=1, stretches=3, between=between)
     wall = time.perf_counter() - started
 
     assert calls == [(0, 0), (1, 2), (2, 4)]  # parts of 2, 2 and 3 requests, each pause after the last's results
