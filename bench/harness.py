@@ -66,11 +66,11 @@ CUDA_FULL = ("deberta-fp32",)
 CUDA_SWEEP_ONLY = ("deberta-int8",)
 HF_BATCH = 32
 ROUNDS = 5  # interleaved rounds of each way: median times for the tables, paired per-round ratios for the targets
-# MiniLM's rounds take about two seconds a way and spread the widest (a slow spell is a larger share of a short
+# MiniLM's rounds take a second or two a way and spread the widest (a slow spell is a larger share of a short
 # round): more of them, at little cost, for a steadier median
 ROUNDS_BY_MODEL = {"minilm-l6-int8": 9}
-ALONE_SEGMENTS = 6  # the 10% load phase is cut in this many stretches, a few requests timed alone before each
-ALONE_PER_SEGMENT = 4
+ALONE_STRETCHES = 6  # the 10% load phase is cut in this many stretches, a few requests timed alone before each
+ALONE_PER_STRETCH = 4
 DOCS = ROOT / "docs"
 IMG = DOCS / "img"
 
@@ -119,6 +119,13 @@ class Latency:
     achieved_per_s: float
     generator_cpu_ms: float  # the load generator's own CPU per request, on the same cores
     latencies_ms: list[float] = field(repr=False)
+
+    @classmethod
+    def of(cls, model: str, config: str, load: float, offered_per_s: float, phase: ways.OpenLoop) -> Latency:
+        """A phase's figures; the answered rate counts the seconds the load ran, pauses between stretches left
+        out."""
+        achieved = len(phase.latencies_ms) / phase.load_s
+        return cls(model, config, load, offered_per_s, achieved, phase.generator_cpu_ms, phase.latencies_ms)
 
     @property
     def p50(self) -> float:
@@ -290,19 +297,19 @@ def measure_latency(
 ) -> None:
     """Capacity on the realtime queue (a 5-label backlog), then open-loop Poisson load at 10/50/90% of it.
 
-    The 10% phase runs in `ALONE_SEGMENTS` stretches with the same request texts timed alone in-process before
+    The 10% phase runs in `ALONE_STRETCHES` stretches with the same request texts timed alone in-process, before
     each (the worker idle then): the model's own time for a request is measured through the phase it is
     compared with, not once before it, so a slow spell of the machine lands on both."""
     labels = label_names(5)
     backlog = requests(texts(text_count(model, 5, scale), 1000), labels, "cap", reply_to="bench:cap")
     capacity = len(backlog) / ways.e2e_seconds(client, backlog, "realtime")
     report.capacity[f"{model}/{config}"] = capacity
-    alone_texts = texts(ALONE_SEGMENTS * ALONE_PER_SEGMENT, 1500)
+    alone_texts = texts(ALONE_STRETCHES * ALONE_PER_STRETCH, 1500)
     engine.answer([ParsedRequest(requests(alone_texts[:1], labels, "warm")[0])])
     alone: list[float] = []
 
     def alone_before(stretch: int) -> None:  # the worker is idle: requests like the phase's, in-process
-        part = alone_texts[stretch * ALONE_PER_SEGMENT : (stretch + 1) * ALONE_PER_SEGMENT]
+        part = alone_texts[stretch * ALONE_PER_STRETCH : (stretch + 1) * ALONE_PER_STRETCH]
         for request in requests(part, labels, f"alone{stretch}"):
             started = time.perf_counter()
             engine.answer([ParsedRequest(request)])
@@ -319,14 +326,13 @@ def measure_latency(
         offset += count
         low = load == LOADS[0]
         phase = ways.open_loop_in_stretches(
-            server.url, batch, rate, int(load * 100), ALONE_SEGMENTS if low else 1, alone_before if low else None
+            server.url, batch, rate, int(load * 100), ALONE_STRETCHES if low else 1, alone_before if low else None
         )
-        latencies = phase.latencies_ms
-        achieved = len(latencies) / phase.load_s
-        report.latency.append(Latency(model, config, load, rate, achieved, phase.generator_cpu_ms, latencies))
+        report.latency.append(Latency.of(model, config, load, rate, phase))
         if low:
             report.alone_ms[model] = statistics.median(alone)
             log(f"{model}: realtime capacity {capacity:.1f} texts/s; alone {report.alone_ms[model]:.1f} ms")
+        latencies = phase.latencies_ms
         p50, p99 = ways.percentile(latencies, 50), ways.percentile(latencies, 99)
         log(f"{model} {config} load {load:.0%}: p50 {p50:.0f} ms, p99 {p99:.0f} ms, n={len(latencies)}")
 
@@ -349,12 +355,8 @@ def measure_processes(model: str, report: Report, server: RedisServer, scale: fl
             capacity = len(realtime) / ways.e2e_seconds(client, realtime, "realtime")
             report.capacity[f"{model}/2 processes x 1 thread"] = capacity
             batch = requests(texts(max(30, int(0.1 * base * 60 * scale)), 1600), labels, "p2", reply_to="bench:p2")
-            started = time.perf_counter()
-            latencies, cpu_ms = ways.open_loop(server.url, batch, 0.1 * base, seed=10)
-            achieved = len(latencies) / (time.perf_counter() - started)
-            report.latency.append(
-                Latency(model, "2 processes x 1 thread", 0.1, 0.1 * base, achieved, cpu_ms, latencies)
-            )
+            phase = ways.open_loop_in_stretches(server.url, batch, 0.1 * base, seed=10)
+            report.latency.append(Latency.of(model, "2 processes x 1 thread", 0.1, 0.1 * base, phase))
     finally:
         worker.stop()
     five = next(r for r in report.throughput if r.model == model and r.labels == 5)

@@ -99,7 +99,8 @@ def reading(data: dict[str, Any]) -> list[str]:
         "unchanged engine code missed 0.95 at three or four points. End to end "
         f"({_span(ratios(deberta, 'e2e'))} of the engine on DeBERTa) is another process, timed next to each "
         f"round of the engine (before it every other round): a round's ratio ranges "
-        f"{round_span('engine', 'e2e')} here, MiniLM's 2-second rounds the widest (so MiniLM runs more of them). "
+        f"{round_span('engine', 'e2e')} here, MiniLM's short rounds (a second or two) the widest (so MiniLM "
+        "runs more of them). "
         f"The embedded MiniLM, about {minilm_ms:.1f} ms a text, is where per-request work shows: engine / "
         f"raw on its batches {_span(ratios(minilm, 'python'))}, lowest at {lowest} labels.",
     ]
