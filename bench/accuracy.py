@@ -2,7 +2,7 @@
 
     python bench/accuracy.py [--data ../shared/data] [--model minilm-l6-int8] [--draws 5]
 
-Uses the same code as `labelq eval` (worker.evaluation). Descriptions in docs/labels/ were chosen on the
+Uses the same code as `labelq eval` (worker.ops.evaluation). Descriptions in docs/labels/ were chosen on the
 held-apart splits (banking77.train, tweeteval *.val), never on the test files; few-shot examples are drawn
 from those held-apart splits too.
 """
@@ -16,8 +16,8 @@ import statistics
 import time
 from pathlib import Path
 
-from worker import evaluation as ev
-from worker.engine import Engine
+from worker.engine.engine import Engine
+from worker.ops import evaluation as ev
 from worker.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[1]

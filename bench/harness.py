@@ -37,14 +37,14 @@ from bench.workload import LABEL_COUNTS, label_names, requests, texts  # noqa: E
 from labelq.local_redis import RedisServer, find_redis_server  # noqa: E402
 from producer import Client  # noqa: E402
 from schemas import ClassificationResult, ClassifyRequest, ParsedRequest  # noqa: E402
-from worker import evaluation as ev  # noqa: E402
-from worker.batching import plan_runs  # noqa: E402
-from worker.embedding import EmbeddingClassifier  # noqa: E402
-from worker.engine import Engine  # noqa: E402
-from worker.nli import NliClassifier  # noqa: E402
+from worker.engine.batching import plan_runs  # noqa: E402
+from worker.engine.embedding import EmbeddingClassifier  # noqa: E402
+from worker.engine.engine import Engine  # noqa: E402
+from worker.engine.nli import NliClassifier  # noqa: E402
+from worker.engine.shortlist import shortlist  # noqa: E402
+from worker.ops import evaluation as ev  # noqa: E402
 from worker.runtime import freeze_heap, warm_up  # noqa: E402
 from worker.settings import Settings, load_settings  # noqa: E402
-from worker.shortlist import shortlist  # noqa: E402
 
 MODELS_DIR = ROOT / "bench" / "models"
 DEBERTA = "deberta-v3-xsmall-random"

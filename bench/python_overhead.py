@@ -33,12 +33,12 @@ from bench.workload import LABEL_COUNTS, label_names, requests, texts  # noqa: E
 from labelq.local_redis import RedisServer, find_redis_server  # noqa: E402
 from producer import Client  # noqa: E402
 from producer.client import queue_name  # noqa: E402
-from worker.embedding import EmbeddingClassifier  # noqa: E402
-from worker.engine import Engine  # noqa: E402
-from worker.messages import Delivery  # noqa: E402
-from worker.nli import NliClassifier  # noqa: E402
-from worker.redis_queue import ReliableQueue  # noqa: E402
+from worker.engine.embedding import EmbeddingClassifier  # noqa: E402
+from worker.engine.engine import Engine  # noqa: E402
+from worker.engine.nli import NliClassifier  # noqa: E402
 from worker.runtime import Runtime, freeze_heap  # noqa: E402
+from worker.stream.messages import Delivery  # noqa: E402
+from worker.stream.redis_queue import ReliableQueue  # noqa: E402
 
 OUT = ROOT / "bench" / "reports" / "python-overhead.json"
 ROUNDS = 5
@@ -63,7 +63,7 @@ def stub_model(engine: Engine) -> None:
 
 
 def _probe_feeds(classifier: NliClassifier | EmbeddingClassifier) -> dict[str, np.ndarray]:
-    from worker.batching import pad_run
+    from worker.engine.batching import pad_run
 
     if isinstance(classifier, NliClassifier):
         encoded = classifier.encoder.encode_pairs([("a probe", "This example is b.")])

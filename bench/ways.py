@@ -33,10 +33,10 @@ from labelq.processes import stop_process
 from producer import Client
 from producer.client import queue_name
 from schemas import DEFAULT_TEMPLATE, ClassifyRequest, ParsedRequest
-from worker.batching import pad_run, plan_runs
-from worker.embedding import EmbeddingClassifier
-from worker.engine import Classifier, Engine
-from worker.nli import NliClassifier
+from worker.engine.batching import pad_run, plan_runs
+from worker.engine.embedding import EmbeddingClassifier
+from worker.engine.engine import Classifier, Engine
+from worker.engine.nli import NliClassifier
 from worker.settings import Settings
 
 

@@ -20,7 +20,7 @@ def _settings(**overrides: Any) -> Any:
 
 
 def _engine(model: str | None, **overrides: Any) -> Any:
-    from worker.engine import Engine
+    from worker.engine.engine import Engine
 
     return Engine(_settings(model=model, **overrides), allow_paths=True)
 
@@ -175,7 +175,7 @@ def eval_command(
     as_json: bool,
 ) -> None:
     """Accuracy, macro-F1 and the most confused pairs of a model on labelled DATA (JSON lines: text, label)."""
-    from worker import evaluation as ev
+    from worker.ops import evaluation as ev
 
     examples = ev.read_examples(data)[: limit or None]
     names = ev.read_label_names(labels_file)
@@ -245,8 +245,8 @@ REDIS_URL_OPTION = click.option(
 def worker_command(processes: int | None, loglevel: str, hostname: str) -> None:
     """Run a streaming worker: consume the request queues in mini-batches, publish every result."""
     from worker import launcher
+    from worker.engine.onnx import run_defaults
     from worker.errors import ConfigError
-    from worker.onnx import run_defaults
     from worker.runtime import policies
 
     settings = _settings(worker_processes=processes)
@@ -408,7 +408,7 @@ def labelsets() -> None:
 def _labelset_store(redis_url: str) -> Any:
     import redis as redis_lib
 
-    from worker.labelsets import LabelSetStore
+    from worker.stream.labelsets import LabelSetStore
 
     return LabelSetStore(redis_lib.Redis.from_url(redis_url))
 
@@ -427,7 +427,7 @@ def labelsets_put(name: str, source: Path, thresholds_file: Path | None, redis_u
     """Store FILE.yaml as the next version of label set NAME; workers use it from their next batch."""
     from pydantic import ValidationError
 
-    from worker.labelsets import LabelSet
+    from worker.stream.labelsets import LabelSet
 
     thresholds = json.loads(thresholds_file.read_text()) if thresholds_file else None
     try:
@@ -490,7 +490,7 @@ def dlq_list(reason: str | None, limit: int, redis_url: str) -> None:
 
     import redis as redis_lib
 
-    from worker import dlq as dead
+    from worker.ops import dlq as dead
 
     rows = dead.read(redis_lib.Redis.from_url(redis_url), reason)
     counts = Counter(letter.get("reason") for _, letter in rows)
@@ -507,7 +507,7 @@ def dlq_show(letter_id: str, redis_url: str) -> None:
     """One dead letter, whole, as JSON."""
     import redis as redis_lib
 
-    from worker import dlq as dead
+    from worker.ops import dlq as dead
 
     found = dead.find(redis_lib.Redis.from_url(redis_url), letter_id)
     if found is None:
@@ -526,7 +526,7 @@ def dlq_replay(letter_id: str | None, replay_all: bool, reason: str | None, redi
     import redis as redis_lib
 
     from producer import Client
-    from worker import dlq as dead
+    from worker.ops import dlq as dead
 
     if bool(letter_id) == replay_all:
         raise click.UsageError("give one LETTER_ID or --all")
@@ -562,7 +562,7 @@ def dlq_purge(reason: str | None, yes: bool, redis_url: str) -> None:
     """Delete dead letters (all, or of one reason)."""
     import redis as redis_lib
 
-    from worker import dlq as dead
+    from worker.ops import dlq as dead
 
     if not yes:
         click.confirm(f"delete {'all' if reason is None else reason} dead letters?", abort=True)
@@ -578,8 +578,8 @@ def models() -> None:
 @click.option("--json", "as_json", is_flag=True)
 def models_list(as_json: bool) -> None:
     """The models this machine has (the embedded default and those under LABELQ_MODELS_DIR)."""
-    from worker.models import ModelRegistry
-    from worker.onnx import run_defaults
+    from worker.engine.models import ModelRegistry
+    from worker.engine.onnx import run_defaults
 
     settings = _settings()
     registry = ModelRegistry(settings.models_dir, prefer_quantized=run_defaults(settings).prefer_quantized)
@@ -612,7 +612,7 @@ def models_list(as_json: bool) -> None:
 @click.option("--revision", default=None, help="A branch, tag or commit of the Hub repo")
 def models_pull(repo: str, revision: str | None) -> None:
     """Download a zero-shot model from the Hugging Face Hub (needs network and the `hub` extra)."""
-    from worker.management import hub_downloader, pull
+    from worker.ops.management import hub_downloader, pull
 
     card = pull(repo, _settings().models_dir, hub_downloader, revision)
     click.echo(f"installed {card.name}@{card.revision} ({card.kind}) -> {card.onnx_path.parent.parent}")
@@ -622,7 +622,7 @@ def models_pull(repo: str, revision: str | None) -> None:
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
 def models_quantize(directory: Path) -> None:
     """Write onnx/model_quantized.onnx (dynamic int8) and report agreement with fp32 on a sample."""
-    from worker.management import quantize
+    from worker.ops.management import quantize
 
     result = quantize(directory)
     click.echo(f"wrote {directory / 'onnx' / 'model_quantized.onnx'}")
@@ -638,8 +638,8 @@ def models_quantize(directory: Path) -> None:
 @click.option("--repo", default=None, help="With --write: the repo name to record")
 def models_verify(directory: Path, write: bool, repo: str | None) -> None:
     """Check a model directory's files against its sha256 manifest (labelq-manifest.json)."""
-    from worker.management import verify_manifest, write_manifest
-    from worker.models import describe_directory
+    from worker.engine.models import describe_directory
+    from worker.ops.management import verify_manifest, write_manifest
 
     card = describe_directory(directory)
     if write:

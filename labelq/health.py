@@ -9,7 +9,7 @@ import redis
 
 from producer import Client
 from schemas.transport import DEAD_LETTER_KEY, QUEUES, WEBHOOK_CLAIMED_KEY, WEBHOOK_SCHEDULE_KEY
-from worker.redis_queue import UNACKED_KEY
+from worker.stream.redis_queue import UNACKED_KEY
 
 HEALTHY, NO_WORKER, REDIS_DOWN = 0, 1, 2  # exit codes
 

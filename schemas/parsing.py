@@ -60,7 +60,7 @@ def validate_request(data: Any, limits: RequestLimits | None = None) -> ParsedRe
     parsed as JSON again for its error, whose messages then speak of JSON types ("an object", "an array").
     One thing it does not see: a lone surrogate, which a JSON decoder turns a `\\ud800` escape into, is
     invalid UTF-8 to `parse_request` but a valid string here. The caller that has the raw JSON checks for
-    such escapes (worker/messages.py sends those requests to `parse_request`)."""
+    such escapes (worker/stream/messages.py sends those requests to `parse_request`)."""
     limits = limits or RequestLimits()
     try:
         request = ClassifyRequest.model_validate(data, context=limits)

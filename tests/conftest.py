@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from worker.engine import Engine
+from worker.engine.engine import Engine
 from worker.settings import Settings, load_settings
 
 FIXTURES = Path(__file__).parent / "fixtures"

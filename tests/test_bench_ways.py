@@ -11,7 +11,7 @@ import pytest
 from bench import ways
 from producer import Client
 from schemas import ClassifyRequest, ParsedRequest
-from worker.engine import Engine
+from worker.engine.engine import Engine
 from worker.settings import load_settings
 
 

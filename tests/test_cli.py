@@ -186,8 +186,8 @@ def test_models_quantize_reports_agreement(runner: CliRunner, tmp_path: Path) ->
 
 
 def test_pull_installs_from_a_fake_transport(tmp_path: Path) -> None:
-    from worker.management import pull
-    from worker.models import ModelRegistry
+    from worker.engine.models import ModelRegistry
+    from worker.ops.management import pull
 
     fetched: list[tuple[str, str | None]] = []
 
@@ -209,7 +209,7 @@ def test_pull_installs_from_a_fake_transport(tmp_path: Path) -> None:
 
 def test_pull_refuses_an_incomplete_repo(tmp_path: Path) -> None:
     from worker.errors import ModelLayoutError
-    from worker.management import pull
+    from worker.ops.management import pull
 
     def config_only(repo: str, destination: Path, revision: str | None) -> str:
         shutil.copy(MODELS / "nli-2class" / "config.json", destination / "config.json")

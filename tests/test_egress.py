@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from worker.egress import EgressPolicy, EgressRefused
+from worker.delivery.egress import EgressPolicy, EgressRefused
 
 DNS = {
     "hooks.example.com": ["93.184.216.34"],

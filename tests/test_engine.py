@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from schemas import ClassificationResult, ClassifyRequest, ErrorCode, ErrorResult, ParsedRequest
-from worker.embedding import EmbeddingClassifier
-from worker.engine import Engine
-from worker.fake import FAKE_MODEL, FakeClassifier
-from worker.onnx import RunDefaults
-from worker.results import Scored
+from worker.engine.embedding import EmbeddingClassifier
+from worker.engine.engine import Engine
+from worker.engine.fake import FAKE_MODEL, FakeClassifier
+from worker.engine.onnx import RunDefaults
+from worker.engine.results import Scored
 from worker.settings import Settings, load_settings
 
 
@@ -186,7 +186,7 @@ def test_no_cache_when_disabled(settings: Settings) -> None:
 
 
 def test_warm_up_runs_a_full_run_at_the_models_length_limit(settings: Settings) -> None:
-    from worker.nli import NliClassifier
+    from worker.engine.nli import NliClassifier
     from worker.runtime import warm_up
 
     engine = Engine(settings.model_copy(update={"model": "test/nli-2class"}))
@@ -201,7 +201,7 @@ def test_warm_up_runs_a_full_run_at_the_models_length_limit(settings: Settings) 
 def test_warm_up_fills_runs_larger_than_a_requests_label_limit(settings: Settings) -> None:
     """A GPU wants runs of 256 pairs; a request holds at most 100 labels: the warm-up takes several requests
     (a worker with LABELQ_MAX_PAIRS_PER_RUN=256 once died at start-up on a 256-label warm-up request)."""
-    from worker.nli import NliClassifier
+    from worker.engine.nli import NliClassifier
     from worker.runtime import warm_up
 
     big_runs = {"model": "test/nli-2class", "max_pairs_per_run": 256, "token_budget": 65536}
@@ -254,7 +254,7 @@ def test_a_started_runtime_is_warm_with_one_blas_thread_and_a_frozen_heap(settin
 def test_run_defaults_follow_the_device_unless_set(models_dir: Path) -> None:
     import onnxruntime as ort
 
-    from worker.onnx import CUDA, run_defaults
+    from worker.engine.onnx import CUDA, run_defaults
 
     unset = load_settings()
     assert run_defaults(unset, cuda=False) == RunDefaults(
@@ -293,13 +293,13 @@ def test_a_session_that_falls_back_to_the_cpu_says_so(
     import onnxruntime as ort
 
     from tests.conftest import MODELS
-    from worker import onnx
+    from worker.engine import onnx
 
     if onnx.CUDA in ort.get_available_providers():
         pytest.skip("this onnxruntime has the CUDA provider: no fallback to provoke")
     monkeypatch.setattr(onnx, "choose_providers", lambda requested: [onnx.CUDA, onnx.CPU])  # CUDA asked for
     with (
-        caplog.at_level(logging.INFO, logger="worker.onnx"),
+        caplog.at_level(logging.INFO, logger="worker.engine.onnx"),
         pytest.warns(UserWarning, match="CUDAExecutionProvider' is not in available provider names"),
     ):
         model = onnx.OnnxModel(MODELS / "nli-2class" / "onnx" / "model.onnx", onnx.SessionSpec())

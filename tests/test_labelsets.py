@@ -13,7 +13,7 @@ import pytest
 from producer import Client
 from schemas import ClassificationResult, ClassifyRequest, ErrorCode, ErrorResult
 from tests.conftest import WorkerFactory
-from worker.labelsets import LabelSet
+from worker.stream.labelsets import LabelSet
 
 ROOT = Path(__file__).resolve().parents[1]
 

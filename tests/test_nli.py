@@ -10,9 +10,9 @@ import pytest
 
 from schemas import ClassificationResult, ClassifyRequest, ParsedRequest
 from tests.conftest import MODELS, NLI_VARIANTS
-from worker.engine import Engine
-from worker.models import describe_directory
-from worker.nli import NliClassifier
+from worker.engine.engine import Engine
+from worker.engine.models import describe_directory
+from worker.engine.nli import NliClassifier
 from worker.settings import Settings
 
 TOLERANCE = 1e-4
@@ -154,7 +154,7 @@ def test_pairs_encode_exactly_as_the_tokenizer_encodes_them(variant: str) -> Non
     model's limit) is shared by several hypotheses."""
     from tokenizers import Tokenizer
 
-    from worker.tokenization import TextEncoder
+    from worker.engine.tokenization import TextEncoder
 
     card = describe_directory(MODELS / variant, prefer_quantized=False)
     encoder = TextEncoder(card)

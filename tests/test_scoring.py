@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from schemas import ClassifyRequest, Shortlist, parse_result
-from worker.batching import pad_run, plan_runs
-from worker.models import ModelCard
-from worker.results import Scored, build_answer
-from worker.scoring import cosine_scores, nli_scores
-from worker.tokenization import Encoded
+from worker.engine.batching import pad_run, plan_runs
+from worker.engine.models import ModelCard
+from worker.engine.results import Scored, build_answer
+from worker.engine.scoring import cosine_scores, nli_scores
+from worker.engine.tokenization import Encoded
 
 TWO_CLASS = {"entailment_id": 0, "contradiction_id": 1}  # {0: entailment, 1: not_entailment}
 THREE_CLASS = {"entailment_id": 2, "contradiction_id": 0}  # {0: contradiction, 1: neutral, 2: entailment}

@@ -7,13 +7,13 @@ import logging
 import pytest
 
 from schemas import ClassificationResult, ClassifyRequest, ParsedRequest
-from worker.engine import Engine
+from worker.engine.engine import Engine
+from worker.engine.fake import FakeClassifier
+from worker.engine.nli import NliClassifier
+from worker.engine.shortlist import shortlist, shortlist_size
 from worker.errors import ModelError
-from worker.fake import FakeClassifier
-from worker.nli import NliClassifier
 from worker.runtime import Runtime
 from worker.settings import Settings
-from worker.shortlist import shortlist, shortlist_size
 
 NLI = "test/nli-2class"
 LABELS = [
@@ -98,7 +98,7 @@ def test_request_turns_the_shortlist_off_and_embedding_models_never_use_it(
 
 def test_unusable_shortlist_model_scores_every_label(settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
     engine = Engine(settings.model_copy(update={"shortlist_k": 3, "shortlist_model": NLI}))  # not an embedding model
-    with caplog.at_level(logging.ERROR, logger="worker.engine"):
+    with caplog.at_level(logging.ERROR, logger="worker.engine.engine"):
         result = _result(engine.classify([ParsedRequest(request("my card is lost"))])[0])
     assert len(result.labels) == 12 and result.shortlist is None
     assert "shortlist model test/nli-2class unusable" in caplog.text

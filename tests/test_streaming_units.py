@@ -13,16 +13,16 @@ import pytest
 from schemas import ClassificationResult, ErrorCode, ErrorResult, ParsedRequest, parse_result
 from schemas.result import single_error
 from schemas.transport import DEAD_LETTER_KEY, NOTIFY_KEY, QUEUE_BULK, RESULT_KEY
-from worker.batcher import Batcher, BatchPolicy
-from worker.engine import Engine
+from worker.engine.engine import Engine
+from worker.engine.fake import FAKE_MODEL, FakeClassifier
+from worker.engine.onnx import run_defaults
 from worker.errors import ConfigError
-from worker.fake import FAKE_MODEL, FakeClassifier
-from worker.messages import Delivery, UndecodableMessage, decode
-from worker.onnx import run_defaults
-from worker.pipeline import Pipeline
-from worker.publishing import Publication, Publisher
 from worker.runtime import policies
 from worker.settings import load_settings
+from worker.stream.batcher import Batcher, BatchPolicy
+from worker.stream.messages import Delivery, UndecodableMessage, decode
+from worker.stream.pipeline import Pipeline
+from worker.stream.publishing import Publication, Publisher
 
 GOOD = {"id": "r1", "text": "refund please", "labels": ["refund", "bug"], "reply_to": "results:test"}
 
@@ -313,7 +313,7 @@ def test_json_logs_carry_ids_and_timings_and_never_texts_unless_asked(
 
 
 def test_an_unreadable_or_missing_label_set_is_an_error_result_not_a_crash(setup: Any) -> None:
-    from worker.labelsets import LABELSET_KEY, LabelSetStore
+    from worker.stream.labelsets import LABELSET_KEY, LabelSetStore
 
     pipeline, redis, fake = setup
     pipeline.labelsets = LabelSetStore(redis)
@@ -334,7 +334,7 @@ def test_an_unreadable_or_missing_label_set_is_an_error_result_not_a_crash(setup
 
 
 def test_label_sets_are_parsed_once_per_version(setup: Any) -> None:
-    from worker.labelsets import LABELSET_KEY, LabelSetStore
+    from worker.stream.labelsets import LABELSET_KEY, LabelSetStore
 
     _, redis, _ = setup
     store = LabelSetStore(redis)

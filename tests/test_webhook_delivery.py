@@ -10,8 +10,8 @@ import pytest
 
 from schemas.webhooks import verify
 from tests.test_webhook_signatures import SECRET
-from worker.egress import EgressPolicy
-from worker.webhooks import Attempt, RetryPolicy, attempt_delivery, parse_retry_after
+from worker.delivery.egress import EgressPolicy
+from worker.delivery.webhooks import Attempt, RetryPolicy, attempt_delivery, parse_retry_after
 
 BODY = b'{"status": "ok", "id": "r1"}'
 PUBLIC = EgressPolicy(resolver=lambda host, port: ["93.184.216.34"])

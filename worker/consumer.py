@@ -6,7 +6,7 @@ even when the batch function raises, pins celery < 5.7, and hangs after a broker
 message only after its outcome is written; and runs the model in the worker process itself (pool `solo`, one
 model session per process, scale by processes).
 
-Messages are claimed with worker/redis_queue.py (pop and unacked record in one atomic step) up to the room
+Messages are claimed with worker/stream/redis_queue.py (pop and unacked record in one atomic step) up to the room
 left in the current batch, so a bulk backlog never holds messages a realtime batch could take. One watcher
 thread per queue blocks on Redis until its queue is non-empty (BLMOVE of a list onto itself, which moves
 nothing) and wakes the worker's event loop through a pipe; claiming, batching, flushing and acking all run on
@@ -28,11 +28,11 @@ from celery import bootsteps
 
 from schemas.transport import WORKER_KEY, WORKER_KEY_TTL_S
 from worker import metrics
-from worker.batcher import Batcher, BatchPolicy
-from worker.messages import Delivery
-from worker.pipeline import Received
-from worker.redis_queue import Claimed, ReliableQueue
 from worker.runtime import Runtime
+from worker.stream.batcher import Batcher, BatchPolicy
+from worker.stream.messages import Delivery
+from worker.stream.pipeline import Received
+from worker.stream.redis_queue import Claimed, ReliableQueue
 
 log = logging.getLogger(__name__)
 WATCH_BLOCK_S = 1  # a watcher re-checks its stop flag at least this often

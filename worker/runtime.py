@@ -12,16 +12,16 @@ import redis
 from schemas import ClassifyRequest, ParsedRequest, RequestLimits
 from schemas.transport import QUEUE_BULK, QUEUE_REALTIME
 from worker import metrics
-from worker.batcher import BatchPolicy
-from worker.egress import EgressRefused
-from worker.engine import Engine
+from worker.delivery.egress import EgressRefused
+from worker.delivery.webhook_jobs import DEFAULT_SECRET
+from worker.engine.engine import Engine
+from worker.engine.onnx import RunDefaults
 from worker.errors import ConfigError
-from worker.labelsets import LabelSetStore
-from worker.onnx import RunDefaults
-from worker.pipeline import Pipeline, WebhookGuard
-from worker.publishing import Publisher
 from worker.settings import Settings
-from worker.webhook_jobs import DEFAULT_SECRET
+from worker.stream.batcher import BatchPolicy
+from worker.stream.labelsets import LabelSetStore
+from worker.stream.pipeline import Pipeline, WebhookGuard
+from worker.stream.publishing import Publisher
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from schemas.limits import (
     DEFAULT_MAX_TEXT_CHARS,
 )
 from worker.constants import BUILTIN_EMBEDDING_MODEL, ENV_PREFIX
-from worker.egress import EgressPolicy
-from worker.webhooks import RetryPolicy
+from worker.delivery.egress import EgressPolicy
+from worker.delivery.webhooks import RetryPolicy
 
 
 class Settings(BaseSettings):

@@ -1,4 +1,4 @@
-"""Thin Celery tasks and the webhook scheduler step. The work itself lives in worker/webhook_jobs.py."""
+"""Thin Celery tasks and the webhook scheduler step. The work itself lives in worker/delivery/webhook_jobs.py."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from celery import Celery, bootsteps
 
 from schemas.transport import QUEUE_WEBHOOKS, TASK_DELIVER_WEBHOOK
 from worker import metrics
+from worker.delivery.webhook_jobs import Scheduler, WebhookDeliverer
 from worker.settings import Settings
-from worker.webhook_jobs import Scheduler, WebhookDeliverer
 
 log = logging.getLogger(__name__)
 SCHEDULER_TICK_S = 0.1  # how often due webhook jobs are claimed and dispatched

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from tokenizers import Encoding, Tokenizer
 
-from worker.models import ModelCard
+from worker.engine.models import ModelCard
 
 
 @dataclass(frozen=True, slots=True)

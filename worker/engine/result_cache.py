@@ -12,8 +12,8 @@ from dataclasses import replace
 
 from schemas import ClassifyRequest
 from worker import metrics
-from worker.models import ModelCard
-from worker.results import Scored
+from worker.engine.models import ModelCard
+from worker.engine.results import Scored
 
 CacheKey = tuple[object, ...]
 

@@ -16,12 +16,12 @@ from collections.abc import Sequence
 import numpy as np
 
 from schemas import ClassifyRequest, Label
-from worker.batching import pad_run, plan_runs
-from worker.models import ModelCard
-from worker.onnx import OnnxModel
-from worker.results import Scored, shares
-from worker.scoring import cosine_scores
-from worker.tokenization import TextEncoder
+from worker.engine.batching import pad_run, plan_runs
+from worker.engine.models import ModelCard
+from worker.engine.onnx import OnnxModel
+from worker.engine.results import Scored, shares
+from worker.engine.scoring import cosine_scores
+from worker.engine.tokenization import TextEncoder
 
 
 def _normalise(vectors: np.ndarray) -> np.ndarray:

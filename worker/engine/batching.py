@@ -13,7 +13,7 @@ from itertools import chain
 
 import numpy as np
 
-from worker.tokenization import Encoded
+from worker.engine.tokenization import Encoded
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,12 +13,12 @@ import numpy as np
 
 from schemas import DEFAULT_TEMPLATE, ClassifyRequest
 from worker import metrics
-from worker.batching import RunPlan, pad_run, plan_runs
-from worker.models import ModelCard
-from worker.onnx import OnnxModel
-from worker.results import Scored, shares
-from worker.scoring import nli_scores
-from worker.tokenization import Encoded, TextEncoder
+from worker.engine.batching import RunPlan, pad_run, plan_runs
+from worker.engine.models import ModelCard
+from worker.engine.onnx import OnnxModel
+from worker.engine.results import Scored, shares
+from worker.engine.scoring import nli_scores
+from worker.engine.tokenization import Encoded, TextEncoder
 
 
 class NliClassifier:

@@ -1,7 +1,7 @@
 """One webhook delivery attempt and the retry policy around it (no Celery: the task that runs it is thin).
 
 An attempt POSTs the result JSON, signed per Standard Webhooks, to the checked address of the URL
-(worker/egress.py), with a bounded timeout and no redirects. Its outcome decides what happens next:
+(worker/delivery/egress.py), with a bounded timeout and no redirects. Its outcome decides what happens next:
 
     2xx                                  delivered
     network error, timeout, 429, 5xx     retry after the next backoff delay (or Retry-After, if longer)
@@ -24,7 +24,7 @@ from typing import Any, Literal
 import httpx
 
 from schemas.webhooks import headers_for
-from worker.egress import EgressPolicy, EgressRefused
+from worker.delivery.egress import EgressPolicy, EgressRefused
 
 Outcome = Literal["delivered", "retry", "give_up"]
 

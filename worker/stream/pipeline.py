@@ -21,11 +21,11 @@ from schemas.parsing import peek_field
 from schemas.request import QUEUE_NAME_PATTERN, RESERVED_QUEUE_PREFIX
 from worker import metrics
 from worker.deadletters import DeadLetter
-from worker.engine import Engine, error_for
-from worker.labelsets import LabelSetStore
-from worker.messages import Delivery, UndecodableMessage, decode
-from worker.publishing import Publication, Publisher
-from worker.results import Answer, Answered
+from worker.engine.engine import Engine, error_for
+from worker.engine.results import Answer, Answered
+from worker.stream.labelsets import LabelSetStore
+from worker.stream.messages import Delivery, UndecodableMessage, decode
+from worker.stream.publishing import Publication, Publisher
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Literal
 from pydantic_core import to_json
 
 from schemas import SCHEMA_VERSION, ClassificationResult, ClassifyRequest, ErrorResult, Shortlist
-from worker.models import ModelCard
+from worker.engine.models import ModelCard
 
 LabelColumns = tuple[tuple[str, ...], tuple[float, ...]]  # label names and effective thresholds, in label order
 

@@ -11,8 +11,8 @@ import redis
 
 from schemas.transport import DEAD_LETTER_KEY, QUEUE_WEBHOOKS
 from worker.constants import DELIVERIES_KEY
-from worker.messages import Delivery, UndecodableMessage, decode
-from worker.webhook_jobs import Scheduler, WebhookJob
+from worker.delivery.webhook_jobs import Scheduler, WebhookJob
+from worker.stream.messages import Delivery, UndecodableMessage, decode
 
 
 class NotReplayable(ValueError):

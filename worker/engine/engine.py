@@ -16,16 +16,16 @@ from typing import Protocol
 
 from schemas import ClassificationResult, ClassifyRequest, ErrorCode, ErrorResult, ParsedRequest
 from schemas.result import single_error
-from worker.embedding import EmbeddingClassifier
+from worker.engine.embedding import EmbeddingClassifier
+from worker.engine.fake import FAKE_MODEL, FakeClassifier
+from worker.engine.models import ModelCard, ModelRegistry, describe_directory
+from worker.engine.nli import NliClassifier
+from worker.engine.onnx import OnnxModel, RunDefaults, SessionSpec, run_defaults
+from worker.engine.result_cache import ResultCache, cache_key
+from worker.engine.results import Answer, Answered, LabelColumns, Scored, build_answer, label_columns
+from worker.engine.shortlist import Shortlisted, shortlist, shortlist_size, unchanged
 from worker.errors import ModelError, RequestRejected
-from worker.fake import FAKE_MODEL, FakeClassifier
-from worker.models import ModelCard, ModelRegistry, describe_directory
-from worker.nli import NliClassifier
-from worker.onnx import OnnxModel, RunDefaults, SessionSpec, run_defaults
-from worker.result_cache import ResultCache, cache_key
-from worker.results import Answer, Answered, LabelColumns, Scored, build_answer, label_columns
 from worker.settings import Settings
-from worker.shortlist import Shortlisted, shortlist, shortlist_size, unchanged
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from schemas import ClassificationResult, ClassifyRequest, Label, ParsedRequest
-from worker.engine import Engine
+from worker.engine.engine import Engine
 
 
 @dataclass(frozen=True, slots=True)

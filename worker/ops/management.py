@@ -13,9 +13,9 @@ import numpy as np
 
 from schemas import ClassifyRequest
 from worker.constants import MANIFEST_FILE, MODEL_FILES, ONNX_FP32_FILE, ONNX_INT8_FILE
+from worker.engine.models import ModelCard, describe_directory, directory_name, file_sha256
+from worker.engine.onnx import quantize_int8
 from worker.errors import ModelLayoutError
-from worker.models import ModelCard, describe_directory, directory_name, file_sha256
-from worker.onnx import quantize_int8
 
 # (repo, destination directory, revision or None) -> the revision actually fetched (a commit sha)
 Downloader = Callable[[str, Path, str | None], str]
@@ -106,8 +106,8 @@ def quantize(directory: Path) -> Agreement:
 
 
 def agreement(directory: Path) -> Agreement:
-    from worker.engine import load_classifier
-    from worker.onnx import run_defaults
+    from worker.engine.engine import load_classifier
+    from worker.engine.onnx import run_defaults
     from worker.settings import load_settings
 
     requests = [ClassifyRequest(text=t, labels=labels) for t, labels in AGREEMENT_SAMPLE]

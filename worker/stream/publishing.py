@@ -3,7 +3,7 @@
 For every outcome with an id: `labelq:result:<id>` holds the result JSON (TTL `result_ttl_s`) and
 `labelq:notify:<id>` receives one element (for `wait(id)`). When the request named a result queue, the result
 JSON is also RPUSHed onto that Redis list (TTL refreshed); when it named a webhook, a delivery job is scheduled
-(worker/webhook_jobs.py). All of a batch's writes go in one pipeline, before any message is acked.
+(worker/delivery/webhook_jobs.py). All of a batch's writes go in one pipeline, before any message is acked.
 
 The per-result writes and the delivery counters are Lua scripts, one call a batch: a result's JSON crosses
 the socket once (not once per key it goes to), and a batch of N costs the worker two commands to pack and
@@ -24,8 +24,8 @@ import redis
 from schemas.transport import DEAD_LETTER_KEY, NOTIFY_KEY, RESULT_KEY
 from worker.constants import DELIVERIES_KEY, DELIVERIES_TTL_S
 from worker.deadletters import DeadLetter
-from worker.results import Answer, Answered
-from worker.webhook_jobs import DEFAULT_SECRET, Scheduler, WebhookJob
+from worker.delivery.webhook_jobs import DEFAULT_SECRET, Scheduler, WebhookJob
+from worker.engine.results import Answer, Answered
 
 # KEYS: delivery counter keys; ARGV[1]: their TTL. Returns each key's count after the increment.
 _COUNT = """

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from schemas import ClassifyRequest
-from worker.models import ModelCard
-from worker.results import Scored
-from worker.scoring import cosine_scores
+from worker.engine.models import ModelCard
+from worker.engine.results import Scored
+from worker.engine.scoring import cosine_scores
 
 FAKE_MODEL = "fake"
 

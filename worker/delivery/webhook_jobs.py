@@ -32,8 +32,8 @@ from schemas.transport import (
     WEBHOOK_SCHEDULE_KEY,
 )
 from worker.deadletters import DeadLetter
-from worker.egress import EgressPolicy
-from worker.webhooks import Attempt, RetryPolicy, attempt_delivery
+from worker.delivery.egress import EgressPolicy
+from worker.delivery.webhooks import Attempt, RetryPolicy, attempt_delivery
 
 DEFAULT_SECRET = "default"
 
