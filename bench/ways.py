@@ -34,8 +34,9 @@ from producer import Client
 from producer.client import queue_name
 from schemas import DEFAULT_TEMPLATE, ClassifyRequest, ParsedRequest
 from worker.engine.batching import pad_run, plan_runs
+from worker.engine.classifier import Classifier
 from worker.engine.embedding import EmbeddingClassifier
-from worker.engine.engine import Classifier, Engine
+from worker.engine.engine import Engine
 from worker.engine.nli import NliClassifier
 from worker.settings import Settings
 

@@ -12,7 +12,7 @@ import redis
 from schemas import ClassifyRequest, ParsedRequest, RequestLimits
 from schemas.transport import QUEUE_BULK, QUEUE_REALTIME
 from worker import metrics
-from worker.delivery.egress import EgressRefused
+from worker.delivery.egress import EgressPolicy, EgressRefused
 from worker.delivery.webhook_jobs import DEFAULT_SECRET
 from worker.engine.engine import Engine
 from worker.engine.onnx import RunDefaults
@@ -82,7 +82,7 @@ def policies(settings: Settings, runs: RunDefaults) -> tuple[BatchPolicy, ...]:
 def webhook_guard(settings: Settings) -> WebhookGuard:
     """Refuse, before inference, a webhook whose secret is not configured or whose URL fails the static egress
     check (IP literals, localhost, allowlist); names are resolved and checked again at delivery."""
-    policy = settings.egress_policy()
+    policy = EgressPolicy.from_settings(settings)
 
     def guard(request: ClassifyRequest) -> str | None:
         name = request.webhook_secret or DEFAULT_SECRET

@@ -17,8 +17,6 @@ from schemas.limits import (
     DEFAULT_MAX_TEXT_CHARS,
 )
 from worker.constants import BUILTIN_EMBEDDING_MODEL, ENV_PREFIX
-from worker.delivery.egress import EgressPolicy
-from worker.delivery.webhooks import RetryPolicy
 
 
 class Settings(BaseSettings):
@@ -135,12 +133,6 @@ class Settings(BaseSettings):
         (), description="Hosts allowed to resolve to loopback/private/link-local addresses (default: none)"
     )
     webhook_concurrency: int = Field(16, ge=1, description="Parallel deliveries per webhook worker (threads)")
-
-    def egress_policy(self) -> EgressPolicy:
-        return EgressPolicy(allowed_hosts=self.webhook_allowed_hosts, private_hosts=self.webhook_private_hosts)
-
-    def retry_policy(self) -> RetryPolicy:
-        return RetryPolicy(delays_s=self.webhook_retry_delays_s)
 
     def limits(self) -> RequestLimits:
         return RequestLimits(

@@ -13,7 +13,9 @@ from celery import Celery, bootsteps
 
 from schemas.transport import QUEUE_WEBHOOKS, TASK_DELIVER_WEBHOOK
 from worker import metrics
+from worker.delivery.egress import EgressPolicy
 from worker.delivery.webhook_jobs import Scheduler, WebhookDeliverer
+from worker.delivery.webhooks import RetryPolicy
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -35,8 +37,8 @@ class _Deliverers:
                 self._deliverer = WebhookDeliverer(
                     redis.Redis.from_url(s.redis_url),
                     httpx.Client(follow_redirects=False),
-                    egress=s.egress_policy(),
-                    retry=s.retry_policy(),
+                    egress=EgressPolicy.from_settings(s),
+                    retry=RetryPolicy.from_settings(s),
                     secrets={name: secret.get_secret_value() for name, secret in s.webhook_secrets.items()},
                     timeout_s=s.webhook_timeout_s,
                     result_ttl_s=s.result_ttl_s,

@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from worker.settings import Settings
+
 Resolver = Callable[[str, int], list[str]]
 
 
@@ -91,6 +93,10 @@ class EgressPolicy:
     allowed_hosts: tuple[str, ...] = ()  # empty: any public host
     private_hosts: tuple[str, ...] = ()  # hosts that may resolve to private or loopback addresses
     resolver: Resolver = system_resolver
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> EgressPolicy:
+        return cls(allowed_hosts=settings.webhook_allowed_hosts, private_hosts=settings.webhook_private_hosts)
 
     def check_static(self, url: str) -> None:
         """Everything but DNS: the cheap check the classification worker makes before spending inference.

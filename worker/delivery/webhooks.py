@@ -25,6 +25,7 @@ import httpx
 
 from schemas.webhooks import headers_for
 from worker.delivery.egress import EgressPolicy, EgressRefused
+from worker.settings import Settings
 
 Outcome = Literal["delivered", "retry", "give_up"]
 
@@ -48,6 +49,10 @@ class RetryPolicy:
     delays_s: tuple[float, ...] = (5.0, 30.0, 120.0, 600.0, 1800.0, 7200.0)
     jitter: float = 0.2  # each delay is multiplied by a random factor in [1 - jitter, 1 + jitter]
     max_retry_after_s: float = 3600.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RetryPolicy:
+        return cls(delays_s=settings.webhook_retry_delays_s)
 
     def next_delay_s(self, attempts: Sequence[Attempt], rng: random.Random | None = None) -> float | None:
         """Seconds until the next try, or None when the last attempt was final or retries are used up."""

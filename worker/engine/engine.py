@@ -12,10 +12,10 @@ import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Protocol
 
 from schemas import ClassificationResult, ClassifyRequest, ErrorCode, ErrorResult, ParsedRequest
 from schemas.result import single_error
+from worker.engine.classifier import Classifier
 from worker.engine.embedding import EmbeddingClassifier
 from worker.engine.fake import FAKE_MODEL, FakeClassifier
 from worker.engine.models import ModelCard, ModelRegistry, describe_directory
@@ -30,12 +30,6 @@ from worker.settings import Settings
 log = logging.getLogger(__name__)
 
 Outcome = ClassificationResult | ErrorResult  # validated, for in-process callers
-
-
-class Classifier(Protocol):
-    card: ModelCard
-
-    def score(self, requests: Sequence[ClassifyRequest]) -> list[Scored]: ...
 
 
 def load_classifier(card: ModelCard, settings: Settings, runs: RunDefaults) -> Classifier:

@@ -18,7 +18,7 @@ import numpy as np
 from schemas import ClassifyRequest, Shortlist
 
 if TYPE_CHECKING:
-    from worker.engine.engine import Classifier
+    from worker.engine.classifier import Classifier
 
 
 @dataclass(frozen=True, slots=True)
