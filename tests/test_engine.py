@@ -51,6 +51,21 @@ def test_unknown_model_does_not_take_batch_mates_down(settings: Settings) -> Non
     assert isinstance(outcomes[2], ClassificationResult) and outcomes[2].top == "bug"
 
 
+def test_raw_messages_are_answered_in_order_with_parse_errors_in_place(settings: Settings) -> None:
+    fake = FakeClassifier()
+    engine = Engine(settings.model_copy(update={"model": FAKE_MODEL}), classifiers={FAKE_MODEL: fake})
+    messages = [
+        '{"id": "a", "text": "refund please", "labels": ["refund", "bug"]}',
+        b'{"id": "b", "text": "no labels"}',
+        "not json",
+        b'{"id": "d", "text": "it crashes", "labels": ["refund", "bug"]}',
+    ]
+    outcomes = engine.classify_raw(messages)
+    assert [o.status for o in outcomes] == ["ok", "error", "error", "ok"]
+    assert [o.id for o in outcomes] == ["a", "b", None, "d"]
+    assert fake.calls == [2]  # the two valid requests in one run
+
+
 def test_a_failing_run_is_retried_alone_so_only_the_culprit_fails(settings: Settings) -> None:
     exploding = ExplodingClassifier()
     engine = Engine(settings.model_copy(update={"model": FAKE_MODEL}), classifiers={FAKE_MODEL: exploding})

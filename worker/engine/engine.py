@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from schemas import ClassificationResult, ClassifyRequest, ErrorCode, ErrorResult, ParsedRequest
+from schemas import ClassificationResult, ClassifyRequest, ErrorCode, ErrorResult, ParsedRequest, parse_request
 from schemas.result import single_error
 from worker.engine.classifier import Classifier
 from worker.engine.embedding import EmbeddingClassifier
@@ -110,6 +110,13 @@ class Engine:
         """One validated outcome per parsed request, in order (`answer`, each answer validated). Never raises for
         a request's sake."""
         return [item.result() if isinstance(item, Answer) else item for item in self.answer(batch)]
+
+    def classify_raw(self, messages: Sequence[str | bytes]) -> list[Outcome]:
+        """One outcome per wire message (request JSON), in order: parsed with this engine's limits, a message
+        that does not parse answered by its `ErrorResult`."""
+        parsed = [parse_request(message, self.settings.limits()) for message in messages]
+        classified = iter(self.classify([item for item in parsed if not isinstance(item, ErrorResult)]))
+        return [item if isinstance(item, ErrorResult) else next(classified) for item in parsed]
 
     def answer(self, batch: Sequence[ParsedRequest]) -> list[Answered]:
         """One outcome per parsed request, in order, as the worker publishes it. Never raises for a request's sake."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import statistics
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -157,6 +158,18 @@ def fit_thresholds(report: Report, gold: Sequence[str], names: Iterable[str]) ->
                 best_f1, best_threshold = f1, float(threshold)
         fitted[name] = best_threshold
     return fitted
+
+
+def draws_dict(reports: Sequence[Report]) -> dict[str, Any]:
+    """Several random draws of few-shot examples, summarised: each draw's accuracy and macro-F1, their means and
+    the spread of macro-F1 (two draws at least)."""
+    return {
+        "accuracy": [round(r.accuracy, 4) for r in reports],
+        "macro_f1": [round(r.macro_f1, 4) for r in reports],
+        "macro_f1_mean": round(statistics.mean(r.macro_f1 for r in reports), 4),
+        "macro_f1_stdev": round(statistics.stdev(r.macro_f1 for r in reports), 4),
+        "accuracy_mean": round(statistics.mean(r.accuracy for r in reports), 4),
+    }
 
 
 def report_dict(report: Report, top_confused: int = 10) -> dict[str, Any]:

@@ -8,17 +8,41 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from schemas import ClassifyRequest
 from worker.constants import MANIFEST_FILE, MODEL_FILES, ONNX_FP32_FILE, ONNX_INT8_FILE
-from worker.engine.models import ModelCard, describe_directory, directory_name, file_sha256
-from worker.engine.onnx import quantize_int8
+from worker.engine.models import ModelCard, ModelRegistry, describe_directory, directory_name, file_sha256
+from worker.engine.onnx import quantize_int8, run_defaults
 from worker.errors import ModelLayoutError
+from worker.settings import Settings
 
 # (repo, destination directory, revision or None) -> the revision actually fetched (a commit sha)
 Downloader = Callable[[str, Path, str | None], str]
+
+
+def installed_models(settings: Settings) -> list[dict[str, Any]]:
+    """A row per model this machine has (the embedded default and those under `settings.models_dir`): name, kind,
+    revision, ONNX file and whether it is the default; a broken directory is listed with its problem, not hidden."""
+    registry = ModelRegistry(settings.models_dir, prefer_quantized=run_defaults(settings).prefer_quantized)
+    rows: list[dict[str, Any]] = []
+    for name in registry.names():
+        try:
+            card = registry.card(name)
+            rows.append(
+                {
+                    "name": name,
+                    "kind": card.kind,
+                    "revision": card.revision,
+                    "file": str(card.onnx_path),
+                    "default": name == settings.model,
+                }
+            )
+        except Exception as exc:
+            rows.append({"name": name, "error": str(exc), "default": name == settings.model})
+    return rows
 
 
 def hub_downloader(repo: str, destination: Path, revision: str | None) -> str:

@@ -1,0 +1,67 @@
+"""What every command group shares: settings with CLI overrides, a local engine, printing a result, the
+--redis-url and --shortlist options, a wire message from flags."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from schemas import ClassificationResult, ErrorResult
+
+
+def cli_settings(**overrides: Any) -> Any:
+    from worker.settings import load_settings
+
+    return load_settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def local_engine(model: str | None, **overrides: Any) -> Any:
+    from worker.engine.engine import Engine
+
+    return Engine(cli_settings(model=model, **overrides), allow_paths=True)
+
+
+def print_result(outcome: ClassificationResult | ErrorResult, as_json: bool) -> None:
+    if as_json:
+        click.echo(outcome.model_dump_json(indent=2))
+    elif isinstance(outcome, ErrorResult):
+        where = f" ({outcome.field})" if outcome.field else ""
+        click.echo(f"error {outcome.code.value}{where}: {outcome.message}", err=True)
+    else:
+        width = max(len(item.label) for item in outcome.labels)
+        for item in outcome.labels:
+            mark = "*" if item.accepted else " "
+            click.echo(f"{mark} {item.label:<{width}}  {item.score:.4f}")
+        click.echo(
+            f"top: {outcome.top}   model: {outcome.model}@{outcome.model_revision}"
+            f"{'   (text truncated)' if outcome.truncated else ''}"
+        )
+
+
+def request_from_flags(
+    text: str, labels: str, multi_label: bool, template: str | None, **optional: object
+) -> dict[str, Any]:
+    """A wire message from CLI flags (comma-separated labels); optional fields only when given."""
+    message: dict[str, Any] = {
+        "text": text,
+        "labels": [label.strip() for label in labels.split(",")],
+        "multi_label": multi_label,
+        "hypothesis_template": template,
+        **optional,
+    }
+    return {key: value for key, value in message.items() if value is not None}
+
+
+SHORTLIST_OPTION = click.option(
+    "--shortlist", type=click.IntRange(min=0), default=None, help="NLI models: score only the top K labels (embedding)"
+)
+
+
+REDIS_URL_OPTION = click.option(
+    "--redis-url",
+    envvar="LABELQ_REDIS_URL",
+    default="redis://127.0.0.1:6379/0",
+    show_default=True,
+    help="Broker and results Redis (env LABELQ_REDIS_URL)",
+)
