@@ -56,7 +56,7 @@ def parse_request(raw: bytes | str, limits: RequestLimits | None = None) -> Pars
 def validate_request(data: Any, limits: RequestLimits | None = None) -> ParsedRequest | ErrorResult:
     """Like `parse_request`, for a message already decoded from JSON (a Celery task's argument): validated as
     it is, not written out and parsed again (a 77-label request: 77 -> 33 us). The outcome is the same as
-    `parse_request` of its JSON (tests/test_schemas.py holds the two side by side); a rejected request is
+    `parse_request` of its JSON (tests/schemas/test_schemas.py holds the two side by side); a rejected request is
     parsed as JSON again for its error, whose messages then speak of JSON types ("an object", "an array").
     One thing it does not see: a lone surrogate, which a JSON decoder turns a `\\ud800` escape into, is
     invalid UTF-8 to `parse_request` but a valid string here. The caller that has the raw JSON checks for

@@ -48,7 +48,7 @@ class TaskEnvelope:
 
 # A \uD800-\uDFFF escape in a body: it may decode to a lone surrogate, which is not text. Such a request is
 # written back out and parsed as bytes, where a lone surrogate is invalid UTF-8 (an `invalid_utf8` error
-# result); every other request is validated as decoded (tests/test_streaming_units.py).
+# result); every other request is validated as decoded (tests/worker/stream/test_stream_units.py).
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 

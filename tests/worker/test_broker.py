@@ -15,7 +15,7 @@ from labelq.local_redis import RedisServer, find_redis_server
 from producer import Client
 from schemas import ClassificationResult, ClassifyRequest
 from tests.conftest import WorkerFactory
-from tests.test_streaming import Tally, drain, requests, wait_for_length
+from tests.worker.test_streaming import Tally, drain, requests, wait_for_length
 
 
 def redis_binary() -> str:

@@ -19,7 +19,7 @@ from producer import Client
 from schemas import ClassificationResult, ClassifyRequest, parse_result
 from schemas.transport import DEAD_LETTER_KEY, QUEUE_BULK, QUEUE_REALTIME, RESULT_KEY
 from tests.conftest import WorkerFactory
-from tests.test_streaming import raw_celery_message, wait_for_length
+from tests.worker.test_streaming import raw_celery_message, wait_for_length
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 FAKE = {

@@ -14,7 +14,7 @@ from producer import Client
 from schemas import ClassifyRequest
 from schemas.transport import QUEUE_REALTIME
 from tests.conftest import WorkerFactory
-from tests.test_streaming import raw_celery_message
+from tests.worker.test_streaming import raw_celery_message
 
 
 def scrape(port: int) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:

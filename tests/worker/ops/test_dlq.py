@@ -13,9 +13,9 @@ from producer import Client
 from schemas import ClassificationResult, ClassifyRequest, ErrorResult
 from schemas.transport import DEAD_LETTER_KEY, QUEUE_REALTIME
 from tests.conftest import WorkerFactory
-from tests.test_streaming import raw_celery_message
-from tests.test_webhooks_e2e import SECRET, WEBHOOK_SETTINGS, wait_until
 from tests.webhook_receiver import Receiver
+from tests.worker.delivery.test_webhooks_e2e import SECRET, WEBHOOK_SETTINGS, wait_until
+from tests.worker.test_streaming import raw_celery_message
 
 
 def labelq(redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:

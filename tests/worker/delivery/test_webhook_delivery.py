@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from schemas.webhooks import verify
-from tests.test_webhook_signatures import SECRET
+from tests.schemas.test_webhook_signatures import SECRET
 from worker.delivery.egress import EgressPolicy
 from worker.delivery.webhooks import Attempt, RetryPolicy, attempt_delivery, parse_retry_after
 

@@ -10,7 +10,7 @@ import redis as redis_lib
 
 from schemas import ErrorCode, parse_result
 from schemas.transport import DEAD_LETTER_KEY, RESULT_KEY, WEBHOOK_CLAIMED_KEY, WEBHOOK_SCHEDULE_KEY
-from tests.test_webhook_signatures import SECRET
+from tests.schemas.test_webhook_signatures import SECRET
 from worker.delivery.egress import EgressPolicy
 from worker.delivery.webhook_jobs import Scheduler, WebhookDeliverer, WebhookJob
 from worker.delivery.webhooks import RetryPolicy

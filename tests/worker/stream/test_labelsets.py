@@ -15,7 +15,7 @@ from schemas import ClassificationResult, ClassifyRequest, ErrorCode, ErrorResul
 from tests.conftest import WorkerFactory
 from worker.stream.labelsets import LabelSet
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def labelq(redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:
