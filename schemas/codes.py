@@ -11,6 +11,7 @@ from enum import StrEnum
 
 class ErrorCode(StrEnum):
     # the message as a whole
+    INVALID_MESSAGE = "invalid_message"  # not a labelq task message (content type, envelope, task name, arguments)
     INVALID_UTF8 = "invalid_utf8"  # the bytes are not UTF-8
     INVALID_JSON = "invalid_json"  # not JSON, or JSON that is not an object
     UNKNOWN_FIELD = "unknown_field"  # a field the schema does not define

@@ -25,3 +25,5 @@ class RequestLimits(BaseModel):
     max_label_chars: int = Field(DEFAULT_MAX_LABEL_CHARS, ge=1)
     max_examples_per_label: int = Field(DEFAULT_MAX_EXAMPLES_PER_LABEL, ge=0)
     max_metadata_bytes: int = Field(DEFAULT_MAX_METADATA_BYTES, ge=0)
+    # when not empty, a result queue must start with one of these (one tenant a prefix, say)
+    reply_queue_prefixes: tuple[str, ...] = ()

@@ -31,12 +31,31 @@ DEFAULT_TEMPLATE = "This example is {}."  # the Hugging Face zero-shot-classific
 DEFAULT_THRESHOLD = 0.5
 QUEUE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9:_.\-]{0,199}$"
 MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,199}$"
-RESERVED_QUEUE_PREFIX = "labelq"  # labelq's own queues and keys; a result pushed there would corrupt them
+# What a result queue may never be: a key that Redis clients of this broker already use, whose contents a pushed
+# result would corrupt or block: labelq's own queues and keys, Celery's queues and result keys (`celery`,
+# `celery-task-meta-*`, `celeryev.*`), kombu's unacked hash, index and sweep lock (`unacked`, `unacked_index`,
+# `unacked_mutex`), bindings (`_kombu.*`) and broadcast reply queues (`*.reply.celery.pidbox`). Compared without
+# case. Operators narrow further with `RequestLimits.reply_queue_prefixes` (LABELQ_REPLY_QUEUE_PREFIXES).
+RESERVED_QUEUE_PREFIXES = ("labelq", "celery", "unacked", "_kombu")
+RESERVED_QUEUE_PARTS = ("pidbox",)
 LABEL_SET_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"
 SECRET_NAME_PATTERN = r"^[A-Za-z0-9_.\-]{1,64}$"
 ID_PATTERN = r"^[A-Za-z0-9_.:\-]{1,128}$"
 
 MetadataValue = str | int | float | bool | None
+
+
+def reply_queue_problem(name: str, allowed_prefixes: tuple[str, ...] = ()) -> str | None:
+    """Why `name` may not be a result queue, or None when it may: a plain name, not one the broker's own users
+    hold, and (when the receiver restricts them) under one of `allowed_prefixes`."""
+    if not re.match(QUEUE_NAME_PATTERN, name):
+        return "reply_to must be a queue name (letters, digits, ':_.-', at most 200) or an http(s) URL"
+    folded = name.lower()
+    if folded.startswith(RESERVED_QUEUE_PREFIXES) or any(part in folded for part in RESERVED_QUEUE_PARTS):
+        return f"queue name {name!r} is reserved: labelq, Celery and kombu keep their own keys there"
+    if allowed_prefixes and not name.startswith(allowed_prefixes):
+        return f"queue name {name!r} is outside the allowed prefixes {', '.join(allowed_prefixes)}"
+    return None
 
 
 def _limits(info: ValidationInfo) -> RequestLimits:
@@ -305,19 +324,16 @@ class ClassifyRequest(BaseModel):
 
     @field_validator("reply_to")
     @classmethod
-    def _reply_to(cls, value: str | None) -> str | None:
+    def _reply_to(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None:
             return None
         if value.startswith(("http://", "https://")):
             if len(value) > 2048 or re.search(r"\s", value) or not re.match(r"^https?://[^/?#@\s]+", value):
                 raise _error(ErrorCode.INVALID_REPLY_TO, "reply_to is not a valid http(s) URL")
-        elif value.lower().startswith(RESERVED_QUEUE_PREFIX):
-            raise _error(ErrorCode.INVALID_REPLY_TO, "queue names starting with 'labelq' are reserved for labelq")
-        elif not re.match(QUEUE_NAME_PATTERN, value):
-            raise _error(
-                ErrorCode.INVALID_REPLY_TO,
-                "reply_to must be a queue name (letters, digits, ':_.-', at most 200) or an http(s) URL",
-            )
+            return value
+        problem = reply_queue_problem(value, _limits(info).reply_queue_prefixes)
+        if problem is not None:
+            raise _error(ErrorCode.INVALID_REPLY_TO, "{problem}", problem=problem)
         return value
 
     @field_validator("metadata")

@@ -164,6 +164,8 @@ class BatchConsumerStep(bootsteps.StartStopStep):
                     self._add(queue, message)
             except redis.RedisError:
                 log.warning("claiming from %s failed; the watcher will wake us again", queue, exc_info=True)
+            except Exception:  # no message may stop the worker; what was claimed comes back after the timeout
+                log.exception("claiming from %s failed unexpectedly; its messages will be delivered again", queue)
             if batcher.full():
                 self.flush(queue)
                 more = True
@@ -210,9 +212,21 @@ class BatchConsumerStep(bootsteps.StartStopStep):
             self.queue.ack([message.tag for _, message in items])
         except redis.RedisError:  # outcomes not (all) written: left unacked, redelivered after the timeout
             log.exception("writing a batch of %d failed; it will be delivered again", len(items))
-        except Exception:  # a bug must not stop the worker: the batch is redelivered, and dead-lettered after
-            # LABELQ_MAX_DELIVERIES if it keeps failing
-            log.exception("a batch of %d failed unexpectedly; it will be delivered again", len(items))
+        except Exception:  # a bug must not stop the worker, nor hold a message's batch-mates back
+            log.exception("a batch of %d failed unexpectedly; answering its messages one at a time", len(items))
+            self._isolate(items)
+
+    def _isolate(self, items: list[tuple[Received, Claimed]]) -> None:
+        """Each message of a failed batch handled alone: its batch-mates are answered now, and only the culprit
+        is left unacked, to come back after the visibility timeout and be dead-lettered after
+        LABELQ_MAX_DELIVERIES (its deliveries were counted before the batch ran)."""
+        assert self.runtime is not None
+        for received, message in items:
+            try:
+                self.runtime.pipeline.handle([received], count=False)
+                self.queue.ack([message.tag])
+            except Exception:
+                log.exception("message %s failed alone; it will be delivered again", received.counter_id)
 
     def _flush_all(self) -> None:
         for queue in list(self.batchers):

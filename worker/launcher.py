@@ -8,22 +8,33 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Callable
 from types import FrameType
 
 from worker.app import Role
 from worker.settings import Settings
 
+log = logging.getLogger(__name__)
+
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+SUPERVISE_POLL_S = 0.2  # how often the parent looks at its children
+RESTART_QUICK_DEATH_S = 60.0  # a replacement that dies younger than this makes the next pause longer
+RESTART_BASE_PAUSE_S = 1.0  # pauses 2, 4, 8 ... s between replacements that keep dying young
+RESTART_MAX_PAUSE_S = 60.0
 CELERY_WORKER_FLAGS = ["--without-mingle", "--without-gossip"]  # no neighbour sync: faster start, same semantics
 
 
-def run_in_process(settings: Settings, *, loglevel: str, hostname: str, role: Role = "classify") -> None:
+def run_in_process(settings: Settings, *, loglevel: str, hostname: str, role: Role = "classify") -> int:
+    """Run one Celery worker here until it stops; its exit code (non-zero when it stopped on an error: Celery's
+    `worker_main` would swallow that code and exit 0, which a supervisor reads as a clean stop)."""
     from worker.app import create_app
     from worker.logs import configure_logging
 
@@ -33,7 +44,16 @@ def run_in_process(settings: Settings, *, loglevel: str, hostname: str, role: Ro
 
         metrics.serve(settings.metrics_port)
     app = create_app(settings, role)
-    app.worker_main(["worker", f"--loglevel={loglevel}", "-n", hostname, *CELERY_WORKER_FLAGS])
+    # what `app.worker_main` does, keeping the exit code it drops (`app.start` discards click's return value)
+    from celery.bin.celery import celery as celery_command
+
+    celery_command.params[0].default = app
+    try:
+        argv = ["worker", f"--loglevel={loglevel}", "-n", hostname, *CELERY_WORKER_FLAGS]
+        code = celery_command.main(args=argv, standalone_mode=False)
+    finally:
+        celery_command.params[0].default = None
+    return code if isinstance(code, int) else 0
 
 
 def child_environment(processes: int, metrics_dir: str | None = None) -> dict[str, str]:
@@ -47,36 +67,32 @@ def child_environment(processes: int, metrics_dir: str | None = None) -> dict[st
 
 
 def run_processes(settings: Settings, *, loglevel: str, hostname: str) -> int:
-    """Run single-process workers as children; serve their metrics; forward SIGINT/SIGTERM; return the worst
-    exit code."""
-    processes = settings.worker_processes
+    """Run single-process workers as children and keep them running: a child that exits while the host is not
+    stopping is replaced (logged, and counted in `labelq_worker_process_restarts_total`), after a pause that
+    grows while replacements keep dying young. Serves the children's metrics; forwards SIGINT/SIGTERM, then
+    returns the worst exit code of the last children."""
+    from worker.logs import configure_logging
+
+    configure_logging(settings, loglevel)
     metrics_dir = tempfile.mkdtemp(prefix="labelq-metrics-") if settings.metrics_port else None
-    env = child_environment(processes, metrics_dir)
-    children = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "labelq.cli",
-                "worker",
-                "--processes",
-                "1",
-                "--loglevel",
-                loglevel,
-                "--hostname",
-                hostname.replace("@", f"-{index}@", 1),
-            ],
-            env=env,
-            preexec_fn=_die_with_parent,  # no thread runs yet in this process (preexec_fn needs that)
-        )
-        for index in range(processes)
-    ]
+    env = child_environment(settings.worker_processes, metrics_dir)
+
+    def spawn(index: int) -> subprocess.Popen[bytes]:
+        name = hostname.replace("@", f"-{index}@", 1)
+        command = ["-m", "labelq.cli", "worker", "--processes", "1", "--loglevel", loglevel, "--hostname", name]
+        # no thread of ours runs yet when the first children start (preexec_fn needs that); the metrics server's
+        # thread only serves, so a replacement forks safely too
+        return subprocess.Popen([sys.executable, *command], env=env, preexec_fn=_die_with_parent)
+
+    children = [spawn(index) for index in range(settings.worker_processes)]
     if metrics_dir:
         from worker import metrics
 
         metrics.serve(settings.metrics_port, metrics_dir)
+    stopping: list[int] = []
 
     def forward(signum: int, _frame: FrameType | None) -> None:
+        stopping.append(signum)
         for child in children:
             if child.poll() is None:
                 child.send_signal(signum)
@@ -84,10 +100,50 @@ def run_processes(settings: Settings, *, loglevel: str, hostname: str) -> int:
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     try:
+        _supervise(children, spawn, stopping)
         return max(child.wait() for child in children)
     finally:
         if metrics_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _supervise(
+    children: list[subprocess.Popen[bytes]], spawn: Callable[[int], subprocess.Popen[bytes]], stopping: list[int]
+) -> None:
+    """Replace children that exit until a signal says stop (`stopping` gets one)."""
+    from worker import metrics
+
+    started = [time.monotonic()] * len(children)
+    quick_deaths = [0] * len(children)
+    while not stopping:
+        for index, child in enumerate(children):
+            code = child.poll()
+            if code is None or stopping:
+                continue
+            lived_s = time.monotonic() - started[index]
+            quick = quick_deaths[index] = quick_deaths[index] + 1 if lived_s < RESTART_QUICK_DEATH_S else 0
+            pause_s = min(RESTART_MAX_PAUSE_S, RESTART_BASE_PAUSE_S * 2**quick) if quick else 0.0
+            log.error(
+                "worker process %d (pid %d) exited with code %s after %.0f s; starting a replacement in %.0f s",
+                index,
+                child.pid,
+                code,
+                lived_s,
+                pause_s,
+            )
+            metrics.PROCESS_RESTARTS.inc()
+            _sleep_unless(stopping, pause_s)
+            if stopping:
+                break
+            children[index] = spawn(index)
+            started[index] = time.monotonic()
+        _sleep_unless(stopping, SUPERVISE_POLL_S)
+
+
+def _sleep_unless(stopping: list[int], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not stopping and time.monotonic() < deadline:
+        time.sleep(min(SUPERVISE_POLL_S, max(0.0, deadline - time.monotonic())))
 
 
 def _die_with_parent() -> None:

@@ -30,6 +30,11 @@ END_TO_END = Histogram("labelq_end_to_end_seconds", "Enqueue to result written",
 RESULT_CACHE = Counter("labelq_result_cache_total", "Requests served from the result cache or not", ["outcome"])
 WEBHOOK_ATTEMPTS = Counter("labelq_webhook_attempts_total", "Webhook delivery attempts", ["outcome"])
 QUEUE_DEPTH = Gauge("labelq_queue_depth", "Messages waiting in a queue", ["queue"], multiprocess_mode="max")
+PROCESS_RESTARTS = Counter(
+    "labelq_worker_process_restarts_total",
+    "Worker processes that exited unasked and were replaced (served by the parent of --processes N)",
+    registry=None,  # the parent's own: registered on its endpoint beside the children's sums
+)
 MODEL_LOAD = Gauge("labelq_model_load_seconds", "Time to load and warm the model", ["model"], multiprocess_mode="max")
 
 
@@ -38,6 +43,7 @@ def serve(port: int, multiprocess_dir: str | None = None) -> None:
     if multiprocess_dir:
         registry = CollectorRegistry()
         prometheus_multiprocess.MultiProcessCollector(registry, path=multiprocess_dir)  # type: ignore[no-untyped-call]
+        registry.register(PROCESS_RESTARTS)
         start_http_server(port, registry=registry)
     else:
         start_http_server(port)

@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     max_label_chars: int = Field(DEFAULT_MAX_LABEL_CHARS, ge=1, description="Longest label name")
     max_examples_per_label: int = Field(DEFAULT_MAX_EXAMPLES_PER_LABEL, ge=0, description="Few-shot examples per label")
     max_metadata_bytes: int = Field(DEFAULT_MAX_METADATA_BYTES, ge=0, description="Largest metadata, as JSON bytes")
+    reply_queue_prefixes: tuple[str, ...] = Field(
+        (), description="If set, a result queue (reply_to) must start with one of these (e.g. one per tenant)"
+    )
     # embedding classifier
     embedding_cache_size: int = Field(4096, ge=0, description="Label and example embeddings kept in memory")
     embedding_temperature: float = Field(
@@ -142,6 +145,7 @@ class Settings(BaseSettings):
             max_label_chars=self.max_label_chars,
             max_examples_per_label=self.max_examples_per_label,
             max_metadata_bytes=self.max_metadata_bytes,
+            reply_queue_prefixes=self.reply_queue_prefixes,
         )
 
 

@@ -28,7 +28,7 @@ def worker_command(processes: int | None, loglevel: str, hostname: str) -> None:
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     if settings.worker_processes == 1:
-        launcher.run_in_process(settings, loglevel=loglevel, hostname=hostname)
+        sys.exit(launcher.run_in_process(settings, loglevel=loglevel, hostname=hostname))
     else:
         sys.exit(launcher.run_processes(settings, loglevel=loglevel, hostname=hostname))
 
@@ -40,4 +40,4 @@ def webhook_worker_command(loglevel: str, hostname: str) -> None:
     """Run a webhook delivery worker: signed POSTs, retries with backoff, dead letters (no model)."""
     from worker import launcher
 
-    launcher.run_in_process(cli_settings(), loglevel=loglevel, hostname=hostname, role="webhooks")
+    sys.exit(launcher.run_in_process(cli_settings(), loglevel=loglevel, hostname=hostname, role="webhooks"))

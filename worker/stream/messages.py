@@ -52,39 +52,56 @@ class TaskEnvelope:
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
+# A task id labelq answers under and counts deliveries by: what Celery clients send (a uuid), or any short
+# printable ASCII name. Anything else (a lone surrogate, control bytes, a megabyte) is as if absent.
+_TASK_ID = re.compile(r"[!-~]{1,200}")
+
+
+def readable_id(value: Any) -> str | None:
+    """A header or body task id as labelq may use it in Redis keys and results, else None."""
+    text = str(value) if isinstance(value, str | int) and not isinstance(value, bool) else None
+    return text if text is not None and _TASK_ID.fullmatch(text) else None
+
+
 class UndecodableMessage(ValueError):
-    """The bytes are not a labelq task message at all; it goes to the dead-letter list."""
+    """The bytes are not a labelq task message; it goes to the dead-letter list, and when the message still
+    names a readable task id, an error result is published under it so its producer hears back."""
+
+    def __init__(self, reason: str, message_id: str | None = None) -> None:
+        super().__init__(reason)
+        self.message_id = message_id
 
 
 def decode(delivery: Delivery) -> TaskEnvelope:
+    headers = delivery.headers if isinstance(delivery.headers, Mapping) else {}
+    header_id = readable_id(headers.get("id")) if "task" in headers else None
     if delivery.content_type not in (None, "application/json"):
-        raise UndecodableMessage(f"content type {delivery.content_type!r}; labelq accepts application/json only")
+        reason = f"content type {str(delivery.content_type)[:100]!r}; labelq accepts application/json only"
+        raise UndecodableMessage(reason, header_id)
     try:
         body = json.loads(delivery.body)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise UndecodableMessage(f"body is not JSON: {exc}") from None
-    headers = delivery.headers or {}
-    if "task" in headers:  # protocol 2
-        task, message_id = headers.get("task"), headers.get("id")
-        if not (isinstance(body, list) and len(body) == 3 and isinstance(body[0], list) and isinstance(body[1], dict)):
-            raise UndecodableMessage("protocol 2 body must be [args, kwargs, embed]")
-        args, kwargs = body[0], body[1]
+        raise UndecodableMessage(f"body is not JSON: {exc}", header_id) from None
+    if "task" in headers:  # protocol 2: [args, kwargs, embed]; kwargs null as some clients send it
+        task, message_id = headers.get("task"), header_id
+        if not (isinstance(body, list) and len(body) == 3 and isinstance(body[0], list)):
+            raise UndecodableMessage("protocol 2 body must be [args, kwargs, embed]", message_id)
+        args, kwargs = body[0], body[1] if body[1] is not None else {}
     elif isinstance(body, dict) and "task" in body:  # protocol 1
-        task, message_id = body.get("task"), body.get("id")
+        task, message_id = body.get("task"), readable_id(body.get("id"))
         args, kwargs = body.get("args") or [], body.get("kwargs") or {}
-        if not isinstance(args, list) or not isinstance(kwargs, dict):
-            raise UndecodableMessage("protocol 1 args must be a list and kwargs an object")
     else:
         raise UndecodableMessage("not a Celery task message (no task name in headers or body)")
+    if not isinstance(args, list) or not isinstance(kwargs, dict):
+        raise UndecodableMessage("args must be a list and kwargs an object (or null)", message_id)
     if task != TASK_CLASSIFY:
-        raise UndecodableMessage(f"task {task!r} is not {TASK_CLASSIFY!r}")
+        raise UndecodableMessage(f"task {str(task)[:100]!r} is not {TASK_CLASSIFY!r}", message_id)
     if len(args) == 1 and not kwargs:
         request = args[0]
     elif not args and set(kwargs) == {"request"}:
         request = kwargs["request"]
     else:
-        raise UndecodableMessage("expected exactly one argument: the request")
-    message_id = str(message_id) if message_id is not None else None
+        raise UndecodableMessage("expected exactly one argument: the request", message_id)
     if isinstance(request, str):
         return TaskEnvelope(message_id, request.encode("utf-8", errors="surrogatepass"))
     if _SURROGATE_ESCAPE.search(delivery.body):

@@ -8,6 +8,7 @@ caller acks. Only a Redis failure raises, and then nothing is acked, so the batc
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 import uuid
@@ -18,7 +19,8 @@ from typing import Any
 
 from schemas import ClassifyRequest, ErrorCode, ErrorResult, ParsedRequest, RequestLimits
 from schemas.parsing import peek_field
-from schemas.request import QUEUE_NAME_PATTERN, RESERVED_QUEUE_PREFIX
+from schemas.request import QUEUE_NAME_PATTERN, reply_queue_problem
+from schemas.result import single_error
 from worker import metrics
 from worker.deadletters import DeadLetter
 from worker.engine.engine import Engine, error_for
@@ -40,11 +42,17 @@ class Received:
     parsed: ParsedRequest | None = None
     error: ErrorResult | None = None  # rejected request: published by id (and to its reply queue), dead-lettered
     error_reason: str = "invalid_request"  # the dead letter's reason for `error`
-    undecodable: str | None = None  # not a task message at all: dead-lettered only
+    undecodable: str | None = None  # not a labelq task message: dead-lettered (and answered, if it has an id)
     reply_queue: str | None = None
     enqueued_at_s: float = 0.0
     label_set: tuple[str, int] | None = None  # (name, version) the labels came from
     pairs: int = 0  # model sequences it will cost (Engine.cost): what the batcher's pair budget counts
+
+    @property
+    def counter_id(self) -> str:
+        """What its deliveries are counted under: the task id, else a digest of the message (a message with no
+        readable id that keeps coming back is still dead-lettered after LABELQ_MAX_DELIVERIES)."""
+        return self.message_id or "sha1:" + hashlib.sha1(self.delivery.body).hexdigest()
 
     def publication(self, outcome: Answered) -> Publication:
         request = self.parsed.request if self.parsed else None
@@ -52,10 +60,22 @@ class Received:
         return Publication(outcome, self.reply_queue, webhook, request.webhook_secret if request else None)
 
 
-def _peek_reply_queue(request: bytes | Any) -> str | None:
-    """The reply queue of an invalid request, when it can still be read and is a plain queue name."""
+def _peek_reply_queue(request: bytes | Any, limits: RequestLimits) -> str | None:
+    """The reply queue of an invalid request, when it can still be read and may be a result queue."""
     value = peek_field(request, "reply_to", QUEUE_NAME_PATTERN)
-    return value if value and not value.startswith(RESERVED_QUEUE_PREFIX) else None
+    return value if value and reply_queue_problem(value, limits.reply_queue_prefixes) is None else None
+
+
+def _refuse_unwritable(item: Received, unwritable: frozenset[str]) -> Received:
+    """A request whose result queue is a Redis key of another type: its own error result (by id), never a failed
+    write for the whole batch."""
+    if item.reply_queue not in unwritable:
+        return item
+    if item.error is not None or item.parsed is None:
+        return replace(item, reply_queue=None)
+    message = f"reply_to {item.reply_queue!r} is a Redis key that is not a list; results go only to lists"
+    error = error_for(item.parsed.request, ErrorCode.INVALID_REPLY_TO, message, "reply_to")
+    return replace(item, reply_queue=None, error=error, error_reason="reply_queue_refused")
 
 
 def allow_all_webhooks(request: ClassifyRequest) -> str | None:
@@ -85,17 +105,29 @@ class Pipeline:
         self.clock = clock
 
     def receive(self, delivery: Delivery) -> Received:
+        """What a message is, as it arrives. Never raises: whatever the bytes, the outcome is a request to
+        classify, an error result, or a dead letter."""
+        try:
+            return self._receive(delivery)
+        except Exception as exc:  # a message no rule foresaw: dead-lettered and logged, the worker goes on
+            log.exception("a message could not be read (dead-lettered): %s", type(exc).__name__)
+            detail = f"unreadable message: {type(exc).__name__}"
+            return Received(delivery, undecodable=detail, enqueued_at_s=delivery.received_at)
+
+    def _receive(self, delivery: Delivery) -> Received:
         try:
             envelope = decode(delivery)
         except UndecodableMessage as exc:
-            return Received(delivery, undecodable=str(exc), enqueued_at_s=delivery.received_at)
+            return Received(delivery, exc.message_id, undecodable=str(exc), enqueued_at_s=delivery.received_at)
         parsed = envelope.parse(self.limits)
         if isinstance(parsed, ErrorResult):
+            if parsed.id is None and envelope.message_id is not None:  # answered under the task id instead
+                parsed = parsed.model_copy(update={"id": envelope.message_id})
             return Received(
                 delivery,
                 envelope.message_id,
                 error=parsed,
-                reply_queue=_peek_reply_queue(envelope.request),
+                reply_queue=_peek_reply_queue(envelope.request, self.limits),
                 enqueued_at_s=delivery.received_at,
             )
         request = parsed.request
@@ -114,22 +146,31 @@ class Pipeline:
             return replace(received, error=error, error_reason="webhook_refused")
         return received
 
-    def handle(self, batch: Sequence[Received]) -> None:
+    def handle(self, batch: Sequence[Received], *, count: bool = True) -> None:
+        """Settle a batch: every outcome written in one round trip (raises only when that write fails).
+        `count=False` when the batch's deliveries were counted already (a failed batch retried one by one)."""
         started_s = self.clock()
         publications: list[Publication] = []
         dead: list[DeadLetter] = []
         to_classify: list[Received] = []
         outcomes: list[str] = []  # one per message not classified: an error code or dead_lettered (metrics)
-        ids = [r.message_id for r in batch if r.message_id]
-        counts = dict(zip(ids, self.publisher.count_deliveries(ids), strict=True))
-        batch = self._resolve_label_sets(batch)
+        ids = [r.counter_id for r in batch]
+        queues = sorted({r.reply_queue for r in batch if r.reply_queue})
+        preflight = self.publisher.preflight(ids if count else [], queues)
+        counts = dict(zip(ids, preflight.counts, strict=True)) if count else {}
+        batch = [_refuse_unwritable(r, preflight.unwritable) for r in self._resolve_label_sets(batch)]
         for item in batch:
             queue, raw, headers = item.delivery.queue, item.delivery.body, dict(item.delivery.headers)
             if item.undecodable is not None:
-                dead.append(DeadLetter("undecodable", queue, raw, detail=item.undecodable, headers=headers))
+                dead.append(
+                    DeadLetter("undecodable", queue, raw, item.message_id, detail=item.undecodable, headers=headers)
+                )
                 outcomes.append("dead_lettered")
-            elif item.message_id and counts.get(item.message_id, 0) > self.max_deliveries:
-                detail = f"received {counts[item.message_id]} times"
+                if item.message_id:  # its producer hears back under the task id it gave
+                    error = single_error(item.message_id, ErrorCode.INVALID_MESSAGE, item.undecodable)
+                    publications.append(Publication(error))
+            elif counts.get(item.counter_id, 0) > self.max_deliveries:
+                detail = f"received {counts[item.counter_id]} times"
                 dead.append(
                     DeadLetter("too_many_deliveries", queue, raw, item.message_id, detail=detail, headers=headers)
                 )

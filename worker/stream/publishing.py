@@ -27,32 +27,44 @@ from worker.deadletters import DeadLetter
 from worker.delivery.webhook_jobs import DEFAULT_SECRET, Scheduler, WebhookJob
 from worker.engine.results import Answer, Answered
 
-# KEYS: delivery counter keys; ARGV[1]: their TTL. Returns each key's count after the increment.
-_COUNT = """
-local counts = {}
-for i, key in ipairs(KEYS) do
-  counts[i] = redis.call('INCR', key)
-  redis.call('EXPIRE', key, ARGV[1])
+# KEYS: n delivery counter keys, then the batch's result queues; ARGV: the counters' TTL, n. Returns each
+# counter's count after the increment, then each result queue's type ('none' or 'list' may take a result).
+_PREFLIGHT = """
+local out, n = {}, tonumber(ARGV[2])
+for i = 1, n do
+  out[i] = redis.call('INCR', KEYS[i])
+  redis.call('EXPIRE', KEYS[i], ARGV[1])
 end
-return counts
+for i = n + 1, #KEYS do out[i] = redis.call('TYPE', KEYS[i])['ok'] end
+return out
 """
 
-# KEYS: the result key and notify key of each result with an id, then the result queues. ARGV: the TTL, the
-# number of results n, the number of key pairs m, then per result, in batch order: its JSON, the number of its
-# result queue among the KEYS after the first 2m (0: none), the number of its key pair (0: no id). Each queue's
-# TTL is refreshed once, after its last push.
+# KEYS: the result key and notify key of each result with an id (m pairs), then the q result queues, then the
+# delivery counters of the batch's settled messages. ARGV: the TTL, the number of results n, m, q, then per
+# result, in batch order: its JSON, the number of its result queue among the q (0: none), the number of its key
+# pair (0: no id). Each queue's TTL is refreshed once, after its last push. A result queue that is a key of
+# another type is left alone (the preflight turned such requests into errors; this covers a key made since).
+# The counters are deleted last, so a batch whose write failed keeps counting toward LABELQ_MAX_DELIVERIES.
 _RESULTS = """
-local ttl, n, m = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local ttl, n, m, q = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local writable = {}
+for j = 1, q do
+  local kind = redis.call('TYPE', KEYS[2 * m + j])['ok']
+  writable[j] = kind == 'none' or kind == 'list'
+end
 for i = 0, n - 1 do
-  local body, queue, pair = ARGV[4 + 3 * i], tonumber(ARGV[5 + 3 * i]), tonumber(ARGV[6 + 3 * i])
+  local body, queue, pair = ARGV[5 + 3 * i], tonumber(ARGV[6 + 3 * i]), tonumber(ARGV[7 + 3 * i])
   if pair > 0 then
     redis.call('SET', KEYS[2 * pair - 1], body, 'EX', ttl)
     redis.call('RPUSH', KEYS[2 * pair], 1)
     redis.call('EXPIRE', KEYS[2 * pair], ttl)
   end
-  if queue > 0 then redis.call('RPUSH', KEYS[2 * m + queue], body) end
+  if queue > 0 and writable[queue] then redis.call('RPUSH', KEYS[2 * m + queue], body) end
 end
-for j = 2 * m + 1, #KEYS do redis.call('EXPIRE', KEYS[j], ttl) end
+for j = 1, q do
+  if writable[j] then redis.call('EXPIRE', KEYS[2 * m + j], ttl) end
+end
+for j = 2 * m + q + 1, #KEYS do redis.call('DEL', KEYS[j]) end
 return n
 """
 
@@ -60,6 +72,12 @@ return n
 def payload(outcome: Answered) -> str:
     """The published JSON of an outcome."""
     return outcome.json() if isinstance(outcome, Answer) else outcome.model_dump_json()
+
+
+@dataclass(frozen=True, slots=True)
+class Preflight:
+    counts: list[int]  # each message's deliveries so far, this one included, in the order asked
+    unwritable: frozenset[str]  # result queues that are keys of another type
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,15 +93,23 @@ class Publisher:
         self.client = client
         self.result_ttl_s = result_ttl_s
         self.scheduler = Scheduler(client)
-        self._count = client.register_script(_COUNT)
+        self._preflight = client.register_script(_PREFLIGHT)
         self._results = client.register_script(_RESULTS)
 
     def count_deliveries(self, message_ids: Sequence[str]) -> list[int]:
         """Increment and return each message's delivery count (Redis keeps none of its own)."""
-        if not message_ids:
-            return []
+        return self.preflight(message_ids, ()).counts
+
+    def preflight(self, message_ids: Sequence[str], reply_queues: Sequence[str]) -> Preflight:
+        """Before a batch is handled, in one round trip: count each message's delivery, and find the result
+        queues that are Redis keys of another type (a result pushed there would fail the batch's write)."""
+        if not message_ids and not reply_queues:
+            return Preflight([], frozenset())
         keys = [DELIVERIES_KEY + message_id for message_id in message_ids]
-        return [int(n) for n in cast(list[int], self._count(keys=keys, args=[DELIVERIES_TTL_S]))]
+        out = cast(list[int | bytes], self._preflight(keys=[*keys, *reply_queues], args=[DELIVERIES_TTL_S, len(keys)]))
+        kinds = dict(zip(reply_queues, out[len(keys) :], strict=True))
+        unwritable = frozenset(q for q, kind in kinds.items() if kind not in (b"none", b"list", "none", "list"))
+        return Preflight([int(n) for n in out[: len(keys)]], unwritable)
 
     def publish(
         self, publications: Sequence[Publication], dead_letters: Sequence[DeadLetter], done_ids: Sequence[str]
@@ -109,12 +135,11 @@ class Publisher:
                     secret_name=item.webhook_secret or DEFAULT_SECRET,
                 )
                 self.scheduler.schedule(pipe, job, now_s)
-        if keys or queues:
-            args = [ttl, len(written) // 3, len(keys) // 2, *written]
-            self._results(keys=[*keys, *queues], args=args, client=pipe)
         for letter in dead_letters:
             pipe.rpush(DEAD_LETTER_KEY, letter.to_json(now_s))
-        if done_ids:
-            pipe.delete(*(DELIVERIES_KEY + message_id for message_id in done_ids))
+        if keys or queues or done_ids:
+            counters = [DELIVERIES_KEY + message_id for message_id in done_ids]
+            args = [ttl, len(written) // 3, len(keys) // 2, len(queues), *written]
+            self._results(keys=[*keys, *queues, *counters], args=args, client=pipe)
         if len(pipe):
             pipe.execute()

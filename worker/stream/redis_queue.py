@@ -26,7 +26,9 @@ import redis
 UNACKED_KEY = "unacked"  # kombu's defaults (labelq sets no global key prefix)
 UNACKED_INDEX_KEY = "unacked_index"
 
-# KEYS: queue, unacked, unacked_index; ARGV: max count, now. Returns [tag, payload, tag, payload, ...].
+# KEYS: queue, unacked, unacked_index; ARGV: max count, now. Returns [tag, payload, tag, payload, ...]. A tag is
+# the envelope's `properties.delivery_tag` when that is a plain ASCII name (what every Celery client sends: a
+# uuid), else one made here, so a tag is always ASCII: any bytes a producer put there are only the payload's.
 _CLAIM = """
 local out = {}
 for i = 1, tonumber(ARGV[1]) do
@@ -37,7 +39,9 @@ for i = 1, tonumber(ARGV[1]) do
   if ok and type(message) == 'table' and type(message['properties']) == 'table' then
     tag = message['properties']['delivery_tag']
   end
-  if type(tag) ~= 'string' or tag == '' then tag = redis.sha1hex(item) .. ':' .. ARGV[2] .. ':' .. i end
+  if type(tag) ~= 'string' or tag == '' or #tag > 128 or string.find(tag, '[^%w%-_.:@]') then
+    tag = redis.sha1hex(item) .. ':' .. ARGV[2] .. ':' .. i  -- none, or not a plain ASCII name: one of ours
+  end
   local stored = item
   if not ok then stored = cjson.encode({body = item}) end  -- not JSON: wrapped so kombu can still restore it
   redis.call('HSET', KEYS[2], tag, '[' .. stored .. ',"",' .. cjson.encode(KEYS[1]) .. ']')
@@ -86,7 +90,7 @@ class ReliableQueue:
         claimed = []
         for tag, raw in zip(flat[::2], flat[1::2], strict=True):
             body, headers, content_type = unwrap(raw)
-            claimed.append(Claimed(tag.decode(), body, headers, content_type))
+            claimed.append(Claimed(tag.decode("ascii"), body, headers, content_type))
         return claimed
 
     def ack(self, tags: Sequence[str]) -> None:

@@ -175,7 +175,9 @@ def test_every_outcome_is_published_and_bad_ones_dead_lettered(setup: Any) -> No
     for rid in ("r1", "r2", "bad", "late"):
         assert redis.get(RESULT_KEY + rid) is not None and redis.llen(NOTIFY_KEY + rid) == 1
     letters = dead_letters(redis)
-    assert [(d["reason"], d["message_id"]) for d in letters] == [("invalid_request", "m-2"), ("undecodable", None)]
+    assert [(d["reason"], d["message_id"]) for d in letters] == [("invalid_request", "m-2"), ("undecodable", "m-3")]
+    garbage = parse_result(redis.get(RESULT_KEY + "m-3"))  # not a request, but its task id was readable
+    assert isinstance(garbage, ErrorResult) and garbage.code == ErrorCode.INVALID_MESSAGE and garbage.id == "m-3"
     assert letters[0]["error"]["code"] == "duplicate_labels" and '"a", "a"' in letters[0]["raw"]
     assert letters[1]["raw"] == "garbage"
     r1 = parse_result(redis.get(RESULT_KEY + "r1"))
@@ -192,7 +194,7 @@ def test_one_batch_writes_each_result_to_its_queue_in_order_and_an_id_less_error
     batch = [
         v2({**GOOD, "id": "a1", "reply_to": "q:a"}, "m-a1"),
         v2({**GOOD, "id": "b1", "reply_to": "q:b"}, "m-b1"),
-        v2({"id": "bad id!", "text": "x", "labels": ["a"], "reply_to": "q:a"}, "m-x"),
+        v2({"id": "bad id!", "text": "x", "labels": ["a"], "reply_to": "q:a"}, "no task id either"),
         v2({**GOOD, "id": "a2", "reply_to": "q:a"}, "m-a2"),
         v2({**GOOD, "id": "n1", "reply_to": None}, "m-n1"),
     ]
