@@ -62,9 +62,10 @@ class Claimed:
 
 
 def unwrap(raw: bytes) -> tuple[bytes, dict[str, Any], str | None]:
-    """(body, headers, content type) of a kombu envelope; an unreadable envelope comes back whole as the body."""
+    """(body, headers, content type) of a kombu envelope; an unreadable envelope comes back whole as the body.
+    Bytes that are not UTF-8 in a part labelq does not read (a delivery tag, a property) do not spoil the rest."""
     try:
-        envelope = json.loads(raw)
+        envelope = json.loads(raw.decode("utf-8", errors="surrogateescape"))
         properties = envelope.get("properties") or {}
         body = envelope.get("body", "")
         if properties.get("body_encoding") == "base64":

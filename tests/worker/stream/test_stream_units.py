@@ -13,15 +13,12 @@ import pytest
 from schemas import ClassificationResult, ErrorCode, ErrorResult, ParsedRequest, parse_result
 from schemas.result import single_error
 from schemas.transport import DEAD_LETTER_KEY, NOTIFY_KEY, QUEUE_BULK, RESULT_KEY
-from worker.engine.engine import Engine
-from worker.engine.fake import FAKE_MODEL, FakeClassifier
 from worker.engine.onnx import run_defaults
 from worker.errors import ConfigError
 from worker.runtime import policies
 from worker.settings import load_settings
 from worker.stream.batcher import Batcher, BatchPolicy
 from worker.stream.messages import Delivery, UndecodableMessage, decode
-from worker.stream.pipeline import Pipeline
 from worker.stream.publishing import Publication, Publisher
 
 GOOD = {"id": "r1", "text": "refund please", "labels": ["refund", "bug"], "reply_to": "results:test"}
@@ -138,16 +135,6 @@ def test_batch_limits_must_fit_the_visibility_timeout_on_the_device() -> None:
 
 
 # --- pipeline ---
-
-
-@pytest.fixture
-def setup() -> tuple[Pipeline, fakeredis.FakeRedis, FakeClassifier]:
-    fake = FakeClassifier()
-    settings = load_settings(model=FAKE_MODEL)
-    engine = Engine(settings, classifiers={FAKE_MODEL: fake})
-    redis = fakeredis.FakeRedis(server=fakeredis.FakeServer())
-    pipeline = Pipeline(engine, Publisher(redis, result_ttl_s=60), limits=settings.limits(), max_deliveries=2)
-    return pipeline, redis, fake
 
 
 def dead_letters(redis: fakeredis.FakeRedis) -> list[dict[str, Any]]:

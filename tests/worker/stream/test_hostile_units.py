@@ -1,0 +1,191 @@
+"""Hostile messages against the stream's pieces: envelope bytes, task ids, reply queues and delivery counts that
+a producer anywhere on the network could send (fakeredis, except the claim, which runs on a real Redis)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import fakeredis
+import pytest
+import redis as redis_lib
+
+from schemas import ClassificationResult, ErrorCode, ErrorResult, RequestLimits, parse_request, parse_result
+from schemas.transport import DEAD_LETTER_KEY, NOTIFY_KEY, RESULT_KEY
+from tests.worker.stream.test_stream_units import GOOD, delivery, v2
+from tests.worker.test_streaming import raw_celery_message
+from worker.stream import pipeline as pipeline_module
+from worker.stream.messages import decode
+from worker.stream.pipeline import Pipeline
+from worker.stream.redis_queue import UNACKED_INDEX_KEY, UNACKED_KEY, ReliableQueue
+
+
+def dead_letters(redis: fakeredis.FakeRedis) -> list[dict[str, Any]]:
+    return [json.loads(x) for x in redis.lrange(DEAD_LETTER_KEY, 0, -1)]
+
+
+# --- claiming ---
+
+
+@pytest.mark.parametrize("tag", [b"\xff\xfe", b"tag with spaces", b"x" * 300, b"\xed\xa0\x80", b""])
+def test_a_delivery_tag_that_is_not_a_plain_name_gets_one_of_ours(redis_url: str, tag: bytes) -> None:
+    client = redis_lib.Redis.from_url(redis_url)
+    envelope = raw_celery_message({"id": "t1", "text": "hi", "labels": ["a", "b"]}, "q").encode()
+    marker = b'"delivery_tag": "'
+    start = envelope.index(marker) + len(marker)
+    end = envelope.index(b'"', start)
+    client.lpush("q", envelope[:start] + tag + envelope[end:])
+    queue = ReliableQueue(client)
+    [claimed] = queue.claim("q", 10)
+    assert claimed.tag.isascii() and claimed.tag.encode() != tag
+    assert client.hexists(UNACKED_KEY, claimed.tag) and client.zscore(UNACKED_INDEX_KEY, claimed.tag)
+    queue.ack([claimed.tag])
+    assert client.hlen(UNACKED_KEY) == 0 and client.zcard(UNACKED_INDEX_KEY) == 0
+
+
+def test_a_plain_delivery_tag_is_kept(redis_url: str) -> None:
+    client = redis_lib.Redis.from_url(redis_url)
+    envelope = json.loads(raw_celery_message({"id": "t1", "text": "hi", "labels": ["a"]}, "q"))
+    client.lpush("q", json.dumps(envelope))
+    [claimed] = ReliableQueue(client).claim("q", 1)
+    assert claimed.tag == envelope["properties"]["delivery_tag"]
+
+
+# --- task ids ---
+
+
+@pytest.mark.parametrize("task_id", ["\ud800", "a\x00b", "x" * 201, "with space", True, 1.5, ["m"], {"a": 1}])
+def test_a_task_id_that_cannot_name_a_key_is_as_if_absent(task_id: Any) -> None:
+    headers = {"task": "labelq.classify", "id": task_id}
+    assert decode(delivery([[GOOD], {}, {}], headers=headers)).message_id is None
+
+
+def test_a_lone_surrogate_in_the_header_id_does_not_fail_the_batch(setup: Any) -> None:
+    pipeline, redis, _ = setup
+    batch = [
+        delivery([[GOOD], {}, {}], headers={"task": "labelq.classify", "id": "\udcff"}),
+        v2({**GOOD, "id": "mate"}, "m-2"),
+    ]
+    pipeline.handle([pipeline.receive(item) for item in batch])
+    assert {parse_result(x).id for x in redis.lrange("results:test", 0, -1)} == {"r1", "mate"}
+
+
+@pytest.mark.parametrize(
+    ("request_id", "code"), [("not an id!", ErrorCode.INVALID_ID), ("\ud800", ErrorCode.INVALID_UTF8)]
+)
+def test_an_unreadable_request_id_is_answered_under_the_task_id(setup: Any, request_id: str, code: ErrorCode) -> None:
+    pipeline, redis, _ = setup
+    pipeline.handle([pipeline.receive(v2({**GOOD, "id": request_id}, "task-7"))])
+    result = parse_result(redis.get(RESULT_KEY + "task-7"))
+    assert isinstance(result, ErrorResult) and result.code == code and result.id == "task-7"
+
+
+def test_kwargs_null_is_read_as_no_kwargs() -> None:
+    envelope = decode(delivery([[GOOD], None, None]))
+    assert envelope.message_id == "m-1" and envelope.parse(RequestLimits()).request.id == "r1"  # type: ignore[union-attr]
+
+
+def test_a_message_that_is_no_labelq_task_is_answered_under_its_task_id(setup: Any) -> None:
+    pipeline, redis, _ = setup
+    other = delivery([[GOOD], {}, {}], headers={"task": "someone.else", "id": "t-9"})
+    pipeline.handle([pipeline.receive(other)])
+    result = parse_result(redis.get(RESULT_KEY + "t-9"))
+    assert isinstance(result, ErrorResult) and result.code == ErrorCode.INVALID_MESSAGE
+    assert [d["reason"] for d in dead_letters(redis)] == ["undecodable"]
+
+
+def test_receive_never_raises(setup: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    pipeline, redis, _ = setup
+
+    def broken(_: object) -> None:
+        raise KeyError("a fault no rule foresaw")
+
+    monkeypatch.setattr(pipeline_module, "decode", broken)
+    received = pipeline.receive(v2(GOOD))
+    assert received.undecodable == "unreadable message: KeyError"
+    pipeline.handle([received])
+    assert [d["reason"] for d in dead_letters(redis)] == ["undecodable"]
+
+
+# --- reply queues ---
+
+RESERVED = [
+    "unacked",
+    "unacked_mutex",
+    "UNACKED_INDEX",
+    "celery",
+    "celery-task-meta-abc",
+    "celeryev.x",
+    "node1.reply.celery.pidbox",
+    "labelq.bulk",
+    "LabelQ:result:x",
+    "_kombu.binding.celery",
+]
+
+
+@pytest.mark.parametrize("name", RESERVED)
+def test_a_reply_queue_may_not_name_a_key_the_broker_uses(name: str) -> None:
+    request = {**GOOD, "reply_to": name}
+    outcome = parse_request(json.dumps(request))
+    assert isinstance(outcome, ErrorResult) and outcome.code == ErrorCode.INVALID_REPLY_TO
+
+
+def test_reply_queues_can_be_held_to_prefixes() -> None:
+    limits = RequestLimits(reply_queue_prefixes=("tenant-a:", "tenant-b:"))
+    assert not isinstance(parse_request(json.dumps({**GOOD, "reply_to": "tenant-a:out"}), limits), ErrorResult)
+    refused = parse_request(json.dumps({**GOOD, "reply_to": "tenant-c:out"}), limits)
+    assert isinstance(refused, ErrorResult) and "allowed prefixes" in refused.message
+
+
+def test_an_invalid_request_is_not_answered_on_a_reserved_queue(setup: Any) -> None:
+    pipeline, redis, _ = setup
+    pipeline.handle([pipeline.receive(v2({"id": "z", "text": "", "labels": ["a"], "reply_to": "unacked_mutex"}))])
+    assert not redis.exists("unacked_mutex")
+    assert isinstance(parse_result(redis.get(RESULT_KEY + "z")), ErrorResult)
+
+
+def test_a_reply_queue_of_another_type_fails_its_request_alone(setup: Any) -> None:
+    pipeline, redis, fake = setup
+    redis.hset("someones:hash", "field", "value")
+    batch = [
+        v2({**GOOD, "id": "bad", "reply_to": "someones:hash"}, "m-1"),
+        v2({**GOOD, "id": "good"}, "m-2"),
+    ]
+    pipeline.handle([pipeline.receive(item) for item in batch])
+    assert redis.hgetall("someones:hash") == {b"field": b"value"}
+    refused = parse_result(redis.get(RESULT_KEY + "bad"))
+    assert isinstance(refused, ErrorResult) and refused.code == ErrorCode.INVALID_REPLY_TO
+    assert [parse_result(x).id for x in redis.lrange("results:test", 0, -1)] == ["good"]
+    assert isinstance(parse_result(redis.get(RESULT_KEY + "good")), ClassificationResult)
+    assert [d["reason"] for d in dead_letters(redis)] == ["reply_queue_refused"]
+    assert fake.calls == [1]  # the refused request cost no inference
+
+
+# --- delivery counts ---
+
+
+def test_a_batch_whose_write_failed_keeps_its_delivery_counts(setup: Any) -> None:
+    pipeline, redis, _ = setup
+    redis.hset(NOTIFY_KEY + "r1", "not", "a list")  # a write of this batch will fail
+    for expected in (1, 2):
+        with pytest.raises(redis_lib.ResponseError):
+            pipeline.handle([pipeline.receive(v2(GOOD, "m-1"))])
+        assert int(redis.get("labelq:deliveries:m-1")) == expected
+    pipeline.handle([pipeline.receive(v2(GOOD, "m-1"))])  # a third time: over max_deliveries = 2, no write
+    assert [d["reason"] for d in dead_letters(redis)] == ["too_many_deliveries"]
+
+
+def test_a_message_without_an_id_is_counted_too(setup: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    pipeline, redis, _ = setup
+    anonymous = delivery({"task": "labelq.classify", "args": [GOOD], "kwargs": {}}, headers={})
+    monkeypatch.setattr(Pipeline, "_classify", _explode)
+    for _ in range(2):
+        with pytest.raises(RuntimeError):
+            pipeline.handle([pipeline.receive(anonymous)])
+    monkeypatch.undo()
+    pipeline.handle([pipeline.receive(anonymous)])
+    assert [d["reason"] for d in dead_letters(redis)] == ["too_many_deliveries"]
+
+
+def _explode(*_: object) -> None:
+    raise RuntimeError("a bug in classification")
