@@ -37,6 +37,7 @@ class ErrorCode(StrEnum):
     INVALID_REPLY_TO = "invalid_reply_to"
     INVALID_ID = "invalid_id"
     METADATA_TOO_LARGE = "metadata_too_large"
+    REQUEST_TOO_COSTLY = "request_too_costly"  # more model work than one batch may hold (labels x examples)
     # found by the worker, not the schema
     UNKNOWN_LABEL_SET = "unknown_label_set"  # the named label set is not stored
     UNKNOWN_MODEL = "unknown_model"  # the named model is not installed on the worker

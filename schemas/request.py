@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
 import re
-import string
 import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -56,6 +56,22 @@ def reply_queue_problem(name: str, allowed_prefixes: tuple[str, ...] = ()) -> st
     if allowed_prefixes and not name.startswith(allowed_prefixes):
         return f"queue name {name!r} is outside the allowed prefixes {', '.join(allowed_prefixes)}"
     return None
+
+
+def template_problem(template: str, max_chars: int) -> str | None:
+    """Why `template` is no hypothesis template, or None: it holds `{}` exactly once and no other brace (plain
+    substitution: no format specs, so no template can ask for a hundred-megabyte hypothesis), within the limit."""
+    if len(template) > max_chars:
+        return f"template is longer than {max_chars} characters"
+    rest = template.replace("{}", "", 1)
+    if template.count("{}") != 1 or "{" in rest or "}" in rest:
+        return "template must contain {} exactly once and no other brace"
+    return None
+
+
+def fill_template(template: str, text: str) -> str:
+    """The hypothesis: the template with `{}` replaced by the label's text (plain substitution)."""
+    return template.replace("{}", text, 1)
 
 
 def _limits(info: ValidationInfo) -> RequestLimits:
@@ -115,12 +131,25 @@ class Label(BaseModel):
     def _threshold(cls, value: float | None) -> float | None:
         return None if value is None else _check_unit_interval(value)
 
+    @field_validator("description", "hypothesis")
+    @classmethod
+    def _label_text(cls, value: str | None, info: ValidationInfo) -> str | None:
+        limit = _limits(info).max_label_text_chars
+        if value is not None and len(value) > limit:
+            message = "a label's {field} is longer than {limit} characters"
+            raise _error(ErrorCode.LABEL_TOO_LONG, message, field=info.field_name, limit=limit)
+        return value
+
     @field_validator("examples")
     @classmethod
     def _examples(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
-        limit = _limits(info).max_examples_per_label
-        if len(value) > limit:
-            raise _error(ErrorCode.TOO_MANY_EXAMPLES, "a label carries more than {limit} examples", limit=limit)
+        limits = _limits(info)
+        if len(value) > limits.max_examples_per_label:
+            message = "a label carries more than {limit} examples"
+            raise _error(ErrorCode.TOO_MANY_EXAMPLES, message, limit=limits.max_examples_per_label)
+        if any(len(example) > limits.max_label_text_chars for example in value):
+            message = "a label's example is longer than {limit} characters"
+            raise _error(ErrorCode.LABEL_TOO_LONG, message, limit=limits.max_label_text_chars)
         return value
 
     @property
@@ -130,7 +159,7 @@ class Label(BaseModel):
 
     def hypothesis_for(self, template: str) -> str:
         """The hypothesis of this label: its own sentence, else the template filled with its text."""
-        return self.hypothesis if self.hypothesis else template.format(self.hypothesis_text)
+        return self.hypothesis if self.hypothesis else fill_template(template, self.hypothesis_text)
 
     @property
     def hypothesis_text(self) -> str:
@@ -292,17 +321,12 @@ class ClassifyRequest(BaseModel):
 
     @field_validator("hypothesis_template")
     @classmethod
-    def _template(cls, value: str | None) -> str | None:
+    def _template(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is None:
             return None
-        try:
-            fields = [name for _, name, _, _ in string.Formatter().parse(value) if name is not None]
-        except ValueError as exc:
-            raise _error(
-                ErrorCode.INVALID_TEMPLATE, "template is not a valid format string: {reason}", reason=str(exc)
-            ) from None
-        if fields != [""]:
-            raise _error(ErrorCode.INVALID_TEMPLATE, "template must contain {} exactly once and no other field")
+        problem = template_problem(value, _limits(info).max_label_text_chars)
+        if problem is not None:
+            raise _error(ErrorCode.INVALID_TEMPLATE, "{problem}", problem=problem)
         return value
 
     @field_validator("thresholds")
@@ -341,6 +365,11 @@ class ClassifyRequest(BaseModel):
     def _metadata(cls, value: dict[str, MetadataValue], info: ValidationInfo) -> dict[str, MetadataValue]:
         if not value:  # most requests carry none
             return value
+        for key, item in value.items():
+            if isinstance(item, float) and not math.isfinite(item):  # JSON has no NaN or Infinity
+                raise _error(
+                    ErrorCode.WRONG_TYPE, "metadata {key} is {item}, which JSON cannot carry", key=key, item=item
+                )
         limit = _limits(info).max_metadata_bytes
         size = len(json.dumps(value, separators=(",", ":")).encode())
         if size > limit:

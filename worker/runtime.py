@@ -127,6 +127,7 @@ class Runtime:
             max_deliveries=settings.max_deliveries,
             webhook_guard=webhook_guard(settings),
             labelsets=LabelSetStore(client),
+            budgets={policy.queue: policy.max_pairs for policy in batch_policies},
             log_texts=settings.log_texts,
         )
         return cls(settings, engine, publisher, pipeline, batch_policies)

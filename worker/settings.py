@@ -12,6 +12,7 @@ from schemas import RequestLimits
 from schemas.limits import (
     DEFAULT_MAX_EXAMPLES_PER_LABEL,
     DEFAULT_MAX_LABEL_CHARS,
+    DEFAULT_MAX_LABEL_TEXT_CHARS,
     DEFAULT_MAX_LABELS,
     DEFAULT_MAX_METADATA_BYTES,
     DEFAULT_MAX_TEXT_CHARS,
@@ -45,6 +46,7 @@ class Settings(BaseSettings):
     result_cache_size: int = Field(
         4096, ge=0, description="Scores kept for repeated (model, labels, template, text); 0: no cache"
     )
+    result_cache_mb: int = Field(64, ge=0, description="The result cache's bound in memory (texts and labels it keeps)")
     # shortlist: an embedding model picks the labels an NLI model scores
     shortlist_k: int = Field(
         0,
@@ -75,12 +77,18 @@ class Settings(BaseSettings):
     )
     max_label_chars: int = Field(DEFAULT_MAX_LABEL_CHARS, ge=1, description="Longest label name")
     max_examples_per_label: int = Field(DEFAULT_MAX_EXAMPLES_PER_LABEL, ge=0, description="Few-shot examples per label")
+    max_label_text_chars: int = Field(
+        DEFAULT_MAX_LABEL_TEXT_CHARS,
+        ge=1,
+        description="Longest label description, hypothesis, example and hypothesis template (characters)",
+    )
     max_metadata_bytes: int = Field(DEFAULT_MAX_METADATA_BYTES, ge=0, description="Largest metadata, as JSON bytes")
     reply_queue_prefixes: tuple[str, ...] = Field(
         (), description="If set, a result queue (reply_to) must start with one of these (e.g. one per tenant)"
     )
     # embedding classifier
     embedding_cache_size: int = Field(4096, ge=0, description="Label and example embeddings kept in memory")
+    embedding_cache_mb: int = Field(64, ge=0, description="The embedding cache's bound in memory")
     embedding_temperature: float = Field(
         0.05, gt=0, description="Single-label: softmax(cosine / temperature) over the labels"
     )
@@ -144,6 +152,7 @@ class Settings(BaseSettings):
             text_overflow=self.text_overflow,
             max_label_chars=self.max_label_chars,
             max_examples_per_label=self.max_examples_per_label,
+            max_label_text_chars=self.max_label_text_chars,
             max_metadata_bytes=self.max_metadata_bytes,
             reply_queue_prefixes=self.reply_queue_prefixes,
         )

@@ -9,19 +9,23 @@ Cost does not grow with the number of labels once their vectors are cached.
 
 from __future__ import annotations
 
+import sys
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
 
 import numpy as np
 
 from schemas import ClassifyRequest, Label
 from worker.engine.batching import pad_run, plan_runs
+from worker.engine.lru import BoundedLru
 from worker.engine.models import ModelCard
 from worker.engine.onnx import OnnxModel
 from worker.engine.results import Scored, shares
 from worker.engine.scoring import cosine_scores
 from worker.engine.tokenization import TextEncoder
+
+ENTRY_OVERHEAD_BYTES = 160  # a cache entry's bookkeeping beside its text and vector (dict slot, tuple, array header)
+WARM_LISTS_MAX = 1024  # label lists remembered as all cached (`new_texts`); forgotten all at once when full
 
 
 def _normalise(vectors: np.ndarray) -> np.ndarray:
@@ -39,6 +43,7 @@ class EmbeddingClassifier:
         token_budget: int,
         max_pairs_per_run: int,
         cache_size: int,
+        cache_bytes: int,
         temperature: float,
         center: float,
         scale: float,
@@ -48,9 +53,9 @@ class EmbeddingClassifier:
         self.encoder = TextEncoder(card, model.static_sequence_length)
         self.token_budget = token_budget
         self.max_items = max_pairs_per_run
-        self.cache_size = cache_size
         self.temperature, self.center, self.scale = temperature, center, scale
-        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache: BoundedLru[str, np.ndarray] = BoundedLru(cache_size, cache_bytes)  # label and example vectors
+        self._warm_lists: dict[int, tuple[tuple[Label, ...], str | None]] = {}  # see `new_texts`
 
     def embed(self, texts: Sequence[str]) -> tuple[np.ndarray, list[bool]]:
         """L2-normalised mean-pooled embeddings [texts, dim] and whether each text was truncated."""
@@ -71,17 +76,35 @@ class EmbeddingClassifier:
 
     def cached_vectors(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         """Vectors of label and example texts, computing only the ones not cached yet."""
-        missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
-        found = {t: self._cache[t] for t in texts if t in self._cache}
+        found: dict[str, np.ndarray] = {}
+        for text in texts:
+            vector = self._cache.get(text)
+            if vector is not None:
+                found[text] = vector
+        missing = list(dict.fromkeys(t for t in texts if t not in found))
         if missing:
             vectors, _ = self.embed(missing)
-            found.update(zip(missing, vectors, strict=True))
-        for text, vector in found.items():
-            self._cache[text] = vector
-            self._cache.move_to_end(text)
-        while len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
+            for text, vector in zip(missing, vectors, strict=True):
+                found[text] = vector
+                self._cache.put(text, vector, sys.getsizeof(text) + vector.nbytes + ENTRY_OVERHEAD_BYTES)
         return found
+
+    def new_texts(self, request: ClassifyRequest) -> int:
+        """How many of the request's label and example texts are not cached: the sequences embedding them will
+        cost on top of the text's one. A label list found all cached is remembered (by identity: a repeated
+        list is one tuple, schemas/request.py), so a stream of the same labels pays one dict lookup."""
+        labels, template = request.labels, request.hypothesis_template
+        known = self._warm_lists.get(id(labels))
+        if known is not None and known[0] is labels and known[1] == template:
+            return 0
+        texts = {self.label_text(request, label) for label in labels}
+        texts.update(example for label in labels for example in label.examples)
+        missing = sum(1 for text in texts if text not in self._cache)
+        if not missing:
+            if len(self._warm_lists) >= WARM_LISTS_MAX:
+                self._warm_lists.clear()
+            self._warm_lists[id(labels)] = (labels, template)
+        return missing
 
     @staticmethod
     def label_text(request: ClassifyRequest, label: Label) -> str:

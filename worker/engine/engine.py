@@ -29,6 +29,7 @@ from worker.settings import Settings
 
 log = logging.getLogger(__name__)
 
+MB = 1024 * 1024
 Outcome = ClassificationResult | ErrorResult  # validated, for in-process callers
 
 
@@ -42,6 +43,7 @@ def load_classifier(card: ModelCard, settings: Settings, runs: RunDefaults) -> C
         token_budget=runs.token_budget,
         max_pairs_per_run=runs.max_pairs_per_run,
         cache_size=settings.embedding_cache_size,
+        cache_bytes=settings.embedding_cache_mb * MB,
         temperature=settings.embedding_temperature,
         center=settings.embedding_center,
         scale=settings.embedding_scale,
@@ -70,7 +72,9 @@ class Engine:
         self.allow_paths = allow_paths
         self._classifiers: dict[str, Classifier] = dict(classifiers or {})
         self._kinds: dict[str, str] = {}  # model name -> kind, for `cost` (read from its card, not loaded)
-        self.cache = ResultCache(settings.result_cache_size)  # already-warm ones (fakes in tests)
+        self.cache = ResultCache(
+            settings.result_cache_size, settings.result_cache_mb * MB
+        )  # already-warm ones (fakes in tests)
 
     def classifier(self, name: str | None = None) -> Classifier:
         """The warm classifier for a model name (the default model when None); loads it on first use."""
@@ -85,8 +89,9 @@ class Engine:
 
     def cost(self, request: ClassifyRequest) -> int:
         """Model sequences the request will run, what a batch's pair budget counts: one per (text, label) pair
-        for an NLI model (k when the request is shortlisted), one per text for an embedding model (its label
-        vectors are cached). A request whose model cannot be named costs its label count (it fails anyway)."""
+        for an NLI model (k when the request is shortlisted); for an embedding model one for the text and one per
+        label or example text not cached yet. A request whose model cannot be named costs its label count (it
+        fails anyway). Known before any model work: the stream refuses a request that costs more than a batch."""
         name = request.model or self.settings.model
         kind = self._kinds.get(name)
         if kind is None:
@@ -96,8 +101,11 @@ class Engine:
             except (RequestRejected, ModelError):
                 return max(1, len(request.labels))
             self._kinds[name] = kind
-        if kind == "embedding":
-            return 1
+        if kind == "embedding":  # the text, and the label and example texts not embedded yet
+            loaded = self._classifiers.get(name)
+            if loaded is None:  # not loaded yet: nothing is cached
+                return 1 + len(request.labels) + sum(len(label.examples) for label in request.labels)
+            return 1 + loaded.new_texts(request) if isinstance(loaded, EmbeddingClassifier) else 1
         # a request naming a label set gets its labels later, in the batch: it counts one until then
         return shortlist_size(request, self.settings.shortlist_k) or max(1, len(request.labels))
 
@@ -202,7 +210,7 @@ class Engine:
         for i, item in zip(missing, scored, strict=True):
             found[i] = item
             if isinstance(item, Scored):
-                self.cache.put(keys[i], item)
+                self.cache.put(keys[i], requests[i], item)
         return [item for item in found if item is not None]
 
     def _score_isolated(self, classifier: Classifier, requests: list[ClassifyRequest]) -> list[Scored | ErrorResult]:

@@ -7,15 +7,18 @@ so two requests differing only in thresholds share the scores. Least recently us
 
 from __future__ import annotations
 
-from collections import OrderedDict
+import sys
 from dataclasses import replace
 
-from schemas import ClassifyRequest
+from schemas import ClassifyRequest, Label
 from worker import metrics
+from worker.engine.lru import BoundedLru
 from worker.engine.models import ModelCard
 from worker.engine.results import Scored
 
 CacheKey = tuple[object, ...]
+ENTRY_OVERHEAD_BYTES = 400  # an entry's bookkeeping beside its text, labels and scores (key tuple, dict slot)
+LABEL_SIZES_MAX = 1024  # label lists whose size is remembered; forgotten all at once when full
 
 
 def cache_key(card: ModelCard, request: ClassifyRequest) -> CacheKey:
@@ -24,14 +27,21 @@ def cache_key(card: ModelCard, request: ClassifyRequest) -> CacheKey:
 
 
 class ResultCache:
-    def __init__(self, size: int) -> None:
+    """Scores by key, bounded in entries and in (estimated) bytes: a key holds the request's text and labels."""
+
+    def __init__(self, size: int, max_bytes: int) -> None:
         self.size = size
         self.hits = 0
         self.misses = 0
-        self._entries: OrderedDict[CacheKey, Scored] = OrderedDict()
+        self._entries: BoundedLru[CacheKey, Scored] = BoundedLru(size, max_bytes)
+        self._label_bytes: dict[int, tuple[tuple[Label, ...], int]] = {}  # by label list identity (shared tuples)
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    @property
+    def bytes(self) -> int:
+        return self._entries.bytes
 
     def get(self, key: CacheKey) -> Scored | None:
         found = self._entries.get(key)
@@ -41,13 +51,26 @@ class ResultCache:
             return None
         self.hits += 1
         metrics.RESULT_CACHE.labels("hit").inc()
-        self._entries.move_to_end(key)
         return replace(found, inference_ms=0.0)  # no model time was spent on it this time
 
-    def put(self, key: CacheKey, scored: Scored) -> None:
+    def put(self, key: CacheKey, request: ClassifyRequest, scored: Scored) -> None:
         if self.size <= 0:
             return
-        self._entries[key] = scored
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.size:
-            self._entries.popitem(last=False)
+        size = sys.getsizeof(request.text) + self._labels_size(request.labels) + 16 * len(scored.scores)
+        self._entries.put(key, scored, size + ENTRY_OVERHEAD_BYTES)
+
+    def _labels_size(self, labels: tuple[Label, ...]) -> int:
+        known = self._label_bytes.get(id(labels))
+        if known is not None and known[0] is labels:
+            return known[1]
+        size = sum(
+            sys.getsizeof(label.name)
+            + sys.getsizeof(label.description or "")
+            + sys.getsizeof(label.hypothesis or "")
+            + sum(sys.getsizeof(example) for example in label.examples)
+            for label in labels
+        )
+        if len(self._label_bytes) >= LABEL_SIZES_MAX:
+            self._label_bytes.clear()
+        self._label_bytes[id(labels)] = (labels, size)
+        return size

@@ -22,8 +22,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from schemas import ClassifyRequest, Label
-from schemas.limits import DEFAULT_MAX_LABELS
-from schemas.request import expand_label_shorthand
+from schemas.limits import DEFAULT_MAX_LABEL_TEXT_CHARS, DEFAULT_MAX_LABELS
+from schemas.request import expand_label_shorthand, template_problem
 from schemas.transport import KEY_PREFIX
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,14 @@ class LabelSet(BaseModel):
     labels: tuple[Label, ...] = Field(min_length=1, max_length=DEFAULT_MAX_LABELS)
     hypothesis_template: str | None = None
     multi_label: StrictBool | None = None
+
+    @field_validator("hypothesis_template")
+    @classmethod
+    def _template(cls, value: str | None) -> str | None:
+        problem = template_problem(value, DEFAULT_MAX_LABEL_TEXT_CHARS) if value is not None else None
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
     @field_validator("labels", mode="before")
     @classmethod

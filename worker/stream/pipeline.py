@@ -12,7 +12,7 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -92,6 +92,7 @@ class Pipeline:
         max_deliveries: int,
         webhook_guard: WebhookGuard = allow_all_webhooks,
         labelsets: LabelSetStore | None = None,
+        budgets: Mapping[str, int] | None = None,
         log_texts: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -101,6 +102,7 @@ class Pipeline:
         self.max_deliveries = max_deliveries
         self.webhook_guard = webhook_guard
         self.labelsets = labelsets
+        self.budgets = dict(budgets or {})  # queue -> most model sequences a batch of it runs (its max pairs)
         self.log_texts = log_texts
         self.clock = clock
 
@@ -140,6 +142,14 @@ class Pipeline:
             enqueued_at_s=min(submitted, delivery.received_at),
             pairs=self.engine.cost(request),
         )
+        budget = self.budgets.get(delivery.queue)
+        if budget is not None and received.pairs > budget:
+            message = (
+                f"the request would run {received.pairs} model sequences; a batch of {delivery.queue} runs at most "
+                f"{budget}: send fewer labels or examples (or store them as a label set)"
+            )
+            error = error_for(request, ErrorCode.REQUEST_TOO_COSTLY, message, "labels")
+            return replace(received, error=error, error_reason="request_too_costly")
         refusal = self.webhook_guard(request) if request.webhook_url else None
         if refusal is not None:
             error = error_for(request, ErrorCode.WEBHOOK_REFUSED, refusal, "reply_to")

@@ -158,6 +158,25 @@ def test_embedding_cache_is_bounded_and_reused() -> None:
     assert list(classifier._cache)[-3:] == labels[-3:]
 
 
+def test_embedding_cache_is_bounded_in_bytes() -> None:
+    engine = Engine(load_settings(embedding_cache_mb=1, max_labels=100))
+    classifier = engine.classifier()
+    assert isinstance(classifier, EmbeddingClassifier)
+    for batch in range(8):  # 800 distinct label texts, about 1.8 KB each cached: more than a megabyte
+        labels = [f"label {batch}-{i} " + "x" * 250 for i in range(100)]
+        classifier.score([ClassifyRequest(text="x", labels=labels)])  # type: ignore[arg-type]
+    assert 0 < classifier._cache.bytes <= 1024 * 1024
+    assert 300 < len(classifier._cache) < 800
+
+
+def test_a_label_list_costs_its_uncached_texts_until_it_is_warm(minilm_engine: Engine) -> None:
+    labels = [{"name": f"cost-{i}", "examples": [f"example {i}-{j}" for j in range(3)]} for i in range(4)]
+    request = ClassifyRequest(text="x", labels=labels)  # type: ignore[arg-type]
+    assert minilm_engine.cost(request) == 1 + 4 + 12
+    minilm_engine.answer([ParsedRequest(request)])
+    assert minilm_engine.cost(request) == 1
+
+
 def test_multi_label_scores_are_independent(minilm_engine: Engine) -> None:
     text = "The delivery was late and the driver was rude"
     one = minilm_engine.classify([parsed(text, ["late delivery"], multi_label=True)])[0]

@@ -14,9 +14,12 @@ from schemas import ClassificationResult, ErrorCode, ErrorResult, RequestLimits,
 from schemas.transport import DEAD_LETTER_KEY, NOTIFY_KEY, RESULT_KEY
 from tests.worker.stream.test_stream_units import GOOD, delivery, v2
 from tests.worker.test_streaming import raw_celery_message
+from worker.engine.engine import Engine
+from worker.settings import Settings
 from worker.stream import pipeline as pipeline_module
 from worker.stream.messages import decode
 from worker.stream.pipeline import Pipeline
+from worker.stream.publishing import Publisher
 from worker.stream.redis_queue import UNACKED_INDEX_KEY, UNACKED_KEY, ReliableQueue
 
 
@@ -189,3 +192,65 @@ def test_a_message_without_an_id_is_counted_too(setup: Any, monkeypatch: pytest.
 
 def _explode(*_: object) -> None:
     raise RuntimeError("a bug in classification")
+
+
+# --- what a request may cost ---
+
+
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [
+        ({"hypothesis_template": "{:>100000000}"}, ErrorCode.INVALID_TEMPLATE),
+        ({"hypothesis_template": "It is {:d}."}, ErrorCode.INVALID_TEMPLATE),
+        ({"hypothesis_template": "{0} and {}"}, ErrorCode.INVALID_TEMPLATE),
+        ({"hypothesis_template": "x" * 1001 + "{}"}, ErrorCode.INVALID_TEMPLATE),
+        ({"labels": [{"name": "a", "description": "d" * 1001}]}, ErrorCode.LABEL_TOO_LONG),
+        ({"labels": [{"name": "a", "hypothesis": "h" * 1001}]}, ErrorCode.LABEL_TOO_LONG),
+        ({"labels": [{"name": "a", "examples": ["e" * 1001]}]}, ErrorCode.LABEL_TOO_LONG),
+    ],
+)
+def test_every_part_of_a_request_has_a_size_limit(change: dict[str, Any], code: ErrorCode) -> None:
+    outcome = parse_request(json.dumps({**GOOD, **change}))
+    assert isinstance(outcome, ErrorResult) and outcome.code == code
+
+
+def test_a_template_is_plain_substitution() -> None:
+    parsed = parse_request(json.dumps({**GOOD, "hypothesis_template": "This is about {}."}))
+    assert not isinstance(parsed, ErrorResult)
+    label = parsed.request.labels[0]
+    assert label.hypothesis_for("Text {} here") == "Text refund here"
+    assert label.hypothesis_for(parsed.request.hypothesis_template or "") == "This is about refund."
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity"])
+def test_results_are_strict_json_so_metadata_may_not_be_nan(setup: Any, number: str) -> None:
+    pipeline, redis, _ = setup
+    body = b'[[{"id": "n1", "text": "x", "labels": ["a"], "metadata": {"v": %s}}], {}, {}]' % number.encode()
+    pipeline.handle([pipeline.receive(delivery(body))])
+    published = redis.get(RESULT_KEY + "n1")
+    assert number.encode() not in published
+    result = json.loads(published, parse_constant=lambda token: pytest.fail(f"{token} in a result"))
+    assert result["code"] == "wrong_type" and result["field"] == "metadata"
+
+
+def test_a_request_costlier_than_a_batch_is_refused_before_any_work(settings: Settings) -> None:
+    """An NLI model runs one pair per label: 4 labels cost 4, over a batch budget of 3 on realtime."""
+    engine = Engine(settings.model_copy(update={"model": "test--nli-2class"}))
+    redis = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+    pipeline = Pipeline(
+        engine,
+        Publisher(redis, result_ttl_s=60),
+        limits=settings.limits(),
+        max_deliveries=2,
+        budgets={"labelq.realtime": 3, "labelq.bulk": 10},
+    )
+    labels = ["a", "b", "c", "d"]
+    received = pipeline.receive(v2({**GOOD, "labels": labels}))
+    assert received.error is not None and received.error.code == ErrorCode.REQUEST_TOO_COSTLY
+    assert "at most 3" in received.error.message and received.pairs == 4
+    assert pipeline.receive(v2({**GOOD, "labels": labels[:3]})).error is None
+    assert pipeline.receive(delivery([[{**GOOD, "labels": labels}], {}, {}], queue="labelq.bulk")).error is None
+    pipeline.handle([received])
+    refused = parse_result(redis.get(RESULT_KEY + "r1"))
+    assert isinstance(refused, ErrorResult) and refused.code == ErrorCode.REQUEST_TOO_COSTLY
+    assert [d["reason"] for d in dead_letters(redis)] == ["request_too_costly"]

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from producer import Client
 from schemas import ClassificationResult, ClassifyRequest, ErrorCode, ErrorResult
@@ -88,3 +89,9 @@ def test_a_bad_label_set_file_is_refused(redis_url: str, tmp_path: Path) -> None
     bad.write_text("labels: []\n")
     done = labelq(redis_url, "put", "empty", str(bad))
     assert done.returncode == 2 and "labels" in done.stderr
+
+
+@pytest.mark.parametrize("template", ["It is {:>100000}.", "{0}", "no placeholder"])
+def test_a_label_sets_template_is_plain_substitution(template: str) -> None:
+    with pytest.raises(ValueError, match="template"):
+        LabelSet.from_yaml("t", yaml.safe_dump({"labels": ["a", "b"], "hypothesis_template": template}))
