@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import redis
 from celery import Celery
+from kombu.exceptions import OperationalError
 
 from schemas import ClassificationResult, ClassifyRequest, ErrorResult, parse_result
 from schemas.transport import NOTIFY_KEY, QUEUES, RESULT_KEY, TASK_CLASSIFY, WORKER_KEY
@@ -27,11 +29,54 @@ def queue_name(queue: str) -> str:
     return QUEUES.get(queue, queue)
 
 
+# What a producer retries on: the broker unreachable (a restart, a failover), not a request it refuses
+CONNECTION_ERRORS = (OperationalError, redis.ConnectionError, redis.TimeoutError, OSError)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Celery's `retry_policy` semantics for publishing: after the first failure, wait `interval_start` s, then
+    `interval_step` s more each time up to `interval_max`, for at most `max_retries` retries. The default rides
+    out a Redis restart or a Sentinel failover (about 17 s in all) where Celery's own (3 retries, 0.6 s) would
+    give up."""
+
+    max_retries: int = 10
+    interval_start: float = 0.0
+    interval_step: float = 0.5
+    interval_max: float = 2.0
+
+    def delay_s(self, retry: int) -> float:
+        """The wait before retry number `retry` (from 0)."""
+        return min(self.interval_max, self.interval_start + retry * self.interval_step)
+
+
+class SubmitError(Exception):
+    """Requests could not be sent: the broker stayed unreachable through every retry. `sent` holds the ids that
+    did go (in order); the rest did not."""
+
+    def __init__(self, message: str, sent: list[str]) -> None:
+        super().__init__(message)
+        self.sent = sent
+
+
 class Client:
-    def __init__(self, redis_url: str) -> None:
+    def __init__(self, redis_url: str, *, retry_policy: RetryPolicy | None = None) -> None:
         self.redis = redis.Redis.from_url(redis_url)
+        self.retry_policy = retry_policy or RetryPolicy()
         self._celery = Celery("labelq-producer", broker=redis_url, set_as_current=False)
-        self._celery.conf.update(task_serializer="json", accept_content=["json"], broker_connection_retry=True)
+        self._celery.conf.update(
+            task_serializer="json",
+            accept_content=["json"],
+            broker_connection_retry=True,
+            # a connection attempt fails at once (kombu would retry it for its 4 s connect timeout first): the
+            # retries are `submit_many`'s, by `retry_policy`, so giving up takes what the policy says
+            broker_transport_options={"max_retries": 0},
+        )
+
+    def where(self) -> str:
+        """The Redis this client talks to, for messages: host, port and database, never a password."""
+        kwargs = self.redis.connection_pool.connection_kwargs
+        return f"{kwargs.get('host', kwargs.get('path', '?'))}:{kwargs.get('port', '')}/{kwargs.get('db', 0)}"
 
     def close(self) -> None:
         self.redis.close()
@@ -59,23 +104,45 @@ class Client:
     def submit_many(
         self, requests: Iterable[ClassifyRequest | Mapping[str, Any]], *, queue: str = "realtime"
     ) -> list[str]:
-        ids = []
-        with self._celery.producer_or_acquire() as producer:
-            for item in requests:
-                request = self.prepare(item)
-                self._celery.send_task(
-                    TASK_CLASSIFY,
-                    args=[request.to_wire()],
-                    task_id=request.id,
-                    queue=queue_name(queue),
-                    producer=producer,
-                    # Celery's default is a repr of the whole request in the headers (up to 1 KB, costly to
-                    # write and carried, decoded and stored again with every message); monitors show this
-                    argsrepr=f"[<request {request.id}>]",
-                    kwargsrepr="{}",
-                )
-                ids.append(request.id)
+        """Send requests in order; returns their ids. A broker that goes away is retried by `retry_policy`
+        (a message whose send failed is sent again: at least once, duplicates by id at worst); `SubmitError`
+        when it stays away."""
+        prepared = (self.prepare(item) for item in requests)
+        ids: list[str] = []
+        request = next(prepared, None)
+        retry = 0
+        while request is not None:
+            try:
+                with self._celery.producer_or_acquire() as producer:
+                    while request is not None:
+                        self._send(request, queue, producer)
+                        ids.append(request.id)
+                        retry = 0
+                        request = next(prepared, None)
+            except CONNECTION_ERRORS as exc:
+                if retry >= self.retry_policy.max_retries:
+                    message = (
+                        f"Redis at {self.where()} unreachable through {retry} retries ({exc}); "
+                        f"{len(ids)} of the requests were sent, the rest were not"
+                    )
+                    raise SubmitError(message, ids) from exc
+                time.sleep(self.retry_policy.delay_s(retry))
+                retry += 1
         return ids
+
+    def _send(self, request: ClassifyRequest, queue: str, producer: Any) -> None:
+        self._celery.send_task(
+            TASK_CLASSIFY,
+            args=[request.to_wire()],
+            task_id=request.id,
+            queue=queue_name(queue),
+            producer=producer,
+            retry=False,  # retried by `submit_many`, with this client's policy
+            # Celery's default is a repr of the whole request in the headers (up to 1 KB, costly to write and
+            # carried, decoded and stored again with every message); monitors show this
+            argsrepr=f"[<request {request.id}>]",
+            kwargsrepr="{}",
+        )
 
     def workers(self) -> dict[str, dict[str, Any]]:
         """Ready workers by node name (model loaded, consuming), as they announce themselves."""
