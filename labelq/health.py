@@ -31,8 +31,8 @@ class Health:
         return {**asdict(self), "status": ["healthy", "no ready worker", "redis unreachable"][self.status]}
 
 
-def check(redis_url: str, ping_timeout_s: float = 1.0) -> Health:
-    client = Client(redis_url)
+def check(redis_url: str, ping_timeout_s: float = 1.0, transport_options: dict[str, Any] | None = None) -> Health:
+    client = Client(redis_url, transport_options=transport_options)
     try:
         client.redis.ping()
     except redis.RedisError as exc:

@@ -11,7 +11,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -54,8 +54,10 @@ class RedisServer:
         password: str | None = None,
         persistent: bool = False,
         tls_dir: Path | None = None,
+        extra: Sequence[str] = (),
     ) -> None:
         self.binary = binary
+        self.extra = tuple(extra)  # more redis-server arguments (e.g. --replicaof HOST PORT)
         self.port = port or free_port()
         self.password = password
         self.persistent = persistent
@@ -104,7 +106,7 @@ class RedisServer:
             args += ["--port", str(self.port)]
         if self.password:
             args += ["--requirepass", self.password]
-        return args
+        return [*args, *self.extra]
 
     def start(self) -> RedisServer:
         self.process = subprocess.Popen(self.arguments(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -15,11 +15,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis
+import redis.sentinel
 from celery import Celery
 from kombu.exceptions import OperationalError
 
 from schemas import ClassificationResult, ClassifyRequest, ErrorResult, parse_result
-from schemas.transport import NOTIFY_KEY, QUEUES, RESULT_KEY, TASK_CLASSIFY, WORKER_KEY
+from schemas.transport import NOTIFY_KEY, QUEUES, RESULT_KEY, TASK_CLASSIFY, WORKER_KEY, parse_sentinel_url
 
 Result = ClassificationResult | ErrorResult
 
@@ -59,9 +60,34 @@ class SubmitError(Exception):
         self.sent = sent
 
 
+def _results_client(url: str, transport_options: Mapping[str, Any]) -> redis.Redis:
+    """The Redis results are read from: the broker itself, through Sentinel when the URL says so."""
+    sentinel = parse_sentinel_url(url)
+    if sentinel is None:
+        return redis.Redis.from_url(url)
+    if not transport_options.get("master_name"):
+        raise ValueError('a sentinel:// URL needs transport_options={"master_name": ...}')
+    sentinels = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+        list(sentinel.sentinels), sentinel_kwargs=transport_options.get("sentinel_kwargs") or {}
+    )
+    client: redis.Redis = sentinels.master_for(  # type: ignore[no-untyped-call]
+        transport_options["master_name"], password=sentinel.password, db=sentinel.db
+    )
+    return client
+
+
 class Client:
-    def __init__(self, redis_url: str, *, retry_policy: RetryPolicy | None = None) -> None:
-        self.redis = redis.Redis.from_url(redis_url)
+    def __init__(
+        self,
+        redis_url: str,
+        *,
+        retry_policy: RetryPolicy | None = None,
+        transport_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        """`redis_url` as the workers have it (`redis://`, `rediss://`, or `sentinel://...;sentinel://...` with
+        `transport_options={"master_name": ...}`, kombu's form)."""
+        options = dict(transport_options or {})
+        self.redis = _results_client(redis_url, options)
         self.retry_policy = retry_policy or RetryPolicy()
         self._celery = Celery("labelq-producer", broker=redis_url, set_as_current=False)
         self._celery.conf.update(
@@ -70,13 +96,18 @@ class Client:
             broker_connection_retry=True,
             # a connection attempt fails at once (kombu would retry it for its 4 s connect timeout first): the
             # retries are `submit_many`'s, by `retry_policy`, so giving up takes what the policy says
-            broker_transport_options={"max_retries": 0},
+            broker_transport_options={**options, "max_retries": 0},
         )
 
     def where(self) -> str:
         """The Redis this client talks to, for messages: host, port and database, never a password."""
-        kwargs = self.redis.connection_pool.connection_kwargs
-        return f"{kwargs.get('host', kwargs.get('path', '?'))}:{kwargs.get('port', '')}/{kwargs.get('db', 0)}"
+        pool = self.redis.connection_pool
+        service = getattr(pool, "service_name", None)  # through Sentinel
+        kwargs = pool.connection_kwargs
+        where = f"master {service} via Sentinel" if service else f"{kwargs.get('host', kwargs.get('path', '?'))}"
+        return (
+            f"{where}:{kwargs['port']}/{kwargs.get('db', 0)}" if "port" in kwargs else f"{where}/{kwargs.get('db', 0)}"
+        )
 
     def close(self) -> None:
         self.redis.close()

@@ -8,6 +8,9 @@ pushed onto `labelq:notify:<id>` when it is written, and the result JSON RPUSHed
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
 TASK_CLASSIFY = "labelq.classify"
 QUEUE_REALTIME = "labelq.realtime"  # moderation and chat routing: small batches, a few ms of waiting at most
 QUEUE_BULK = "labelq.bulk"  # backfills: large batches, throughput first
@@ -23,3 +26,28 @@ QUEUE_WEBHOOKS = "labelq.webhooks"  # Celery queue of webhook delivery tasks
 TASK_DELIVER_WEBHOOK = "labelq.deliver_webhook"
 WORKER_KEY = KEY_PREFIX + "worker:"  # + node name -> JSON {model, revision, queues, pid}; exists while it is ready
 WORKER_KEY_TTL_S = 30  # refreshed every third of this; a worker that dies disappears within it
+
+
+@dataclass(frozen=True, slots=True)
+class SentinelUrl:
+    """A Redis reached through Sentinel, as kombu writes it: `sentinel://[:password@]host:port[/db]`, several
+    joined by `;` (one per sentinel). The master's name is not in the URL: it is the transport option
+    `master_name` (Celery's `broker_transport_options`, labelq's LABELQ_REDIS_TRANSPORT_OPTIONS)."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    password: str | None  # the master's, as kombu reads it from the first URL
+    db: int
+
+
+SENTINEL_SCHEME = "sentinel://"
+SENTINEL_DEFAULT_PORT = 26379
+
+
+def parse_sentinel_url(url: str) -> SentinelUrl | None:
+    """The sentinels of a `sentinel://` URL, or None for any other URL (redis://, rediss://, unix://)."""
+    if not url.startswith(SENTINEL_SCHEME):
+        return None
+    parts = [urlsplit(part.strip()) for part in url.split(";") if part.strip()]
+    sentinels = tuple((part.hostname or "127.0.0.1", part.port or SENTINEL_DEFAULT_PORT) for part in parts)
+    path = parts[0].path.strip("/")
+    return SentinelUrl(sentinels, parts[0].password, int(path) if path.isdigit() else 0)

@@ -120,7 +120,7 @@ def start_worker(redis_url: str, tmp_path: Path, client: Client) -> Iterator[Wor
             )
         started.append(process)
         deadline = time.monotonic() + WORKER_READY_TIMEOUT_S
-        watcher = Client(url) if url else client
+        watcher = Client(url, transport_options=settings.get("redis_transport_options")) if url else client  # type: ignore[arg-type]
         while wait and not _ready(role, index, watcher, log_path):
             assert process.poll() is None and time.monotonic() < deadline, log_path.read_text()[-4000:]
             time.sleep(0.05)

@@ -8,8 +8,8 @@
     stream/         claiming from Redis, decoding envelopes, batching, a batch's story, publishing, label sets
     delivery/       webhooks: one attempt, egress policy, scheduled jobs         } independent of
     engine/         models, onnxruntime, classifiers, scoring, shortlist, cache  } each other
-    the floor       settings.py, errors.py, constants.py, metrics.py, logs.py, deadletters.py: any layer may
-                    import them; they import no layer
+    the floor       settings.py, connections.py (Redis clients, Sentinel too), errors.py, constants.py,
+                    metrics.py, logs.py, deadletters.py: any layer may import them; they import no layer
 
 Only the process layer imports Celery; the engine imports no Redis, Celery or HTTP. Import the modules you need
 (e.g. `worker.engine.engine.Engine`, `worker.settings.load_settings`, `worker.app.create_app`); no package here

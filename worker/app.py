@@ -43,6 +43,7 @@ def create_app(settings: Settings, role: Role = "classify") -> Celery:
             "unacked_restore_throttle": 1,  # every interval really sweeps
             # kombu's default lock is 300 s: a worker SIGKILLed inside a sweep would block redelivery that long
             "unacked_mutex_expire": settings.unacked_mutex_expire_s,
+            **settings.redis_transport_options,  # Sentinel's master_name, for one
         },
         worker_hijack_root_logger=False,
         worker_send_task_events=False,

@@ -28,7 +28,9 @@ from celery import bootsteps
 
 from schemas.transport import WORKER_KEY, WORKER_KEY_TTL_S
 from worker import metrics
+from worker.connections import connect
 from worker.runtime import Runtime
+from worker.settings import Settings
 from worker.stream.batcher import Batcher, BatchPolicy
 from worker.stream.messages import Delivery
 from worker.stream.pipeline import Received
@@ -41,9 +43,9 @@ WATCH_BLOCK_S = 1  # a watcher re-checks its stop flag at least this often
 class QueueWatcher(threading.Thread):
     """Blocks until `queue` holds a message, then calls `wake` and waits until the loop has claimed."""
 
-    def __init__(self, redis_url: str, queue: str, wake: Callable[[], None]) -> None:
+    def __init__(self, settings: Settings, queue: str, wake: Callable[[], None]) -> None:
         super().__init__(name=f"labelq-watch-{queue}", daemon=True)
-        self.client = redis.Redis.from_url(redis_url, socket_timeout=WATCH_BLOCK_S + 5)
+        self.client = connect(settings, socket_timeout=WATCH_BLOCK_S + 5)
         self.queue = queue
         self.wake = wake
         self.claimed = threading.Event()
@@ -96,7 +98,7 @@ class BatchConsumerStep(bootsteps.StartStopStep):
         self._pipe = os.pipe()
         os.set_blocking(self._pipe[0], False)
         c.hub.add_reader(self._pipe[0], self._on_wake)
-        self._watchers = [QueueWatcher(self.runtime.settings.redis_url, queue, self._wake) for queue in self.policies]
+        self._watchers = [QueueWatcher(self.runtime.settings, queue, self._wake) for queue in self.policies]
         for watcher in self._watchers:
             watcher.start()
         self._node = c.hostname

@@ -7,11 +7,10 @@ import logging
 import time
 from dataclasses import dataclass
 
-import redis
-
 from schemas import ClassifyRequest, ParsedRequest, RequestLimits
 from schemas.transport import QUEUE_BULK, QUEUE_REALTIME
 from worker import metrics
+from worker.connections import connect
 from worker.delivery.egress import EgressPolicy, EgressRefused
 from worker.delivery.webhook_jobs import DEFAULT_SECRET
 from worker.engine.engine import Engine
@@ -118,7 +117,7 @@ class Runtime:
         load_s = time.perf_counter() - started
         metrics.MODEL_LOAD.labels(settings.model).set(load_s)
         log.info("model %s warm in %.0f ms", settings.model, load_s * 1000)
-        client = redis.Redis.from_url(settings.redis_url, health_check_interval=30)
+        client = connect(settings, health_check_interval=30)
         publisher = Publisher(client, settings.result_ttl_s)
         pipeline = Pipeline(
             engine,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -96,7 +96,14 @@ class Settings(BaseSettings):
     embedding_scale: float = Field(0.05, gt=0, description="Multi-label: sigmoid((cosine - center) / scale)")
 
     # broker, queues and batching (the arithmetic is in the README, "Batching and acks")
-    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Broker and results Redis (rediss:// for TLS)")
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        description="Broker and results Redis (rediss:// for TLS; sentinel://host:port;sentinel://... for Sentinel)",
+    )
+    redis_transport_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description='kombu transport options, JSON; with Sentinel the master\'s name: {"master_name": "mymaster"}',
+    )
     realtime_batch_size: int = Field(16, ge=1, description="Most requests in one realtime batch")
     realtime_max_wait_ms: float = Field(
         5.0, ge=0, description="A realtime batch flushes once its oldest request has waited this long since enqueue"

@@ -13,6 +13,7 @@ from celery import Celery, bootsteps
 
 from schemas.transport import QUEUE_WEBHOOKS, TASK_DELIVER_WEBHOOK
 from worker import metrics
+from worker.connections import connect
 from worker.delivery.egress import EgressPolicy
 from worker.delivery.webhook_jobs import Scheduler, WebhookDeliverer
 from worker.delivery.webhooks import RetryPolicy
@@ -35,7 +36,7 @@ class _Deliverers:
             if self._deliverer is None:
                 s = self.settings
                 self._deliverer = WebhookDeliverer(
-                    redis.Redis.from_url(s.redis_url),
+                    connect(s),
                     httpx.Client(follow_redirects=False),
                     egress=EgressPolicy.from_settings(s),
                     retry=RetryPolicy.from_settings(s),
@@ -70,7 +71,7 @@ class WebhookSchedulerStep(bootsteps.StartStopStep):
 
     def start(self, c: Any) -> None:
         settings: Settings = c.app.labelq_settings
-        self._scheduler = Scheduler(redis.Redis.from_url(settings.redis_url))
+        self._scheduler = Scheduler(connect(settings))
         self._claim_s = 3 * settings.webhook_timeout_s + 30
         self._limit = 2 * settings.webhook_concurrency
         self._app = c.app

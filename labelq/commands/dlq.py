@@ -9,6 +9,8 @@ import click
 
 from labelq.commands.options import (
     REDIS_URL_OPTION,
+    broker,
+    producer,
 )
 
 
@@ -25,11 +27,9 @@ def dlq_list(reason: str | None, limit: int, redis_url: str) -> None:
     """Counts by reason, then the most recent dead letters."""
     from collections import Counter
 
-    import redis as redis_lib
-
     from worker.ops import dlq as dead
 
-    rows = dead.read(redis_lib.Redis.from_url(redis_url), reason)
+    rows = dead.read(broker(redis_url), reason)
     counts = Counter(letter.get("reason") for _, letter in rows)
     click.echo(f"{len(rows)} dead letters" + "".join(f"  {r}: {n}" for r, n in counts.most_common()))
     for _, letter in rows[-limit:] if limit else []:
@@ -42,11 +42,10 @@ def dlq_list(reason: str | None, limit: int, redis_url: str) -> None:
 @REDIS_URL_OPTION
 def dlq_show(letter_id: str, redis_url: str) -> None:
     """One dead letter, whole, as JSON."""
-    import redis as redis_lib
 
     from worker.ops import dlq as dead
 
-    found = dead.find(redis_lib.Redis.from_url(redis_url), letter_id)
+    found = dead.find(broker(redis_url), letter_id)
     if found is None:
         click.echo(f"no dead letter {letter_id}", err=True)
         sys.exit(1)
@@ -60,14 +59,12 @@ def dlq_show(letter_id: str, redis_url: str) -> None:
 @REDIS_URL_OPTION
 def dlq_replay(letter_id: str | None, replay_all: bool, reason: str | None, redis_url: str) -> None:
     """Send dead letters again: requests to classification, webhook jobs to delivery (not re-classified)."""
-    import redis as redis_lib
 
-    from producer import Client
     from worker.ops import dlq as dead
 
     if bool(letter_id) == replay_all:
         raise click.UsageError("give one LETTER_ID or --all")
-    client = redis_lib.Redis.from_url(redis_url)
+    client = broker(redis_url)
     if letter_id:
         found = dead.find(client, letter_id)
         if found is None:
@@ -77,10 +74,11 @@ def dlq_replay(letter_id: str | None, replay_all: bool, reason: str | None, redi
     else:
         chosen = dead.read(client, reason)
     failures = 0
-    with Client(redis_url) as producer:
+    with producer(redis_url) as sender:
 
         def submit(request_json: str, queue: str) -> str:
-            return producer.submit(json.loads(request_json), queue=queue)
+            request_id: str = sender.submit(json.loads(request_json), queue=queue)
+            return request_id
 
         for text, letter in chosen:
             try:
@@ -97,10 +95,9 @@ def dlq_replay(letter_id: str | None, replay_all: bool, reason: str | None, redi
 @REDIS_URL_OPTION
 def dlq_purge(reason: str | None, yes: bool, redis_url: str) -> None:
     """Delete dead letters (all, or of one reason)."""
-    import redis as redis_lib
 
     from worker.ops import dlq as dead
 
     if not yes:
         click.confirm(f"delete {'all' if reason is None else reason} dead letters?", abort=True)
-    click.echo(f"purged {dead.purge(redis_lib.Redis.from_url(redis_url), reason)}")
+    click.echo(f"purged {dead.purge(broker(redis_url), reason)}")

@@ -11,6 +11,7 @@ import click
 
 from labelq.commands.options import (
     REDIS_URL_OPTION,
+    broker,
 )
 
 
@@ -20,11 +21,10 @@ def labelsets() -> None:
 
 
 def _store(redis_url: str) -> Any:
-    import redis as redis_lib
 
     from worker.stream.labelsets import LabelSetStore
 
-    return LabelSetStore(redis_lib.Redis.from_url(redis_url))
+    return LabelSetStore(broker(redis_url))
 
 
 @labelsets.command("put")

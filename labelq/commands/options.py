@@ -16,6 +16,20 @@ def cli_settings(**overrides: Any) -> Any:
     return load_settings(**{k: v for k, v in overrides.items() if v is not None})
 
 
+def broker(redis_url: str) -> Any:
+    """A Redis client of the broker at `redis_url` (through Sentinel with LABELQ_REDIS_TRANSPORT_OPTIONS)."""
+    from worker.connections import redis_for
+
+    return redis_for(redis_url, cli_settings().redis_transport_options)
+
+
+def producer(redis_url: str) -> Any:
+    """A producer `Client` of the broker at `redis_url`, with the workers' transport options."""
+    from producer import Client
+
+    return Client(redis_url, transport_options=cli_settings().redis_transport_options)
+
+
 def local_engine(model: str | None, **overrides: Any) -> Any:
     from worker.engine.engine import Engine
 

@@ -11,6 +11,7 @@ import click
 from labelq.commands.options import (
     REDIS_URL_OPTION,
     print_result,
+    producer,
     request_from_flags,
 )
 from schemas import ErrorResult, parse_request
@@ -40,10 +41,9 @@ def submit(
     """Send one request to the workers; print its id (or, with --wait, its result)."""
     from pydantic import ValidationError
 
-    from producer import Client
     from schemas import error_from_validation
 
-    with Client(redis_url) as client:
+    with producer(redis_url) as client:
         try:
             request_id = client.submit(
                 request_from_flags(text, labels, multi_label, template, reply_to=reply_to), queue=queue
@@ -69,11 +69,10 @@ def submit(
 @REDIS_URL_OPTION
 def submit_file(source: Path, queue: str, reply_to: str | None, redis_url: str) -> None:
     """Send every request in SOURCE (JSON lines, the wire format); invalid lines are reported, not sent."""
-    from producer import Client
 
     lines = [line for line in source.read_bytes().splitlines() if line.strip()]
     sent, rejected = 0, []
-    with Client(redis_url) as client, click.progressbar(lines, label="submitting", file=sys.stderr) as bar:
+    with producer(redis_url) as client, click.progressbar(lines, label="submitting", file=sys.stderr) as bar:
         for number, line in enumerate(bar, 1):
             parsed = parse_request(line)
             if isinstance(parsed, ErrorResult):
@@ -95,8 +94,7 @@ def submit_file(source: Path, queue: str, reply_to: str | None, redis_url: str) 
 @REDIS_URL_OPTION
 def results(reply_queue: str, follow: bool, redis_url: str) -> None:
     """Print (and take off) the results on a result queue, one JSON line each."""
-    from producer import Client
 
-    with Client(redis_url) as client:
+    with producer(redis_url) as client:
         for result in client.results(reply_queue, follow=follow):
             click.echo(result.model_dump_json())

@@ -18,12 +18,14 @@ from labelq.commands.options import (
 def worker_command(processes: int | None, loglevel: str, hostname: str) -> None:
     """Run a streaming worker: consume the request queues in mini-batches, publish every result."""
     from worker import launcher
+    from worker.connections import connect
     from worker.engine.onnx import run_defaults
     from worker.errors import ConfigError
     from worker.runtime import policies
 
     settings = cli_settings(worker_processes=processes)
     try:
+        connect(settings)  # a Sentinel URL names its master (nothing connects yet)
         policies(settings, run_defaults(settings))  # the batch limits fit the visibility timeout on this device
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None

@@ -9,6 +9,8 @@ import click
 
 from labelq.commands.options import (
     REDIS_URL_OPTION,
+    cli_settings,
+    producer,
 )
 
 
@@ -17,9 +19,8 @@ from labelq.commands.options import (
 @REDIS_URL_OPTION
 def workers(node: str | None, redis_url: str) -> None:
     """List ready workers (model loaded, consuming); exit 1 when none (or not NODE) is ready."""
-    from producer import Client
 
-    with Client(redis_url) as client:
+    with producer(redis_url) as client:
         ready = client.workers()
     if node is not None:
         ready = {name: info for name, info in ready.items() if name == node}
@@ -38,7 +39,7 @@ def health(as_json: bool, redis_url: str) -> None:
     Exit 0 healthy, 1 no ready worker, 2 Redis unreachable."""
     from labelq.health import check
 
-    report = check(redis_url)
+    report = check(redis_url, transport_options=cli_settings().redis_transport_options)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
         sys.exit(report.status)
