@@ -113,7 +113,7 @@ def measure_worker(model: str) -> dict[int, dict[str, float]]:
         queue, pipeline, publisher = ReliableQueue(runtime.publisher.client), runtime.pipeline, runtime.publisher
         spent: dict[str, float] = {}
         runtime.engine.answer = _Timed(spent, "engine", runtime.engine.answer)  # type: ignore[method-assign]
-        publisher.count_deliveries = _Timed(spent, "count", publisher.count_deliveries)  # type: ignore[method-assign]
+        publisher.preflight = _Timed(spent, "count", publisher.preflight)  # type: ignore[method-assign]
         publisher.publish = _Timed(spent, "publish", publisher.publish)  # type: ignore[method-assign]
         per_stage: dict[int, dict[str, float]] = {}
         with Client(server.url) as client:
