@@ -26,6 +26,7 @@ from worker.engine.tokenization import TextEncoder
 
 ENTRY_OVERHEAD_BYTES = 160  # a cache entry's bookkeeping beside its text and vector (dict slot, tuple, array header)
 WARM_LISTS_MAX = 1024  # label lists remembered as all cached (`new_texts`); forgotten all at once when full
+MEMO_MAX_CHARS = 65_536  # only lists this small are remembered: the memo holds at most ~64 MB of label text
 
 
 def _normalise(vectors: np.ndarray) -> np.ndarray:
@@ -100,7 +101,7 @@ class EmbeddingClassifier:
         texts = {self.label_text(request, label) for label in labels}
         texts.update(example for label in labels for example in label.examples)
         missing = sum(1 for text in texts if text not in self._cache)
-        if not missing:
+        if not missing and sum(map(len, texts)) <= MEMO_MAX_CHARS:  # a large list is not kept alive by the memo
             if len(self._warm_lists) >= WARM_LISTS_MAX:
                 self._warm_lists.clear()
             self._warm_lists[id(labels)] = (labels, template)

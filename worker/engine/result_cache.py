@@ -19,6 +19,7 @@ from worker.engine.results import Scored
 CacheKey = tuple[object, ...]
 ENTRY_OVERHEAD_BYTES = 400  # an entry's bookkeeping beside its text, labels and scores (key tuple, dict slot)
 LABEL_SIZES_MAX = 1024  # label lists whose size is remembered; forgotten all at once when full
+MEMO_MAX_BYTES = 65_536  # only lists this small are remembered: the memo holds at most ~64 MB of labels
 
 
 def cache_key(card: ModelCard, request: ClassifyRequest) -> CacheKey:
@@ -70,7 +71,8 @@ class ResultCache:
             + sum(sys.getsizeof(example) for example in label.examples)
             for label in labels
         )
-        if len(self._label_bytes) >= LABEL_SIZES_MAX:
-            self._label_bytes.clear()
-        self._label_bytes[id(labels)] = (labels, size)
+        if size <= MEMO_MAX_BYTES:  # a large list is not kept alive by the memo (it costs its own size to measure)
+            if len(self._label_bytes) >= LABEL_SIZES_MAX:
+                self._label_bytes.clear()
+            self._label_bytes[id(labels)] = (labels, size)
         return size
