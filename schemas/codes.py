@@ -9,6 +9,12 @@ from __future__ import annotations
 from enum import StrEnum
 
 
+def exception_name(code: ErrorCode) -> str:
+    """The exception type a Celery result backend reports for an error result: the code in CamelCase
+    (`invalid_reply_to` -> `InvalidReplyTo`); its one argument is the ErrorResult."""
+    return "".join(part.capitalize() for part in code.value.split("_"))
+
+
 class ErrorCode(StrEnum):
     # the message as a whole
     INVALID_MESSAGE = "invalid_message"  # not a labelq task message (content type, envelope, task name, arguments)

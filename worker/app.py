@@ -12,10 +12,15 @@ from typing import Literal
 from celery import Celery
 
 from schemas.transport import QUEUE_WEBHOOKS
-from worker.constants import QUEUE_TASKS
+from worker.constants import CELERY_DEFAULT_QUEUE, QUEUE_TASKS
 from worker.settings import Settings
 
 Role = Literal["classify", "webhooks"]
+
+
+def route_followups(name: str, *_: object, **__: object) -> dict[str, str] | None:
+    """Celery router: tasks that are not labelq's go to Celery's default queue (a signature's own queue wins)."""
+    return None if name.startswith("labelq.") else {"queue": CELERY_DEFAULT_QUEUE}
 
 
 def create_app(settings: Settings, role: Role = "classify") -> Celery:
@@ -45,8 +50,14 @@ def create_app(settings: Settings, role: Role = "classify") -> Celery:
             "unacked_mutex_expire": settings.unacked_mutex_expire_s,
             **settings.redis_transport_options,  # Sentinel's master_name, for one
         },
+        # what a classification's callbacks, chains and chord callbacks send goes where a standard Celery worker
+        # listens (unless their signature names a queue): labelq's own queues are labelq's
+        task_routes=(route_followups,),
+        result_backend=settings.celery_result_backend(),
+        result_backend_transport_options=settings.redis_transport_options,  # Sentinel's master_name, for one
+        result_expires=settings.result_expires_s,
         worker_hijack_root_logger=False,
-        worker_send_task_events=False,
+        worker_send_task_events=settings.celery_events,
     )
     app.labelq_settings = settings  # read by BatchConsumerStep.start
     register_webhook_task(app, settings)

@@ -30,6 +30,7 @@ FALLBACK_MAX_LENGTH = 512  # when neither tokenizer_config.json nor config.json 
 HUGE_MAX_LENGTH = 1_000_000  # transformers writes ~1e30 for "no limit"
 
 # queues, the task name and result keys are part of the wire contract: schemas/transport.py
+CELERY_DEFAULT_QUEUE = "celery"  # where a standard Celery worker listens: callbacks and chord callbacks go there
 QUEUE_TASKS = "labelq.tasks"  # Celery's own task queue of the classification workers (nothing is sent there)
 DELIVERIES_KEY = KEY_PREFIX + "deliveries:"  # + message id -> how many times the message was received
 DELIVERIES_TTL_S = 7 * 24 * 3600  # a delivery counter outlives any plausible redelivery

@@ -28,12 +28,14 @@ from celery import bootsteps
 
 from schemas.transport import WORKER_KEY, WORKER_KEY_TTL_S
 from worker import metrics
+from worker.celery_outcomes import CeleryOutcomes
 from worker.connections import connect
 from worker.runtime import Runtime
 from worker.settings import Settings
 from worker.stream.batcher import Batcher, BatchPolicy
 from worker.stream.messages import Delivery
 from worker.stream.pipeline import Received
+from worker.stream.publishing import Publication
 from worker.stream.redis_queue import Claimed, ReliableQueue
 
 log = logging.getLogger(__name__)
@@ -77,6 +79,7 @@ class BatchConsumerStep(bootsteps.StartStopStep):
     def __init__(self, parent: Any, **kwargs: Any) -> None:
         super().__init__(parent, **kwargs)
         self.runtime: Runtime | None = None
+        self.outcomes: CeleryOutcomes
         self.batchers: dict[str, Batcher[tuple[Received, Claimed]]] = {}
         self.policies: dict[str, BatchPolicy] = {}
         self._timers: dict[str, Any] = {}
@@ -92,6 +95,12 @@ class BatchConsumerStep(bootsteps.StartStopStep):
         if self.runtime is None:
             self.runtime = Runtime.start(c.app.labelq_settings)
         self._c = c
+        settings = self.runtime.settings
+        self.outcomes = CeleryOutcomes(
+            c.app,
+            getattr(c, "event_dispatcher", None),
+            store_results=settings.celery_result_backend() is not None and not settings.results_on_broker,
+        )
         self.queue = ReliableQueue(self.runtime.publisher.client)
         self.policies = {p.queue: p for p in self.runtime.policies}
         self.batchers = {p.queue: Batcher(p) for p in self.runtime.policies}
@@ -182,6 +191,7 @@ class BatchConsumerStep(bootsteps.StartStopStep):
         delivery = Delivery(queue, message.body, message.headers, message.content_type, time.time())
         assert self.runtime is not None
         received = self.runtime.pipeline.receive(delivery)
+        self.outcomes.received([received])
         self.batchers[queue].add((received, message), received.pairs, received.enqueued_at_s)
 
     # --- flushing ---
@@ -209,14 +219,22 @@ class BatchConsumerStep(bootsteps.StartStopStep):
         if not items:
             return
         assert self.runtime is not None
+        started_s = time.monotonic()
+        batch = [received for received, _ in items]
         try:
-            self.runtime.pipeline.handle([received for received, _ in items])
+            self.outcomes.started(batch)
+            self._followups(self.runtime.pipeline.handle(batch), started_s)
             self.queue.ack([message.tag for _, message in items])
         except redis.RedisError:  # outcomes not (all) written: left unacked, redelivered after the timeout
             log.exception("writing a batch of %d failed; it will be delivered again", len(items))
         except Exception:  # a bug must not stop the worker, nor hold a message's batch-mates back
             log.exception("a batch of %d failed unexpectedly; answering its messages one at a time", len(items))
             self._isolate(items)
+
+    def _followups(self, publications: list[Publication], started_s: float) -> None:
+        """Celery's part after the write: events, a result backend elsewhere, callbacks, chains, chords."""
+        if self.outcomes.needed or any(p.canvas.followups for p in publications):
+            self.outcomes.settled(publications, started_s)
 
     def _isolate(self, items: list[tuple[Received, Claimed]]) -> None:
         """Each message of a failed batch handled alone: its batch-mates are answered now, and only the culprit
@@ -225,7 +243,7 @@ class BatchConsumerStep(bootsteps.StartStopStep):
         assert self.runtime is not None
         for received, message in items:
             try:
-                self.runtime.pipeline.handle([received], count=False)
+                self._followups(self.runtime.pipeline.handle([received], count=False), time.monotonic())
                 self.queue.ack([message.tag])
             except Exception:
                 log.exception("message %s failed alone; it will be delivered again", received.counter_id)

@@ -20,7 +20,7 @@ from worker.settings import Settings
 from worker.stream.batcher import BatchPolicy
 from worker.stream.labelsets import LabelSetStore
 from worker.stream.pipeline import Pipeline, WebhookGuard
-from worker.stream.publishing import Publisher
+from worker.stream.publishing import Publisher, ResultBackend
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,8 @@ class Runtime:
         metrics.MODEL_LOAD.labels(settings.model).set(load_s)
         log.info("model %s warm in %.0f ms", settings.model, load_s * 1000)
         client = connect(settings, health_check_interval=30)
-        publisher = Publisher(client, settings.result_ttl_s)
+        backend = ResultBackend(expires_s=settings.result_expires_s) if settings.results_on_broker else None
+        publisher = Publisher(client, settings.result_ttl_s, backend)
         pipeline = Pipeline(
             engine,
             publisher,

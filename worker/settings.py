@@ -133,6 +133,27 @@ class Settings(BaseSettings):
     )
     max_deliveries: int = Field(5, ge=1, description="A message received more often goes to the dead-letter list")
     result_ttl_s: int = Field(3600, ge=1, description="How long results and result queues live in Redis")
+    result_backend: str | None = Field(
+        None,
+        description="Celery result backend for AsyncResult.get(): unset = the broker's Redis (written with the "
+        "batch); 'disabled'; or another Celery backend URL (written through Celery after the batch)",
+    )
+    result_expires_s: int = Field(86_400, ge=1, description="How long the Celery result backend keeps an outcome")
+    celery_events: bool = Field(
+        False, description="Send Celery task events for each classification (Flower, celery events; as worker -E)"
+    )
+
+    def celery_result_backend(self) -> str | None:
+        """The `result_backend` Celery is configured with (None: disabled)."""
+        if self.result_backend == "disabled":
+            return None
+        return self.result_backend or self.redis_url
+
+    @property
+    def results_on_broker(self) -> bool:
+        """The result backend is the broker's Redis: labelq writes it in the batch's own round trip."""
+        return self.celery_result_backend() == self.redis_url
+
     worker_processes: int = Field(1, ge=1, description="`labelq worker`: worker processes, each one model session")
 
     # webhooks (delivered by `labelq webhook-worker`)

@@ -30,9 +30,60 @@ class Delivery:
 
 
 @dataclass(frozen=True, slots=True)
+class Canvas:
+    """What a Celery message asks for around it: callbacks (`link`), errbacks (`link_error`), the rest of its
+    chain, the chord it is a part of, and the ids that tie a workflow together. Signatures stay the dicts the
+    message carried: the process layer hands them back to Celery, the stream never interprets them."""
+
+    callbacks: tuple[dict[str, Any], ...] = ()
+    errbacks: tuple[dict[str, Any], ...] = ()
+    chain: tuple[dict[str, Any], ...] = ()  # the next task last, as Celery keeps it
+    chord: dict[str, Any] | None = None
+    group: str | None = None
+    group_index: int | None = None
+    root_id: str | None = None
+    parent_id: str | None = None
+
+    @property
+    def followups(self) -> bool:
+        """Whether anything must happen after this task: a callback, errback, chain or chord."""
+        return bool(self.callbacks or self.errbacks or self.chain or self.chord)
+
+
+NO_CANVAS = Canvas()
+
+
+def _signatures(value: Any) -> tuple[dict[str, Any], ...]:
+    return tuple(item for item in value if isinstance(item, dict)) if isinstance(value, list) else ()
+
+
+def _canvas(embed: Any, headers: Mapping[str, Any]) -> Canvas:
+    """Protocol 2 carries signatures in the body's third element and ids in the headers; protocol 1 carries
+    both in the body (`embed` is then the body itself)."""
+    embed = embed if isinstance(embed, dict) else {}
+    signatures = embed.get("callbacks") or embed.get("errbacks") or embed.get("chain") or embed.get("chord")
+    if not (signatures or headers.get("group") or headers.get("parent_id") or embed.get("taskset")):
+        return NO_CANVAS  # a plain task message: the common case, without building anything
+    chord = embed.get("chord")
+    index = headers.get("group_index")
+    canvas = Canvas(
+        callbacks=_signatures(embed.get("callbacks")),
+        errbacks=_signatures(embed.get("errbacks")),
+        chain=_signatures(embed.get("chain")),
+        chord=chord if isinstance(chord, dict) else None,
+        group=readable_id(headers.get("group") or embed.get("taskset")),
+        group_index=index if isinstance(index, int) and not isinstance(index, bool) else None,
+        root_id=readable_id(headers.get("root_id")),
+        parent_id=readable_id(headers.get("parent_id")),
+    )
+    return NO_CANVAS if canvas == NO_CANVAS else canvas
+
+
+@dataclass(frozen=True, slots=True)
 class TaskEnvelope:
     message_id: str | None  # Celery's task id (the producer sets it to the request id)
     request: bytes | Any  # the request's JSON (bytes), or the request as decoded from the body
+    canvas: Canvas = NO_CANVAS
 
     def request_json(self) -> str:
         """The request as JSON text (what a replay submits again)."""
@@ -87,9 +138,11 @@ def decode(delivery: Delivery) -> TaskEnvelope:
         if not (isinstance(body, list) and len(body) == 3 and isinstance(body[0], list)):
             raise UndecodableMessage("protocol 2 body must be [args, kwargs, embed]", message_id)
         args, kwargs = body[0], body[1] if body[1] is not None else {}
+        canvas = _canvas(body[2], headers)
     elif isinstance(body, dict) and "task" in body:  # protocol 1
         task, message_id = body.get("task"), readable_id(body.get("id"))
         args, kwargs = body.get("args") or [], body.get("kwargs") or {}
+        canvas = _canvas(body, body)
     else:
         raise UndecodableMessage("not a Celery task message (no task name in headers or body)")
     if not isinstance(args, list) or not isinstance(kwargs, dict):
@@ -103,7 +156,8 @@ def decode(delivery: Delivery) -> TaskEnvelope:
     else:
         raise UndecodableMessage("expected exactly one argument: the request", message_id)
     if isinstance(request, str):
-        return TaskEnvelope(message_id, request.encode("utf-8", errors="surrogatepass"))
+        return TaskEnvelope(message_id, request.encode("utf-8", errors="surrogatepass"), canvas)
     if _SURROGATE_ESCAPE.search(delivery.body):
-        return TaskEnvelope(message_id, json.dumps(request, ensure_ascii=False).encode("utf-8", errors="surrogatepass"))
-    return TaskEnvelope(message_id, request)
+        written = json.dumps(request, ensure_ascii=False).encode("utf-8", errors="surrogatepass")
+        return TaskEnvelope(message_id, written, canvas)
+    return TaskEnvelope(message_id, request, canvas)

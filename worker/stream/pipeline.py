@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -19,17 +20,18 @@ from typing import Any
 
 from schemas import ClassifyRequest, ErrorCode, ErrorResult, ParsedRequest, RequestLimits
 from schemas.parsing import peek_field
-from schemas.request import QUEUE_NAME_PATTERN, reply_queue_problem
+from schemas.request import ID_PATTERN, QUEUE_NAME_PATTERN, reply_queue_problem
 from schemas.result import single_error
 from worker import metrics
 from worker.deadletters import DeadLetter
 from worker.engine.engine import Engine, error_for
 from worker.engine.results import Answer, Answered
 from worker.stream.labelsets import LabelSetStore
-from worker.stream.messages import Delivery, UndecodableMessage, decode
+from worker.stream.messages import NO_CANVAS, Canvas, Delivery, UndecodableMessage, decode
 from worker.stream.publishing import Publication, Publisher
 
 log = logging.getLogger(__name__)
+_ID = re.compile(ID_PATTERN)
 
 # A request's webhook, checked before any inference is spent: the refusal message, or None when it may go.
 WebhookGuard = Callable[[ClassifyRequest], str | None]
@@ -47,6 +49,7 @@ class Received:
     enqueued_at_s: float = 0.0
     label_set: tuple[str, int] | None = None  # (name, version) the labels came from
     pairs: int = 0  # model sequences it will cost (Engine.cost): what the batcher's pair budget counts
+    canvas: Canvas = NO_CANVAS  # callbacks, chain, chord: what Celery asks to happen after it
 
     @property
     def counter_id(self) -> str:
@@ -57,7 +60,8 @@ class Received:
     def publication(self, outcome: Answered) -> Publication:
         request = self.parsed.request if self.parsed else None
         webhook = request.webhook_url if request and outcome is not self.error else None
-        return Publication(outcome, self.reply_queue, webhook, request.webhook_secret if request else None)
+        secret = request.webhook_secret if request else None
+        return Publication(outcome, self.reply_queue, webhook, secret, self.message_id, self.canvas)
 
 
 def _peek_reply_queue(request: bytes | Any, limits: RequestLimits) -> str | None:
@@ -131,8 +135,12 @@ class Pipeline:
                 error=parsed,
                 reply_queue=_peek_reply_queue(envelope.request, self.limits),
                 enqueued_at_s=delivery.received_at,
+                canvas=envelope.canvas,
             )
         request = parsed.request
+        if envelope.message_id and "id" not in request.model_fields_set and _ID.fullmatch(envelope.message_id):
+            request = request.model_copy(update={"id": envelope.message_id})  # plain Celery: the task's id
+            parsed = ParsedRequest(request, parsed.truncated)
         submitted = request.submitted_at.timestamp() if request.submitted_at else delivery.received_at
         received = Received(
             delivery,
@@ -141,6 +149,7 @@ class Pipeline:
             reply_queue=request.reply_queue,
             enqueued_at_s=min(submitted, delivery.received_at),
             pairs=self.engine.cost(request),
+            canvas=envelope.canvas,
         )
         budget = self.budgets.get(delivery.queue)
         if budget is not None and received.pairs > budget:
@@ -156,8 +165,9 @@ class Pipeline:
             return replace(received, error=error, error_reason="webhook_refused")
         return received
 
-    def handle(self, batch: Sequence[Received], *, count: bool = True) -> None:
-        """Settle a batch: every outcome written in one round trip (raises only when that write fails).
+    def handle(self, batch: Sequence[Received], *, count: bool = True) -> list[Publication]:
+        """Settle a batch: every outcome written in one round trip (raises only when that write fails); returns
+        what was published, for what the process layer does next (Celery callbacks, events).
         `count=False` when the batch's deliveries were counted already (a failed batch retried one by one)."""
         started_s = self.clock()
         publications: list[Publication] = []
@@ -178,7 +188,7 @@ class Pipeline:
                 outcomes.append("dead_lettered")
                 if item.message_id:  # its producer hears back under the task id it gave
                     error = single_error(item.message_id, ErrorCode.INVALID_MESSAGE, item.undecodable)
-                    publications.append(Publication(error))
+                    publications.append(Publication(error, task_id=item.message_id))
             elif counts.get(item.counter_id, 0) > self.max_deliveries:
                 detail = f"received {counts[item.counter_id]} times"
                 dead.append(
@@ -211,6 +221,7 @@ class Pipeline:
         self.publisher.publish(publications, dead, ids)
         self._observe(batch, outcomes, list(zip(to_classify, classified, strict=True)), started_s)
         self._log(batch, publications, dead, started_s)
+        return publications
 
     def _resolve_label_sets(self, batch: Sequence[Received]) -> list[Received]:
         """Requests naming a label set get its latest version's labels (one Redis round trip per batch)."""

@@ -14,18 +14,22 @@ of 1024 results holds Redis for a few milliseconds.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import cast
 
 import redis
 
+from schemas.codes import exception_name
 from schemas.transport import DEAD_LETTER_KEY, NOTIFY_KEY, RESULT_KEY
 from worker.constants import DELIVERIES_KEY, DELIVERIES_TTL_S
 from worker.deadletters import DeadLetter
 from worker.delivery.webhook_jobs import DEFAULT_SECRET, Scheduler, WebhookJob
 from worker.engine.results import Answer, Answered
+from worker.stream.messages import NO_CANVAS, Canvas
 
 # KEYS: n delivery counter keys, then the batch's result queues; ARGV: the counters' TTL, n. Returns each
 # counter's count after the increment, then each result queue's type ('none' or 'list' may take a result).
@@ -40,20 +44,23 @@ return out
 """
 
 # KEYS: the result key and notify key of each result with an id (m pairs), then the q result queues, then the
-# delivery counters of the batch's settled messages. ARGV: the TTL, the number of results n, m, q, then per
-# result, in batch order: its JSON, the number of its result queue among the q (0: none), the number of its key
-# pair (0: no id). Each queue's TTL is refreshed once, after its last push. A result queue that is a key of
-# another type is left alone (the preflight turned such requests into errors; this covers a key made since).
-# The counters are deleted last, so a batch whose write failed keeps counting toward LABELQ_MAX_DELIVERIES.
+# k result-backend keys, then the delivery counters of the batch's settled messages. ARGV: the TTL, the number of
+# results n, m, q, k, the result backend's expiry, then per result, in batch order: its JSON, the number of its
+# result queue among the q (0: none), the number of its key pair (0: no id); then the k backend values. Each
+# queue's TTL is refreshed once, after its last push. A result queue that is a key of another type is left alone
+# (the preflight turned such requests into errors; this covers a key made since). A backend value is SET and
+# PUBLISHed on its key, as Celery's Redis backend does (a client waiting in AsyncResult.get() hears it). The
+# counters are deleted last, so a batch whose write failed keeps counting toward LABELQ_MAX_DELIVERIES.
 _RESULTS = """
-local ttl, n, m, q = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local ttl, n, m, q, k = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local expires = ARGV[6]
 local writable = {}
 for j = 1, q do
   local kind = redis.call('TYPE', KEYS[2 * m + j])['ok']
   writable[j] = kind == 'none' or kind == 'list'
 end
 for i = 0, n - 1 do
-  local body, queue, pair = ARGV[5 + 3 * i], tonumber(ARGV[6 + 3 * i]), tonumber(ARGV[7 + 3 * i])
+  local body, queue, pair = ARGV[7 + 3 * i], tonumber(ARGV[8 + 3 * i]), tonumber(ARGV[9 + 3 * i])
   if pair > 0 then
     redis.call('SET', KEYS[2 * pair - 1], body, 'EX', ttl)
     redis.call('RPUSH', KEYS[2 * pair], 1)
@@ -64,9 +71,43 @@ end
 for j = 1, q do
   if writable[j] then redis.call('EXPIRE', KEYS[2 * m + j], ttl) end
 end
-for j = 2 * m + q + 1, #KEYS do redis.call('DEL', KEYS[j]) end
+for j = 1, k do
+  local key, meta = KEYS[2 * m + q + j], ARGV[6 + 3 * n + j]
+  redis.call('SET', key, meta, 'EX', expires)
+  redis.call('PUBLISH', key, meta)
+end
+for j = 2 * m + q + k + 1, #KEYS do redis.call('DEL', KEYS[j]) end
 return n
 """
+
+
+@dataclass(frozen=True, slots=True)
+class ResultBackend:
+    """Celery's Redis result backend, on the broker's own Redis: each outcome is also stored where Celery's
+    `AsyncResult(task_id)` reads it, in Celery's JSON meta, in the batch's one round trip."""
+
+    key_prefix: str = "celery-task-meta-"
+    expires_s: int = 86_400  # Celery's result_expires
+
+    def meta(self, publication: Publication, body: str, date_done: str) -> str:
+        """The task meta of an outcome as Celery writes it: SUCCESS with the result object, or FAILURE with an
+        exception named for the error code (`InvalidReplyTo`, ...) whose one argument is the ErrorResult."""
+        outcome = publication.outcome
+        if isinstance(outcome, Answer):
+            status, result = "SUCCESS", body
+        else:
+            status, result = (
+                "FAILURE",
+                f'{{"exc_type": "{exception_name(outcome.code)}", "exc_message": [{body}], "exc_module": null}}',
+            )
+        canvas = publication.canvas
+        ids = (f', "group_id": {json.dumps(canvas.group)}' if canvas.group else "") + (
+            f', "parent_id": {json.dumps(canvas.parent_id)}' if canvas.parent_id else ""
+        )
+        return (
+            f'{{"status": "{status}", "result": {result}, "traceback": null, "children": [], '
+            f'"date_done": "{date_done}"{ids}, "task_id": {json.dumps(publication.task_id)}}}'
+        )
 
 
 def payload(outcome: Answered) -> str:
@@ -86,15 +127,29 @@ class Publication:
     reply_queue: str | None = None  # a Redis list to RPUSH the result onto
     webhook_url: str | None = None  # a URL to POST the result to (by a webhook worker)
     webhook_secret: str | None = None  # the name of the signing secret
+    task_id: str | None = None  # the Celery task id: where the result backend keeps the outcome
+    canvas: Canvas = NO_CANVAS  # what Celery asked to happen after the task
 
 
 class Publisher:
-    def __init__(self, client: redis.Redis, result_ttl_s: int) -> None:
+    def __init__(self, client: redis.Redis, result_ttl_s: int, backend: ResultBackend | None = None) -> None:
         self.client = client
         self.result_ttl_s = result_ttl_s
+        self.backend = backend  # None: no Celery result backend on this Redis
         self.scheduler = Scheduler(client)
         self._preflight = client.register_script(_PREFLIGHT)
         self._results = client.register_script(_RESULTS)
+
+    def _backend_values(self, publications: Sequence[Publication], bodies: Sequence[str | int]) -> dict[str, str]:
+        """Result-backend key -> Celery's task meta, for each outcome with a task id."""
+        assert self.backend is not None
+        date_done = datetime.now(UTC).isoformat()
+        prefix = self.backend.key_prefix
+        return {
+            prefix + item.task_id: self.backend.meta(item, str(body), date_done)
+            for item, body in zip(publications, bodies, strict=True)
+            if item.task_id
+        }
 
     def count_deliveries(self, message_ids: Sequence[str]) -> list[int]:
         """Increment and return each message's delivery count (Redis keeps none of its own)."""
@@ -137,9 +192,11 @@ class Publisher:
                 self.scheduler.schedule(pipe, job, now_s)
         for letter in dead_letters:
             pipe.rpush(DEAD_LETTER_KEY, letter.to_json(now_s))
-        if keys or queues or done_ids:
+        metas = self._backend_values(publications, written[::3]) if self.backend else {}
+        if keys or queues or done_ids or metas:
             counters = [DELIVERIES_KEY + message_id for message_id in done_ids]
-            args = [ttl, len(written) // 3, len(keys) // 2, len(queues), *written]
-            self._results(keys=[*keys, *queues, *counters], args=args, client=pipe)
+            expires = self.backend.expires_s if self.backend else 0
+            args = [ttl, len(written) // 3, len(keys) // 2, len(queues), len(metas), expires, *written, *metas.values()]
+            self._results(keys=[*keys, *queues, *metas, *counters], args=args, client=pipe)
         if len(pipe):
             pipe.execute()

@@ -1,0 +1,163 @@
+"""labelq as Celery users meet it: `send_task(...).get()` from a plain Celery app, group results, a chain and a
+chord into ordinary tasks on a standard Celery worker (examples/chatbot_router.py), `link_error`, and task
+events read with Celery's own event receiver."""
+
+from __future__ import annotations
+
+import gc
+import importlib
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from celery import Celery, group
+
+from producer import Client
+from tests.conftest import WorkerFactory
+
+ROOT = Path(__file__).resolve().parents[2]
+CELERY = [sys.executable, "-m", "celery"]
+ROUTER_FLAGS = ["--without-mingle", "--without-gossip", "-n", "router@%h", "--loglevel", "INFO"]
+FAKE = {"enable_fake_model": True, "model": "fake"}
+REQUEST = {"text": "refund please", "labels": ["refund", "bug"]}
+
+
+@pytest.fixture
+def celery_app(redis_url: str) -> Iterator[Celery]:
+    app = Celery("user", broker=redis_url, backend=redis_url)
+    app.conf.update(task_serializer="json", accept_content=["json"], result_serializer="json")
+    yield app
+    close(app)
+
+
+def close(app: Celery) -> None:
+    """A Celery client's connections, its result consumer's subscription included (app.close leaves it open).
+    Results the test held are collected first, while their Redis still answers their unsubscribe."""
+    gc.collect()
+    app.backend.result_consumer.stop()
+    app.close()
+
+
+def test_send_task_get_returns_the_result(start_worker: WorkerFactory, celery_app: Celery) -> None:
+    start_worker(**FAKE)
+    result = celery_app.send_task("labelq.classify", args=[REQUEST], queue="labelq.realtime")
+    answer = result.get(timeout=30)
+    assert answer["status"] == "ok" and answer["top"] == "refund" and answer["id"] == result.id
+    assert result.state == "SUCCESS" and result.ready()
+    parts = group(
+        celery_app.signature("labelq.classify", args=[{**REQUEST, "text": f"text {i}"}], queue="labelq.realtime")
+        for i in range(5)
+    )()
+    assert [item["status"] for item in parts.get(timeout=30)] == ["ok"] * 5
+
+
+def test_an_invalid_request_raises_on_get_with_its_error_code(start_worker: WorkerFactory, celery_app: Celery) -> None:
+    start_worker(**FAKE)
+    result = celery_app.send_task("labelq.classify", args=[{"text": "", "labels": ["a"]}], queue="labelq.realtime")
+    with pytest.raises(Exception) as raised:
+        result.get(timeout=30)
+    assert type(raised.value).__name__ == "EmptyText" and raised.value.args[0]["code"] == "empty_text"
+    assert result.state == "FAILURE"
+    returned = result.get(timeout=1, propagate=False)
+    assert returned.args[0]["id"] == result.id and returned.args[0]["status"] == "error"
+
+
+def test_results_expire_as_celery_says(start_worker: WorkerFactory, celery_app: Celery, client: Client) -> None:
+    start_worker(**FAKE, result_expires_s=120)
+    result = celery_app.send_task("labelq.classify", args=[REQUEST], queue="labelq.realtime")
+    result.get(timeout=30)
+    assert 0 < client.redis.ttl(f"celery-task-meta-{result.id}") <= 120
+
+
+def test_the_backend_can_be_turned_off(start_worker: WorkerFactory, client: Client) -> None:
+    start_worker(**FAKE, result_backend="disabled")
+    request_id = client.submit(REQUEST)
+    assert client.wait(request_id, timeout_s=30) is not None
+    assert not client.redis.exists(f"celery-task-meta-{request_id}")
+
+
+@pytest.fixture
+def router(redis_url: str, tmp_path: Path) -> Iterator[ModuleType]:
+    """examples/chatbot_router.py: its module here (to send), and its own standard Celery worker."""
+    os.environ["REDIS_URL"] = redis_url
+    module = importlib.reload(importlib.import_module("examples.chatbot_router"))
+    with (tmp_path / "router.log").open("wb") as log:
+        worker = subprocess.Popen(
+            [*CELERY, "-A", "examples.chatbot_router", "worker", "-P", "solo", *ROUTER_FLAGS],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + 60
+    while b" ready." not in (tmp_path / "router.log").read_bytes():
+        assert worker.poll() is None and time.monotonic() < deadline, (tmp_path / "router.log").read_text()
+        time.sleep(0.1)
+    yield module
+    worker.terminate()
+    worker.wait(timeout=30)
+    close(module.app)
+    del os.environ["REDIS_URL"]
+
+
+def test_a_chain_a_chord_and_link_error_into_ordinary_tasks(
+    start_worker: WorkerFactory, router: ModuleType, client: Client
+) -> None:
+    start_worker(**FAKE)
+    routed = router.route("I was charged twice for my subscription").get(timeout=30)
+    assert routed["team"] == router.TEAMS[routed["intent"]] and routed["intent"] in router.INTENTS
+    summary = router.triage([f"message {i}" for i in range(4)]).get(timeout=30)
+    assert sum(summary.values()) == 4
+    failed = router.classify("").apply_async(link_error=router.record_failure.s())
+    deadline = time.monotonic() + 30
+    while client.redis.lrange("router:failures", 0, -1) != [failed.id.encode()]:
+        assert time.monotonic() < deadline, "the errback never ran"
+        time.sleep(0.1)
+    print(f"\ncelery canvas: chain -> {routed}; chord over 4 -> {summary}; link_error got {failed.id}")
+
+
+def test_task_events_reach_celerys_event_receiver(start_worker: WorkerFactory, celery_app: Celery) -> None:
+    start_worker(**FAKE, celery_events=True)
+    seen: list[dict[str, Any]] = []
+    receivers: list[Any] = []
+
+    def listen() -> None:
+        with celery_app.connection_for_read() as connection:
+            receiver = celery_app.events.Receiver(connection, handlers={"*": seen.append})
+            receivers.append(receiver)
+            receiver.capture(limit=None, timeout=None, wakeup=False)
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    try:
+        _wait_for(lambda: bool(seen), "no event at all (the worker's heartbeat comes every 2 s)")
+        ok = celery_app.send_task("labelq.classify", args=[REQUEST], queue="labelq.realtime")
+        bad = celery_app.send_task("labelq.classify", args=[{"text": "", "labels": ["a"]}], queue="labelq.realtime")
+        ok.get(timeout=30)
+        bad.get(timeout=30, propagate=False)
+        wanted = {(ok.id, "task-succeeded"), (bad.id, "task-failed")}
+        _wait_for(lambda: wanted <= {(e.get("uuid"), e["type"]) for e in seen}, "no task events")
+    finally:
+        if receivers:
+            receivers[0].should_stop = True
+        listener.join(10)
+    kinds = [e["type"] for e in seen if e.get("uuid") == ok.id]
+    assert kinds == ["task-received", "task-started", "task-succeeded"]
+    assert [e["type"] for e in seen if e.get("uuid") == bad.id][-1] == "task-failed"
+    succeeded = next(e for e in seen if e.get("uuid") == ok.id and e["type"] == "task-succeeded")
+    received = next(e for e in seen if e.get("uuid") == ok.id and e["type"] == "task-received")
+    assert succeeded["runtime"] >= 0 and received["name"] == "labelq.classify"
+
+
+def _wait_for(condition: Any, message: str, timeout_s: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, message
+        time.sleep(0.05)

@@ -1,0 +1,126 @@
+"""What Celery does around a task, done for classifications by the process layer (the stream imports no Celery):
+task events for Flower and `celery events`, the outcome stored in a result backend that is not the broker's Redis,
+and the canvas: `link` callbacks, `link_error` errbacks, the rest of a chain, and the chord a classification is a
+part of. Each is handed back to Celery's own code (signatures, `backend.mark_as_done` / `mark_as_failure`), so
+a workflow behaves as it would on Celery's worker.
+
+Runs after a batch's outcomes are written and before its messages are acked: a worker that dies in between
+answers again on redelivery (at least once, as Celery's `acks_late`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from celery import Celery, signature
+from celery.app.task import Context
+
+from schemas import ErrorResult
+from schemas.codes import exception_name
+from schemas.transport import TASK_CLASSIFY
+from worker.stream.messages import Canvas
+from worker.stream.pipeline import Received
+from worker.stream.publishing import Publication, payload
+
+log = logging.getLogger(__name__)
+
+
+def error_exception(error: ErrorResult) -> Exception:
+    """The exception a Celery client gets for an error result: named for its code, the ErrorResult its one
+    argument (module None, as labelq writes it to the result backend)."""
+    cls: type[Exception] = type(exception_name(error.code), (Exception,), {"__module__": None})
+    return cls(error.model_dump(mode="json"))
+
+
+class CeleryOutcomes:
+    def __init__(self, app: Celery, dispatcher: Any, *, store_results: bool) -> None:
+        self.app = app
+        self.dispatcher = dispatcher if dispatcher is not None and getattr(dispatcher, "enabled", False) else None
+        self.store_results = store_results  # a result backend that is not the broker's Redis: through Celery
+
+    @property
+    def needed(self) -> bool:
+        """Whether any batch needs this at all (the common case: only a followup in a message asks for it)."""
+        return self.dispatcher is not None or self.store_results
+
+    # --- events ---
+
+    def received(self, items: Sequence[Received]) -> None:
+        if self.dispatcher is None:
+            return
+        for item in items:
+            if item.message_id:
+                self.dispatcher.send(
+                    "task-received",
+                    uuid=item.message_id,
+                    name=TASK_CLASSIFY,
+                    args=f"[<request {item.message_id}>]",
+                    kwargs="{}",
+                    retries=0,
+                    eta=None,
+                    expires=None,
+                    root_id=item.canvas.root_id or item.message_id,
+                    parent_id=item.canvas.parent_id,
+                )
+
+    def started(self, items: Sequence[Received]) -> None:
+        if self.dispatcher is None:
+            return
+        for item in items:
+            if item.message_id:
+                self.dispatcher.send("task-started", uuid=item.message_id)
+
+    # --- after the batch's write ---
+
+    def settled(self, publications: Sequence[Publication], started_s: float) -> None:
+        runtime_s = time.monotonic() - started_s
+        for publication in publications:
+            if not publication.task_id:
+                continue
+            try:
+                self._settle(publication, runtime_s)
+            except Exception:  # a callback that cannot be sent must not hold the batch's acks back
+                log.exception("the Celery followups of task %s failed", publication.task_id)
+
+    def _settle(self, publication: Publication, runtime_s: float) -> None:
+        task_id, canvas, outcome = publication.task_id, publication.canvas, publication.outcome
+        assert task_id is not None
+        request = _context(task_id, canvas)
+        if isinstance(outcome, ErrorResult):
+            exc = error_exception(outcome)
+            if self.store_results or canvas.errbacks or canvas.chord:  # stores, calls errbacks, fails the chord
+                self.app.backend.mark_as_failure(task_id, exc, None, request=request, call_errbacks=True)
+            if self.dispatcher is not None:
+                self.dispatcher.send("task-failed", uuid=task_id, exception=repr(exc), traceback="")
+            return
+        result = json.loads(payload(outcome))
+        if self.store_results or canvas.chord:  # stores, and counts the chord's part
+            self.app.backend.mark_as_done(task_id, result, request=request)
+        ids = {"parent_id": task_id, "root_id": canvas.root_id or task_id}
+        for callback in canvas.callbacks:
+            signature(callback, app=self.app).apply_async((result,), **ids)
+        if canvas.chain:
+            rest = [dict(link) for link in canvas.chain]
+            signature(rest.pop(), app=self.app).apply_async((result,), chain=rest, **ids)
+        if self.dispatcher is not None:
+            self.dispatcher.send("task-succeeded", uuid=task_id, result=f"<result {task_id}>", runtime=runtime_s)
+
+
+def _context(task_id: str, canvas: Canvas) -> Context:
+    """The request Celery's backend expects, from what the message carried."""
+    return Context(
+        id=task_id,
+        task=TASK_CLASSIFY,
+        root_id=canvas.root_id or task_id,
+        parent_id=canvas.parent_id,
+        group=canvas.group,
+        group_index=canvas.group_index,
+        chord=canvas.chord,
+        errbacks=list(canvas.errbacks),
+        callbacks=list(canvas.callbacks),
+        delivery_info={},
+    )
