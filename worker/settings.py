@@ -200,7 +200,8 @@ def settings_table() -> str:
             default = "~/.cache/labelq/models"
         if field.default_factory is not None:
             default = field.default_factory()  # type: ignore[call-arg]
-        shown = "(empty)" if default in ((), "", {}) else "(by device)" if default is None else f"`{default}`"
+        unset = "(the broker's Redis)" if name == "result_backend" else "(by device)"
+        shown = "(empty)" if default in ((), "", {}) else unset if default is None else f"`{default}`"
         rows.append(f"| `{ENV_PREFIX}{name.upper()}` | {shown} | {field.description} |")
     return "\n".join(rows) + "\n"
 
