@@ -2,8 +2,9 @@
 (checked by `lint-imports`, contracts in pyproject.toml, explained in docs/architecture.md):
 
     process layer   app.py (the only module configuring Celery), celery_app.py (`celery -A worker.celery_app`),
-                    consumer.py (the stream's Celery consumer step), tasks.py (the webhook task and scheduler
-                    step), launcher.py and runtime.py (starting processes, what a process holds)
+                    consumer.py (the stream's Celery consumer step), celery_outcomes.py (events, callbacks,
+                    chains, chords), tasks.py (the webhook task and scheduler step), launcher.py and runtime.py
+                    (starting processes, what a process holds)
     ops/            operators' tools: the dead-letter tool, evaluation, model management
     stream/         claiming from Redis, decoding envelopes, batching, a batch's story, publishing, label sets
     delivery/       webhooks: one attempt, egress policy, scheduled jobs         } independent of

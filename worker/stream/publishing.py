@@ -44,37 +44,41 @@ return out
 """
 
 # KEYS: the result key and notify key of each result with an id (m pairs), then the q result queues, then the
-# k result-backend keys, then the delivery counters of the batch's settled messages. ARGV: the TTL, the number of
-# results n, m, q, k, the result backend's expiry, then per result, in batch order: its JSON, the number of its
-# result queue among the q (0: none), the number of its key pair (0: no id); then the k backend values. Each
-# queue's TTL is refreshed once, after its last push. A result queue that is a key of another type is left alone
-# (the preflight turned such requests into errors; this covers a key made since). A backend value is SET and
-# PUBLISHed on its key, as Celery's Redis backend does (a client waiting in AsyncResult.get() hears it). The
-# counters are deleted last, so a batch whose write failed keeps counting toward LABELQ_MAX_DELIVERIES.
+# result-backend key of each result with a task id, then the delivery counters of the batch's settled messages.
+# ARGV: the TTL, the number of results n, m, q, the number of backend keys k, the backend's expiry, then per
+# result, in batch order: its JSON, the number of its result queue among the q (0: none), the number of its key
+# pair (0: no id), and the head and tail of its backend meta ('' when it has no task id). Each queue's TTL is
+# refreshed once, after its last push. A result queue that is a key of another type is left alone (the preflight
+# turned such requests into errors; this covers a key made since). Celery's meta is head .. JSON .. tail, SET and
+# PUBLISHed on its key as Celery's Redis backend does (a client waiting in AsyncResult.get() hears it): the JSON
+# crosses the socket once. The counters are deleted last, so a batch whose write failed keeps counting toward
+# LABELQ_MAX_DELIVERIES.
 _RESULTS = """
 local ttl, n, m, q, k = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local expires = ARGV[6]
+local expires, meta = ARGV[6], 2 * m + q
 local writable = {}
 for j = 1, q do
   local kind = redis.call('TYPE', KEYS[2 * m + j])['ok']
   writable[j] = kind == 'none' or kind == 'list'
 end
 for i = 0, n - 1 do
-  local body, queue, pair = ARGV[7 + 3 * i], tonumber(ARGV[8 + 3 * i]), tonumber(ARGV[9 + 3 * i])
+  local at = 7 + 5 * i
+  local body, queue, pair, head = ARGV[at], tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2]), ARGV[at + 3]
   if pair > 0 then
     redis.call('SET', KEYS[2 * pair - 1], body, 'EX', ttl)
     redis.call('RPUSH', KEYS[2 * pair], 1)
     redis.call('EXPIRE', KEYS[2 * pair], ttl)
   end
   if queue > 0 and writable[queue] then redis.call('RPUSH', KEYS[2 * m + queue], body) end
+  if head ~= '' then
+    meta = meta + 1
+    local value = head .. body .. ARGV[at + 4]
+    redis.call('SET', KEYS[meta], value, 'EX', expires)
+    redis.call('PUBLISH', KEYS[meta], value)
+  end
 end
 for j = 1, q do
   if writable[j] then redis.call('EXPIRE', KEYS[2 * m + j], ttl) end
-end
-for j = 1, k do
-  local key, meta = KEYS[2 * m + q + j], ARGV[6 + 3 * n + j]
-  redis.call('SET', key, meta, 'EX', expires)
-  redis.call('PUBLISH', key, meta)
 end
 for j = 2 * m + q + k + 1, #KEYS do redis.call('DEL', KEYS[j]) end
 return n
@@ -89,25 +93,22 @@ class ResultBackend:
     key_prefix: str = "celery-task-meta-"
     expires_s: int = 86_400  # Celery's result_expires
 
-    def meta(self, publication: Publication, body: str, date_done: str) -> str:
-        """The task meta of an outcome as Celery writes it: SUCCESS with the result object, or FAILURE with an
-        exception named for the error code (`InvalidReplyTo`, ...) whose one argument is the ErrorResult."""
+    def meta_around(self, publication: Publication, date_done: str) -> tuple[str, str]:
+        """Celery's task meta of an outcome, as the text before and after its result JSON: SUCCESS with the
+        result object, or FAILURE with an exception named for the error code (`InvalidReplyTo`, ...) whose one
+        argument is the ErrorResult."""
         outcome = publication.outcome
         if isinstance(outcome, Answer):
-            status, result = "SUCCESS", body
+            head, close = '{"status": "SUCCESS", "result": ', ""
         else:
-            status, result = (
-                "FAILURE",
-                f'{{"exc_type": "{exception_name(outcome.code)}", "exc_message": [{body}], "exc_module": null}}',
-            )
+            head = f'{{"status": "FAILURE", "result": {{"exc_type": "{exception_name(outcome.code)}", "exc_message": ['
+            close = '], "exc_module": null}'
         canvas = publication.canvas
         ids = (f', "group_id": {json.dumps(canvas.group)}' if canvas.group else "") + (
             f', "parent_id": {json.dumps(canvas.parent_id)}' if canvas.parent_id else ""
         )
-        return (
-            f'{{"status": "{status}", "result": {result}, "traceback": null, "children": [], '
-            f'"date_done": "{date_done}"{ids}, "task_id": {json.dumps(publication.task_id)}}}'
-        )
+        tail = f'{close}, "traceback": null, "children": [], "date_done": "{date_done}"{ids}, "task_id": '
+        return head, tail + json.dumps(publication.task_id) + "}"
 
 
 def payload(outcome: Answered) -> str:
@@ -140,17 +141,6 @@ class Publisher:
         self._preflight = client.register_script(_PREFLIGHT)
         self._results = client.register_script(_RESULTS)
 
-    def _backend_values(self, publications: Sequence[Publication], bodies: Sequence[str | int]) -> dict[str, str]:
-        """Result-backend key -> Celery's task meta, for each outcome with a task id."""
-        assert self.backend is not None
-        date_done = datetime.now(UTC).isoformat()
-        prefix = self.backend.key_prefix
-        return {
-            prefix + item.task_id: self.backend.meta(item, str(body), date_done)
-            for item, body in zip(publications, bodies, strict=True)
-            if item.task_id
-        }
-
     def count_deliveries(self, message_ids: Sequence[str]) -> list[int]:
         """Increment and return each message's delivery count (Redis keeps none of its own)."""
         return self.preflight(message_ids, ()).counts
@@ -175,13 +165,21 @@ class Publisher:
         pipe = self.client.pipeline(transaction=False)
         keys: list[str] = []  # result and notify key of each result with an id
         queues: dict[str, int] = {}  # result queue -> its number among the script's KEYS after `keys` (from 1)
-        written: list[str | int] = []  # per result: JSON, queue number, key pair number (0: none)
+        metas: list[str] = []  # the result-backend key of each result with a task id
+        written: list[str | int] = []  # per result: JSON, queue number, key pair number (0: none), meta head, tail
+        backend = self.backend
+        date_done = datetime.now(UTC).isoformat() if backend else ""
         for item in publications:
             body = payload(item.outcome)
             queue = queues.setdefault(item.reply_queue, len(queues) + 1) if item.reply_queue else 0
             if item.outcome.id:  # an error for a request whose id could not be read goes to its queue only
                 keys += (RESULT_KEY + item.outcome.id, NOTIFY_KEY + item.outcome.id)
             written += (body, queue, len(keys) // 2 if item.outcome.id else 0)
+            if backend is not None and item.task_id:
+                metas.append(backend.key_prefix + item.task_id)
+                written += backend.meta_around(item, date_done)
+            else:
+                written += ("", "")
             if item.webhook_url:
                 job = WebhookJob(
                     request_id=item.outcome.id,
@@ -192,11 +190,10 @@ class Publisher:
                 self.scheduler.schedule(pipe, job, now_s)
         for letter in dead_letters:
             pipe.rpush(DEAD_LETTER_KEY, letter.to_json(now_s))
-        metas = self._backend_values(publications, written[::3]) if self.backend else {}
         if keys or queues or done_ids or metas:
             counters = [DELIVERIES_KEY + message_id for message_id in done_ids]
-            expires = self.backend.expires_s if self.backend else 0
-            args = [ttl, len(written) // 3, len(keys) // 2, len(queues), len(metas), expires, *written, *metas.values()]
+            expires = backend.expires_s if backend else 0
+            args = [ttl, len(publications), len(keys) // 2, len(queues), len(metas), expires, *written]
             self._results(keys=[*keys, *queues, *metas, *counters], args=args, client=pipe)
         if len(pipe):
             pipe.execute()
