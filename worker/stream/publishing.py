@@ -49,9 +49,9 @@ return out
 # result, in batch order: its JSON, the number of its result queue among the q (0: none), the number of its key
 # pair (0: no id), and the head and tail of its backend meta ('' when it has no task id). Each queue's TTL is
 # refreshed once, after its last push. A result queue that is a key of another type is left alone (the preflight
-# turned such requests into errors; this covers a key made since). Celery's meta is head .. JSON .. tail, SET and
-# PUBLISHed on its key as Celery's Redis backend does (a client waiting in AsyncResult.get() hears it): the JSON
-# crosses the socket once. The counters are deleted last, so a batch whose write failed keeps counting toward
+# turned such requests into errors; this covers a key made since). Celery's meta is head .. JSON .. tail, SET on
+# its key and PUBLISHed there when a client is subscribed, waiting in AsyncResult.get() (one that subscribes
+# later reads the key, as Celery's client does): the JSON crosses the socket once. The counters are deleted last, so a batch whose write failed keeps counting toward
 # LABELQ_MAX_DELIVERIES.
 _RESULTS = """
 local ttl, n, m, q, k = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -74,7 +74,7 @@ for i = 0, n - 1 do
     meta = meta + 1
     local value = head .. body .. ARGV[at + 4]
     redis.call('SET', KEYS[meta], value, 'EX', expires)
-    redis.call('PUBLISH', KEYS[meta], value)
+    if redis.call('PUBSUB', 'NUMSUB', KEYS[meta])[2] > 0 then redis.call('PUBLISH', KEYS[meta], value) end
   end
 end
 for j = 1, q do
