@@ -133,12 +133,12 @@ def decode(delivery: Delivery) -> TaskEnvelope:
         body = json.loads(delivery.body)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise UndecodableMessage(f"body is not JSON: {exc}", header_id) from None
-    if "task" in headers:  # protocol 2: [args, kwargs, embed]; kwargs null as some clients send it
+    if "task" in headers:  # protocol 2: [args, kwargs, embed]; kwargs null, or embed absent, as some clients send
         task, message_id = headers.get("task"), header_id
-        if not (isinstance(body, list) and len(body) == 3 and isinstance(body[0], list)):
+        if not (isinstance(body, list) and len(body) in (1, 2, 3) and isinstance(body[0], list)):
             raise UndecodableMessage("protocol 2 body must be [args, kwargs, embed]", message_id)
-        args, kwargs = body[0], body[1] if body[1] is not None else {}
-        canvas = _canvas(body[2], headers)
+        args, kwargs = body[0], body[1] if len(body) > 1 and body[1] is not None else {}
+        canvas = _canvas(body[2] if len(body) > 2 else None, headers)
     elif isinstance(body, dict) and "task" in body:  # protocol 1
         task, message_id = body.get("task"), readable_id(body.get("id"))
         args, kwargs = body.get("args") or [], body.get("kwargs") or {}

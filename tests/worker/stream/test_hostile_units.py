@@ -83,8 +83,9 @@ def test_an_unreadable_request_id_is_answered_under_the_task_id(setup: Any, requ
     assert isinstance(result, ErrorResult) and result.code == code and result.id == "task-7"
 
 
-def test_kwargs_null_is_read_as_no_kwargs() -> None:
-    envelope = decode(delivery([[GOOD], None, None]))
+@pytest.mark.parametrize("body", [[[GOOD], None, None], [[GOOD], None], [[GOOD]], [[GOOD], {}]])
+def test_kwargs_null_or_absent_is_read_as_no_kwargs(body: list[Any]) -> None:
+    envelope = decode(delivery(body))
     assert envelope.message_id == "m-1" and envelope.parse(RequestLimits()).request.id == "r1"  # type: ignore[union-attr]
 
 
