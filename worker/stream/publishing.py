@@ -51,8 +51,8 @@ return out
 # refreshed once, after its last push. A result queue that is a key of another type is left alone (the preflight
 # turned such requests into errors; this covers a key made since). Celery's meta is head .. JSON .. tail, SET on
 # its key and PUBLISHed there when a client is subscribed, waiting in AsyncResult.get() (one that subscribes
-# later reads the key, as Celery's client does): the JSON crosses the socket once. The counters are deleted last, so a batch whose write failed keeps counting toward
-# LABELQ_MAX_DELIVERIES.
+# later reads the key, as Celery's client does): the JSON crosses the socket once. The counters are deleted
+# last, so a batch whose write failed keeps counting toward LABELQ_MAX_DELIVERIES.
 _RESULTS = """
 local ttl, n, m, q, k = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local expires, meta = ARGV[6], 2 * m + q
