@@ -37,24 +37,34 @@ def error_exception(error: ErrorResult) -> Exception:
 
 
 class CeleryOutcomes:
-    def __init__(self, app: Celery, dispatcher: Any, *, store_results: bool) -> None:
+    def __init__(self, app: Celery, consumer: Any, *, store_results: bool) -> None:
         self.app = app
-        self.dispatcher = dispatcher if dispatcher is not None and getattr(dispatcher, "enabled", False) else None
+        self.consumer = consumer  # Celery's consumer: its event dispatcher is replaced on every reconnect
         self.store_results = store_results  # a result backend that is not the broker's Redis: through Celery
+
+    @property
+    def dispatcher(self) -> Any:
+        """The consumer's current event dispatcher, when task events are on (-E, worker_send_task_events):
+        without them Celery's dispatcher sends only the worker group (heartbeats)."""
+        found = getattr(self.consumer, "event_dispatcher", None)
+        if found is None or not found.enabled or (found.groups and "task" not in found.groups):
+            return None
+        return found
 
     @property
     def needed(self) -> bool:
         """Whether any batch needs this at all (the common case: only a followup in a message asks for it)."""
-        return self.dispatcher is not None or self.store_results
+        return self.store_results or self.dispatcher is not None
 
     # --- events ---
 
     def received(self, items: Sequence[Received]) -> None:
-        if self.dispatcher is None:
+        dispatcher = self.dispatcher
+        if dispatcher is None:
             return
         for item in items:
             if item.message_id:
-                self.dispatcher.send(
+                dispatcher.send(
                     "task-received",
                     uuid=item.message_id,
                     name=TASK_CLASSIFY,
@@ -68,34 +78,37 @@ class CeleryOutcomes:
                 )
 
     def started(self, items: Sequence[Received]) -> None:
-        if self.dispatcher is None:
+        dispatcher = self.dispatcher
+        if dispatcher is None:
             return
         for item in items:
             if item.message_id:
-                self.dispatcher.send("task-started", uuid=item.message_id)
+                dispatcher.send("task-started", uuid=item.message_id)
 
     # --- after the batch's write ---
 
     def settled(self, publications: Sequence[Publication], started_s: float) -> None:
         runtime_s = time.monotonic() - started_s
+        dispatcher = self.dispatcher
         for publication in publications:
             if not publication.task_id:
                 continue
             try:
-                self._settle(publication, runtime_s)
+                self._settle(publication, runtime_s, dispatcher)
             except Exception:  # a callback that cannot be sent must not hold the batch's acks back
                 log.exception("the Celery followups of task %s failed", publication.task_id)
 
-    def _settle(self, publication: Publication, runtime_s: float) -> None:
+    def _settle(self, publication: Publication, runtime_s: float, dispatcher: Any) -> None:
         task_id, canvas, outcome = publication.task_id, publication.canvas, publication.outcome
         assert task_id is not None
         request = _context(task_id, canvas)
         if isinstance(outcome, ErrorResult):
             exc = error_exception(outcome)
-            if self.store_results or canvas.errbacks or canvas.chord:  # stores, calls errbacks, fails the chord
+            if self.store_results or canvas.errbacks or canvas.chord or canvas.chain:  # stores, calls errbacks,
+                # fails the chord, and marks the rest of a chain failed (so a chain's result does not wait forever)
                 self.app.backend.mark_as_failure(task_id, exc, None, request=request, call_errbacks=True)
-            if self.dispatcher is not None:
-                self.dispatcher.send("task-failed", uuid=task_id, exception=repr(exc), traceback="")
+            if dispatcher is not None:
+                dispatcher.send("task-failed", uuid=task_id, exception=repr(exc), traceback="")
             return
         result = json.loads(payload(outcome))
         if self.store_results or canvas.chord:  # stores, and counts the chord's part
@@ -106,8 +119,8 @@ class CeleryOutcomes:
         if canvas.chain:
             rest = [dict(link) for link in canvas.chain]
             signature(rest.pop(), app=self.app).apply_async((result,), chain=rest, **ids)
-        if self.dispatcher is not None:
-            self.dispatcher.send("task-succeeded", uuid=task_id, result=f"<result {task_id}>", runtime=runtime_s)
+        if dispatcher is not None:
+            dispatcher.send("task-succeeded", uuid=task_id, result=f"<result {task_id}>", runtime=runtime_s)
 
 
 def _context(task_id: str, canvas: Canvas) -> Context:
@@ -120,6 +133,7 @@ def _context(task_id: str, canvas: Canvas) -> Context:
         group=canvas.group,
         group_index=canvas.group_index,
         chord=canvas.chord,
+        chain=[dict(link) for link in canvas.chain],
         errbacks=list(canvas.errbacks),
         callbacks=list(canvas.callbacks),
         delivery_info={},

@@ -98,7 +98,7 @@ class BatchConsumerStep(bootsteps.StartStopStep):
         settings = self.runtime.settings
         self.outcomes = CeleryOutcomes(
             c.app,
-            getattr(c, "event_dispatcher", None),
+            c,
             store_results=settings.celery_result_backend() is not None and not settings.results_on_broker,
         )
         self.queue = ReliableQueue(self.runtime.publisher.client)

@@ -148,7 +148,7 @@ def settle(client: Client, worker_alive: Any, timeout_s: float) -> None:
 
 def stray_keys(client: Client) -> list[str]:
     """Keys no request may have made: anything but labelq's, kombu's and the allowed result queues."""
-    allowed = ("labelq:", "labelq.", "_kombu.", ALLOWED_PREFIX, "unacked")
+    allowed = ("labelq:", "labelq.", "_kombu.", ALLOWED_PREFIX, "unacked", "celery-task-meta-")  # Celery's backend
     keys = [key.decode("utf-8", "backslashreplace") for key in client.redis.scan_iter(count=1000)]
     return [key for key in keys if not key.startswith(allowed)]
 

@@ -123,7 +123,9 @@ def test_a_chain_a_chord_and_link_error_into_ordinary_tasks(
     print(f"\ncelery canvas: chain -> {routed}; chord over 4 -> {summary}; link_error got {failed.id}")
 
 
-def test_task_events_reach_celerys_event_receiver(start_worker: WorkerFactory, celery_app: Celery) -> None:
+def test_task_events_reach_celerys_event_receiver(
+    start_worker: WorkerFactory, celery_app: Celery, tmp_path: Path
+) -> None:
     start_worker(**FAKE, celery_events=True)
     seen: list[dict[str, Any]] = []
     receivers: list[Any] = []
@@ -143,7 +145,8 @@ def test_task_events_reach_celerys_event_receiver(start_worker: WorkerFactory, c
         ok.get(timeout=30)
         bad.get(timeout=30, propagate=False)
         wanted = {(ok.id, "task-succeeded"), (bad.id, "task-failed")}
-        _wait_for(lambda: wanted <= {(e.get("uuid"), e["type"]) for e in seen}, "no task events")
+        worker_log = tmp_path / "worker-0.log"
+        _wait_for(lambda: wanted <= {(e.get("uuid"), e["type"]) for e in seen}, lambda: worker_log.read_text()[-3000:])
     finally:
         if receivers:
             receivers[0].should_stop = True
@@ -156,8 +159,20 @@ def test_task_events_reach_celerys_event_receiver(start_worker: WorkerFactory, c
     assert succeeded["runtime"] >= 0 and received["name"] == "labelq.classify"
 
 
-def _wait_for(condition: Any, message: str, timeout_s: float = 15.0) -> None:
+def _wait_for(condition: Any, message: Any, timeout_s: float = 15.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
-        assert time.monotonic() < deadline, message
+        assert time.monotonic() < deadline, message() if callable(message) else message
         time.sleep(0.05)
+
+
+def test_a_chord_with_a_failed_part_fails_as_celery_says(
+    start_worker: WorkerFactory, router: ModuleType, client: Client
+) -> None:
+    start_worker(**FAKE)
+    result = router.triage(["refund please", ""])  # the second part is an invalid request: empty_text
+    with pytest.raises(Exception) as raised:
+        result.get(timeout=30)
+    assert type(raised.value).__name__ == "EmptyText"  # Celery raises the failed part first, as for any chord
+    callback = result.get(timeout=5, propagate=False)
+    assert type(callback).__name__ == "ChordError" and "EmptyText" in str(callback) and result.state == "FAILURE"
