@@ -176,3 +176,12 @@ def test_a_chord_with_a_failed_part_fails_as_celery_says(
     assert type(raised.value).__name__ == "EmptyText"  # Celery raises the failed part first, as for any chord
     callback = result.get(timeout=5, propagate=False)
     assert type(callback).__name__ == "ChordError" and "EmptyText" in str(callback) and result.state == "FAILURE"
+
+
+def test_a_chain_whose_classification_fails_fails_instead_of_waiting(
+    start_worker: WorkerFactory, router: ModuleType
+) -> None:
+    start_worker(**FAKE)
+    with pytest.raises(Exception) as raised:
+        router.route("").get(timeout=30)  # an empty text: the chain's next task never runs
+    assert type(raised.value).__name__ == "EmptyText"
