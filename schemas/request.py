@@ -382,11 +382,13 @@ class ClassifyRequest(BaseModel):
         return value
 
     def to_wire(self) -> dict[str, Any]:
-        """The message body a producer sends: JSON-ready, absent fields left out, and each label that is only
-        a name as that bare string (the shorthand). A 77-label banking77 request is 2 KB instead of 4 KB with
+        """The message body a producer sends: JSON-ready, absent fields left out (`multi_label` too unless the
+        producer set it, so a named label set's default holds), and each label that is only a name as that bare
+        string (the shorthand). A 77-label banking77 request is 2 KB instead of 4 KB with
         `"examples": []` on every label, and a worker parses it in a quarter of the time (51 vs 207 us: bare
         names are validated once and shared)."""
-        data = self.model_dump(mode="json", exclude_none=True, exclude={"labels"})
+        unset = {"multi_label"} - self.model_fields_set  # a label set's own default applies unless the producer set it
+        data = self.model_dump(mode="json", exclude_none=True, exclude={"labels", *unset})
         if self.labels:
             data["labels"] = [
                 label.name if label.bare else label.model_dump(mode="json", exclude_defaults=True)

@@ -91,7 +91,7 @@ def eval_command(
             f"± {d['macro_f1_stdev']:.4f} over {draws} draws of {shots} examples per label"
         )
     else:
-        click.echo(f"accuracy: {report.accuracy:.4f}  macro-F1: {report.macro_f1:.4f}")
+        click.echo(f"accuracy: {report.accuracy:.4f}  macro-F1: {report.macro_f1:.4f} ({summary['macro_f1_over']})")
     if report.shortlist_recall is not None:
         click.echo(f"gold label kept by the shortlist: {report.shortlist_recall:.4f}")
     click.echo("most confused (gold -> predicted: count):")

@@ -68,7 +68,8 @@ def submit(
 @click.option("--reply-to", default=None, help="Result queue for lines that name none")
 @REDIS_URL_OPTION
 def submit_file(source: Path, queue: str, reply_to: str | None, redis_url: str) -> None:
-    """Send every request in SOURCE (JSON lines, the wire format); invalid lines are reported, not sent."""
+    """Send every request in SOURCE (JSON lines, the wire format); invalid lines are reported, not sent, and the
+    command exits 1 when there was any."""
 
     lines = [line for line in source.read_bytes().splitlines() if line.strip()]
     sent, rejected = 0, []
@@ -86,6 +87,7 @@ def submit_file(source: Path, queue: str, reply_to: str | None, redis_url: str) 
     for problem in rejected:
         click.echo(problem, err=True)
     click.echo(f"{sent} submitted to {queue}, {len(rejected)} rejected")
+    sys.exit(1 if rejected else 0)  # a file with a bad line is not a success, though the good lines were sent
 
 
 @click.command()

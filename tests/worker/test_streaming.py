@@ -271,7 +271,7 @@ def test_queues_are_separate_latency_classes(start_worker: WorkerFactory, client
 
 
 def test_demo_runs_end_to_end_and_leaves_nothing_behind(redis_url: str) -> None:
-    env = {**os.environ, "REDIS_URL": redis_url}
+    env = {**os.environ, "LABELQ_REDIS_URL": redis_url}
     done = subprocess.run(
         [sys.executable, "-m", "labelq.cli", "demo", "--count", "8"],
         env=env,
@@ -310,7 +310,7 @@ def test_producer_cli_submit_wait_file_and_results(start_worker: WorkerFactory, 
         + "\n"
     )
     sent = labelq("submit-file", str(source), "--reply-to", "results:file")
-    assert sent.returncode == 0 and "2 submitted to bulk, 1 rejected" in sent.stdout, sent.stdout + sent.stderr
+    assert sent.returncode == 1 and "2 submitted to bulk, 1 rejected" in sent.stdout, sent.stdout + sent.stderr
     assert "line 2: empty_text (text)" in sent.stderr
     deadline = time.monotonic() + 30
     while redis_lib.Redis.from_url(redis_url).llen("results:own") < 1 and time.monotonic() < deadline:
@@ -382,5 +382,5 @@ def test_the_producer_sends_the_compact_wire_form(client: Client) -> None:
     envelope = json.loads(client.redis.rpop(QUEUE_BULK))  # type: ignore[arg-type]
     args, kwargs, _ = json.loads(base64.b64decode(envelope["body"]))
     assert kwargs == {} and args[0]["labels"] == labels  # a name alone travels as the bare string
-    # null fields (reply_to, deadline, model, ...) are left out
-    assert set(args[0]) == {"schema_version", "id", "text", "labels", "multi_label", "metadata", "submitted_at"}
+    # null fields (reply_to, deadline, model, ...) are left out, and multi_label unless the producer set it
+    assert set(args[0]) == {"schema_version", "id", "text", "labels", "metadata", "submitted_at"}

@@ -31,6 +31,7 @@ class Report:
     per_label_f1: dict[str, float]
     confused: list[tuple[str, str, int]]  # (gold, predicted, count), most frequent first
     scores: list[dict[str, float]] = field(repr=False)  # per example, label -> score (scored labels only)
+    macro_f1_labels: tuple[str, ...] = ()  # what macro-F1 averages over: the labels in the data or predicted
     shortlist_recall: float | None = None  # with a shortlist: how often the gold label was among the kept ones
 
 
@@ -100,8 +101,15 @@ def evaluate(
         part = data[start : start + chunk]
         batch = [
             ParsedRequest(
-                ClassifyRequest(
-                    text=ex.text, labels=labels, hypothesis_template=template, model=model, shortlist=shortlist
+                ClassifyRequest.model_validate(  # under the engine's own limits (LABELQ_MAX_LABELS, ...)
+                    {
+                        "text": ex.text,
+                        "labels": labels,
+                        "hypothesis_template": template,
+                        "model": model,
+                        "shortlist": shortlist,
+                    },
+                    context=engine.settings.limits(),
                 )
             )
             for ex in part
@@ -132,11 +140,15 @@ def score_predictions(
         fn = sum(g == name and p != name for g, p in zip(gold, predicted, strict=True))
         per_label[name] = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
     confused = Counter((g, p) for g, p in zip(gold, predicted, strict=True) if g != p)
+    # over the labels present in the data or predicted, as scikit-learn's macro average: a label no example has
+    # and none was given scores no 0 of its own (a sorted slice of a file would otherwise report near 0)
+    present = sorted(name for name in per_label if name in set(gold) | set(predicted))
     return Report(
         n=len(gold),
         accuracy=sum(g == p for g, p in zip(gold, predicted, strict=True)) / max(len(gold), 1),
-        macro_f1=float(np.mean(list(per_label.values()))) if per_label else 0.0,
+        macro_f1=float(np.mean([per_label[name] for name in present])) if present else 0.0,
         per_label_f1=per_label,
+        macro_f1_labels=tuple(present),
         confused=[(g, p, n) for (g, p), n in confused.most_common()],
         scores=scores or [],
     )
@@ -177,6 +189,7 @@ def report_dict(report: Report, top_confused: int = 10) -> dict[str, Any]:
         "n": report.n,
         "accuracy": round(report.accuracy, 4),
         "macro_f1": round(report.macro_f1, 4),
+        "macro_f1_over": f"{len(report.macro_f1_labels)} of {len(report.per_label_f1)} labels (in data or predicted)",
         **({"shortlist_recall": round(report.shortlist_recall, 4)} if report.shortlist_recall is not None else {}),
         "per_label_f1": {k: round(v, 4) for k, v in report.per_label_f1.items()},
         "confused": [{"gold": g, "predicted": p, "count": n} for g, p, n in report.confused[:top_confused]],

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from producer import Client
-from schemas import ClassificationResult, ClassifyRequest, ErrorCode, ErrorResult
+from schemas import ClassificationResult, ClassifyRequest, ErrorCode, ErrorResult, parse_request
 from tests.conftest import WorkerFactory
 from worker.stream.labelsets import LabelSet
 
@@ -95,3 +95,14 @@ def test_a_bad_label_set_file_is_refused(redis_url: str, tmp_path: Path) -> None
 def test_a_label_sets_template_is_plain_substitution(template: str) -> None:
     with pytest.raises(ValueError, match="template"):
         LabelSet.from_yaml("t", yaml.safe_dump({"labels": ["a", "b"], "hypothesis_template": template}))
+
+
+def test_a_label_sets_default_reaches_the_worker_unless_the_producer_set_it() -> None:
+    moderation = LabelSet.from_yaml("moderation", yaml.safe_dump({"labels": ["threat", "spam"], "multi_label": True}))
+    named = ClassifyRequest(text="you will regret this", label_set="moderation")
+    assert "multi_label" not in named.to_wire()
+    received = parse_request(json.dumps(named.to_wire()))
+    assert not isinstance(received, ErrorResult) and moderation.apply_to(received.request).multi_label is True
+    chosen = ClassifyRequest(text="x", label_set="moderation", multi_label=False)
+    assert chosen.to_wire()["multi_label"] is False
+    assert moderation.apply_to(parse_request(json.dumps(chosen.to_wire())).request).multi_label is False  # type: ignore[union-attr]
