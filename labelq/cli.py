@@ -5,12 +5,17 @@ from __future__ import annotations
 import click
 
 from labelq.commands import demo, dlq, evaluate, labelsets, local, models, queue, serve, status
+from labelq.failures import ReportingGroup
 
 
-@click.group()
+@click.group(cls=ReportingGroup)
 @click.version_option(package_name="labelq")
-def main() -> None:
-    """labelq: zero-shot text classification as a streaming service on message queues."""
+@click.option("--debug", is_flag=True, envvar="LABELQ_DEBUG", help="Show a failure's traceback (env LABELQ_DEBUG)")
+def main(debug: bool) -> None:
+    """labelq: zero-shot text classification as a streaming service on message queues.
+
+    A failure is one line on stderr and an exit code: 1 the command's own no, 2 usage or input, 3 Redis
+    unreachable, 4 a model problem, 70 an internal error (--debug shows the traceback)."""
 
 
 for command in (

@@ -31,7 +31,8 @@ def queue_name(queue: str) -> str:
 
 
 # What a producer retries on: the broker unreachable (a restart, a failover), not a request it refuses
-CONNECTION_ERRORS = (OperationalError, redis.ConnectionError, redis.TimeoutError, OSError)
+BROKER_ERRORS = (OperationalError, redis.ConnectionError, redis.TimeoutError)  # the broker did not answer
+CONNECTION_ERRORS = (*BROKER_ERRORS, OSError)
 
 
 @dataclass(frozen=True, slots=True)

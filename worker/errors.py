@@ -4,8 +4,10 @@ LabelqError
 ├── RequestRejected        a request cannot be served: publish an ErrorResult, ack, move on
 │   └── ModelNotFound      the request names a model this worker does not have (code unknown_model)
 ├── ModelError             the model itself is unusable: fail loudly at start-up, never per message
-│   └── ModelLayoutError   a model directory lacks a file or holds an inconsistent config
-└── ConfigError            the settings cannot work on this machine: the worker refuses to start
+│   ├── ModelLayoutError   a model directory lacks a file or holds an inconsistent config
+│   └── ModelFetchError    a model could not be downloaded (no network, no such repo)
+├── ConfigError            the settings cannot work on this machine: the worker refuses to start
+└── InputError             a file a user gave cannot be read: the message says where (file:line)
 """
 
 from __future__ import annotations
@@ -41,6 +43,14 @@ class ModelError(LabelqError):
 
 class ModelLayoutError(ModelError):
     """A model directory does not hold what the Hugging Face layout promises."""
+
+
+class ModelFetchError(ModelError):
+    """A model could not be downloaded from its hub."""
+
+
+class InputError(LabelqError):
+    """A file or value a user gave cannot be used; the message names the file and line."""
 
 
 class ConfigError(LabelqError):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import click
@@ -31,9 +32,15 @@ def producer(redis_url: str) -> Any:
 
 
 def local_engine(model: str | None, **overrides: Any) -> Any:
+    """An engine in this process with its model loaded now: a model that cannot load fails the command (exit 4,
+    with its path and why), not each request."""
     from worker.engine.engine import Engine
+    from worker.errors import RequestRejected
 
-    return Engine(cli_settings(model=model, **overrides), allow_paths=True)
+    engine = Engine(cli_settings(model=model, **overrides), allow_paths=True)
+    with contextlib.suppress(RequestRejected):  # a model name this machine lacks: each request says unknown_model
+        engine.classifier(model)
+    return engine
 
 
 def print_result(outcome: ClassificationResult | ErrorResult, as_json: bool) -> None:

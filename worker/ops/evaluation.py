@@ -15,6 +15,7 @@ import numpy as np
 
 from schemas import ClassificationResult, ClassifyRequest, Label, ParsedRequest
 from worker.engine.engine import Engine
+from worker.errors import InputError
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,17 +40,23 @@ def read_examples(path: Path) -> list[Example]:
     rows = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if line.strip():
-            data = json.loads(line)
+            try:
+                data = json.loads(line)
+            except ValueError as exc:
+                raise InputError(f"{path}:{number}: not JSON ({exc}); each line is one object") from None
             if not isinstance(data, dict) or not {"text", "label"} <= data.keys():
-                raise ValueError(f"{path}:{number}: each line must be an object with 'text' and 'label'")
+                raise InputError(f"{path}:{number}: each line must be an object with 'text' and 'label'")
             rows.append(Example(str(data["text"]), str(data["label"])))
     return rows
 
 
 def read_label_names(path: Path) -> list[str]:
-    names = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        names = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise InputError(f"{path}:{getattr(exc, 'lineno', 1)}: not JSON ({exc})") from None
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise ValueError(f"{path} must hold a JSON list of label names")
+        raise InputError(f"{path}: must hold a JSON list of label names")
     return names
 
 

@@ -16,7 +16,7 @@ from schemas import ClassifyRequest
 from worker.constants import MANIFEST_FILE, MODEL_FILES, ONNX_FP32_FILE, ONNX_INT8_FILE
 from worker.engine.models import ModelCard, ModelRegistry, describe_directory, directory_name, file_sha256
 from worker.engine.onnx import quantize_int8, run_defaults
-from worker.errors import ModelLayoutError
+from worker.errors import ModelFetchError, ModelLayoutError
 from worker.settings import Settings
 
 # (repo, destination directory, revision or None) -> the revision actually fetched (a commit sha)
@@ -50,9 +50,15 @@ def hub_downloader(repo: str, destination: Path, revision: str | None) -> str:
     try:
         from huggingface_hub import model_info, snapshot_download
     except ImportError as exc:  # pragma: no cover - depends on the install
-        raise RuntimeError("`labelq models pull` needs the hub extra: pip install 'labelq[hub]'") from exc
-    sha = model_info(repo, revision=revision).sha or revision or "unknown"
-    snapshot_download(repo_id=repo, revision=sha, local_dir=destination, allow_patterns=list(MODEL_FILES))
+        raise ModelFetchError("`labelq models pull` needs the hub extra: pip install 'labelq[hub]'") from exc
+    try:
+        sha = model_info(repo, revision=revision).sha or revision or "unknown"
+        snapshot_download(repo_id=repo, revision=sha, local_dir=destination, allow_patterns=list(MODEL_FILES))
+    except Exception as exc:  # network, DNS, HTTP, unknown repo: the hub's own types, all said the same way
+        raise ModelFetchError(
+            f"could not fetch {repo} from the Hugging Face Hub ({type(exc).__name__}: {str(exc)[:200]}); check the "
+            "network and the repo name, or copy a model directory under LABELQ_MODELS_DIR"
+        ) from exc
     return str(sha)
 
 

@@ -77,7 +77,12 @@ class LabelSet(BaseModel):
     def from_yaml(cls, name: str, text: str, thresholds: dict[str, float] | None = None) -> LabelSet:
         """A label set from YAML (`labels:` with name, description, hypothesis, threshold; optional
         `hypothesis_template`, `multi_label`); `thresholds` (e.g. fitted by `labelq eval`) override."""
-        data = yaml.safe_load(text) or {}
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"line {mark.line + 1}: " if mark is not None else ""
+            raise ValueError(f"{where}not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
         if not isinstance(data, dict):
             raise ValueError("a label set file is a mapping with a `labels` list")
         labelset = cls.model_validate({**data, "name": name})

@@ -1,0 +1,65 @@
+"""How the `labelq` command reports a failure: one line on stderr that says what failed, where, and what to do,
+and a documented exit code; `--debug` (or LABELQ_DEBUG=1) shows the traceback instead.
+
+Exit codes: 0 done; 1 the command's own "no" (an error result, no ready worker, rejected lines); 2 a usage or
+input problem (a flag, a file, a setting); 3 Redis unreachable; 4 a model problem (missing, corrupt, cannot be
+fetched); 70 an internal error (a bug: run again with --debug and report it). `labelq health` keeps its own
+scheme (2: Redis unreachable).
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+import pydantic
+import redis
+
+EXIT_USAGE = 2
+EXIT_REDIS = 3
+EXIT_MODEL = 4
+EXIT_INTERNAL = 70
+
+REDIS_HINT = "start it, or point LABELQ_REDIS_URL (or --redis-url) at one"
+
+
+def describe(exc: BaseException) -> tuple[str, int]:
+    """The one line and exit code for a failure no command handled itself."""
+    from producer.client import BROKER_ERRORS, SubmitError
+    from worker.errors import ConfigError, InputError, ModelError
+
+    if isinstance(exc, SubmitError):
+        return f"{exc}; {REDIS_HINT}", EXIT_REDIS
+    if isinstance(exc, BROKER_ERRORS):
+        return f"Redis unreachable ({exc}); {REDIS_HINT}", EXIT_REDIS
+    if isinstance(exc, redis.AuthenticationError | redis.ResponseError):
+        return f"Redis refused the command ({exc}); check the password and database in LABELQ_REDIS_URL", EXIT_REDIS
+    if isinstance(exc, ModelError):
+        return f"model: {exc}", EXIT_MODEL
+    if isinstance(exc, InputError | ConfigError):
+        return str(exc), EXIT_USAGE
+    if isinstance(exc, pydantic.ValidationError):
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first.get("loc", ())) or "settings"
+        return f"invalid setting {where}: {first.get('msg')} (LABELQ_* environment variables)", EXIT_USAGE
+    if isinstance(exc, json.JSONDecodeError):
+        return f"not JSON at line {exc.lineno}: {exc.msg}", EXIT_USAGE
+    if isinstance(exc, FileNotFoundError | IsADirectoryError | PermissionError):
+        return f"{exc.strerror}: {exc.filename}", EXIT_USAGE
+    return f"internal error ({type(exc).__name__}: {exc}); run again with --debug and report it", EXIT_INTERNAL
+
+
+class ReportingGroup(click.Group):
+    """A click group whose subcommands' failures become one line and an exit code (see the module docstring)."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort, KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:
+            if ctx.params.get("debug"):
+                raise
+            message, code = describe(exc)
+            click.echo(f"error: {message}", err=True)
+            ctx.exit(code)

@@ -1,0 +1,99 @@
+"""Every foreseeable failure of every command is one line with a documented exit code, never a traceback;
+--debug shows the traceback."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from labelq.cli import main
+from labelq.local_redis import free_port
+from tests.conftest import MODELS
+
+NO_REDIS = f"redis://:s3cret@127.0.0.1:{free_port()}/0"  # nothing listens there
+
+REDIS_COMMANDS = [
+    ["submit", "hello", "--labels", "a,b"],
+    ["results", "q"],
+    ["workers"],
+    ["labelsets", "list"],
+    ["labelsets", "get", "x"],
+    ["labelsets", "delete", "x"],
+    ["dlq", "list"],
+    ["dlq", "show", "x"],
+    ["dlq", "purge", "--yes"],
+    ["dlq", "replay", "--all"],
+]
+
+
+def run(args: list[str], **env: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, args, env={"LABELQ_REDIS_URL": NO_REDIS, **env}, catch_exceptions=True)
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    return result.exit_code, result.output
+
+
+def assert_one_line(output: str) -> None:
+    assert "Traceback" not in output and output.count("error:") == 1, output
+    line = next(line for line in output.splitlines() if line.startswith("error:"))
+    assert "s3cret" not in line
+
+
+@pytest.mark.parametrize("args", REDIS_COMMANDS, ids=[" ".join(a) for a in REDIS_COMMANDS])
+def test_redis_unreachable_is_one_line_and_exit_3(args: list[str]) -> None:
+    code, output = run(args)
+    assert code == 3, output
+    assert_one_line(output)
+    assert "unreachable" in output and "LABELQ_REDIS_URL" in output
+
+
+def test_submit_file_and_labelsets_put_with_redis_unreachable(tmp_path: Path) -> None:
+    source = tmp_path / "requests.jsonl"
+    source.write_text(json.dumps({"text": "x", "labels": ["a"]}) + "\n")
+    labelset = tmp_path / "set.yaml"
+    labelset.write_text("labels: [a, b]\n")
+    for args in (["submit-file", str(source)], ["labelsets", "put", "s", str(labelset)]):
+        code, output = run(args)
+        assert code == 3, output
+        assert_one_line(output)
+
+
+def test_a_bad_line_in_an_eval_file_names_file_and_line(tmp_path: Path) -> None:
+    data = tmp_path / "data.jsonl"
+    data.write_text(json.dumps({"text": "x", "label": "a"}) + "\n{oops\n")
+    labels = tmp_path / "labels.json"
+    labels.write_text(json.dumps(["a", "b"]))
+    code, output = run(["eval", str(data), "--labels-file", str(labels)])
+    assert code == 2 and f"{data}:2: not JSON" in output
+    assert_one_line(output)
+
+
+def test_a_malformed_label_set_yaml_names_its_line(tmp_path: Path) -> None:
+    labelset = tmp_path / "set.yaml"
+    labelset.write_text("labels:\n  - a\n  - [b\n")
+    code, output = run(["labelsets", "put", "s", str(labelset)])
+    assert code == 2 and "line" in output and "not valid YAML" in output and "Traceback" not in output
+
+
+def test_a_model_directory_with_a_corrupt_config_is_a_model_error(tmp_path: Path) -> None:
+    model = tmp_path / "broken"
+    shutil.copytree(MODELS / "nli-2class", model)
+    (model / "config.json").write_text("{not json")
+    for args in (["classify", "x", "--labels", "a,b", "--model", str(model)], ["models", "verify", str(model)]):
+        code, output = run(args)
+        assert code == 4 and "config.json" in output, output
+        assert_one_line(output)
+
+
+def test_models_pull_without_the_hub_or_a_network_is_one_line() -> None:
+    code, output = run(["models", "pull", "MoritzLaurer/deberta-v3-xsmall-zeroshot-v1.1-all-33"], HF_HUB_OFFLINE="1")
+    assert (code == 4 and "Hugging Face Hub" in output) or "hub extra" in output, output
+    assert_one_line(output)
+
+
+def test_debug_shows_the_traceback() -> None:
+    result = CliRunner().invoke(main, ["--debug", "workers"], env={"LABELQ_REDIS_URL": NO_REDIS})
+    assert result.exception is not None and not isinstance(result.exception, SystemExit)
