@@ -61,13 +61,14 @@ def print_result(outcome: ClassificationResult | ErrorResult, as_json: bool) -> 
 
 
 def request_from_flags(
-    text: str, labels: str, multi_label: bool, template: str | None, **optional: object
+    text: str, labels: str | None, multi_label: bool, template: str | None, **optional: object
 ) -> dict[str, Any]:
-    """A wire message from CLI flags (comma-separated labels); optional fields only when given."""
+    """A wire message from CLI flags (comma-separated labels); optional fields only when given (`multi_label`
+    only when the flag is, so a named label set's own default holds)."""
     message: dict[str, Any] = {
         "text": text,
-        "labels": [label.strip() for label in labels.split(",")],
-        "multi_label": multi_label,
+        "labels": [label.strip() for label in labels.split(",")] if labels is not None else None,
+        "multi_label": True if multi_label else None,
         "hypothesis_template": template,
         **optional,
     }

@@ -19,7 +19,8 @@ from schemas import ErrorResult, parse_request
 
 @click.command()
 @click.argument("text")
-@click.option("--labels", required=True, help="Comma-separated candidate labels")
+@click.option("--labels", default=None, help="Comma-separated candidate labels (or --label-set)")
+@click.option("--label-set", default=None, help="The name of a label set stored on the workers, instead of --labels")
 @click.option("--multi-label", is_flag=True)
 @click.option("--template", default=None, help="Hypothesis template containing {}")
 @click.option("--reply-to", default=None, help="Result queue (a Redis list) to push the result onto")
@@ -29,7 +30,8 @@ from schemas import ErrorResult, parse_request
 @REDIS_URL_OPTION
 def submit(
     text: str,
-    labels: str,
+    labels: str | None,
+    label_set: str | None,
     multi_label: bool,
     template: str | None,
     reply_to: str | None,
@@ -46,7 +48,8 @@ def submit(
     with producer(redis_url) as client:
         try:
             request_id = client.submit(
-                request_from_flags(text, labels, multi_label, template, reply_to=reply_to), queue=queue
+                request_from_flags(text, labels, multi_label, template, reply_to=reply_to, label_set=label_set),
+                queue=queue,
             )
         except ValidationError as exc:
             print_result(error_from_validation(exc, None), as_json=True)

@@ -258,3 +258,14 @@ def test_worker_refuses_batches_that_outlive_the_visibility_timeout(
     assert result.exit_code == 2  # click's usage error, before any model loads or Redis is dialled
     assert "bulk: max wait 0.2 s + 1024 pairs at 20 pairs/s" in result.output
     assert "lower LABELQ_BULK_MAX_PAIRS or raise the timeout" in result.output
+
+
+def test_submit_flags_name_a_label_set_and_leave_its_defaults_alone() -> None:
+    from labelq.commands.options import request_from_flags
+
+    assert request_from_flags("x", None, False, None, label_set="moderation") == {
+        "text": "x",
+        "label_set": "moderation",
+    }
+    assert request_from_flags("x", "a, b", True, None)["multi_label"] is True
+    assert "multi_label" not in request_from_flags("x", "a,b", False, None)
