@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from schemas import ErrorResult, ParsedRequest, RequestLimits, parse_request, validate_request
+from schemas.request import reply_queue_problem
 from schemas.transport import TASK_CLASSIFY
+from worker.constants import CELERY_DEFAULT_QUEUE
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +59,29 @@ def _signatures(value: Any) -> tuple[dict[str, Any], ...]:
     return tuple(item for item in value if isinstance(item, dict)) if isinstance(value, list) else ()
 
 
+def _name(value: Any) -> Any:
+    return value.get("name") if isinstance(value, dict) else value
+
+
+def routing_problem(signature: dict[str, Any]) -> str | None:
+    """Why a signature a message carries may not be sent by labelq, or None: what follows a classification may go
+    to Celery's default queue or to a plain queue name, never to a key Redis, kombu, Celery or labelq use for
+    something else (a callback routed to `unacked_mutex` would stop every redelivery), nor through an exchange
+    (which could fan one message out to any queue)."""
+    options = signature.get("options")
+    options = options if isinstance(options, dict) else {}
+    exchange = _name(options.get("exchange"))
+    if exchange not in (None, "", CELERY_DEFAULT_QUEUE):
+        return f"a callback is routed through exchange {str(exchange)[:100]!r}; labelq sends to plain queues only"
+    for key in ("queue", "routing_key"):
+        name = _name(options.get(key))
+        if name is None or name == CELERY_DEFAULT_QUEUE:
+            continue
+        if not isinstance(name, str) or reply_queue_problem(name) is not None:
+            return f"a callback is routed to {str(name)[:100]!r}, a key labelq may not write to"
+    return None
+
+
 def _canvas(embed: Any, headers: Mapping[str, Any]) -> Canvas:
     """Protocol 2 carries signatures in the body's third element and ids in the headers; protocol 1 carries
     both in the body (`embed` is then the body itself)."""
@@ -66,6 +91,16 @@ def _canvas(embed: Any, headers: Mapping[str, Any]) -> Canvas:
         return NO_CANVAS  # a plain task message: the common case, without building anything
     chord = embed.get("chord")
     index = headers.get("group_index")
+    signatures = [
+        *_signatures(embed.get("callbacks")),
+        *_signatures(embed.get("errbacks")),
+        *_signatures(embed.get("chain")),
+        *([chord] if isinstance(chord, dict) else []),
+    ]
+    for signature in signatures:
+        problem = routing_problem(signature)
+        if problem is not None:
+            raise UndecodableMessage(problem, readable_id(headers.get("id") or embed.get("id")))
     canvas = Canvas(
         callbacks=_signatures(embed.get("callbacks")),
         errbacks=_signatures(embed.get("errbacks")),

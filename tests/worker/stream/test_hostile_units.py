@@ -255,3 +255,32 @@ def test_a_request_costlier_than_a_batch_is_refused_before_any_work(settings: Se
     refused = parse_result(redis.get(RESULT_KEY + "r1"))
     assert isinstance(refused, ErrorResult) and refused.code == ErrorCode.REQUEST_TOO_COSTLY
     assert [d["reason"] for d in dead_letters(redis)] == ["request_too_costly"]
+
+
+def callback(**options: Any) -> dict[str, Any]:
+    return {"task": "router.next", "args": [], "kwargs": {}, "options": options, "subtask_type": None}
+
+
+@pytest.mark.parametrize(
+    "embed",
+    [
+        {"callbacks": [callback(queue="unacked_mutex")]},
+        {"errbacks": [callback(routing_key="labelq:dead")]},
+        {"chain": [callback(queue={"name": "unacked"})]},
+        {"chord": callback(queue="celery-task-meta-x")},
+        {"callbacks": [callback(exchange="fanout-everything")]},
+        {"callbacks": [callback(queue=["not", "a", "name"])]},
+    ],
+)
+def test_a_callback_routed_to_a_key_labelq_may_not_write_refuses_the_message(setup: Any, embed: dict[str, Any]) -> None:
+    pipeline, redis, fake = setup
+    pipeline.handle([pipeline.receive(delivery([[GOOD], {}, embed], headers={"task": "labelq.classify", "id": "t-5"}))])
+    result = parse_result(redis.get(RESULT_KEY + "t-5"))
+    assert isinstance(result, ErrorResult) and result.code == ErrorCode.INVALID_MESSAGE and "callback" in result.message
+    assert fake.calls == [] and [d["reason"] for d in dead_letters(redis)] == ["undecodable"]
+
+
+@pytest.mark.parametrize("options", [{}, {"queue": "router"}, {"queue": "celery"}, {"routing_key": "tenant-a:tasks"}])
+def test_a_callback_to_a_plain_queue_is_kept(options: dict[str, Any]) -> None:
+    envelope = decode(delivery([[GOOD], {}, {"callbacks": [callback(**options)]}]))
+    assert envelope.canvas.callbacks and envelope.canvas.followups
