@@ -34,3 +34,5 @@ CELERY_DEFAULT_QUEUE = "celery"  # where a standard Celery worker listens: callb
 QUEUE_TASKS = "labelq.tasks"  # Celery's own task queue of the classification workers (nothing is sent there)
 DELIVERIES_KEY = KEY_PREFIX + "deliveries:"  # + message id -> how many times the message was received
 DELIVERIES_TTL_S = 7 * 24 * 3600  # a delivery counter outlives any plausible redelivery
+DEAD_LETTERS_MAX = 10_000  # the dead-letter list keeps the newest this many (trimmed as each batch adds)
+DEAD_LETTER_RAW_MAX_BYTES = 32_768  # a dead letter keeps this much of its message (and of its headers as JSON)

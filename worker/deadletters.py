@@ -14,6 +14,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from worker.constants import DEAD_LETTER_RAW_MAX_BYTES
+
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
@@ -27,17 +29,23 @@ class DeadLetter:
     headers: dict[str, Any] | None = None  # the message's transport headers, for replay
 
     def to_json(self, now_s: float) -> str:
-        return json.dumps(
-            {
-                "id": uuid.uuid4().hex,
-                "reason": self.reason,
-                "queue": self.queue,
-                "message_id": self.message_id,
-                "detail": self.detail,
-                "error": self.error,
-                "attempts": self.attempts,
-                "headers": self.headers,
-                "raw": self.raw.decode("utf-8", errors="backslashreplace"),
-                "at": now_s,
-            }
-        )
+        """The stored record, bounded: at most DEAD_LETTER_RAW_MAX_BYTES of the message and of its headers (a
+        longer one says how long it was and cannot be replayed as it was)."""
+        headers: Any = self.headers
+        if headers and len(json.dumps(headers)) > DEAD_LETTER_RAW_MAX_BYTES:
+            headers = {"truncated": True, "bytes": len(json.dumps(headers))}
+        record = {
+            "id": uuid.uuid4().hex,
+            "reason": self.reason,
+            "queue": self.queue,
+            "message_id": self.message_id,
+            "detail": (self.detail or "")[:1000] or None,
+            "error": self.error,
+            "attempts": self.attempts,
+            "headers": headers,
+            "raw": self.raw[:DEAD_LETTER_RAW_MAX_BYTES].decode("utf-8", errors="backslashreplace"),
+            "at": now_s,
+        }
+        if len(self.raw) > DEAD_LETTER_RAW_MAX_BYTES:
+            record |= {"raw_truncated": True, "raw_bytes": len(self.raw)}
+        return json.dumps(record)

@@ -41,13 +41,18 @@ def labelsets_put(name: str, source: Path, thresholds_file: Path | None, redis_u
     """Store FILE.yaml as the next version of label set NAME; workers use it from their next batch."""
     from pydantic import ValidationError
 
+    from worker.errors import InputError
     from worker.stream.labelsets import LabelSet
 
     thresholds = json.loads(thresholds_file.read_text()) if thresholds_file else None
     try:
         labelset = LabelSet.from_yaml(name, source.read_text(), thresholds)
-    except (ValidationError, ValueError) as exc:
-        raise click.BadParameter(str(exc), param_hint="FILE") from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "the file"
+        raise InputError(f"{source}: {where}: {first['msg']} (a label set is a mapping with a `labels` list)") from None
+    except ValueError as exc:
+        raise InputError(f"{source}: {exc}") from None
     version = _store(redis_url).put(labelset)
     click.echo(f"{name} version {version}: {len(labelset.labels)} labels")
 

@@ -75,7 +75,12 @@ def test_a_malformed_label_set_yaml_names_its_line(tmp_path: Path) -> None:
     labelset = tmp_path / "set.yaml"
     labelset.write_text("labels:\n  - a\n  - [b\n")
     code, output = run(["labelsets", "put", "s", str(labelset)])
-    assert code == 2 and "line" in output and "not valid YAML" in output and "Traceback" not in output
+    assert code == 2 and f"{labelset}: line" in output and "not valid YAML" in output
+    assert_one_line(output)
+    labelset.write_text("labels: 5\n")  # YAML, but not a label set
+    code, output = run(["labelsets", "put", "s", str(labelset)])
+    assert code == 2 and f"{labelset}: labels" in output
+    assert_one_line(output)
 
 
 def test_a_model_directory_with_a_corrupt_config_is_a_model_error(tmp_path: Path) -> None:

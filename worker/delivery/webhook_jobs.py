@@ -31,6 +31,7 @@ from schemas.transport import (
     WEBHOOK_CLAIMED_KEY,
     WEBHOOK_SCHEDULE_KEY,
 )
+from worker.constants import DEAD_LETTERS_MAX
 from worker.deadletters import DeadLetter
 from worker.delivery.egress import EgressPolicy
 from worker.delivery.webhooks import Attempt, RetryPolicy, attempt_delivery
@@ -178,6 +179,7 @@ class WebhookDeliverer:
                 attempts=list(job.attempts),
             )
             pipe.rpush(DEAD_LETTER_KEY, letter.to_json(time.time()))
+            pipe.ltrim(DEAD_LETTER_KEY, -DEAD_LETTERS_MAX, -1)
             refused = refusal(job, attempt)
             if refused is not None and job.request_id:
                 pipe.set(RESULT_KEY + job.request_id, refused.model_dump_json(), ex=self.result_ttl_s)

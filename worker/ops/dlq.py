@@ -49,6 +49,8 @@ def replay(client: redis.Redis, text: str, letter: dict[str, Any], submit: Calla
     resubmitted for classification under its own id, to the queue it came from (`submit(request_json, queue)`),
     with its delivery counter reset. An undecodable message has nothing to replay."""
     reason = str(letter.get("reason"))
+    if letter.get("raw_truncated"):
+        raise NotReplayable(f"the message was {letter.get('raw_bytes')} bytes and only its start was kept")
     if letter.get("queue") == QUEUE_WEBHOOKS:
         job = WebhookJob.model_validate_json(letter["raw"]).model_copy(update={"attempts": ()})
         pipe = client.pipeline(transaction=True)

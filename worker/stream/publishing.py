@@ -25,7 +25,7 @@ import redis
 
 from schemas.codes import exception_name
 from schemas.transport import DEAD_LETTER_KEY, NOTIFY_KEY, RESULT_KEY
-from worker.constants import DELIVERIES_KEY, DELIVERIES_TTL_S
+from worker.constants import DEAD_LETTERS_MAX, DELIVERIES_KEY, DELIVERIES_TTL_S
 from worker.deadletters import DeadLetter
 from worker.delivery.webhook_jobs import DEFAULT_SECRET, Scheduler, WebhookJob
 from worker.engine.results import Answer, Answered
@@ -190,6 +190,8 @@ class Publisher:
                 self.scheduler.schedule(pipe, job, now_s)
         for letter in dead_letters:
             pipe.rpush(DEAD_LETTER_KEY, letter.to_json(now_s))
+        if dead_letters:
+            pipe.ltrim(DEAD_LETTER_KEY, -DEAD_LETTERS_MAX, -1)  # the newest; a flood cannot fill Redis
         if keys or queues or done_ids or metas:
             counters = [DELIVERIES_KEY + message_id for message_id in done_ids]
             expires = backend.expires_s if backend else 0

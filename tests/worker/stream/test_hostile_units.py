@@ -17,6 +17,7 @@ from tests.worker.test_streaming import raw_celery_message
 from worker.engine.engine import Engine
 from worker.settings import Settings
 from worker.stream import pipeline as pipeline_module
+from worker.stream import publishing
 from worker.stream.messages import decode
 from worker.stream.pipeline import Pipeline
 from worker.stream.publishing import Publisher
@@ -284,3 +285,15 @@ def test_a_callback_routed_to_a_key_labelq_may_not_write_refuses_the_message(set
 def test_a_callback_to_a_plain_queue_is_kept(options: dict[str, Any]) -> None:
     envelope = decode(delivery([[GOOD], {}, {"callbacks": [callback(**options)]}]))
     assert envelope.canvas.callbacks and envelope.canvas.followups
+
+
+def test_dead_letters_are_bounded_in_size_and_number(setup: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    pipeline, redis, _ = setup
+    monkeypatch.setattr(publishing, "DEAD_LETTERS_MAX", 3)
+    huge = {**GOOD, "text": "y" * 1_000_000}  # rejected (text_too_long) and dead-lettered
+    for i in range(5):
+        pipeline.handle([pipeline.receive(v2({**huge, "id": f"h{i}"}, f"m-{i}"))])
+    letters = dead_letters(redis)
+    assert [d["message_id"] for d in letters] == ["m-2", "m-3", "m-4"]  # the newest three
+    assert all(d["raw_truncated"] and d["raw_bytes"] > 1_000_000 and len(d["raw"]) <= 32_768 for d in letters)
+    assert sum(len(x) for x in redis.lrange(DEAD_LETTER_KEY, 0, -1)) < 200_000
