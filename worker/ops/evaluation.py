@@ -197,6 +197,7 @@ def report_dict(report: Report, top_confused: int = 10) -> dict[str, Any]:
         "accuracy": round(report.accuracy, 4),
         "macro_f1": round(report.macro_f1, 4),
         "macro_f1_over": f"{len(report.macro_f1_labels)} of {len(report.per_label_f1)} labels (in data or predicted)",
+        "macro_f1_labels": list(report.macro_f1_labels),
         **({"shortlist_recall": round(report.shortlist_recall, 4)} if report.shortlist_recall is not None else {}),
         "per_label_f1": {k: round(v, 4) for k, v in report.per_label_f1.items()},
         "confused": [{"gold": g, "predicted": p, "count": n} for g, p, n in report.confused[:top_confused]],

@@ -23,3 +23,4 @@ def test_macro_f1_averages_over_the_labels_present() -> None:
     mixed = ev.score_predictions(["a", "b"], ["a", "c"], names)
     assert mixed.macro_f1_labels == ("a", "b", "c") and abs(mixed.macro_f1 - 1 / 3) < 1e-9
     assert ev.report_dict(mixed)["macro_f1_over"] == "3 of 4 labels (in data or predicted)"
+    assert ev.report_dict(mixed)["macro_f1_labels"] == ["a", "b", "c"]
