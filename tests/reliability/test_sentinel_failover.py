@@ -50,7 +50,11 @@ class Cluster:
                     [binary, str(config), "--sentinel"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
                 )
             )
-        self._wait_until_ready()
+        try:
+            self._wait_until_ready()
+        except BaseException:
+            self.close()  # a cluster that never came up leaves no process behind
+            raise
 
     @property
     def url(self) -> str:
