@@ -17,7 +17,7 @@ import numpy as np
 
 from schemas import ClassifyRequest, Label
 from worker.engine.batching import pad_run, plan_runs
-from worker.engine.lru import BoundedLru
+from worker.engine.lru import BoundedLru, IdentityMemo
 from worker.engine.models import ModelCard
 from worker.engine.onnx import OnnxModel
 from worker.engine.results import Scored, shares
@@ -56,7 +56,7 @@ class EmbeddingClassifier:
         self.max_items = max_pairs_per_run
         self.temperature, self.center, self.scale = temperature, center, scale
         self._cache: BoundedLru[str, np.ndarray] = BoundedLru(cache_size, cache_bytes)  # label and example vectors
-        self._warm_lists: dict[int, tuple[tuple[Label, ...], str | None]] = {}  # see `new_texts`
+        self._warm_lists: IdentityMemo[tuple[Label, ...], str | None] = IdentityMemo(WARM_LISTS_MAX)  # new_texts
 
     def embed(self, texts: Sequence[str]) -> tuple[np.ndarray, list[bool]]:
         """L2-normalised mean-pooled embeddings [texts, dim] and whether each text was truncated."""
@@ -95,17 +95,18 @@ class EmbeddingClassifier:
         cost on top of the text's one. A label list found all cached is remembered (by identity: a repeated
         list is one tuple, schemas/request.py), so a stream of the same labels pays one dict lookup."""
         labels, template = request.labels, request.hypothesis_template
-        known = self._warm_lists.get(id(labels))
-        if known is not None and known[0] is labels and known[1] == template:
+        if self._warm_lists.lookup(labels) == (template,):  # all cached under this template
             return 0
-        texts = {self.label_text(request, label) for label in labels}
-        texts.update(example for label in labels for example in label.examples)
+        texts = set(self.label_texts(request))
         missing = sum(1 for text in texts if text not in self._cache)
         if not missing and sum(map(len, texts)) <= MEMO_MAX_CHARS:  # a large list is not kept alive by the memo
-            if len(self._warm_lists) >= WARM_LISTS_MAX:
-                self._warm_lists.clear()
-            self._warm_lists[id(labels)] = (labels, template)
+            self._warm_lists.put(labels, template)
         return missing
+
+    def label_texts(self, request: ClassifyRequest) -> list[str]:
+        """What the request's prototypes are made of: each label's text, then every example."""
+        texts = [self.label_text(request, label) for label in request.labels]
+        return texts + [example for label in request.labels for example in label.examples]
 
     @staticmethod
     def label_text(request: ClassifyRequest, label: Label) -> str:
@@ -141,9 +142,7 @@ class EmbeddingClassifier:
                 )
             groups.setdefault(key, []).append(index)
         firsts = [requests[indices[0]] for indices in groups.values()]
-        wanted = [self.label_text(r, label) for r in firsts for label in r.labels]
-        wanted += [example for r in firsts for label in r.labels for example in label.examples]
-        vectors = self.cached_vectors(wanted)
+        vectors = self.cached_vectors([text for r in firsts for text in self.label_texts(r)])
         scores: list[np.ndarray] = [np.empty(0)] * len(requests)
         for indices in groups.values():
             first = requests[indices[0]]

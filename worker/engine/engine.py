@@ -70,11 +70,9 @@ class Engine:
         self.runs = run_defaults(settings)
         self.registry = registry or ModelRegistry(settings.models_dir, prefer_quantized=self.runs.prefer_quantized)
         self.allow_paths = allow_paths
-        self._classifiers: dict[str, Classifier] = dict(classifiers or {})
+        self._classifiers: dict[str, Classifier] = dict(classifiers or {})  # already-warm ones (fakes in tests)
         self._kinds: dict[str, str] = {}  # model name -> kind, for `cost` (read from its card, not loaded)
-        self.cache = ResultCache(
-            settings.result_cache_size, settings.result_cache_mb * MB
-        )  # already-warm ones (fakes in tests)
+        self.cache = ResultCache(settings.result_cache_size, settings.result_cache_mb * MB)
 
     def classifier(self, name: str | None = None) -> Classifier:
         """The warm classifier for a model name (the default model when None); loads it on first use."""

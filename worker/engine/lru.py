@@ -49,3 +49,24 @@ class BoundedLru(Generic[K, V]):
         while len(self._entries) > self.max_entries or self.bytes > self.max_bytes:
             _, (_, evicted) = self._entries.popitem(last=False)
             self.bytes -= evicted
+
+
+class IdentityMemo(Generic[K, V]):
+    """A value worked out once per object, found again by the object's identity: a stream's requests share one
+    label tuple (schemas/request.py), so its facts cost one dict lookup instead of a pass over its labels. The
+    object is kept alive beside its value, so its id cannot be reused while remembered; all is forgotten at
+    once when `max_entries` are held. Callers remember only small objects, so the memo stays small too."""
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self._entries: dict[int, tuple[K, V]] = {}
+
+    def lookup(self, key: K) -> tuple[V] | None:
+        """`(value,)` when `key` itself is remembered, else None (a value may be None)."""
+        found = self._entries.get(id(key))
+        return (found[1],) if found is not None and found[0] is key else None
+
+    def put(self, key: K, value: V) -> None:
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()
+        self._entries[id(key)] = (key, value)

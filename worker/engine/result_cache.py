@@ -12,7 +12,7 @@ from dataclasses import replace
 
 from schemas import ClassifyRequest, Label
 from worker import metrics
-from worker.engine.lru import BoundedLru
+from worker.engine.lru import BoundedLru, IdentityMemo
 from worker.engine.models import ModelCard
 from worker.engine.results import Scored
 
@@ -35,7 +35,7 @@ class ResultCache:
         self.hits = 0
         self.misses = 0
         self._entries: BoundedLru[CacheKey, Scored] = BoundedLru(size, max_bytes)
-        self._label_bytes: dict[int, tuple[tuple[Label, ...], int]] = {}  # by label list identity (shared tuples)
+        self._label_bytes: IdentityMemo[tuple[Label, ...], int] = IdentityMemo(LABEL_SIZES_MAX)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -61,9 +61,9 @@ class ResultCache:
         self._entries.put(key, scored, size + ENTRY_OVERHEAD_BYTES)
 
     def _labels_size(self, labels: tuple[Label, ...]) -> int:
-        known = self._label_bytes.get(id(labels))
-        if known is not None and known[0] is labels:
-            return known[1]
+        known = self._label_bytes.lookup(labels)
+        if known is not None:
+            return known[0]
         size = sum(
             sys.getsizeof(label.name)
             + sys.getsizeof(label.description or "")
@@ -72,7 +72,5 @@ class ResultCache:
             for label in labels
         )
         if size <= MEMO_MAX_BYTES:  # a large list is not kept alive by the memo (it costs its own size to measure)
-            if len(self._label_bytes) >= LABEL_SIZES_MAX:
-                self._label_bytes.clear()
-            self._label_bytes[id(labels)] = (labels, size)
+            self._label_bytes.put(labels, size)
         return size

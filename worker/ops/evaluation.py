@@ -104,11 +104,12 @@ def evaluate(
     predictions: list[str] = []
     scores: list[dict[str, float]] = []
     shortlisted = 0
+    limits = engine.settings.limits()  # the engine's own (LABELQ_MAX_LABELS, ...), not the defaults
     for start in range(0, len(data), chunk):
         part = data[start : start + chunk]
         batch = [
             ParsedRequest(
-                ClassifyRequest.model_validate(  # under the engine's own limits (LABELQ_MAX_LABELS, ...)
+                ClassifyRequest.model_validate(
                     {
                         "text": ex.text,
                         "labels": labels,
@@ -116,7 +117,7 @@ def evaluate(
                         "model": model,
                         "shortlist": shortlist,
                     },
-                    context=engine.settings.limits(),
+                    context=limits,
                 )
             )
             for ex in part

@@ -84,34 +84,29 @@ def routing_problem(signature: dict[str, Any]) -> str | None:
 
 def _canvas(embed: Any, headers: Mapping[str, Any]) -> Canvas:
     """Protocol 2 carries signatures in the body's third element and ids in the headers; protocol 1 carries
-    both in the body (`embed` is then the body itself)."""
+    both in the body (`embed` is then the body itself). A signature routed where labelq may not write refuses
+    the whole message."""
     embed = embed if isinstance(embed, dict) else {}
-    signatures = embed.get("callbacks") or embed.get("errbacks") or embed.get("chain") or embed.get("chord")
-    if not (signatures or headers.get("group") or headers.get("parent_id") or embed.get("taskset")):
+    callbacks, errbacks, chain = (_signatures(embed.get(key)) for key in ("callbacks", "errbacks", "chain"))
+    chord = embed.get("chord") if isinstance(embed.get("chord"), dict) else None
+    group = headers.get("group") or embed.get("taskset")
+    if not (callbacks or errbacks or chain or chord or group or headers.get("parent_id")):
         return NO_CANVAS  # a plain task message: the common case, without building anything
-    chord = embed.get("chord")
-    index = headers.get("group_index")
-    signatures = [
-        *_signatures(embed.get("callbacks")),
-        *_signatures(embed.get("errbacks")),
-        *_signatures(embed.get("chain")),
-        *([chord] if isinstance(chord, dict) else []),
-    ]
-    for signature in signatures:
+    for signature in (*callbacks, *errbacks, *chain, *([chord] if chord else [])):
         problem = routing_problem(signature)
         if problem is not None:
             raise UndecodableMessage(problem, readable_id(headers.get("id") or embed.get("id")))
-    canvas = Canvas(
-        callbacks=_signatures(embed.get("callbacks")),
-        errbacks=_signatures(embed.get("errbacks")),
-        chain=_signatures(embed.get("chain")),
-        chord=chord if isinstance(chord, dict) else None,
-        group=readable_id(headers.get("group") or embed.get("taskset")),
+    index = headers.get("group_index")
+    return Canvas(
+        callbacks=callbacks,
+        errbacks=errbacks,
+        chain=chain,
+        chord=chord,
+        group=readable_id(group),
         group_index=index if isinstance(index, int) and not isinstance(index, bool) else None,
         root_id=readable_id(headers.get("root_id")),
         parent_id=readable_id(headers.get("parent_id")),
     )
-    return NO_CANVAS if canvas == NO_CANVAS else canvas
 
 
 @dataclass(frozen=True, slots=True)
