@@ -46,6 +46,7 @@ class ErrorCode(StrEnum):
     REQUEST_TOO_COSTLY = "request_too_costly"  # more model work than one batch may hold (labels x examples)
     # found by the worker, not the schema
     UNKNOWN_LABEL_SET = "unknown_label_set"  # the named label set is not stored
+    INVALID_LABEL_SET = "invalid_label_set"  # the named label set is stored but cannot be used (e.g. a corrupt head)
     UNKNOWN_MODEL = "unknown_model"  # the named model is not installed on the worker
     WEBHOOK_REFUSED = "webhook_refused"  # the webhook URL may not be delivered to (private address, allowlist)
     EXPIRED = "expired"  # the request's deadline passed before it was classified

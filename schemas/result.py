@@ -60,6 +60,13 @@ class ClassificationResult(BaseModel):
     model_revision: str
     label_set: str | None = Field(None, description="The label set the labels came from, when the request named one")
     label_set_version: int | None = None
+    scorer: Literal["zero-shot", "head"] = Field(
+        "zero-shot",
+        description="What scored the labels: the model zero-shot, or the label set's head learned from examples",
+    )
+    scorer_note: str | None = Field(
+        None, description="Why the label set's head did not score this request (it was fitted on another model)"
+    )
     shortlist: Shortlist | None = Field(None, description="Set when only a shortlist of the labels was scored")
     timings: Timings
     metadata: dict[str, MetadataValue] = Field(default_factory=dict)

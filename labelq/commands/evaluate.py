@@ -9,14 +9,23 @@ from pathlib import Path
 import click
 
 from labelq.commands.options import (
+    REDIS_URL_OPTION,
     SHORTLIST_OPTION,
+    broker,
     local_engine,
 )
 
 
 @click.command("eval")
 @click.argument("data", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--labels-file", required=True, type=click.Path(exists=True, path_type=Path), help="JSON list of labels")
+@click.option("--labels-file", type=click.Path(exists=True, path_type=Path), help="JSON list of labels")
+@click.option(
+    "--label-set",
+    "label_set",
+    default=None,
+    help="Evaluate a stored label set as workers serve it (its head, if it has one) instead of --labels-file",
+)
+@REDIS_URL_OPTION
 @click.option("--descriptions", type=click.Path(exists=True, path_type=Path), help="JSON map label -> description")
 @click.option("--template", default=None, help="Hypothesis template containing {}")
 @click.option("--model", default=None, help="Model name or directory")
@@ -39,7 +48,9 @@ from labelq.commands.options import (
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON")
 def eval_command(
     data: Path,
-    labels_file: Path,
+    labels_file: Path | None,
+    label_set: str | None,
+    redis_url: str,
     descriptions: Path | None,
     template: str | None,
     model: str | None,
@@ -53,13 +64,22 @@ def eval_command(
     as_json: bool,
 ) -> None:
     """Accuracy, macro-F1 and the most confused pairs of a model on labelled DATA (JSON lines: text, label)."""
+    from worker.errors import InputError
     from worker.ops import evaluation as ev
+    from worker.stream.labelsets import LabelSetStore
 
     examples = ev.read_examples(data)[: limit or None]
-    names = ev.read_label_names(labels_file)
+    if (labels_file is None) == (label_set is None):
+        raise click.UsageError("give --labels-file or --label-set (one of them)")
+    stored = LabelSetStore(broker(redis_url)).get(label_set) if label_set else None
+    if label_set and stored is None:
+        raise InputError(f"no label set {label_set} in {redis_url} (labelq labelsets list)")
+    if stored and (shots or descriptions or template):
+        raise click.UsageError("--label-set is evaluated as stored: no --descriptions, --template or --shots")
+    names = [label.name for label in stored.labels] if stored else ev.read_label_names(labels_file)  # type: ignore[arg-type]
     unknown = {ex.label for ex in examples} - set(names)
     if unknown:
-        raise click.BadParameter(f"labels in the data but not in the labels file: {sorted(unknown)}")
+        raise click.BadParameter(f"labels in the data but not in the labels file or label set: {sorted(unknown)}")
     described = json.loads(descriptions.read_text()) if descriptions else {}
     pool = ev.read_examples(examples_from) if examples_from else []
     if shots and not pool:
@@ -70,7 +90,15 @@ def eval_command(
         labels = ev.build_labels(names, described, ev.draw_shots(pool, names, shots, seed + draw))
         with click.progressbar(length=len(examples), label=f"draw {draw + 1}/{draws}", file=sys.stderr) as bar:
             reports.append(
-                ev.evaluate(engine, examples, labels, template=template, shortlist=shortlist, progress=bar.update)
+                ev.evaluate(
+                    engine,
+                    examples,
+                    labels,
+                    template=template,
+                    shortlist=shortlist,
+                    progress=bar.update,
+                    labelset=stored,
+                )
             )
     report = reports[0]
     summary = ev.report_dict(report)
@@ -92,6 +120,11 @@ def eval_command(
         )
     else:
         click.echo(f"accuracy: {report.accuracy:.4f}  macro-F1: {report.macro_f1:.4f} ({summary['macro_f1_over']})")
+    if stored is not None:
+        scored = ", ".join(f"{scorer} {count}" for scorer, count in sorted(report.scored_by.items()))
+        click.echo(f"label set {stored.name} version {stored.version}, scored by: {scored}")
+        if report.scorer_note:
+            click.echo(f"note: {report.scorer_note}")
     if report.shortlist_recall is not None:
         click.echo(f"gold label kept by the shortlist: {report.shortlist_recall:.4f}")
     click.echo("most confused (gold -> predicted: count):")

@@ -12,6 +12,7 @@ import click
 from labelq.commands.options import (
     REDIS_URL_OPTION,
     broker,
+    local_engine,
 )
 
 
@@ -39,22 +40,117 @@ def _store(redis_url: str) -> Any:
 @REDIS_URL_OPTION
 def labelsets_put(name: str, source: Path, thresholds_file: Path | None, redis_url: str) -> None:
     """Store FILE.yaml as the next version of label set NAME; workers use it from their next batch."""
+    thresholds = json.loads(thresholds_file.read_text()) if thresholds_file else None
+    labelset = _read_labelset(name, source, thresholds)
+    store = _store(redis_url)
+    previous = store.get(name)
+    version = store.put(labelset)
+    click.echo(f"{name} version {version}: {len(labelset.labels)} labels")
+    if previous is not None and previous.head is not None:
+        click.echo(
+            f"note: version {previous.version} had a learned head; version {version} has none and scores zero-shot "
+            f"(teach it again: labelq labelsets fit {name} --data ...)",
+            err=True,
+        )
+
+
+def _read_labelset(name: str, source: Path, thresholds: dict[str, float] | None = None) -> Any:
+    """A label set from a YAML file; any problem is one `InputError` naming the file and the line or field."""
     from pydantic import ValidationError
 
     from worker.errors import InputError
     from worker.stream.labelsets import LabelSet
 
-    thresholds = json.loads(thresholds_file.read_text()) if thresholds_file else None
     try:
-        labelset = LabelSet.from_yaml(name, source.read_text(), thresholds)
+        return LabelSet.from_yaml(name, source.read_text(), thresholds)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "the file"
         raise InputError(f"{source}: {where}: {first['msg']} (a label set is a mapping with a `labels` list)") from None
     except ValueError as exc:
         raise InputError(f"{source}: {exc}") from None
-    version = _store(redis_url).put(labelset)
-    click.echo(f"{name} version {version}: {len(labelset.labels)} labels")
+
+
+@labelsets.command("fit")
+@click.argument("name")
+@click.option(
+    "--data",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help='Labelled JSON lines: {"text": ..., "label": "name"} (or "label": [names] for a multi-label set)',
+)
+@click.option(
+    "--val",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Validation rows (same format) for choices and thresholds; default: held apart from --data",
+)
+@click.option(
+    "--labels-from",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A label set YAML to start from (descriptions help); default: the stored set NAME, else the data's labels",
+)
+@click.option("--model", default=None, help="The embedding model (default: the worker's, LABELQ_MODEL)")
+@click.option("--seed", default=0, show_default=True, help="For holding rows apart")
+@REDIS_URL_OPTION
+def labelsets_fit(
+    name: str, data: Path, val: Path | None, labels_from: Path | None, model: str | None, seed: int, redis_url: str
+) -> None:
+    """Teach label set NAME from labelled examples: fit a head on the embedding model's vectors and store it as
+    NAME's next version (needs the `fit` extra: pip install 'labelq[fit]')."""
+    from worker.engine.embedding import EmbeddingClassifier
+    from worker.errors import InputError
+    from worker.ops import training
+    from worker.stream.labelsets import LabelSet
+
+    try:
+        import sklearn  # noqa: F401
+    except ImportError:
+        raise InputError("`labelq labelsets fit` needs the fit extra: pip install 'labelq[fit]'") from None
+    rows, multi_label = training.read_rows(data)
+    val_rows, val_multi = training.read_rows(val) if val else ([], multi_label)
+    if val_multi != multi_label:
+        raise InputError(f"{val}: its labels are {'lists' if val_multi else 'names'}, unlike {data}'s")
+    store = _store(redis_url)
+    if labels_from:
+        base = _read_labelset(name, labels_from)
+    else:
+        base = store.get(name) or LabelSet(
+            name=name, labels=list(dict.fromkeys(label for row in rows for label in row.labels))
+        )
+    if base.multi_label is not None and base.multi_label != multi_label:
+        mode = "multi-label" if base.multi_label else "single-label"
+        raise InputError(f"label set {name} is {mode}; {data} is {'multi' if multi_label else 'single'}-label data")
+    engine = local_engine(model)
+    classifier = engine.classifier(model)
+    if not isinstance(classifier, EmbeddingClassifier):
+        raise InputError(
+            f"a head is fitted on an embedding model's vectors; {classifier.card.name} is {classifier.card.kind} "
+            "(--model minilm-l6-int8, or set LABELQ_MODEL)"
+        )
+    texts = len({row.text for row in [*rows, *val_rows]})
+    with click.progressbar(length=texts, label=f"embedding {texts} texts", file=sys.stderr) as bar:
+        fitted = training.fit_head(
+            classifier,
+            base.labels,
+            rows,
+            multi_label=multi_label,
+            template=base.hypothesis_template,
+            val_rows=val_rows,
+            seed=seed,
+            data_sha256=training.file_digest(data),
+            progress=bar.update,
+        )
+    labels = tuple(label.model_copy(update={"threshold": fitted.thresholds[label.name]}) for label in base.labels)
+    taught = base.model_copy(update={"labels": labels, "multi_label": multi_label, "head": fitted.head})
+    version = store.put(LabelSet.model_validate(taught.model_dump()))
+    metrics, how = fitted.metrics, fitted.head.fitted["method"]
+    card = classifier.card
+    click.echo(f"{name} version {version}: {how} head on {card.name}@{card.revision} from {len(rows)} rows")
+    accuracy = f", accuracy {metrics['accuracy']:.4f}" if "accuracy" in metrics else ""
+    click.echo(
+        f"validation ({metrics['validation']}, {metrics['validation_rows']} rows): macro-F1 {metrics['macro_f1']:.4f}"
+        f"{accuracy}; zero-shot with the set's label texts: {metrics['zero_shot_macro_f1']:.4f}"
+    )
 
 
 @labelsets.command("get")
@@ -69,7 +165,10 @@ def labelsets_get(name: str, version: int | None, redis_url: str) -> None:
     if labelset is None:
         click.echo(f"no label set {name}" + (f" version {version}" if version else ""), err=True)
         sys.exit(1)
-    click.echo(yaml.safe_dump(labelset.model_dump(mode="json", exclude_none=True), sort_keys=False), nl=False)
+    shown = labelset.model_dump(mode="json", exclude_none=True, exclude={"head": {"weights", "bias"}})
+    if "head" in shown:  # its numbers are not for reading (`--json` keeps them)
+        shown["head"]["weights"] = f"<{len(labelset.head.labels)} x {labelset.head.dim} float32>"
+    click.echo(yaml.safe_dump(shown, sort_keys=False), nl=False)
 
 
 @labelsets.command("list")
@@ -80,7 +179,8 @@ def labelsets_list(redis_url: str) -> None:
     for name in store.names():
         labelset = store.get(name)
         if labelset is not None:
-            click.echo(f"{name}  v{labelset.version}  {len(labelset.labels)} labels")
+            head = f"  head on {labelset.head.model}@{labelset.head.model_revision}" if labelset.head else ""
+            click.echo(f"{name}  v{labelset.version}  {len(labelset.labels)} labels{head}")
 
 
 @labelsets.command("delete")

@@ -17,6 +17,7 @@ import numpy as np
 
 from schemas import ClassifyRequest, Label
 from worker.engine.batching import pad_run, plan_runs
+from worker.engine.heads import LinearHead
 from worker.engine.lru import BoundedLru, IdentityMemo
 from worker.engine.models import ModelCard
 from worker.engine.onnx import OnnxModel
@@ -121,11 +122,44 @@ class EmbeddingClassifier:
             rows.append(vector)
         return _normalise(np.stack(rows))
 
-    def score(self, requests: Sequence[ClassifyRequest]) -> list[Scored]:
+    def score_heads(self, requests: Sequence[ClassifyRequest], heads: Sequence[LinearHead]) -> list[Scored]:
+        """Requests scored by their label set's learned head (aligned with `requests`): the texts' vectors, then
+        one matmul per head. The engine checked that each head belongs to this model."""
         started = time.perf_counter()
+        text_vectors, truncated, row = self._embed_texts(requests)
+        by_head: dict[int, list[int]] = {}
+        for index, head in enumerate(heads):
+            by_head.setdefault(id(head), []).append(index)
+        scores: list[np.ndarray] = [np.empty(0)] * len(requests)
+        for indices in by_head.values():
+            grouped = heads[indices[0]].scores(text_vectors[[row[requests[i].text] for i in indices]])
+            for i, values in zip(indices, grouped, strict=True):
+                scores[i] = values
+        return self._scored(requests, scores, truncated, row, started)
+
+    def _embed_texts(self, requests: Sequence[ClassifyRequest]) -> tuple[np.ndarray, list[bool], dict[str, int]]:
+        """Each distinct text's vector, whether it was truncated, and its row."""
         texts = list(dict.fromkeys(r.text for r in requests))
         text_vectors, truncated = self.embed(texts)
-        row = {text: i for i, text in enumerate(texts)}
+        return text_vectors, truncated, {text: i for i, text in enumerate(texts)}
+
+    def _scored(
+        self,
+        requests: Sequence[ClassifyRequest],
+        scores: list[np.ndarray],
+        truncated: list[bool],
+        row: dict[str, int],
+        started: float,
+    ) -> list[Scored]:
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        return [
+            Scored(tuple(values.tolist()), truncated[row[request.text]], ms)
+            for request, values, ms in zip(requests, scores, shares(elapsed_ms, [1] * len(requests)), strict=True)
+        ]
+
+    def score(self, requests: Sequence[ClassifyRequest]) -> list[Scored]:
+        started = time.perf_counter()
+        text_vectors, truncated, row = self._embed_texts(requests)
         # requests with the same labels, template and mode share one prototype matrix and one matmul; keyed by
         # the labels' strings, which hash and compare in C (the pydantic labels' own __eq__ cost 3x more), worked
         # out once per label list (a repeated list is one tuple: schemas/request.py) while the batch holds them
@@ -156,8 +190,4 @@ class EmbeddingClassifier:
             )
             for i, values in zip(indices, grouped, strict=True):
                 scores[i] = values
-        elapsed_ms = (time.perf_counter() - started) * 1000
-        return [
-            Scored(tuple(values.tolist()), truncated[row[request.text]], ms)
-            for request, values, ms in zip(requests, scores, shares(elapsed_ms, [1] * len(requests)), strict=True)
-        ]
+        return self._scored(requests, scores, truncated, row, started)

@@ -11,6 +11,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from schemas import ClassificationResult, ClassifyRequest, ErrorCode, ErrorResult, ParsedRequest, parse_request
@@ -18,6 +19,7 @@ from schemas.result import single_error
 from worker.engine.classifier import Classifier
 from worker.engine.embedding import EmbeddingClassifier
 from worker.engine.fake import FAKE_MODEL, FakeClassifier
+from worker.engine.heads import LinearHead
 from worker.engine.models import ModelCard, ModelRegistry, describe_directory
 from worker.engine.nli import NliClassifier
 from worker.engine.onnx import OnnxModel, RunDefaults, SessionSpec, run_defaults
@@ -73,6 +75,7 @@ class Engine:
         self._classifiers: dict[str, Classifier] = dict(classifiers or {})  # already-warm ones (fakes in tests)
         self._kinds: dict[str, str] = {}  # model name -> kind, for `cost` (read from its card, not loaded)
         self.cache = ResultCache(settings.result_cache_size, settings.result_cache_mb * MB)
+        self._refused_heads: set[tuple[str, str]] = set()  # (head digest, model): logged once each
 
     def classifier(self, name: str | None = None) -> Classifier:
         """The warm classifier for a model name (the default model when None); loads it on first use."""
@@ -112,10 +115,12 @@ class Engine:
             return describe_directory(Path(name), prefer_quantized=self.runs.prefer_quantized)
         return self.registry.card(name)
 
-    def classify(self, batch: Sequence[ParsedRequest]) -> list[Outcome]:
+    def classify(
+        self, batch: Sequence[ParsedRequest], heads: Sequence[LinearHead | None] | None = None
+    ) -> list[Outcome]:
         """One validated outcome per parsed request, in order (`answer`, each answer validated). Never raises for
         a request's sake."""
-        return [item.result() if isinstance(item, Answer) else item for item in self.answer(batch)]
+        return [item.result() if isinstance(item, Answer) else item for item in self.answer(batch, heads)]
 
     def classify_raw(self, messages: Sequence[str | bytes]) -> list[Outcome]:
         """One outcome per wire message (request JSON), in order: parsed with this engine's limits, a message
@@ -124,8 +129,12 @@ class Engine:
         classified = iter(self.classify([item for item in parsed if not isinstance(item, ErrorResult)]))
         return [item if isinstance(item, ErrorResult) else next(classified) for item in parsed]
 
-    def answer(self, batch: Sequence[ParsedRequest]) -> list[Answered]:
-        """One outcome per parsed request, in order, as the worker publishes it. Never raises for a request's sake."""
+    def answer(
+        self, batch: Sequence[ParsedRequest], heads: Sequence[LinearHead | None] | None = None
+    ) -> list[Answered]:
+        """One outcome per parsed request, in order, as the worker publishes it. Never raises for a request's sake.
+        `heads`: per request, its label set's learned head (or None); a head that does not belong to the model
+        scoring the request is not used: the request is scored zero-shot and its result says why."""
         groups: dict[str, list[int]] = defaultdict(list)
         for index, parsed in enumerate(batch):
             groups[parsed.request.model or self.settings.model].append(index)
@@ -142,9 +151,28 @@ class Engine:
                 scored.update(
                     {i: error_for(batch[i].request, ErrorCode.INTERNAL_ERROR, message, "model") for i in indices}
                 )
+        notes: dict[int, str] = {}  # requests whose label set's head could not score them: why
+        by_head: set[int] = set()
         started = time.perf_counter()  # after loading: batch time is model time, not start-up time
         for name, classifier in classifiers.items():
             indices = groups[name]
+            headed: list[tuple[int, LinearHead]] = []
+            for i in indices:
+                head = heads[i] if heads else None
+                note = self._head_problem(head, classifier, batch[i].request) if head else None
+                if head and note is None:
+                    headed.append((i, head))
+                elif note is not None:
+                    notes[i] = note
+            if headed and isinstance(classifier, EmbeddingClassifier):
+                requests = [batch[i].request for i, _ in headed]
+                outcomes = self._score_cached(classifier, requests, [head for _, head in headed])
+                for (i, _), request, item in zip(headed, requests, outcomes, strict=True):
+                    scored[i] = (
+                        item if isinstance(item, ErrorResult) else (item, classifier.card, Shortlisted(request, None))
+                    )
+                    by_head.add(i)
+                indices = [i for i in indices if i not in by_head]
             picked = self._shortlist(classifier, [batch[i].request for i in indices])
             outcomes = self._score_cached(classifier, [p.request for p in picked])
             for i, p, item in zip(indices, picked, outcomes, strict=True):
@@ -164,18 +192,37 @@ class Engine:
             else:  # keyed by identity: every request of the batch is alive, so no id is reused meanwhile
                 key = (id(request.labels), request.thresholds)
                 shared = columns.get(key) or columns.setdefault(key, label_columns(request))
-            results.append(
-                build_answer(
-                    request,
-                    item,
-                    card,
-                    batch_ms=batch_ms,
-                    text_truncated=parsed.truncated,
-                    shortlist=kept.shortlist,
-                    columns=shared,
-                )
+            answer = build_answer(
+                request,
+                item,
+                card,
+                batch_ms=batch_ms,
+                text_truncated=parsed.truncated,
+                shortlist=kept.shortlist,
+                columns=shared,
             )
+            if i in by_head or i in notes:
+                answer = replace(answer, scorer="head" if i in by_head else "zero-shot", scorer_note=notes.get(i))
+            results.append(answer)
         return results
+
+    def _head_problem(self, head: LinearHead, classifier: Classifier, request: ClassifyRequest) -> str | None:
+        """Why `head` cannot score `request` on `classifier` (logged once per head and model), or None."""
+        problem = head.mismatch(classifier.card)
+        if problem is None and not isinstance(classifier, EmbeddingClassifier):
+            problem = f"this worker's model {classifier.card.name} cannot serve a learned head"
+        if problem is None and head.labels != tuple(label.name for label in request.labels):
+            problem = "its head was fitted on other labels than the set's"
+        if problem is None and head.multi_label != request.multi_label:
+            mode = "multi-label" if head.multi_label else "single-label"
+            problem = f"its head was fitted {mode}; the request asks otherwise"
+        if problem is None:
+            return None
+        note = f"label set {request.label_set!r} scored zero-shot: {problem}"
+        if (head.digest, classifier.card.name) not in self._refused_heads:
+            self._refused_heads.add((head.digest, classifier.card.name))
+            log.warning("%s", note)
+        return note
 
     def ranker(self) -> Classifier:
         """The shortlist's embedding model, warm; `ModelError` if it is not an embedding model (a worker
@@ -197,26 +244,40 @@ class Engine:
             log.exception("shortlist model %s unusable: scoring every label", self.settings.shortlist_model)
             return unchanged(requests)
 
-    def _score_cached(self, classifier: Classifier, requests: list[ClassifyRequest]) -> list[Scored | ErrorResult]:
-        """Scores from the result cache where it has them; the model runs only on the rest."""
+    def _score_cached(
+        self, classifier: Classifier, requests: list[ClassifyRequest], heads: list[LinearHead] | None = None
+    ) -> list[Scored | ErrorResult]:
+        """Scores from the result cache where it has them; the model runs only on the rest. `heads`: each
+        request's learned head, when heads score them (an embedding classifier's)."""
         if self.cache.size <= 0:
-            return self._score_isolated(classifier, requests)
-        keys = [cache_key(classifier.card, request) for request in requests]
+            return self._score_isolated(classifier, requests, heads)
+        keys = [
+            cache_key(classifier.card, request, heads[i].digest if heads else None)
+            for i, request in enumerate(requests)
+        ]
         found: list[Scored | ErrorResult | None] = [self.cache.get(key) for key in keys]
         missing = [i for i, item in enumerate(found) if item is None]
-        scored = self._score_isolated(classifier, [requests[i] for i in missing]) if missing else []
+        missing_heads = [heads[i] for i in missing] if heads else None
+        scored = self._score_isolated(classifier, [requests[i] for i in missing], missing_heads) if missing else []
         for i, item in zip(missing, scored, strict=True):
             found[i] = item
             if isinstance(item, Scored):
                 self.cache.put(keys[i], requests[i], item)
         return [item for item in found if item is not None]
 
-    def _score_isolated(self, classifier: Classifier, requests: list[ClassifyRequest]) -> list[Scored | ErrorResult]:
+    def _score_isolated(
+        self, classifier: Classifier, requests: list[ClassifyRequest], heads: list[LinearHead] | None = None
+    ) -> list[Scored | ErrorResult]:
         """Score a group; if the run fails, retry one by one so only the request that breaks it fails."""
         try:
+            if heads is not None and isinstance(classifier, EmbeddingClassifier):
+                return list(classifier.score_heads(requests, heads))
             return list(classifier.score(requests))
         except Exception as exc:  # onnxruntime and tokenizers raise untyped errors; isolate, never propagate
             if len(requests) > 1:
-                return [self._score_isolated(classifier, [request])[0] for request in requests]
+                return [
+                    self._score_isolated(classifier, [request], [heads[i]] if heads else None)[0]
+                    for i, request in enumerate(requests)
+                ]
             log.exception("model run failed for request %s", requests[0].id)
             return [error_for(requests[0], ErrorCode.INTERNAL_ERROR, f"model run failed: {type(exc).__name__}")]

@@ -1,8 +1,9 @@
 """A bounded cache of label scores: the same text against the same labels on the same model is scored once.
 
-The key is everything the scores depend on: model name and revision, template, multi_label, and each label's
-name, description, hypothesis and examples, and the text. Thresholds are not in it: they are applied after,
-so two requests differing only in thresholds share the scores. Least recently used entries go first.
+The key is everything the scores depend on: model name and revision, the learned head (if one scores it),
+template, multi_label, and each label's name, description, hypothesis and examples, and the text. Thresholds
+are not in it: they are applied after, so two requests differing only in thresholds share the scores. Least
+recently used entries go first.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ LABEL_SIZES_MAX = 1024  # label lists whose size is remembered; forgotten all at
 MEMO_MAX_BYTES = 65_536  # only lists this small are remembered: the memo holds at most ~64 MB of labels
 
 
-def cache_key(card: ModelCard, request: ClassifyRequest) -> CacheKey:
+def cache_key(card: ModelCard, request: ClassifyRequest, head: str | None = None) -> CacheKey:
+    """`head`: the digest of the learned head that scores the request, if one does."""
     labels = tuple((label.name, label.description, label.hypothesis, label.examples) for label in request.labels)
-    return (card.name, card.revision, request.hypothesis_template, request.multi_label, labels, request.text)
+    return (card.name, card.revision, head, request.hypothesis_template, request.multi_label, labels, request.text)
 
 
 class ResultCache:

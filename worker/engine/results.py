@@ -49,6 +49,8 @@ class Answer:
     shortlist: Shortlist | None = None
     queue_ms: float | None = None  # set by the pipeline: from submitted_at to the start of the batch
     label_set: tuple[str, int] | None = None  # set by the pipeline: (name, version) the labels came from
+    scorer: str = "zero-shot"  # "head": the label set's learned head scored it
+    scorer_note: str | None = None  # why a label set's head did not score it
 
     status: ClassVar[Literal["ok"]] = "ok"
 
@@ -87,6 +89,8 @@ class Answer:
             "model_revision": self.model_revision,
             "label_set": self.label_set[0] if self.label_set else None,
             "label_set_version": self.label_set[1] if self.label_set else None,
+            "scorer": self.scorer,
+            "scorer_note": self.scorer_note,
             "shortlist": self.shortlist,
             "timings": self.timings(),
             "metadata": self.request.metadata,

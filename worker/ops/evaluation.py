@@ -16,6 +16,7 @@ import numpy as np
 from schemas import ClassificationResult, ClassifyRequest, Label, ParsedRequest
 from worker.engine.engine import Engine
 from worker.errors import InputError
+from worker.stream.labelsets import LabelSet
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +35,8 @@ class Report:
     scores: list[dict[str, float]] = field(repr=False)  # per example, label -> score (scored labels only)
     macro_f1_labels: tuple[str, ...] = ()  # what macro-F1 averages over: the labels in the data or predicted
     shortlist_recall: float | None = None  # with a shortlist: how often the gold label was among the kept ones
+    scored_by: dict[str, int] = field(default_factory=dict)  # scorer (zero-shot, head) -> examples
+    scorer_note: str | None = None  # why a label set's head did not score (the first such result's note)
 
 
 def read_examples(path: Path) -> list[Example]:
@@ -100,38 +103,45 @@ def evaluate(
     shortlist: int | None = None,
     chunk: int = 64,
     progress: Callable[[int], None] | None = None,
+    labelset: LabelSet | None = None,
 ) -> Report:
+    """`labelset`: evaluate a stored label set as a worker serves it (its labels, template and mode, its learned
+    head when the model is the one it was fitted on); `labels` and `template` are then ignored."""
     predictions: list[str] = []
     scores: list[dict[str, float]] = []
     shortlisted = 0
+    scored_by: Counter[str] = Counter()
+    notes: list[str] = []
     limits = engine.settings.limits()  # the engine's own (LABELQ_MAX_LABELS, ...), not the defaults
+    if labelset is not None:
+        labels = labelset.labels
     for start in range(0, len(data), chunk):
         part = data[start : start + chunk]
-        batch = [
-            ParsedRequest(
-                ClassifyRequest.model_validate(
-                    {
-                        "text": ex.text,
-                        "labels": labels,
-                        "hypothesis_template": template,
-                        "model": model,
-                        "shortlist": shortlist,
-                    },
-                    context=limits,
-                )
+        requests = [
+            ClassifyRequest.model_validate(
+                {"text": ex.text, "model": model, "shortlist": shortlist}
+                | ({"label_set": labelset.name} if labelset else {"labels": labels, "hypothesis_template": template}),
+                context=limits,
             )
             for ex in part
         ]
-        for outcome in engine.classify(batch):
+        if labelset is not None:
+            requests = [labelset.apply_to(request) for request in requests]
+        heads = [labelset.head] * len(requests) if labelset else None
+        for outcome in engine.classify([ParsedRequest(request) for request in requests], heads):
             if not isinstance(outcome, ClassificationResult):
                 raise RuntimeError(f"classification failed: {outcome.code}: {outcome.message}")
             predictions.append(outcome.top)
             scores.append({item.label: item.score for item in outcome.labels})
             shortlisted += outcome.shortlist is not None
+            scored_by[outcome.scorer] += 1
+            if outcome.scorer_note and not notes:
+                notes.append(outcome.scorer_note)
         if progress:
             progress(len(part))
     gold = [ex.label for ex in data]
     report = score_predictions(gold, predictions, [label.name for label in labels], scores)
+    report = replace(report, scored_by=dict(scored_by), scorer_note=notes[0] if notes else None)
     if not shortlisted:
         return report
     kept = sum(g in row for g, row in zip(gold, scores, strict=True)) / max(len(gold), 1)
@@ -164,10 +174,17 @@ def score_predictions(
 
 def fit_thresholds(report: Report, gold: Sequence[str], names: Iterable[str]) -> dict[str, float]:
     """Per label, the score threshold that maximises that label's one-vs-rest F1 on labelled data."""
-    fitted = {}
-    for name in names:
-        values = np.array([row.get(name, 0.0) for row in report.scores])  # not shortlisted: not accepted
-        positive = np.array([g == name for g in gold])
+    names = list(names)
+    scores = np.array([[row.get(name, 0.0) for name in names] for row in report.scores])  # not shortlisted: 0
+    positive = np.array([[g == name for name in names] for g in gold], dtype=bool)
+    return dict(zip(names, best_thresholds(scores.reshape(len(gold), len(names)), positive), strict=True))
+
+
+def best_thresholds(scores: np.ndarray, gold: np.ndarray) -> list[float]:
+    """Per label (column of [rows, labels] scores and gold flags), the threshold that maximises its F1."""
+    fitted = []
+    for column in range(scores.shape[1]):
+        values, positive = scores[:, column], gold[:, column]
         best_f1, best_threshold = -1.0, 0.5
         for threshold in np.unique(np.round(values, 4)):
             accepted = values >= threshold
@@ -176,7 +193,7 @@ def fit_thresholds(report: Report, gold: Sequence[str], names: Iterable[str]) ->
             f1 = 2 * tp / denominator if denominator else 0.0
             if f1 > best_f1:
                 best_f1, best_threshold = f1, float(threshold)
-        fitted[name] = best_threshold
+        fitted.append(best_threshold)
     return fitted
 
 
@@ -200,6 +217,8 @@ def report_dict(report: Report, top_confused: int = 10) -> dict[str, Any]:
         "macro_f1_over": f"{len(report.macro_f1_labels)} of {len(report.per_label_f1)} labels (in data or predicted)",
         "macro_f1_labels": list(report.macro_f1_labels),
         **({"shortlist_recall": round(report.shortlist_recall, 4)} if report.shortlist_recall is not None else {}),
+        "scored_by": report.scored_by,
+        **({"scorer_note": report.scorer_note} if report.scorer_note else {}),
         "per_label_f1": {k: round(v, 4) for k, v in report.per_label_f1.items()},
         "confused": [{"gold": g, "predicted": p, "count": n} for g, p, n in report.confused[:top_confused]],
     }

@@ -19,12 +19,13 @@ from typing import Any
 
 import redis
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
 
 from schemas import ClassifyRequest, Label
 from schemas.limits import DEFAULT_MAX_LABEL_TEXT_CHARS, DEFAULT_MAX_LABELS
 from schemas.request import expand_label_shorthand, template_problem
 from schemas.transport import KEY_PREFIX
+from worker.engine.heads import LinearHead
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,17 @@ class LabelSet(BaseModel):
     labels: tuple[Label, ...] = Field(min_length=1, max_length=DEFAULT_MAX_LABELS)
     hypothesis_template: str | None = None
     multi_label: StrictBool | None = None
+    head: LinearHead | None = Field(None, description="Learned from examples by `labelq labelsets fit`")
+
+    @model_validator(mode="after")
+    def _head_fits(self) -> LabelSet:
+        if self.head is None:
+            return self
+        if self.head.labels != tuple(label.name for label in self.labels):
+            raise ValueError("the head's labels are not the set's labels, in order: refit it")
+        if self.multi_label is not None and self.multi_label != self.head.multi_label:
+            raise ValueError("the head was fitted for the other mode (multi_label) than the set's default")
+        return self
 
     @field_validator("hypothesis_template")
     @classmethod
@@ -123,19 +135,22 @@ class LabelSetStore:
         raw = self.client.get(LABELSET_KEY + name + (f":v{version}" if version else ""))
         return _load(raw) if raw is not None else None
 
-    def latest(self, names: Iterable[str]) -> dict[str, LabelSet]:
-        """The latest version of each named set that exists (one round trip)."""
+    def latest(self, names: Iterable[str]) -> dict[str, LabelSet | Unusable]:
+        """The latest version of each named set that exists (one round trip); a stored document that does not
+        validate (a corrupt or forged head, say) is `Unusable`, with the reason."""
         wanted = sorted(set(names))
         if not wanted:
             return {}
-        found = {}
+        found: dict[str, LabelSet | Unusable] = {}
         for name, raw in zip(wanted, self.client.mget([LABELSET_KEY + name for name in wanted]), strict=True):
             if raw is None:
                 continue
             try:
                 found[name] = self._cached(raw)
-            except (ValueError, KeyError, TypeError):  # not written by `put`: unusable
-                log.error("label set %s is unreadable; requests naming it get unknown_label_set", name)
+            except (ValueError, KeyError, TypeError) as exc:  # not written by `put`, or tampered with
+                reason = _first_problem(exc)
+                log.error("label set %s is unusable (%s); requests naming it get invalid_label_set", name, reason)
+                found[name] = Unusable(reason)
         return found
 
     def _cached(self, raw: bytes | str) -> LabelSet:
@@ -160,6 +175,18 @@ class LabelSetStore:
         removed = self.client.delete(*keys)
         self.client.srem(LABELSET_NAMES_KEY, name)
         return bool(removed)
+
+
+class Unusable(str):
+    """Why a stored label set cannot be used."""
+
+
+def _first_problem(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        return f"{where}: {first['msg']}" if where else str(first["msg"])
+    return f"not a stored label set ({type(exc).__name__})"
 
 
 def _load(raw: bytes | str) -> LabelSet:

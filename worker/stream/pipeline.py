@@ -25,8 +25,9 @@ from schemas.result import single_error
 from worker import metrics
 from worker.deadletters import DeadLetter
 from worker.engine.engine import Engine, error_for
+from worker.engine.heads import LinearHead
 from worker.engine.results import Answer, Answered
-from worker.stream.labelsets import LabelSetStore
+from worker.stream.labelsets import LabelSetStore, Unusable
 from worker.stream.messages import NO_CANVAS, Canvas, Delivery, UndecodableMessage, decode
 from worker.stream.publishing import Publication, Publisher
 
@@ -48,6 +49,7 @@ class Received:
     reply_queue: str | None = None
     enqueued_at_s: float = 0.0
     label_set: tuple[str, int] | None = None  # (name, version) the labels came from
+    head: LinearHead | None = None  # the label set's learned head, when it has one
     pairs: int = 0  # model sequences it will cost (Engine.cost): what the batcher's pair budget counts
     canvas: Canvas = NO_CANVAS  # callbacks, chain, chord: what Celery asks to happen after it
 
@@ -241,6 +243,11 @@ class Pipeline:
                 error = error_for(request, ErrorCode.UNKNOWN_LABEL_SET, message, "label_set")
                 resolved.append(replace(item, error=error, error_reason="unknown_label_set"))
                 continue
+            if isinstance(labelset, Unusable):
+                message = f"label set {request.label_set!r} is stored but cannot be used: {labelset}"
+                error = error_for(request, ErrorCode.INVALID_LABEL_SET, message, "label_set")
+                resolved.append(replace(item, error=error, error_reason="invalid_label_set"))
+                continue
             applied = labelset.apply_to(request)
             names = {label.name for label in applied.labels}
             stray = sorted(set(applied.thresholds) - names) if isinstance(applied.thresholds, dict) else []
@@ -250,7 +257,9 @@ class Pipeline:
                 resolved.append(replace(item, error=error))
                 continue
             parsed = ParsedRequest(applied, item.parsed.truncated if item.parsed else False)
-            resolved.append(replace(item, parsed=parsed, label_set=(labelset.name, labelset.version)))
+            resolved.append(
+                replace(item, parsed=parsed, label_set=(labelset.name, labelset.version), head=labelset.head)
+            )
         return resolved
 
     def _observe(
@@ -322,7 +331,9 @@ class Pipeline:
     def _classify(self, items: list[Received], started_s: float) -> list[Publication]:
         if not items:
             return []
-        outcomes: list[Answered] = self.engine.answer([item.parsed for item in items if item.parsed])
+        outcomes: list[Answered] = self.engine.answer(
+            [item.parsed for item in items if item.parsed], [item.head for item in items if item.parsed]
+        )
         publications = []
         for item, outcome in zip(items, outcomes, strict=True):
             if isinstance(outcome, Answer):

@@ -316,7 +316,7 @@ def test_an_unreadable_or_missing_label_set_is_an_error_result_not_a_crash(setup
     pipeline.handle(batch)
     results = [parse_result(x) for x in redis.lrange("results:test", 0, -1)]
     assert [(r.id, r.code) for r in results] == [
-        ("ls-broken", ErrorCode.UNKNOWN_LABEL_SET),  # type: ignore[union-attr]
+        ("ls-broken", ErrorCode.INVALID_LABEL_SET),  # type: ignore[union-attr]
         ("ls-absent", ErrorCode.UNKNOWN_LABEL_SET),
     ]
     assert fake.calls == []
