@@ -42,8 +42,13 @@ def labelsets_put(name: str, source: Path, thresholds_file: Path | None, redis_u
     """Store FILE.yaml as the next version of label set NAME; workers use it from their next batch."""
     thresholds = json.loads(thresholds_file.read_text()) if thresholds_file else None
     labelset = _read_labelset(name, source, thresholds)
+    from worker.errors import InputError
+
     store = _store(redis_url)
-    previous = store.get(name)
+    try:
+        previous = store.get(name)
+    except InputError:  # an unusable latest version: replacing it is the remedy
+        previous = None
     version = store.put(labelset)
     click.echo(f"{name} version {version}: {len(labelset.labels)} labels")
     if previous is not None and previous.head is not None:
@@ -98,14 +103,11 @@ def labelsets_fit(
     """Teach label set NAME from labelled examples: fit a head on the embedding model's vectors and store it as
     NAME's next version (needs the `fit` extra: pip install 'labelq[fit]')."""
     from worker.engine.embedding import EmbeddingClassifier
-    from worker.errors import InputError
+    from worker.errors import InputError, RequestRejected
     from worker.ops import training
     from worker.stream.labelsets import LabelSet
 
-    try:
-        import sklearn  # noqa: F401
-    except ImportError:
-        raise InputError("`labelq labelsets fit` needs the fit extra: pip install 'labelq[fit]'") from None
+    training.require_fitting()
     rows, multi_label = training.read_rows(data)
     val_rows, val_multi = training.read_rows(val) if val else ([], multi_label)
     if val_multi != multi_label:
@@ -121,7 +123,10 @@ def labelsets_fit(
         mode = "multi-label" if base.multi_label else "single-label"
         raise InputError(f"label set {name} is {mode}; {data} is {'multi' if multi_label else 'single'}-label data")
     engine = local_engine(model)
-    classifier = engine.classifier(model)
+    try:
+        classifier = engine.classifier(model)
+    except RequestRejected as exc:
+        raise InputError(f"{exc.message} (--model or LABELQ_MODEL)") from None
     if not isinstance(classifier, EmbeddingClassifier):
         raise InputError(
             f"a head is fitted on an embedding model's vectors; {classifier.card.name} is {classifier.card.kind} "

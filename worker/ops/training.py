@@ -60,6 +60,14 @@ class Fitted:
     metrics: dict[str, Any]
 
 
+def require_fitting() -> None:
+    """scikit-learn is an optional extra: without it, one line that says how to install it."""
+    try:
+        import sklearn  # noqa: F401
+    except ImportError:
+        raise InputError("`labelq labelsets fit` needs the fit extra: pip install 'labelq[fit]'") from None
+
+
 def read_rows(path: Path) -> tuple[list[Row], bool]:
     """Labelled rows from JSON lines `{"text": ..., "label": "name"}` (or `"label": [names]` for multi-label
     data) and whether the data is multi-label. Every problem is an `InputError` naming file and line."""

@@ -26,6 +26,7 @@ from schemas.limits import DEFAULT_MAX_LABEL_TEXT_CHARS, DEFAULT_MAX_LABELS
 from schemas.request import expand_label_shorthand, template_problem
 from schemas.transport import KEY_PREFIX
 from worker.engine.heads import LinearHead
+from worker.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +133,18 @@ class LabelSetStore:
         return int(self._put(keys=[LABELSET_KEY + labelset.name, LABELSET_NAMES_KEY], args=[body, labelset.name]))
 
     def get(self, name: str, version: int | None = None) -> LabelSet | None:
+        """A stored version (the latest by default), None if absent; `InputError` if it cannot be used."""
         raw = self.client.get(LABELSET_KEY + name + (f":v{version}" if version else ""))
-        return _load(raw) if raw is not None else None
+        if raw is None:
+            return None
+        try:
+            return _load(raw)
+        except (ValueError, KeyError, TypeError) as exc:
+            which = f"version {version}" if version else "latest version"
+            raise InputError(
+                f"label set {name} ({which}) is stored but cannot be used: {_first_problem(exc)}; "
+                "store a new version (labelq labelsets put or fit)"
+            ) from None
 
     def latest(self, names: Iterable[str]) -> dict[str, LabelSet | Unusable]:
         """The latest version of each named set that exists (one round trip); a stored document that does not

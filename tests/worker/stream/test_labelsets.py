@@ -106,3 +106,105 @@ def test_a_label_sets_default_reaches_the_worker_unless_the_producer_set_it() ->
     chosen = ClassifyRequest(text="x", label_set="moderation", multi_label=False)
     assert chosen.to_wire()["multi_label"] is False
     assert moderation.apply_to(parse_request(json.dumps(chosen.to_wire())).request).multi_label is False  # type: ignore[union-attr]
+
+
+TEACHING = {
+    "complaint": ["this is broken and I am furious", "terrible service, it failed again", "it keeps failing, awful"],
+    "thanks": ["thank you so much for fixing it", "great job, thanks a lot", "works perfectly now, cheers"],
+}
+
+
+def test_a_taught_label_set_is_served_by_its_head_and_a_stale_one_falls_back_visibly(
+    start_worker: WorkerFactory, client: Client, redis_url: str, tmp_path: Path
+) -> None:
+    import redis as redis_lib
+
+    from worker.stream.labelsets import LABELSET_KEY
+
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps({"text": t, "label": n}) + "\n" for n, ts in TEACHING.items() for t in ts))
+    taught = labelq(redis_url, "fit", "feedback", "--data", str(data))
+    assert taught.returncode == 0, taught.stderr
+    assert "feedback version 1:" in taught.stdout and "head on minilm-l6-int8@" in taught.stdout
+    assert "validation (5-fold cross-validation, 6 rows)" in taught.stdout
+    assert "head on minilm-l6-int8" in labelq(redis_url, "list").stdout
+    shown = yaml.safe_load(labelq(redis_url, "get", "feedback").stdout)
+    assert shown["head"]["weights"] == "<2 x 384 float32>" and shown["head"]["fitted"]["rows"] == 6
+
+    worker = start_worker()
+    request = ClassifyRequest(text="thanks, you fixed it quickly", label_set="feedback")
+    served = client.wait(client.submit(request), timeout_s=30)
+    assert isinstance(served, ClassificationResult)
+    assert (served.scorer, served.scorer_note, served.label_set_version) == ("head", None, 1)
+
+    # the same set, its head claiming another revision of the model: scored zero-shot, and said so
+    store = redis_lib.Redis.from_url(redis_url)
+    stored = json.loads(store.get(LABELSET_KEY + "feedback"))  # type: ignore[arg-type]
+    stored["set"]["head"]["model_revision"] = "0123stale456"
+    store.set(LABELSET_KEY + "feedback", json.dumps(stored))
+    stale = client.wait(client.submit(request.model_copy(update={"id": "stale"})), timeout_s=30)
+    assert isinstance(stale, ClassificationResult) and stale.scorer == "zero-shot"
+    assert stale.scorer_note and "0123stale456" in stale.scorer_note and "refit" in stale.scorer_note
+
+    # a head that does not validate: the set cannot be used, and the request says so
+    stored["set"]["head"]["weights"] = stored["set"]["head"]["weights"][:-12]
+    store.set(LABELSET_KEY + "feedback", json.dumps(stored))
+    broken = client.wait(client.submit(request.model_copy(update={"id": "broken"})), timeout_s=30)
+    assert isinstance(broken, ErrorResult) and broken.code == ErrorCode.INVALID_LABEL_SET
+    assert "head" in broken.message and worker.poll() is None
+    log = (tmp_path / "worker-0.log").read_text()
+    assert "0123stale456" in log and "invalid_label_set" in log
+
+    unusable = labelq(redis_url, "get", "feedback")
+    assert unusable.returncode == 2 and "cannot be used: head" in unusable.stderr and "Traceback" not in unusable.stderr
+
+    # a new version without a head: `put` says the head is gone
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("labels: [complaint, thanks]\n")
+    put = labelq(redis_url, "put", "feedback", str(plain))
+    assert "version 2" in put.stdout and "had a learned head" not in put.stderr  # the latest was unusable
+    again = labelq(redis_url, "fit", "feedback", "--data", str(data))
+    assert "feedback version 3" in again.stdout
+    assert "had a learned head" in labelq(redis_url, "put", "feedback", str(plain)).stderr
+
+
+def test_eval_of_a_stored_label_set_runs_as_served(redis_url: str, tmp_path: Path) -> None:
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps({"text": t, "label": n}) + "\n" for n, ts in TEACHING.items() for t in ts))
+    assert labelq(redis_url, "fit", "feedback", "--data", str(data)).returncode == 0
+    env = {**os.environ, "LABELQ_REDIS_URL": redis_url}
+    done = subprocess.run(
+        [sys.executable, "-m", "labelq.cli", "eval", str(data), "--label-set", "feedback", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["scored_by"] == {"head": 6} and report["n"] == 6
+    missing = subprocess.run(
+        [sys.executable, "-m", "labelq.cli", "eval", str(data), "--label-set", "nope"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert missing.returncode == 2 and missing.stderr.strip().startswith("error: no label set nope")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--data", "missing.jsonl"], "does not exist"),
+        (["--data", "{bad}"], "bad.jsonl:1: not JSON"),
+        (["--data", "{good}", "--model", "no-such-model"], "not installed"),
+        (["--data", "{good}", "--model", str(ROOT / "tests/fixtures/models/nli-2class")], "embedding model"),
+    ],
+)
+def test_fit_errors_are_one_line(redis_url: str, tmp_path: Path, args: list[str], message: str) -> None:
+    bad, good = tmp_path / "bad.jsonl", tmp_path / "good.jsonl"
+    bad.write_text("nope\n")
+    good.write_text("".join(json.dumps({"text": t, "label": n}) + "\n" for n, ts in TEACHING.items() for t in ts))
+    done = labelq(redis_url, "fit", "x", *[a.format(bad=bad, good=good) for a in args])
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
