@@ -1,6 +1,8 @@
 """Accuracy of a model on the shared labelled sets; writes docs/accuracy.md.
 
-    python bench/accuracy.py [--data ../shared/data] [--model minilm-l6-int8] [--draws 5]
+    python bench/accuracy.py [--data ../shared/data] [--model minilm-l6-int8] [--draws 5] [--head-draws 3]
+
+Needs the `fit` extra for the learned heads' learning curve (pip install -e '.[fit]').
 
 Uses the same code as `labelq eval` (worker.ops.evaluation). Descriptions in docs/labels/ were chosen on the
 held-apart splits (banking77.train, tweeteval *.val), never on the test files; few-shot examples are drawn
@@ -16,13 +18,23 @@ import statistics
 import time
 from pathlib import Path
 
+from schemas import ClassifyRequest, ParsedRequest
+from worker.engine.embedding import EmbeddingClassifier
 from worker.engine.engine import Engine
 from worker.ops import evaluation as ev
+from worker.ops import training
 from worker.settings import load_settings
+from worker.stream.labelsets import LabelSet
 
 ROOT = Path(__file__).resolve().parents[1]
 LABEL_DOCS = ROOT / "docs" / "labels"
 SHOTS = (0, 4, 16, 32)
+HEAD_SHOTS = (8, 16, 64)  # examples per label drawn from the train split; then all its rows
+HEAD_SETS = {  # set -> its validation file for the all-rows head (None: held apart from the train rows)
+    "banking77": None,
+    "tweeteval_offensive": "tweeteval_offensive.val.jsonl",
+    "tweeteval_emotion": "tweeteval_emotion.val.jsonl",
+}
 FEW_SHOT_SETS = {
     "tweeteval_emotion": "tweeteval_emotion.val.jsonl",
     "tweeteval_offensive": "tweeteval_offensive.val.jsonl",
@@ -39,6 +51,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--model", default=None)
     parser.add_argument("--draws", type=int, default=5)
+    parser.add_argument("--head-draws", type=int, default=3)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "accuracy.md")
     args = parser.parse_args()
     engine = Engine(load_settings(**({"model": args.model} if args.model else {})), allow_paths=True)
@@ -113,9 +126,122 @@ def main() -> None:
         "--descriptions docs/labels/tweeteval_offensive.descriptions.json "
         "--examples-from ../shared/data/tweeteval_offensive.val.jsonl --shots 16 --draws 5`.",
         "",
+        *head_curve(engine, args.data, args.head_draws),
+        *head_cost(engine, args.data),
     ]
     args.out.write_text("\n".join(lines))
     print(f"wrote {args.out}")
+
+
+def head_curve(engine: Engine, data_dir: Path, draws: int) -> list[str]:
+    """Learned heads (`labelq labelsets fit`) at 0, 8, 16, 64 examples per label and all train rows, each
+    evaluated as served (`labelq eval --label-set`: the engine with the stored set and its head)."""
+    classifier = engine.classifier()
+    assert isinstance(classifier, EmbeddingClassifier), "heads are fitted on an embedding model"
+    lines = [
+        "## Learned heads: a label set taught from labelled examples",
+        "",
+        "`labelq labelsets fit` on the train split (`*.train.jsonl`), label descriptions as the prior; evaluated as "
+        "served (`labelq eval --label-set`) on the test split. k examples per label drawn at random from the train "
+        f'split, {draws} draws per k (seeds 0..draws-1), choices cross-validated on the drawn rows; "all": every '
+        "train row, validated on the `*.val.jsonl` split where there is one (banking77: a fifth of its train rows "
+        "held apart, then refitted on all). 0 is zero-shot with descriptions. `method` is what validation chose "
+        "(zero-shot, prototypes, or logistic regression; per draw).",
+        "",
+        "| set | examples per label | macro-F1 mean ± sd | accuracy mean | macro-F1 per draw | method per draw |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, val_file in HEAD_SETS.items():
+        test = ev.read_examples(data_dir / f"{name}.jsonl")
+        names = ev.read_label_names(data_dir / f"{name}.labels.json")
+        labels = ev.build_labels(names, descriptions(name))
+        train, _ = training.read_rows(data_dir / f"{name}.train.jsonl")
+        val = training.read_rows(data_dir / val_file)[0] if val_file else []
+        texts = list(dict.fromkeys(r.text for r in [*train, *val]))
+        vectors = dict(zip(texts, training.embed_texts(classifier, texts), strict=True))  # each text embedded once
+        zero = ev.evaluate(engine, test, labels)
+        lines.append(
+            f"| {name} | 0 | {zero.macro_f1:.4f} ± 0.0000 | {zero.accuracy:.4f} | {zero.macro_f1:.3f} | zero-shot |"
+        )
+        print(lines[-1], flush=True)
+        for shots in (*HEAD_SHOTS, 0):
+            runs = []
+            for seed in range(draws if shots else 1):
+                rows = _draw(train, shots, seed) if shots else train
+                fitted = training.fit_head(
+                    classifier,
+                    labels,
+                    rows,
+                    multi_label=False,
+                    val_rows=[] if shots else val,
+                    seed=seed,
+                    vectors=vectors,
+                )
+                taught = LabelSet(name=name, labels=labels, multi_label=False, head=fitted.head)
+                runs.append((ev.evaluate(engine, test, labels, labelset=taught), fitted.head.fitted["method"]))
+            f1s = [report.macro_f1 for report, _ in runs]
+            spread = statistics.stdev(f1s) if len(f1s) > 1 else 0.0
+            lines.append(
+                f"| {name} | {shots or 'all (' + str(len(train)) + ')'} | {statistics.mean(f1s):.4f} ± {spread:.4f} | "
+                f"{statistics.mean(r.accuracy for r, _ in runs):.4f} | {', '.join(f'{f:.3f}' for f in f1s)} | "
+                f"{', '.join(method for _, method in runs)} |"
+            )
+            print(lines[-1], flush=True)
+    lines += [
+        "",
+        "Reproduce the all-rows banking77 row: `labelq labelsets put banking77 LABELS.yaml` (the labels with their "
+        "descriptions), `labelq labelsets fit banking77 --data ../shared/data/banking77.train.jsonl`, then "
+        "`labelq eval ../shared/data/banking77.jsonl --label-set banking77`.",
+        "",
+    ]
+    return lines
+
+
+def _draw(rows: list[training.Row], shots: int, seed: int) -> list[training.Row]:
+    import random
+
+    rng = random.Random(seed)
+    by_label: dict[str, list[training.Row]] = {}
+    for row in rows:
+        by_label.setdefault(row.labels[0], []).append(row)
+    return [row for group in by_label.values() for row in rng.sample(group, min(shots, len(group)))]
+
+
+def head_cost(engine: Engine, data_dir: Path, size: int = 256, repeats: int = 5) -> list[str]:
+    """Engine time of a batch scored by a head against the same batch scored zero-shot (label vectors cached):
+    the head replaces the prototype matmul by its own, so the text embedding dominates both."""
+    classifier = engine.classifier()
+    assert isinstance(classifier, EmbeddingClassifier)
+    test = ev.read_examples(data_dir / "banking77.jsonl")[:size]
+    names = ev.read_label_names(data_dir / "banking77.labels.json")
+    labels = ev.build_labels(names, descriptions("banking77"))
+    train, _ = training.read_rows(data_dir / "banking77.train.jsonl")
+    head = training.fit_head(classifier, labels, _draw(train, 16, 0), multi_label=False).head
+    engine.cache.size = 0  # every run pays for its texts
+    batch = [ParsedRequest(ClassifyRequest(text=ex.text, labels=labels)) for ex in test]
+    engine.answer(batch[:8])  # label vectors cached, as in a warm worker
+
+    def best(heads: list[object] | None) -> float:
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            engine.answer(batch, heads)  # type: ignore[arg-type]
+            times.append(time.perf_counter() - started)
+        return min(times)
+
+    zero, taught = best(None), best([head] * len(batch))
+    lines = [
+        "### Cost per request",
+        "",
+        f"Engine time for {size} banking77 requests (77 labels) in one batch, best of {repeats}, result cache off: "
+        f"zero-shot {zero * 1000 / size:.2f} ms a request, head {taught * 1000 / size:.2f} ms a request "
+        f"(head / zero-shot {taught / zero:.2f}). Both embed the text once; the head's matmul replaces the "
+        "prototypes' (77 x 384 either way), so serving a taught label set leaves the throughput figures of "
+        "`docs/benchmarks.md` as they are.",
+        "",
+    ]
+    print("\n".join(lines), flush=True)
+    return lines
 
 
 if __name__ == "__main__":

@@ -11,6 +11,12 @@ left in the current batch, so a bulk backlog never holds messages a realtime bat
 thread per queue blocks on Redis until its queue is non-empty (BLMOVE of a list onto itself, which moves
 nothing) and wakes the worker's event loop through a pipe; claiming, batching, flushing and acking all run on
 the event loop, between Celery's own work.
+
+A bulk batch runs the model many times; before each run the engine's gate asks whether realtime work is
+waiting (the realtime watcher's flag, a thread-safe event: no Redis call) and, if so, that work is claimed,
+classified, written and acked there and then, so a realtime request waits at most one model run, not a bulk
+batch. The bulk batch's own messages are written and acked at its end as always; the realtime work it lets
+through is bounded per batch (`between_runs_allowance_s`) so the visibility-timeout arithmetic still holds.
 """
 
 from __future__ import annotations
@@ -26,11 +32,11 @@ from typing import Any
 import redis
 from celery import bootsteps
 
-from schemas.transport import WORKER_KEY, WORKER_KEY_TTL_S
+from schemas.transport import QUEUE_REALTIME, WORKER_KEY, WORKER_KEY_TTL_S
 from worker import metrics
 from worker.celery_outcomes import CeleryOutcomes
 from worker.connections import connect
-from worker.runtime import Runtime
+from worker.runtime import Runtime, between_runs_allowance_s
 from worker.settings import Settings
 from worker.stream.batcher import Batcher, BatchPolicy
 from worker.stream.messages import Delivery
@@ -51,6 +57,7 @@ class QueueWatcher(threading.Thread):
         self.queue = queue
         self.wake = wake
         self.claimed = threading.Event()
+        self.pending = threading.Event()  # the queue was seen non-empty and not claimed since
         self.stopping = threading.Event()
 
     def run(self) -> None:
@@ -62,6 +69,7 @@ class QueueWatcher(threading.Thread):
                 self.stopping.wait(0.5)  # Redis away: try again shortly
                 continue
             self.claimed.clear()
+            self.pending.set()
             self.wake()
             self.claimed.wait(WATCH_BLOCK_S)
 
@@ -88,6 +96,8 @@ class BatchConsumerStep(bootsteps.StartStopStep):
         self._pipe: tuple[int, int] | None = None
         self._node = ""
         self._c: Any = None
+        self._allowance_s = 0.0  # realtime work a bulk batch may let through between its runs (seconds)
+        self._allowance_left_s = 0.0
 
     # --- lifecycle ---
 
@@ -104,6 +114,9 @@ class BatchConsumerStep(bootsteps.StartStopStep):
         self.queue = ReliableQueue(self.runtime.publisher.client)
         self.policies = {p.queue: p for p in self.runtime.policies}
         self.batchers = {p.queue: Batcher(p) for p in self.runtime.policies}
+        bulk = [p for p in self.runtime.policies if p.queue != QUEUE_REALTIME]
+        if bulk and QUEUE_REALTIME in self.policies:
+            self._allowance_s = between_runs_allowance_s(settings, self.runtime.engine.runs, bulk[0])
         self._pipe = os.pipe()
         os.set_blocking(self._pipe[0], False)
         c.hub.add_reader(self._pipe[0], self._on_wake)
@@ -170,13 +183,7 @@ class BatchConsumerStep(bootsteps.StartStopStep):
         yields to realtime between batches instead of being drained in one go."""
         more = False
         for queue, batcher in self.batchers.items():
-            try:
-                for message in self.queue.claim(queue, self.policies[queue].max_items - len(batcher)):
-                    self._add(queue, message)
-            except redis.RedisError:
-                log.warning("claiming from %s failed; the watcher will wake us again", queue, exc_info=True)
-            except Exception:  # no message may stop the worker; what was claimed comes back after the timeout
-                log.exception("claiming from %s failed unexpectedly; its messages will be delivered again", queue)
+            self._claim(queue)
             if batcher.full():
                 self.flush(queue)
                 more = True
@@ -186,6 +193,37 @@ class BatchConsumerStep(bootsteps.StartStopStep):
             self._c.hub.call_soon(self.poll)
         for watcher in self._watchers:  # whatever woke us (a watcher, a deadline, a flush), keep watching
             watcher.claimed.set()
+
+    def _claim(self, queue: str) -> None:
+        """Take what waits in `queue`, up to the room left in its batch."""
+        watcher = next((w for w in self._watchers if w.queue == queue), None)
+        if watcher is not None:
+            watcher.pending.clear()  # set again by the watcher if the queue is still non-empty after this
+        try:
+            for message in self.queue.claim(queue, self.policies[queue].max_items - len(self.batchers[queue])):
+                self._add(queue, message)
+        except redis.RedisError:
+            log.warning("claiming from %s failed; the watcher will wake us again", queue, exc_info=True)
+        except Exception:  # no message may stop the worker; what was claimed comes back after the timeout
+            log.exception("claiming from %s failed unexpectedly; its messages will be delivered again", queue)
+
+    def _between_bulk_runs(self) -> None:
+        """Before each model run of a bulk batch: realtime work that arrived is served now, within the batch's
+        allowance."""
+        watcher = next((w for w in self._watchers if w.queue == QUEUE_REALTIME), None)
+        waiting = watcher is not None and watcher.pending.is_set()
+        if not waiting and not len(self.batchers[QUEUE_REALTIME]):
+            return
+        if self._allowance_left_s <= 0:
+            metrics.BETWEEN_RUNS.labels("allowance_spent").inc()
+            return
+        started = time.monotonic()
+        self._claim(QUEUE_REALTIME)
+        self.flush(QUEUE_REALTIME)
+        if watcher is not None:
+            watcher.claimed.set()  # keep watching: more realtime work is seen before the next run
+        self._allowance_left_s -= time.monotonic() - started
+        metrics.BETWEEN_RUNS.labels("served").inc()
 
     def _add(self, queue: str, message: Claimed) -> None:
         delivery = Delivery(queue, message.body, message.headers, message.content_type, time.time())
@@ -221,9 +259,17 @@ class BatchConsumerStep(bootsteps.StartStopStep):
         assert self.runtime is not None
         started_s = time.monotonic()
         batch = [received for received, _ in items]
+        interleave = queue != QUEUE_REALTIME and self._allowance_s > 0
+        if interleave:  # each bulk batch has its own allowance
+            self._allowance_left_s = self._allowance_s
         try:
             self.outcomes.started(batch)
-            self._followups(self.runtime.pipeline.handle(batch), started_s)
+            if interleave:
+                with self.runtime.engine.gate.open(self._between_bulk_runs):
+                    publications = self.runtime.pipeline.handle(batch)
+            else:
+                publications = self.runtime.pipeline.handle(batch)
+            self._followups(publications, started_s)
             self.queue.ack([message.tag for _, message in items])
         except redis.RedisError:  # outcomes not (all) written: left unacked, redelivered after the timeout
             log.exception("writing a batch of %d failed; it will be delivered again", len(items))

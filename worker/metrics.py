@@ -29,6 +29,11 @@ INFERENCE = Histogram("labelq_inference_seconds", "Model time per batch", ["queu
 END_TO_END = Histogram("labelq_end_to_end_seconds", "Enqueue to result written", ["queue"], buckets=LATENCY_BUCKETS_S)
 RESULT_CACHE = Counter("labelq_result_cache_total", "Requests served from the result cache or not", ["outcome"])
 WEBHOOK_ATTEMPTS = Counter("labelq_webhook_attempts_total", "Webhook delivery attempts", ["outcome"])
+BETWEEN_RUNS = Counter(
+    "labelq_realtime_between_runs_total",
+    "Realtime batches served between the model runs of a bulk batch, or not (its allowance spent)",
+    ["outcome"],
+)
 QUEUE_DEPTH = Gauge("labelq_queue_depth", "Messages waiting in a queue", ["queue"], multiprocess_mode="max")
 PROCESS_RESTARTS = Counter(
     "labelq_worker_process_restarts_total",

@@ -78,6 +78,14 @@ def policies(settings: Settings, runs: RunDefaults) -> tuple[BatchPolicy, ...]:
     return chosen
 
 
+def between_runs_allowance_s(settings: Settings, runs: RunDefaults, bulk: BatchPolicy) -> float:
+    """How much realtime work one bulk batch may take in between its model runs: half of what its worst case
+    leaves of the visibility timeout, so a bulk batch interrupted by realtime traffic still ends (and acks)
+    before Redis would hand its messages to another worker. Spent, realtime waits for the batch's end again."""
+    worst_s = bulk.max_wait_s + bulk.max_pairs / runs.slowest_pairs_per_s
+    return max(0.0, (settings.visibility_timeout_s - worst_s) / 2)
+
+
 def webhook_guard(settings: Settings) -> WebhookGuard:
     """Refuse, before inference, a webhook whose secret is not configured or whose URL fails the static egress
     check (IP literals, localhost, allowlist); names are resolved and checked again at delivery."""

@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     enable_fake_model: bool = Field(
         False, description="Serve the deterministic model `fake` (keyword overlap, no ONNX): drills and tests only"
     )
+    fake_model_run_ms: float = Field(
+        0.0, ge=0, description="The `fake` model's time per run of requests (drills of what happens between runs)"
+    )
     # onnxruntime
     providers: tuple[str, ...] = Field((), description="onnxruntime providers; empty: CUDA when available, else CPU")
     intra_op_threads: int = Field(0, ge=0, description="Threads per session (0: onnxruntime's default, all cores)")

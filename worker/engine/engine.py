@@ -19,6 +19,7 @@ from schemas.result import single_error
 from worker.engine.classifier import Classifier
 from worker.engine.embedding import EmbeddingClassifier
 from worker.engine.fake import FAKE_MODEL, FakeClassifier
+from worker.engine.gate import RunGate
 from worker.engine.heads import LinearHead
 from worker.engine.models import ModelCard, ModelRegistry, describe_directory
 from worker.engine.nli import NliClassifier
@@ -35,8 +36,8 @@ MB = 1024 * 1024
 Outcome = ClassificationResult | ErrorResult  # validated, for in-process callers
 
 
-def load_classifier(card: ModelCard, settings: Settings, runs: RunDefaults) -> Classifier:
-    model = OnnxModel(card.onnx_path, SessionSpec.from_settings(settings))
+def load_classifier(card: ModelCard, settings: Settings, runs: RunDefaults, gate: RunGate | None = None) -> Classifier:
+    model = OnnxModel(card.onnx_path, SessionSpec.from_settings(settings), gate)
     if card.kind == "nli":
         return NliClassifier(card, model, token_budget=runs.token_budget, max_pairs_per_run=runs.max_pairs_per_run)
     return EmbeddingClassifier(
@@ -76,15 +77,19 @@ class Engine:
         self._kinds: dict[str, str] = {}  # model name -> kind, for `cost` (read from its card, not loaded)
         self.cache = ResultCache(settings.result_cache_size, settings.result_cache_mb * MB)
         self._refused_heads: set[tuple[str, str]] = set()  # (head digest, model): logged once each
+        self.gate = RunGate()  # passed before every model run: the worker lets realtime work through there
 
     def classifier(self, name: str | None = None) -> Classifier:
         """The warm classifier for a model name (the default model when None); loads it on first use."""
         name = name or self.settings.model
         if name not in self._classifiers and name == FAKE_MODEL and self.settings.enable_fake_model:
-            self._classifiers[name] = FakeClassifier()  # drills and reliability tests of everything but the model
+            # drills and reliability tests of everything but the model (its runs can be given a duration)
+            self._classifiers[name] = FakeClassifier(
+                run_ms=self.settings.fake_model_run_ms, run_size=self.runs.max_pairs_per_run, gate=self.gate
+            )
         if name not in self._classifiers:
             started = time.perf_counter()
-            self._classifiers[name] = load_classifier(self._card(name), self.settings, self.runs)
+            self._classifiers[name] = load_classifier(self._card(name), self.settings, self.runs, self.gate)
             log.info("loaded model %s in %.0f ms", name, (time.perf_counter() - started) * 1000)
         return self._classifiers[name]
 

@@ -10,6 +10,7 @@ import numpy as np
 import onnxruntime as ort
 from threadpoolctl import threadpool_limits
 
+from worker.engine.gate import RunGate
 from worker.errors import ModelError
 from worker.settings import Settings
 
@@ -99,8 +100,9 @@ class OnnxModel:
     """A warm inference session and the facts its graph declares (input names, static sequence length).
     Loading one limits numpy's BLAS to one thread in this process (`quiet_blas`)."""
 
-    def __init__(self, path: Path, spec: SessionSpec) -> None:
+    def __init__(self, path: Path, spec: SessionSpec, gate: RunGate | None = None) -> None:
         quiet_blas()
+        self.gate = gate
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = spec.intra_op_threads
@@ -131,7 +133,10 @@ class OnnxModel:
         return self._session
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        """Run the graph on the declared inputs among `feeds`; returns the first output."""
+        """Run the graph on the declared inputs among `feeds`; returns the first output. The gate (if any) is passed
+        first: what waits for a turn between runs goes now (worker/engine/gate.py)."""
+        if self.gate is not None:
+            self.gate.before_run()
         declared = {name: array for name, array in feeds.items() if name in self.input_names}
         outputs = self._session.run([self.output_name], declared)
         return np.asarray(outputs[0])

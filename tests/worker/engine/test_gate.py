@@ -1,0 +1,61 @@
+"""The run gate (worker/engine/gate.py): what the worker does between a bulk batch's model runs."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from schemas import ClassifyRequest, ParsedRequest
+from worker.engine.engine import Engine
+from worker.engine.gate import RunGate
+
+
+def test_the_gate_calls_back_before_each_run_without_nesting() -> None:
+    gate = RunGate()
+    calls: list[str] = []
+
+    def between() -> None:
+        calls.append("between")
+        gate.before_run()  # the callback's own model runs pass without calling it again
+
+    gate.before_run()  # closed: nothing
+    with gate.open(between):
+        gate.before_run()
+        gate.before_run()
+    gate.before_run()
+    assert calls == ["between", "between"]
+
+
+def test_a_failing_callback_is_logged_and_the_batch_goes_on(caplog: pytest.LogCaptureFixture) -> None:
+    gate = RunGate()
+
+    def between() -> None:
+        raise RuntimeError("realtime work broke")
+
+    with caplog.at_level(logging.ERROR), gate.open(between):
+        gate.before_run()
+    assert "the batch continues" in caplog.text
+
+
+def test_the_embedded_models_runs_pass_the_gate(minilm_engine: Engine) -> None:
+    """A real model: a batch of many runs calls the gate before each, and work done there (another batch, as
+    the worker serves realtime requests) does not disturb the interrupted one."""
+    texts = [f"order {i} has not arrived, where is my parcel" + " really" * (i % 7) for i in range(40)]
+    batch = [ParsedRequest(ClassifyRequest(text=t, labels=["delivery", "refund"])) for t in texts]
+    alone = minilm_engine.answer(batch)
+    served = []
+
+    def between() -> None:
+        served.extend(minilm_engine.answer([ParsedRequest(ClassifyRequest(text="refund me", labels=["refund", "x"]))]))
+
+    minilm_engine.cache.size = 0  # every request runs the model
+    try:
+        with minilm_engine.gate.open(between):
+            interrupted = minilm_engine.answer(batch)
+    finally:
+        minilm_engine.cache.size = minilm_engine.settings.result_cache_size
+    runs = -(-len(texts) // minilm_engine.runs.max_pairs_per_run)
+    assert len(served) >= runs  # once before each run of the batch (its own runs did not call it again)
+    for one, other in zip(interrupted, alone, strict=True):
+        assert one.scores == pytest.approx(other.scores)  # type: ignore[union-attr]

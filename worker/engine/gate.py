@@ -1,0 +1,44 @@
+"""A checkpoint before each model run, so a long batch can let urgent work through between its runs.
+
+A bulk batch is many model runs (its pairs split by `max_pairs_per_run` and the token budget). While it runs,
+the worker's event loop is busy; a realtime request that arrives meanwhile would wait for the whole batch
+(seconds). The worker opens the gate around a bulk batch with a callback that serves waiting realtime work;
+every model run first calls `before_run`, so a realtime request waits at most one run. The callback's own
+model runs pass the gate without calling it again (no nesting), and a failing callback is logged, never
+allowed to fail the batch it interrupted.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+log = logging.getLogger(__name__)
+
+
+class RunGate:
+    def __init__(self) -> None:
+        self._between: Callable[[], None] | None = None
+        self._inside = False
+
+    @contextmanager
+    def open(self, between: Callable[[], None]) -> Iterator[None]:
+        """Call `between` before each model run made inside this block."""
+        previous, self._between = self._between, between
+        try:
+            yield
+        finally:
+            self._between = previous
+
+    def before_run(self) -> None:
+        between = self._between
+        if between is None or self._inside:
+            return
+        self._inside = True
+        try:
+            between()
+        except Exception:  # the interrupted batch goes on; its own outcome is what matters here
+            log.exception("work between model runs failed; the batch continues")
+        finally:
+            self._inside = False
