@@ -115,7 +115,7 @@ class BatchConsumerStep(bootsteps.StartStopStep):
         self.policies = {p.queue: p for p in self.runtime.policies}
         self.batchers = {p.queue: Batcher(p) for p in self.runtime.policies}
         bulk = [p for p in self.runtime.policies if p.queue != QUEUE_REALTIME]
-        if bulk and QUEUE_REALTIME in self.policies:
+        if bulk and QUEUE_REALTIME in self.policies and settings.realtime_between_runs:
             self._allowance_s = between_runs_allowance_s(settings, self.runtime.engine.runs, bulk[0])
         self._pipe = os.pipe()
         os.set_blocking(self._pipe[0], False)

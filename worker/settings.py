@@ -127,6 +127,10 @@ class Settings(BaseSettings):
         "4096 on CUDA",
     )
     bulk_max_wait_ms: float = Field(200.0, ge=0, description="Oldest-request wait before a bulk batch flushes")
+    realtime_between_runs: bool = Field(
+        True,
+        description="Serve realtime requests between the model runs of a bulk batch (off: they wait for its end)",
+    )
     visibility_timeout_s: int = Field(
         120, ge=1, description="An unacked message is redelivered after this long (must exceed wait + batch time)"
     )

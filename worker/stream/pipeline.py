@@ -220,6 +220,7 @@ class Pipeline:
                 to_classify.append(item)
         classified = self._classify(to_classify, started_s)
         publications += classified
+        self.engine.gate.checkpoint()  # a bulk batch's last chance to let realtime work through before its write
         self.publisher.publish(publications, dead, ids)
         self._observe(batch, outcomes, list(zip(to_classify, classified, strict=True)), started_s)
         self._log(batch, publications, dead, started_s)

@@ -17,13 +17,13 @@ def test_the_gate_calls_back_before_each_run_without_nesting() -> None:
 
     def between() -> None:
         calls.append("between")
-        gate.before_run()  # the callback's own model runs pass without calling it again
+        gate.checkpoint()  # the callback's own model runs pass without calling it again
 
-    gate.before_run()  # closed: nothing
+    gate.checkpoint()  # closed: nothing
     with gate.open(between):
-        gate.before_run()
-        gate.before_run()
-    gate.before_run()
+        gate.checkpoint()
+        gate.checkpoint()
+    gate.checkpoint()
     assert calls == ["between", "between"]
 
 
@@ -34,7 +34,7 @@ def test_a_failing_callback_is_logged_and_the_batch_goes_on(caplog: pytest.LogCa
         raise RuntimeError("realtime work broke")
 
     with caplog.at_level(logging.ERROR), gate.open(between):
-        gate.before_run()
+        gate.checkpoint()
     assert "the batch continues" in caplog.text
 
 
