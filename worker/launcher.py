@@ -57,7 +57,10 @@ def run_in_process(settings: Settings, *, loglevel: str, hostname: str, role: Ro
 
 
 def child_environment(processes: int, metrics_dir: str | None = None) -> dict[str, str]:
+    """A child's environment: its siblings' count (on CUDA they share the device: worker/runtime.py), its share of
+    the cores, where its metrics go."""
     env = dict(os.environ)
+    env["LABELQ_WORKER_PROCESSES"] = str(processes)
     if metrics_dir:
         env["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # children write, the parent serves the sum
         env["LABELQ_METRICS_PORT"] = "0"
@@ -75,16 +78,17 @@ def run_processes(settings: Settings, *, loglevel: str, hostname: str) -> int:
 
     configure_logging(settings, loglevel)
     metrics_dir = tempfile.mkdtemp(prefix="labelq-metrics-") if settings.metrics_port else None
-    env = child_environment(settings.worker_processes, metrics_dir)
+    processes = settings.worker_processes or 1
+    env = child_environment(processes, metrics_dir)
 
     def spawn(index: int) -> subprocess.Popen[bytes]:
         name = hostname.replace("@", f"-{index}@", 1)
-        command = ["-m", "labelq.cli", "worker", "--processes", "1", "--loglevel", loglevel, "--hostname", name]
+        command = ["-m", "labelq.cli", "worker", "--in-process", "--loglevel", loglevel, "--hostname", name]
         # no thread of ours runs yet when the first children start (preexec_fn needs that); the metrics server's
         # thread only serves, so a replacement forks safely too
         return subprocess.Popen([sys.executable, *command], env=env, preexec_fn=_die_with_parent)
 
-    children = [spawn(index) for index in range(settings.worker_processes)]
+    children = [spawn(index) for index in range(processes)]
     if metrics_dir:
         from worker import metrics
 

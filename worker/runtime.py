@@ -67,22 +67,30 @@ def policies(settings: Settings, runs: RunDefaults) -> tuple[BatchPolicy, ...]:
     )
     for policy in chosen:
         name = policy.queue.removeprefix("labelq.")
-        worst_s = policy.max_wait_s + policy.max_pairs / runs.slowest_pairs_per_s
+        speed = slowest_pairs_per_s(runs)
+        worst_s = policy.max_wait_s + policy.max_pairs / speed
         if worst_s >= settings.visibility_timeout_s:
+            shared = f", one of {runs.worker_processes} processes sharing the device" if runs.cuda else ""
             raise ConfigError(
-                f"{name}: max wait {policy.max_wait_s:g} s + {policy.max_pairs} pairs at "
-                f"{runs.slowest_pairs_per_s:g} pairs/s (the slowest expected {'on CUDA' if runs.cuda else 'on a CPU'})"
-                f" = {worst_s:g} s, not under LABELQ_VISIBILITY_TIMEOUT_S {settings.visibility_timeout_s}: lower "
-                f"LABELQ_{name.upper()}_MAX_PAIRS or raise the timeout"
+                f"{name}: max wait {policy.max_wait_s:g} s + {policy.max_pairs} pairs at {speed:g} pairs/s (the "
+                f"slowest expected {'on CUDA' if runs.cuda else 'on a CPU'}{shared}) = {worst_s:g} s, not under "
+                f"LABELQ_VISIBILITY_TIMEOUT_S {settings.visibility_timeout_s}: lower LABELQ_{name.upper()}_MAX_PAIRS "
+                "or raise the timeout"
             )
     return chosen
+
+
+def slowest_pairs_per_s(runs: RunDefaults) -> float:
+    """The slowest credible speed of one worker process: on CUDA its processes share one device, so each may get
+    only its share of it (a CPU host's processes each have their own cores)."""
+    return runs.slowest_pairs_per_s / (runs.worker_processes if runs.cuda else 1)
 
 
 def between_runs_allowance_s(settings: Settings, runs: RunDefaults, bulk: BatchPolicy) -> float:
     """How much realtime work one bulk batch may take in between its model runs: half of what its worst case
     leaves of the visibility timeout, so a bulk batch interrupted by realtime traffic still ends (and acks)
     before Redis would hand its messages to another worker. Spent, realtime waits for the batch's end again."""
-    worst_s = bulk.max_wait_s + bulk.max_pairs / runs.slowest_pairs_per_s
+    worst_s = bulk.max_wait_s + bulk.max_pairs / slowest_pairs_per_s(runs)
     return max(0.0, (settings.visibility_timeout_s - worst_s) / 2)
 
 

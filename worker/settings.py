@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     )
     # onnxruntime
     providers: tuple[str, ...] = Field((), description="onnxruntime providers; empty: CUDA when available, else CPU")
+    cuda_mem_limit_mb: int | None = Field(
+        None, ge=1, description="CUDA: the most device memory one worker process's onnxruntime arena may hold"
+    )
     intra_op_threads: int = Field(0, ge=0, description="Threads per session (0: onnxruntime's default, all cores)")
     inter_op_threads: int = Field(1, ge=1, description="Inter-op threads per session")
     result_cache_size: int = Field(
@@ -161,7 +164,12 @@ class Settings(BaseSettings):
         """The result backend is the broker's Redis: labelq writes it in the batch's own round trip."""
         return self.celery_result_backend() == self.redis_url
 
-    worker_processes: int = Field(1, ge=1, description="`labelq worker`: worker processes, each one model session")
+    worker_processes: int | None = Field(
+        None,
+        ge=1,
+        description="`labelq worker`: worker processes, each one model session; unset: 1 on a CPU, on CUDA 4 "
+        "sharing the device (2 cores per process at least)",
+    )
 
     # webhooks (delivered by `labelq webhook-worker`)
     webhook_secrets: dict[str, SecretStr] = Field(

@@ -12,10 +12,16 @@ from labelq.commands.options import (
 
 
 @click.command("worker")
-@click.option("--processes", type=int, default=None, help="Worker processes (default LABELQ_WORKER_PROCESSES, 1)")
+@click.option(
+    "--processes",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Worker processes (default LABELQ_WORKER_PROCESSES; unset: 1 on a CPU, 4 sharing a CUDA device)",
+)
 @click.option("--loglevel", default="INFO", show_default=True)
 @click.option("--hostname", default="labelq@%h", show_default=True, help="Celery node name")
-def worker_command(processes: int | None, loglevel: str, hostname: str) -> None:
+@click.option("--in-process", "in_process", is_flag=True, hidden=True, help="One of run_processes' children")
+def worker_command(processes: int | None, loglevel: str, hostname: str, in_process: bool) -> None:
     """Run a streaming worker: consume the request queues in mini-batches, publish every result."""
     from worker import launcher
     from worker.connections import connect
@@ -24,12 +30,20 @@ def worker_command(processes: int | None, loglevel: str, hostname: str) -> None:
     from worker.runtime import policies
 
     settings = cli_settings(worker_processes=processes)
+    runs = run_defaults(settings)
+    if settings.worker_processes is None and runs.cuda and not in_process:
+        click.echo(
+            f"CUDA: {runs.worker_processes} worker processes, each with its own session on the one device, so the "
+            "GPU runs while each does its Python (LABELQ_WORKER_PROCESSES or --processes to change)",
+            err=True,
+        )
+    settings = settings.model_copy(update={"worker_processes": runs.worker_processes})
     try:
         connect(settings)  # a Sentinel URL names its master (nothing connects yet)
-        policies(settings, run_defaults(settings))  # the batch limits fit the visibility timeout on this device
+        policies(settings, runs)  # the batch limits fit the visibility timeout on this device
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
-    if settings.worker_processes == 1:
+    if settings.worker_processes == 1 or in_process:  # a child knows its siblings' count (the device's share)
         sys.exit(launcher.run_in_process(settings, loglevel=loglevel, hostname=hostname))
     else:
         sys.exit(launcher.run_processes(settings, loglevel=loglevel, hostname=hostname))

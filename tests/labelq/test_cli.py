@@ -269,3 +269,22 @@ def test_submit_flags_name_a_label_set_and_leave_its_defaults_alone() -> None:
     }
     assert request_from_flags("x", "a, b", True, None)["multi_label"] is True
     assert "multi_label" not in request_from_flags("x", "a,b", False, None)
+
+
+def test_worker_on_a_cuda_host_says_how_many_processes_it_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataclasses import replace
+
+    from worker import launcher
+    from worker.engine import onnx
+
+    real = onnx.run_defaults
+    monkeypatch.setattr(onnx, "run_defaults", lambda settings: replace(real(settings, cuda=True), worker_processes=4))
+    started: list[int | None] = []
+    monkeypatch.setattr(launcher, "run_processes", lambda settings, **_: started.append(settings.worker_processes) or 0)
+    monkeypatch.setattr(launcher, "run_in_process", lambda settings, **_: started.append(1) or 0)
+    done = CliRunner().invoke(main, ["worker"])
+    assert done.exit_code == 0, done.output
+    assert started == [4] and "CUDA: 4 worker processes" in done.output
+    monkeypatch.setattr(onnx, "run_defaults", lambda settings: real(settings, cuda=False))
+    quiet = CliRunner().invoke(main, ["worker"])
+    assert started == [4, 1] and "CUDA" not in quiet.output  # a CPU host: one process, as before

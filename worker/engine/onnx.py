@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +40,7 @@ class DeviceProfile:
     token_budget: int  # padded tokens in one model run
     bulk_max_pairs: int  # pairs in one bulk batch: the Python around the model is paid once per batch
     slowest_pairs_per_s: float  # a conservative floor: a batch must finish well within the visibility timeout
+    worker_processes: int = 1  # `labelq worker`'s processes, each with its own session (on CUDA: one device shared)
 
 
 # a CPU: 16 pairs a run ran the seed-sized DeBERTa 5-16% faster than 8 at every label count on an Intel Xeon (int8
@@ -47,7 +49,17 @@ class DeviceProfile:
 CPU_PROFILE = DeviceProfile(max_pairs_per_run=16, token_budget=8192, bulk_max_pairs=1024, slowest_pairs_per_s=20)
 # CUDA: an H200 ran fp32 fastest at 256 pairs a run (the sweep's largest); 1,341 pairs/s at 8 a run is the floor
 # seen there, and 500 leaves room for smaller GPUs; 1,024-pair bulk batches gave it half a best run at 2 labels
-CUDA_PROFILE = DeviceProfile(max_pairs_per_run=256, token_budget=65536, bulk_max_pairs=4096, slowest_pairs_per_s=500)
+# On CUDA the device idles while one Python process tokenises, claims, parses and publishes (docs/benchmarks.md:
+# the engine reached 0.35-0.39 of raw session.run, one process): several processes, each with its own session on
+# the same device, keep it fed while each does its Python; 4 of them, or one per two cores on a smaller host.
+CUDA_PROCESSES = 4
+CUDA_PROFILE = DeviceProfile(
+    max_pairs_per_run=256,
+    token_budget=65536,
+    bulk_max_pairs=4096,
+    slowest_pairs_per_s=500,
+    worker_processes=CUDA_PROCESSES,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +73,7 @@ class RunDefaults:
     token_budget: int
     bulk_max_pairs: int
     slowest_pairs_per_s: float
+    worker_processes: int = 1  # `labelq worker`'s default process count on this device
 
 
 def run_defaults(settings: Settings, cuda: bool | None = None) -> RunDefaults:
@@ -75,6 +88,8 @@ def run_defaults(settings: Settings, cuda: bool | None = None) -> RunDefaults:
         token_budget=settings.token_budget or device.token_budget,
         bulk_max_pairs=settings.bulk_max_pairs or device.bulk_max_pairs,
         slowest_pairs_per_s=device.slowest_pairs_per_s,
+        worker_processes=settings.worker_processes
+        or (min(device.worker_processes, max(1, (os.cpu_count() or 1) // 2)) if cuda else device.worker_processes),
     )
 
 
@@ -83,10 +98,20 @@ class SessionSpec:
     providers: tuple[str, ...] = ()
     intra_op_threads: int = 0
     inter_op_threads: int = 1
+    cuda_mem_limit_mb: int | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SessionSpec:
-        return cls(settings.providers, settings.intra_op_threads, settings.inter_op_threads)
+        return cls(settings.providers, settings.intra_op_threads, settings.inter_op_threads, settings.cuda_mem_limit_mb)
+
+
+def provider_options(providers: list[str], spec: SessionSpec) -> list[str | tuple[str, dict[str, str]]]:
+    """On CUDA, each process's memory arena grows by what a run asks, not by doubling (several worker processes
+    share one device), and stops at LABELQ_CUDA_MEM_LIMIT_MB when set."""
+    options: dict[str, str] = {"arena_extend_strategy": "kSameAsRequested"}
+    if spec.cuda_mem_limit_mb:
+        options["gpu_mem_limit"] = str(spec.cuda_mem_limit_mb * 1024 * 1024)
+    return [(p, options) if p == CUDA else p for p in providers]
 
 
 def quiet_blas() -> None:
@@ -110,7 +135,7 @@ class OnnxModel:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         wanted = choose_providers(spec.providers)
         try:
-            self._session = ort.InferenceSession(str(path), options, providers=wanted)
+            self._session = ort.InferenceSession(str(path), options, providers=provider_options(wanted, spec))
         except Exception as exc:  # onnxruntime raises its own untyped errors for unreadable graphs
             raise ModelError(f"cannot load ONNX model {path}: {exc}") from exc
         self.path = path

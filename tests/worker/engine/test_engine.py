@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -285,6 +286,42 @@ def test_a_started_runtime_is_warm_with_one_blas_thread_and_a_frozen_heap(settin
         gc.unfreeze()
 
 
+def test_a_cuda_host_runs_several_processes_on_the_device_a_cpu_host_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    from worker.engine.onnx import run_defaults
+
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    assert run_defaults(load_settings(), cuda=True).worker_processes == 4
+    assert run_defaults(load_settings(), cuda=False).worker_processes == 1  # a CPU host's default is unchanged
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert run_defaults(load_settings(), cuda=True).worker_processes == 1  # two cores per process at least
+    assert run_defaults(load_settings(worker_processes=3), cuda=True).worker_processes == 3  # explicit wins
+
+
+def test_processes_sharing_a_device_count_in_the_visibility_arithmetic(monkeypatch: pytest.MonkeyPatch) -> None:
+    from worker.engine.onnx import run_defaults
+    from worker.errors import ConfigError
+    from worker.runtime import between_runs_allowance_s, policies, slowest_pairs_per_s
+
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    settings = load_settings(visibility_timeout_s=30)
+    shared = run_defaults(settings, cuda=True)
+    assert slowest_pairs_per_s(shared) == 125  # 500 pairs/s shared by 4 processes
+    with pytest.raises(ConfigError, match="one of 4 processes sharing the device"):
+        policies(settings, shared)  # 4,096 pairs at 125 pairs/s: 33 s, over a 30 s timeout
+    alone = replace(shared, worker_processes=1)
+    bulk = policies(settings, alone)[1]
+    assert between_runs_allowance_s(settings, alone, bulk) == pytest.approx((30 - 0.2 - 4096 / 500) / 2)
+
+
+def test_cuda_sessions_grow_their_arena_by_what_they_ask_and_stop_at_the_limit() -> None:
+    from worker.engine.onnx import CPU, CUDA, SessionSpec, provider_options
+
+    assert provider_options([CPU], SessionSpec()) == [CPU]
+    assert provider_options([CUDA, CPU], SessionSpec()) == [(CUDA, {"arena_extend_strategy": "kSameAsRequested"}), CPU]
+    limited = provider_options([CUDA, CPU], SessionSpec(cuda_mem_limit_mb=2048))
+    assert limited[0] == (CUDA, {"arena_extend_strategy": "kSameAsRequested", "gpu_mem_limit": str(2048 * 1024**2)})
+
+
 def test_run_defaults_follow_the_device_unless_set(models_dir: Path) -> None:
     import onnxruntime as ort
 
@@ -306,6 +343,7 @@ def test_run_defaults_follow_the_device_unless_set(models_dir: Path) -> None:
         token_budget=65536,
         bulk_max_pairs=4096,
         slowest_pairs_per_s=500,
+        worker_processes=min(4, max(1, (os.cpu_count() or 1) // 2)),
     )
     assert run_defaults(unset, cuda=True) == on_cuda
     explicit = load_settings(prefer_quantized=True, max_pairs_per_run=32, token_budget=4096, bulk_max_pairs=2000)
