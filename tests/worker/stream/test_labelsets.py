@@ -208,3 +208,23 @@ def test_fit_errors_are_one_line(redis_url: str, tmp_path: Path, args: list[str]
     good.write_text("".join(json.dumps({"text": t, "label": n}) + "\n" for n, ts in TEACHING.items() for t in ts))
     done = labelq(redis_url, "fit", "x", *[a.format(bad=bad, good=good) for a in args])
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_fit_starts_from_a_label_set_file_and_keeps_its_descriptions(redis_url: str, tmp_path: Path) -> None:
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps({"text": t, "label": n}) + "\n" for n, ts in TEACHING.items() for t in ts))
+    labels = tmp_path / "feedback.yaml"
+    labels.write_text(
+        "labels:\n  - name: complaint\n    description: an angry complaint\n  - name: thanks\n"
+        "  - name: question\n    description: a question about how something works\n"
+    )
+    done = labelq(redis_url, "fit", "feedback", "--data", str(data), "--labels-from", str(labels))
+    assert done.returncode == 0, done.stderr
+    stored = yaml.safe_load(labelq(redis_url, "get", "feedback").stdout)
+    assert [label["name"] for label in stored["labels"]] == ["complaint", "thanks", "question"]
+    assert stored["labels"][0]["description"] == "an angry complaint"
+    assert stored["head"]["labels"] == ["complaint", "thanks", "question"]  # a label without rows: its text alone
+    multi = tmp_path / "multi.jsonl"
+    multi.write_text(json.dumps({"text": "x", "label": ["complaint"]}) + "\n")
+    refused = labelq(redis_url, "fit", "feedback", "--data", str(multi))
+    assert refused.returncode == 2 and "single-label" in refused.stderr
