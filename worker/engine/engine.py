@@ -178,6 +178,8 @@ class Engine:
                     )
                     by_head.add(i)
                 indices = [i for i in indices if i not in by_head]
+            if not indices:  # every request of this model was scored by its head
+                continue
             picked = self._shortlist(classifier, [batch[i].request for i in indices])
             outcomes = self._score_cached(classifier, [p.request for p in picked])
             for i, p, item in zip(indices, picked, outcomes, strict=True):

@@ -17,6 +17,7 @@ from worker.engine.embedding import EmbeddingClassifier
 from worker.engine.engine import Engine
 from worker.engine.heads import LinearHead
 from worker.engine.results import Answer
+from worker.settings import load_settings
 
 LABELS = ("billing", "shipping", "praise")
 
@@ -84,6 +85,15 @@ def test_a_head_in_the_wrong_mode_or_for_other_labels_is_not_used(minilm_engine:
     [order] = minilm_engine.answer([ParsedRequest(other)], [head])
     assert isinstance(mode, Answer) and mode.scorer == "zero-shot" and "single-label" in (mode.scorer_note or "")
     assert isinstance(order, Answer) and order.scorer == "zero-shot" and "other labels" in (order.scorer_note or "")
+
+
+def test_a_batch_scored_by_heads_alone_needs_no_zero_shot_pass() -> None:
+    """Found by the accuracy benchmark: with the result cache off, a batch whose every request was scored by a
+    head sent an empty list on to zero-shot scoring, which failed."""
+    engine = Engine(load_settings(result_cache_size=0))
+    head = _head(engine)
+    answers = engine.answer([ParsedRequest(_request("where is my parcel"))] * 3, [head] * 3)
+    assert [a.scorer for a in answers] == ["head"] * 3  # type: ignore[union-attr]
 
 
 def test_the_result_cache_keeps_head_and_zero_shot_scores_apart(minilm_engine: Engine) -> None:
