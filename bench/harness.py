@@ -540,11 +540,11 @@ def main() -> None:
         help="cuda: onnxruntime's CUDA provider (needs onnxruntime-gpu) and PyTorch on the GPU for the HF "
         "pipeline; writes bench/reports/harness-cuda.json, rendered as its own section of docs/benchmarks.md",
     )
-    parser.add_argument("--skip", nargs="*", default=[], choices=["padding", "agreement", "shortlist"])
+    parser.add_argument("--skip", nargs="*", default=[], choices=["padding", "agreement", "shortlist", "mixed"])
     parser.add_argument(
         "--only",
         nargs="+",
-        choices=["padding", "agreement", "shortlist"],
+        choices=["padding", "agreement", "shortlist", "mixed"],
         help="measure only these and merge them into the existing bench/reports/harness.json",
     )
     args = parser.parse_args()
@@ -567,6 +567,21 @@ def main() -> None:
     for name, step in steps:  # what the device does not change is measured on the CPU run only
         if not cuda and name not in args.skip and (not args.only or name in args.only):
             step()
+    if not cuda and "mixed" not in args.skip and (not args.only or "mixed" in args.only):
+        from bench import mixed_load  # realtime beside a backfill: bench/reports/mixed-load.json
+
+        mixed_load.run(
+            list(LATENCY_MODELS),
+            {model: env_for(model, args.threads) for model in LATENCY_MODELS},
+            args.scale,
+            Path("/tmp/labelq-mixed"),
+        )
+    from bench import render
+
+    if args.only and set(args.only) <= {"mixed"}:  # nothing of harness.json to measure
+        render.main()
+        return
+    args.only = [name for name in args.only or [] if name != "mixed"] or None
     out = ROOT / "bench" / "reports" / ("harness-cuda.json" if cuda else "harness.json")
     if args.only:
         data = json.loads(out.read_text())
@@ -586,8 +601,6 @@ def main() -> None:
         item["latencies_ms"] = [round(value, 2) for value in item["latencies_ms"]]
     out.write_text(json.dumps(data, separators=(",", ":")) + "\n")
     log(f"wrote {out}")
-    from bench import render
-
     render.main()  # docs/benchmarks.md from both reports
 
 

@@ -248,18 +248,31 @@ def e2e_seconds(client: Client, requests: Sequence[ClassifyRequest], queue: str)
     """A backlog through the worker: the requests are staged in a side list and moved onto the queue in one
     RENAME, so the worker sees the whole backlog at once and the producer's own cost (on a real deployment, on
     another machine) is outside the timed window; timed from the RENAME to the last result read back."""
-    reply = requests[0].reply_to
-    assert reply, "requests need a reply_to"
-    staging, target = "bench.staging", queue_name(queue)
-    client.redis.delete(staging)
+    stage_backlog(client, requests)
+    return release_backlog(client, requests, queue)
+
+
+STAGING = "bench.staging"
+
+
+def stage_backlog(client: Client, requests: Sequence[ClassifyRequest]) -> None:
+    """Send a backlog to a side list (`release_backlog` moves it onto its queue at once)."""
+    assert requests[0].reply_to, "requests need a reply_to"
+    client.redis.delete(STAGING)
     # stamped as having waited a second, as a real backlog has: the bulk batcher's fill-up wait (for a batch
     # not full yet) is for a trickle, not a backlog, and would otherwise add up to 200 ms to a small one
     waited = datetime.now(UTC) - timedelta(seconds=1)
-    client.submit_many([r.model_copy(update={"submitted_at": waited}) for r in requests], queue=staging)
+    client.submit_many([r.model_copy(update={"submitted_at": waited}) for r in requests], queue=STAGING)
+
+
+def release_backlog(client: Client, requests: Sequence[ClassifyRequest], queue: str) -> float:
+    """Move a staged backlog onto `queue` in one RENAME; seconds until its last result is read back."""
+    reply, target = requests[0].reply_to, queue_name(queue)
+    assert reply, "requests need a reply_to"
     if client.redis.llen(target):
         raise RuntimeError(f"{target} is not empty")
     started = time.perf_counter()
-    client.redis.rename(staging, target)
+    client.redis.rename(STAGING, target)
     received = 0
     while received < len(requests):  # drain in bulk: the reader shares the machine's cores with the worker
         drained: list[bytes] = list(client.redis.lpop(reply, 1000) or [])  # type: ignore[arg-type]

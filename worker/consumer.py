@@ -46,6 +46,7 @@ from worker.stream.redis_queue import Claimed, ReliableQueue
 
 log = logging.getLogger(__name__)
 WATCH_BLOCK_S = 1  # a watcher re-checks its stop flag at least this often
+CLAIM_CHUNK = 128  # bulk messages claimed at a time (realtime work goes in between)
 
 
 class QueueWatcher(threading.Thread):
@@ -195,21 +196,33 @@ class BatchConsumerStep(bootsteps.StartStopStep):
             watcher.claimed.set()
 
     def _claim(self, queue: str) -> None:
-        """Take what waits in `queue`, up to the room left in its batch."""
+        """Take what waits in `queue`, up to the room left in its batch. A bulk batch is claimed `CLAIM_CHUNK`
+        messages at a time with realtime work let through in between (claiming and parsing 1,024 77-label
+        requests took ~0.3 s on 2 cores)."""
         watcher = next((w for w in self._watchers if w.queue == queue), None)
         if watcher is not None:
             watcher.pending.clear()  # set again by the watcher if the queue is still non-empty after this
+        interleave = queue != QUEUE_REALTIME and self._allowance_s > 0
+        if interleave and not len(self.batchers[queue]):  # a bulk batch begins: its allowance for realtime work
+            self._allowance_left_s = self._allowance_s
         try:
-            for message in self.queue.claim(queue, self.policies[queue].max_items - len(self.batchers[queue])):
-                self._add(queue, message)
+            while room := self.policies[queue].max_items - len(self.batchers[queue]):
+                claimed = self.queue.claim(queue, min(room, CLAIM_CHUNK) if interleave else room)
+                for message in claimed:
+                    self._add(queue, message)
+                if not interleave or len(claimed) < min(room, CLAIM_CHUNK) or self.batchers[queue].full():
+                    break
+                self._between_bulk_runs()
         except redis.RedisError:
             log.warning("claiming from %s failed; the watcher will wake us again", queue, exc_info=True)
         except Exception:  # no message may stop the worker; what was claimed comes back after the timeout
             log.exception("claiming from %s failed unexpectedly; its messages will be delivered again", queue)
+        if watcher is not None:  # claimed: it watches again now, not after the batch this poll may go on to run
+            watcher.claimed.set()
 
     def _between_bulk_runs(self) -> None:
-        """Before each model run of a bulk batch: realtime work that arrived is served now, within the batch's
-        allowance."""
+        """Before each model run of a bulk batch (and between the chunks it is claimed in): realtime work that
+        arrived is served now, within the batch's allowance."""
         watcher = next((w for w in self._watchers if w.queue == QUEUE_REALTIME), None)
         waiting = watcher is not None and watcher.pending.is_set()
         if not waiting and not len(self.batchers[QUEUE_REALTIME]):
@@ -260,8 +273,6 @@ class BatchConsumerStep(bootsteps.StartStopStep):
         started_s = time.monotonic()
         batch = [received for received, _ in items]
         interleave = queue != QUEUE_REALTIME and self._allowance_s > 0
-        if interleave:  # each bulk batch has its own allowance
-            self._allowance_left_s = self._allowance_s
         try:
             self.outcomes.started(batch)
             if interleave:

@@ -6,7 +6,9 @@ a known 40 ms, whatever the machine."""
 
 from __future__ import annotations
 
+import json
 import signal
+import threading
 import time
 
 import pytest
@@ -30,10 +32,10 @@ SLOW_FAKE = {
 BULK = 200
 
 
-def _bulk(client: Client, tag: str, reply_to: str) -> list[str]:
+def _bulk(client: Client, tag: str, reply_to: str, count: int = BULK) -> list[str]:
     requests = [
         ClassifyRequest(id=f"{tag}-{i}", text=f"refund for order {i}", labels=["refund", "bug"], reply_to=reply_to)
-        for i in range(BULK)
+        for i in range(count)
     ]
     return client.submit_many(requests, queue="bulk")
 
@@ -54,6 +56,45 @@ def test_a_realtime_request_waits_one_model_run_not_a_bulk_batch(start_worker: W
     assert max(latencies) < 0.5, latencies
     seen = drain_all(client, "results:backfill", set(bulk_ids), timeout_s=60)
     assert set(seen) == set(bulk_ids) and max(seen.values()) == 1  # the bulk batch itself is whole, once
+
+
+def test_a_realtime_stream_beside_bulk_batches_never_waits_for_the_watcher(
+    start_worker: WorkerFactory, client: Client, redis_url: str
+) -> None:
+    """Found by bench/mixed_load.py: a poll that claimed realtime work and then ran a bulk batch left the realtime
+    watcher waiting for the end of that poll, so realtime that arrived meanwhile went unseen for up to a second
+    (the watcher's wait). Realtime every 50 ms beside a backlog of three bulk batches, run back to back: none
+    waits more than a run and its own batch."""
+    start_worker(**SLOW_FAKE)
+    stream = [
+        ClassifyRequest(id=f"stream-{i}", text="I want a refund", labels=["refund", "bug"], reply_to="results:stream")
+        for i in range(120)
+    ]
+    sent: dict[str, float] = {}
+    arrived: dict[str, float] = {}
+
+    def read() -> None:
+        with Client(redis_url) as reader:
+            while len(arrived) < len(stream):
+                popped = reader.redis.blpop(["results:stream"], timeout=30)
+                if popped is None:
+                    return
+                arrived[json.loads(popped[1])["id"]] = time.monotonic()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    bulk_ids: list[str] = []
+    for i, request in enumerate(stream):
+        if i == 5:  # three bulk batches (6 s of runs) while the stream goes on
+            bulk_ids += _bulk(client, "beside", "results:beside", count=3 * BULK)
+        sent[request.id] = time.monotonic()
+        client.submit(request)
+        time.sleep(0.05)
+    reader.join(timeout=60)
+    waits = sorted(arrived[rid] - sent[rid] for rid in sent if rid in arrived)
+    assert len(waits) == len(stream)
+    assert waits[-1] < 0.5, waits[-5:]  # one 40 ms run and a realtime batch, not the watcher's 1 s
+    assert len(drain_all(client, "results:beside", set(bulk_ids), timeout_s=60)) == len(bulk_ids)
 
 
 def test_with_no_realtime_traffic_a_bulk_batch_is_not_interrupted(start_worker: WorkerFactory, client: Client) -> None:
@@ -101,3 +142,24 @@ def test_sigkill_during_a_bulk_batch_interrupted_by_realtime_work(start_worker: 
     )
     assert not missing
     assert client.redis.llen("results:rt") == 0  # realtime work was acked when answered: never answered twice
+
+
+def test_claiming_a_queue_lets_its_watcher_watch_again_at_once() -> None:
+    """The cause of the stall above: the watcher waits until its queue is claimed before it looks again; the
+    claim must release it then, not at the end of the poll (which may go on to run a bulk batch for seconds)."""
+    from types import SimpleNamespace
+
+    from schemas.transport import QUEUE_REALTIME
+    from worker.consumer import BatchConsumerStep, QueueWatcher
+    from worker.stream.batcher import Batcher, BatchPolicy
+
+    step = BatchConsumerStep.__new__(BatchConsumerStep)
+    policy = BatchPolicy(QUEUE_REALTIME, 16, 256, 0.005)
+    watcher = QueueWatcher.__new__(QueueWatcher)
+    watcher.queue, watcher.claimed, watcher.pending = QUEUE_REALTIME, threading.Event(), threading.Event()
+    watcher.pending.set()  # it saw the queue non-empty, woke the loop, and waits for the claim
+    step._watchers = [watcher]
+    step.policies, step.batchers = {QUEUE_REALTIME: policy}, {QUEUE_REALTIME: Batcher(policy)}
+    step.queue = SimpleNamespace(claim=lambda queue, count: [])  # type: ignore[assignment]
+    step._claim(QUEUE_REALTIME)
+    assert watcher.claimed.is_set() and not watcher.pending.is_set()

@@ -3,9 +3,10 @@
 A bulk batch is many model runs (its pairs split by `max_pairs_per_run` and the token budget). While it runs,
 the worker's event loop is busy; a realtime request that arrives meanwhile would wait for the whole batch
 (seconds). The worker opens the gate around a bulk batch with a callback that serves waiting realtime work;
-every model run first calls `checkpoint` (and the pipeline once more before the batch's write), so a realtime
-request waits at most one run. The callback's own model runs pass the gate without calling it again (no
-nesting), and a failing callback is logged, never allowed to fail the batch it interrupted.
+every model run first calls `checkpoint` (and the pipeline does before the batch and while its results are
+serialised), so a realtime request waits at most one run. The callback's own model runs pass the gate without
+calling it again (no nesting), and a failing callback is logged, never allowed to fail the batch it
+interrupted.
 """
 
 from __future__ import annotations

@@ -171,6 +171,7 @@ class Pipeline:
         """Settle a batch: every outcome written in one round trip (raises only when that write fails); returns
         what was published, for what the process layer does next (Celery callbacks, events).
         `count=False` when the batch's deliveries were counted already (a failed batch retried one by one)."""
+        self.engine.gate.checkpoint()  # what arrived while a bulk batch was claimed goes first (a no-op otherwise)
         started_s = self.clock()
         publications: list[Publication] = []
         dead: list[DeadLetter] = []
@@ -220,8 +221,8 @@ class Pipeline:
                 to_classify.append(item)
         classified = self._classify(to_classify, started_s)
         publications += classified
-        self.engine.gate.checkpoint()  # a bulk batch's last chance to let realtime work through before its write
-        self.publisher.publish(publications, dead, ids)
+        # a bulk batch lets realtime work through while its results are serialised too (a no-op otherwise)
+        self.publisher.publish(publications, dead, ids, between=self.engine.gate.checkpoint)
         self._observe(batch, outcomes, list(zip(to_classify, classified, strict=True)), started_s)
         self._log(batch, publications, dead, started_s)
         return publications

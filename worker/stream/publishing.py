@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import cast
@@ -30,6 +30,8 @@ from worker.deadletters import DeadLetter
 from worker.delivery.webhook_jobs import DEFAULT_SECRET, Scheduler, WebhookJob
 from worker.engine.results import Answer, Answered
 from worker.stream.messages import NO_CANVAS, Canvas
+
+SERIALISE_CHUNK = 128  # results serialised between two chances for realtime work (`publish`'s `between`)
 
 # KEYS: n delivery counter keys, then the batch's result queues; ARGV: the counters' TTL, n. Returns each
 # counter's count after the increment, then each result queue's type ('none' or 'list' may take a result).
@@ -157,9 +159,15 @@ class Publisher:
         return Preflight([int(n) for n in out[: len(keys)]], unwritable)
 
     def publish(
-        self, publications: Sequence[Publication], dead_letters: Sequence[DeadLetter], done_ids: Sequence[str]
+        self,
+        publications: Sequence[Publication],
+        dead_letters: Sequence[DeadLetter],
+        done_ids: Sequence[str],
+        between: Callable[[], None] | None = None,
     ) -> None:
-        """Every write of one batch, in one round trip. Raises on a Redis error: nothing is acked then."""
+        """Every write of one batch, in one round trip. Raises on a Redis error: nothing is acked then.
+        `between`: called after every `SERIALISE_CHUNK` results are serialised (a 1,024-result bulk batch of 77
+        labels takes ~100 ms to turn into JSON: realtime work goes in between, worker/engine/gate.py)."""
         ttl = self.result_ttl_s
         now_s = time.time()
         pipe = self.client.pipeline(transaction=False)
@@ -169,7 +177,9 @@ class Publisher:
         written: list[str | int] = []  # per result: JSON, queue number, key pair number (0: none), meta head, tail
         backend = self.backend
         date_done = datetime.now(UTC).isoformat() if backend else ""
-        for item in publications:
+        for index, item in enumerate(publications):
+            if between is not None and index and not index % SERIALISE_CHUNK:
+                between()
             body = payload(item.outcome)
             queue = queues.setdefault(item.reply_queue, len(queues) + 1) if item.reply_queue else 0
             if item.outcome.id:  # an error for a request whose id could not be read goes to its queue only

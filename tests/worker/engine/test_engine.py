@@ -332,7 +332,7 @@ def test_run_defaults_follow_the_device_unless_set(models_dir: Path) -> None:
         cuda=False,
         prefer_quantized=True,
         max_pairs_per_run=16,
-        token_budget=8192,
+        token_budget=768,
         bulk_max_pairs=1024,
         slowest_pairs_per_s=20,
     )
