@@ -17,9 +17,9 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import cast
+from typing import Any, cast
 
 import redis
 
@@ -85,6 +85,37 @@ end
 for j = 2 * m + q + k + 1, #KEYS do redis.call('DEL', KEYS[j]) end
 return n
 """
+
+
+@dataclass
+class _Chunk:
+    """The arguments of one `_RESULTS` call: up to SERIALISE_CHUNK results."""
+
+    keys: list[str] = field(default_factory=list)  # result and notify key of each result with an id
+    queues: dict[str, int] = field(default_factory=dict)  # result queue -> its number among the queues (from 1)
+    metas: list[str] = field(default_factory=list)  # the result-backend key of each result with a task id
+    written: list[str | int] = field(default_factory=list)  # per result: JSON, queue, key pair, meta head, tail
+    counters: list[str] = field(default_factory=list)
+    count: int = 0
+
+    def add(self, item: Publication, body: str, backend: ResultBackend | None, date_done: str) -> None:
+        queue = self.queues.setdefault(item.reply_queue, len(self.queues) + 1) if item.reply_queue else 0
+        if item.outcome.id:  # an error for a request whose id could not be read goes to its queue only
+            self.keys += (RESULT_KEY + item.outcome.id, NOTIFY_KEY + item.outcome.id)
+        self.written += (body, queue, len(self.keys) // 2 if item.outcome.id else 0)
+        if backend is not None and item.task_id:
+            self.metas.append(backend.key_prefix + item.task_id)
+            self.written += backend.meta_around(item, date_done)
+        else:
+            self.written += ("", "")
+        self.count += 1
+
+    def write(self, script: Any, pipe: Any, ttl: int, backend: ResultBackend | None) -> None:
+        if not (self.keys or self.queues or self.counters or self.metas):
+            return
+        expires = backend.expires_s if backend else 0
+        args = [ttl, self.count, len(self.keys) // 2, len(self.queues), len(self.metas), expires, *self.written]
+        script(keys=[*self.keys, *self.queues, *self.metas, *self.counters], args=args, client=pipe)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,31 +196,24 @@ class Publisher:
         done_ids: Sequence[str],
         between: Callable[[], None] | None = None,
     ) -> None:
-        """Every write of one batch, in one round trip. Raises on a Redis error: nothing is acked then.
-        `between`: called after every `SERIALISE_CHUNK` results are serialised (a 1,024-result bulk batch of 77
-        labels takes ~100 ms to turn into JSON: realtime work goes in between, worker/engine/gate.py)."""
+        """Every write of one batch, in one round trip. Raises on a Redis error: nothing is acked then. The results
+        go in one script call per `SERIALISE_CHUNK` (a 1,024-result batch of 77 labels in one call held Redis for
+        ~50 ms; in chunks, other clients are served between them), and `between` is called between chunks (turning
+        them into JSON took ~100 ms: realtime work goes in between, worker/engine/gate.py)."""
         ttl = self.result_ttl_s
         now_s = time.time()
         pipe = self.client.pipeline(transaction=False)
-        keys: list[str] = []  # result and notify key of each result with an id
-        queues: dict[str, int] = {}  # result queue -> its number among the script's KEYS after `keys` (from 1)
-        metas: list[str] = []  # the result-backend key of each result with a task id
-        written: list[str | int] = []  # per result: JSON, queue number, key pair number (0: none), meta head, tail
         backend = self.backend
         date_done = datetime.now(UTC).isoformat() if backend else ""
+        chunk = _Chunk()
         for index, item in enumerate(publications):
-            if between is not None and index and not index % SERIALISE_CHUNK:
-                between()
+            if index and not index % SERIALISE_CHUNK:  # one script call per chunk: Redis serves others in between
+                chunk.write(self._results, pipe, ttl, backend)
+                chunk = _Chunk()
+                if between is not None:
+                    between()
             body = payload(item.outcome)
-            queue = queues.setdefault(item.reply_queue, len(queues) + 1) if item.reply_queue else 0
-            if item.outcome.id:  # an error for a request whose id could not be read goes to its queue only
-                keys += (RESULT_KEY + item.outcome.id, NOTIFY_KEY + item.outcome.id)
-            written += (body, queue, len(keys) // 2 if item.outcome.id else 0)
-            if backend is not None and item.task_id:
-                metas.append(backend.key_prefix + item.task_id)
-                written += backend.meta_around(item, date_done)
-            else:
-                written += ("", "")
+            chunk.add(item, body, backend, date_done)
             if item.webhook_url:
                 job = WebhookJob(
                     request_id=item.outcome.id,
@@ -202,10 +226,7 @@ class Publisher:
             pipe.rpush(DEAD_LETTER_KEY, letter.to_json(now_s))
         if dead_letters:
             pipe.ltrim(DEAD_LETTER_KEY, -DEAD_LETTERS_MAX, -1)  # the newest; a flood cannot fill Redis
-        if keys or queues or done_ids or metas:
-            counters = [DELIVERIES_KEY + message_id for message_id in done_ids]
-            expires = backend.expires_s if backend else 0
-            args = [ttl, len(publications), len(keys) // 2, len(queues), len(metas), expires, *written]
-            self._results(keys=[*keys, *queues, *metas, *counters], args=args, client=pipe)
+        chunk.counters = [DELIVERIES_KEY + message_id for message_id in done_ids]  # deleted last, with the last chunk
+        chunk.write(self._results, pipe, ttl, backend)
         if len(pipe):
             pipe.execute()

@@ -332,3 +332,27 @@ def test_label_sets_are_parsed_once_per_version(setup: Any) -> None:
     assert store.latest(["s"])["s"] is first and first.version == 3  # cached: the same parsed object
     redis.set(LABELSET_KEY + "s", json.dumps({"version": 4, "set": {"name": "s", "labels": ["c"]}}))
     assert [label.name for label in store.latest(["s"])["s"].labels] == ["c"]  # a new version is seen at once
+
+
+def test_a_large_batch_is_written_in_chunks_with_realtime_work_let_through_between(setup: Any) -> None:
+    """300 results go out in three script calls (Redis serves other clients between them) and the gate is passed
+    between chunks; every result lands once, by id and on its queue, and every delivery counter is cleared."""
+    from worker.constants import DELIVERIES_KEY
+    from worker.stream.publishing import SERIALISE_CHUNK
+
+    pipeline, redis, _ = setup
+    count = 2 * SERIALISE_CHUNK + 44
+    batch = [
+        pipeline.receive(
+            v2({"id": f"c-{i}", "text": "a refund", "labels": ["refund", "bug"], "reply_to": "r:c"}, f"c-{i}")
+        )
+        for i in range(count)
+    ]
+    passes: list[int] = []
+    with pipeline.engine.gate.open(lambda: passes.append(redis.llen("r:c"))):
+        pipeline.handle(batch)
+    ids = [parse_result(raw).id for raw in redis.lrange("r:c", 0, -1)]
+    assert ids == [f"c-{i}" for i in range(count)]
+    assert all(redis.get(RESULT_KEY + f"c-{i}") for i in range(count))
+    assert not redis.keys(DELIVERIES_KEY + "*")
+    assert len(passes) >= 3  # before the batch, and between its three chunks (and its model's runs, none here)
