@@ -198,8 +198,10 @@ class Publisher:
     ) -> None:
         """Every write of one batch, in one round trip. Raises on a Redis error: nothing is acked then. The results
         go in one script call per `SERIALISE_CHUNK` (a 1,024-result batch of 77 labels in one call held Redis for
-        ~50 ms; in chunks, other clients are served between them), and `between` is called between chunks (turning
-        them into JSON took ~100 ms: realtime work goes in between, worker/engine/gate.py)."""
+        ~50 ms; in chunks, other clients are served between them). With `between` (a bulk batch), each chunk is
+        written in its own round trip and `between` called after it: realtime work goes in between
+        (worker/engine/gate.py); a failure part-way leaves earlier chunks written and the batch unacked, so its
+        messages come back and are answered again (duplicates by id, as after any failed write)."""
         ttl = self.result_ttl_s
         now_s = time.time()
         pipe = self.client.pipeline(transaction=False)
@@ -210,7 +212,8 @@ class Publisher:
             if index and not index % SERIALISE_CHUNK:  # one script call per chunk: Redis serves others in between
                 chunk.write(self._results, pipe, ttl, backend)
                 chunk = _Chunk()
-                if between is not None:
+                if between is not None:  # a bulk batch: this chunk written now, realtime work, then the next
+                    pipe.execute()
                     between()
             body = payload(item.outcome)
             chunk.add(item, body, backend, date_done)

