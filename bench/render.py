@@ -611,6 +611,11 @@ def cuda_reading(cuda: dict[str, Any]) -> list[str]:
         f"pipeline with batch_size 32; at 10% load a 5-label request is answered in {pct(ten, 50):.0f} ms p50 / "
         f"{pct(ten, 99):.0f} ms p99 (the model alone {cuda['alone_ms']['deberta-fp32']:.1f} ms).",
         "",
+        "Since this run (not yet measured on a GPU): `labelq worker` on a CUDA host runs 4 processes sharing the "
+        "device by default, so the device runs while each does its Python; the Python per pair is now 11-22 µs "
+        "with the model stubbed on a CPU, and `bench/python_overhead.py` predicts one process at 0.38-0.75 of raw "
+        "(2-77 labels) and four at the device's own rate (bench/reports/python-overhead.json, `gpu_ceiling`).",
+        "",
     ]
 
 
