@@ -32,6 +32,11 @@ class RunGate:
         finally:
             self._between = previous
 
+    @property
+    def is_open(self) -> bool:
+        """A batch that may be interrupted is running (its callers may then cut their work into steps)."""
+        return self._between is not None and not self._inside
+
     def checkpoint(self) -> None:
         between = self._between
         if between is None or self._inside:

@@ -221,8 +221,9 @@ class Pipeline:
                 to_classify.append(item)
         classified = self._classify(to_classify, started_s)
         publications += classified
-        # a bulk batch lets realtime work through while its results are serialised too (a no-op otherwise)
-        self.publisher.publish(publications, dead, ids, between=self.engine.gate.checkpoint)
+        # a bulk batch lets realtime work through while its results are written too; any other: one round trip
+        gate = self.engine.gate
+        self.publisher.publish(publications, dead, ids, between=gate.checkpoint if gate.is_open else None)
         self._observe(batch, outcomes, list(zip(to_classify, classified, strict=True)), started_s)
         self._log(batch, publications, dead, started_s)
         return publications

@@ -17,14 +17,17 @@ def test_the_gate_calls_back_before_each_run_without_nesting() -> None:
 
     def between() -> None:
         calls.append("between")
+        assert not gate.is_open  # inside the callback: its own work is not cut into steps
         gate.checkpoint()  # the callback's own model runs pass without calling it again
 
     gate.checkpoint()  # closed: nothing
+    assert not gate.is_open
     with gate.open(between):
+        assert gate.is_open
         gate.checkpoint()
         gate.checkpoint()
     gate.checkpoint()
-    assert calls == ["between", "between"]
+    assert calls == ["between", "between"] and not gate.is_open
 
 
 def test_a_failing_callback_is_logged_and_the_batch_goes_on(caplog: pytest.LogCaptureFixture) -> None:
