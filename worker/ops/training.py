@@ -12,8 +12,11 @@ The zero-shot scorer is the prior, twice over:
   chosen on validation rows, which is why a head fitted on a handful of examples does not do worse there than
   zero-shot with descriptions.
 
-Validation rows are the `--val` file, else a stratified fifth of the data held apart (and added back for the
-final fit). Per-label thresholds are fitted on them too, and their metrics are stored with the head.
+Validation rows are the `--val` file; else, with 2,000 rows or more, a stratified fifth of the data held apart;
+else 5-fold cross-validation. The candidates (zero-shot alone, prototypes, logistic regression) are scored on
+them, a more complex kind chosen only when it does strictly better; the final head is fitted on all the data
+(the held-apart rows included). Per-label thresholds are fitted on the validation rows too, and their metrics
+are stored with the head.
 """
 
 from __future__ import annotations
