@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from labelq.commands.labelsets import set_name
 from labelq.commands.options import (
     REDIS_URL_OPTION,
     SHORTLIST_OPTION,
@@ -23,6 +24,7 @@ from labelq.commands.options import (
     "--label-set",
     "label_set",
     default=None,
+    callback=set_name,
     help="Evaluate a stored label set as workers serve it (its head, if it has one) instead of --labels-file",
 )
 @REDIS_URL_OPTION

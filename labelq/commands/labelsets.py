@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,15 @@ def labelsets() -> None:
     """Named, versioned label sets in Redis: requests name one (`label_set`) instead of listing labels."""
 
 
+def set_name(ctx: click.Context | None, param: click.Parameter | None, value: str | None) -> str | None:
+    """A label set name as requests may name one (`label_set`): letters, digits, `_ . -`, at most 100."""
+    from schemas.request import LABEL_SET_NAME_PATTERN
+
+    if value is not None and not re.fullmatch(LABEL_SET_NAME_PATTERN, value):
+        raise click.BadParameter(f"{value!r}: a label set name is letters, digits, '_', '.', '-' (at most 100)")
+    return value
+
+
 def _store(redis_url: str) -> Any:
 
     from worker.stream.labelsets import LabelSetStore
@@ -29,7 +39,7 @@ def _store(redis_url: str) -> Any:
 
 
 @labelsets.command("put")
-@click.argument("name")
+@click.argument("name", callback=set_name)
 @click.argument("source", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
     "--thresholds-from",
@@ -76,8 +86,26 @@ def _read_labelset(name: str, source: Path, thresholds: dict[str, float] | None 
         raise InputError(f"{source}: {exc}") from None
 
 
+def _labelset_from_data(name: str, rows: list[Any], data: Path) -> Any:
+    """A new set named by the data's own labels, in order of first appearance; one `InputError` if it cannot be."""
+    from pydantic import ValidationError
+
+    from worker.errors import InputError
+    from worker.stream.labelsets import LabelSet
+
+    names = list(dict.fromkeys(label for row in rows for label in row.labels))
+    if not names:
+        raise InputError(f"{data}: no row names a label; a new label set needs at least one")
+    try:
+        return LabelSet(name=name, labels=names)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise InputError(f"{data}: its labels cannot make label set {name!r}: {where}: {first['msg']}") from None
+
+
 @labelsets.command("fit")
-@click.argument("name")
+@click.argument("name", callback=set_name)
 @click.option(
     "--data",
     required=True,
@@ -116,9 +144,7 @@ def labelsets_fit(
     if labels_from:
         base = _read_labelset(name, labels_from)
     else:
-        base = store.get(name) or LabelSet(
-            name=name, labels=list(dict.fromkeys(label for row in rows for label in row.labels))
-        )
+        base = store.get(name) or _labelset_from_data(name, rows, data)
     if base.multi_label is not None and base.multi_label != multi_label:
         mode = "multi-label" if base.multi_label else "single-label"
         raise InputError(f"label set {name} is {mode}; {data} is {'multi' if multi_label else 'single'}-label data")
@@ -159,7 +185,7 @@ def labelsets_fit(
 
 
 @labelsets.command("get")
-@click.argument("name")
+@click.argument("name", callback=set_name)
 @click.option("--version", type=int, default=None, help="A past version (default: the latest)")
 @REDIS_URL_OPTION
 def labelsets_get(name: str, version: int | None, redis_url: str) -> None:
@@ -180,16 +206,22 @@ def labelsets_get(name: str, version: int | None, redis_url: str) -> None:
 @REDIS_URL_OPTION
 def labelsets_list(redis_url: str) -> None:
     """Every label set with its latest version and label count."""
+    from worker.errors import InputError
+
     store = _store(redis_url)
     for name in store.names():
-        labelset = store.get(name)
+        try:
+            labelset = store.get(name)
+        except InputError as exc:  # one broken set does not hide the others
+            click.echo(f"{name}  unusable: {exc}")
+            continue
         if labelset is not None:
             head = f"  head on {labelset.head.model}@{labelset.head.model_revision}" if labelset.head else ""
             click.echo(f"{name}  v{labelset.version}  {len(labelset.labels)} labels{head}")
 
 
 @labelsets.command("delete")
-@click.argument("name")
+@click.argument("name", callback=set_name)
 @REDIS_URL_OPTION
 def labelsets_delete(name: str, redis_url: str) -> None:
     """Delete a label set and all its versions."""

@@ -39,9 +39,20 @@ class Report:
     scorer_note: str | None = None  # why a label set's head did not score (the first such result's note)
 
 
+def read_text_lines(path: Path) -> list[str]:
+    """A labelled file's lines (UTF-8, a leading BOM allowed); `InputError` naming the line if it is not UTF-8."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig").splitlines()
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise InputError(f"{path}:{line}: not UTF-8 (byte {raw[exc.start]:#04x}); save the file as UTF-8") from None
+
+
 def read_examples(path: Path) -> list[Example]:
+    """Single-label rows `{"text", "label"}`; every problem is an `InputError` naming the file and line."""
     rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(read_text_lines(path), 1):
         if line.strip():
             try:
                 data = json.loads(line)
@@ -49,7 +60,13 @@ def read_examples(path: Path) -> list[Example]:
                 raise InputError(f"{path}:{number}: not JSON ({exc}); each line is one object") from None
             if not isinstance(data, dict) or not {"text", "label"} <= data.keys():
                 raise InputError(f"{path}:{number}: each line must be an object with 'text' and 'label'")
+            if not isinstance(data["label"], str | int) or isinstance(data["label"], bool):
+                raise InputError(
+                    f"{path}:{number}: 'label' must be one label name (labelq eval measures single-label data)"
+                )
             rows.append(Example(str(data["text"]), str(data["label"])))
+    if not rows:
+        raise InputError(f"{path}: no labelled rows")
     return rows
 
 

@@ -38,7 +38,7 @@ from worker.engine.embedding import EmbeddingClassifier
 from worker.engine.heads import LinearHead
 from worker.engine.scoring import softmax
 from worker.errors import InputError
-from worker.ops.evaluation import best_thresholds
+from worker.ops.evaluation import best_thresholds, read_text_lines
 
 C_GRID = (1.0, 4.0, 16.0)  # inverse regularisation strengths tried (chosen on validation rows)
 PRIOR_WEIGHT = 4.0  # each label's own text counts as this many examples of it
@@ -48,6 +48,7 @@ CV_MAX_ROWS = 2000  # below this many rows (and without --val), the choices are 
 CV_FOLDS = 5
 EMBED_CHUNK = 256
 MAX_ITER = 2000
+CONSTANT_LOGIT = 3.0  # a multi-label head's label whose rows are all positive (or all negative): sigmoid 0.95 (0.05)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +77,7 @@ def read_rows(path: Path) -> tuple[list[Row], bool]:
     data) and whether the data is multi-label. Every problem is an `InputError` naming file and line."""
     rows: list[Row] = []
     multi = False
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(read_text_lines(path), 1):
         if not line.strip():
             continue
         try:
@@ -124,7 +125,7 @@ def folds(rows: Sequence[Row], val_rows: Sequence[Row], seed: int) -> tuple[list
     rng = random.Random(seed)
     by_label: dict[str, list[int]] = {}
     for index, row in enumerate(rows):
-        by_label.setdefault(row.labels[0], []).append(index)
+        by_label.setdefault(row.labels[0] if row.labels else "", []).append(index)  # multi-label: [] is "none"
     fold_of: dict[int, int] = {}
     count = 1 if len(rows) >= CV_MAX_ROWS else CV_FOLDS
     dealt = 0
@@ -360,6 +361,9 @@ def _fit(
         weights = np.zeros((len(names), X.shape[1]))
         bias = np.zeros(len(names))
         for column in range(len(names)):
+            if gold[:, column].all() or not gold[:, column].any():  # one class only: nothing to tell apart
+                bias[column] = CONSTANT_LOGIT if gold[0, column] else -CONSTANT_LOGIT
+                continue
             model = LogisticRegression(C=c, class_weight="balanced", max_iter=MAX_ITER)
             model.fit(X, gold[:, column], sample_weight=weight)
             weights[column], bias[column] = model.coef_[0], model.intercept_[0]

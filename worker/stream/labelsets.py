@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, 
 
 from schemas import ClassifyRequest, Label
 from schemas.limits import DEFAULT_MAX_LABEL_TEXT_CHARS, DEFAULT_MAX_LABELS
-from schemas.request import expand_label_shorthand, template_problem
+from schemas.request import LABEL_SET_NAME_PATTERN, expand_label_shorthand, template_problem
 from schemas.transport import KEY_PREFIX
 from worker.engine.heads import LinearHead
 from worker.errors import InputError
@@ -48,7 +48,7 @@ return version
 class LabelSet(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    name: str
+    name: str = Field(pattern=LABEL_SET_NAME_PATTERN)  # what a request may name: no ':' to reach other keys
     version: int = 0
     labels: tuple[Label, ...] = Field(min_length=1, max_length=DEFAULT_MAX_LABELS)
     hypothesis_template: str | None = None
@@ -98,6 +98,8 @@ class LabelSet(BaseModel):
             raise ValueError(f"{where}not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
         if not isinstance(data, dict):
             raise ValueError("a label set file is a mapping with a `labels` list")
+        data.pop("version", None)  # what `labelq labelsets get` prints: the store numbers versions itself
+        data.pop("head", None)  # likewise: a head is fitted (`labelq labelsets fit`), never written by hand
         labelset = cls.model_validate({**data, "name": name})
         if thresholds:
             unknown = set(thresholds) - {label.name for label in labelset.labels}

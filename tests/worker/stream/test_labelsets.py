@@ -228,3 +228,79 @@ def test_fit_starts_from_a_label_set_file_and_keeps_its_descriptions(redis_url: 
     multi.write_text(json.dumps({"text": "x", "label": ["complaint"]}) + "\n")
     refused = labelq(redis_url, "fit", "feedback", "--data", str(multi))
     assert refused.returncode == 2 and "single-label" in refused.stderr
+
+
+def test_what_an_outside_check_of_teaching_found(redis_url: str, tmp_path: Path) -> None:
+    """Each was a traceback (exit 70), a wrong success, or a misleading line before."""
+    rows = "".join(json.dumps({"text": t, "label": n}) + "\n" for n, ts in TEACHING.items() for t in ts)
+    good = tmp_path / "good.jsonl"
+    good.write_text(rows)
+    # multi-label rows with no label at all ("none of them") fit; all-empty data is one line
+    some_empty = tmp_path / "some_empty.jsonl"
+    some_empty.write_text(
+        json.dumps({"text": "nice day", "label": []})
+        + "\n"
+        + json.dumps({"text": "refund me", "label": ["billing"]})
+        + "\n"
+    )
+    assert labelq(redis_url, "fit", "multi", "--data", str(some_empty)).returncode == 0
+    all_empty = tmp_path / "all_empty.jsonl"
+    all_empty.write_text(json.dumps({"text": "nice day", "label": []}) + "\n")
+    done = labelq(redis_url, "fit", "nothing", "--data", str(all_empty))
+    assert done.returncode == 2 and "no row names a label" in done.stderr
+    # bytes that are not UTF-8: the file and line; a BOM is fine
+    latin = tmp_path / "latin.jsonl"
+    latin.write_bytes(rows.encode() + b'{"text": "caf\xe9", "label": "thanks"}\n')
+    done = labelq(redis_url, "fit", "latin", "--data", str(latin))
+    assert done.returncode == 2 and "latin.jsonl:7: not UTF-8" in done.stderr
+    bom = tmp_path / "bom.jsonl"
+    bom.write_bytes(b"\xef\xbb\xbf" + rows.encode())
+    assert labelq(redis_url, "fit", "bom", "--data", str(bom)).returncode == 0
+    # names: what a request can name, nothing that reaches another set's keys
+    for name in ("", "a:version", "bad name/../x"):
+        done = labelq(redis_url, "fit", name, "--data", str(good))
+        assert done.returncode == 2 and "label set name" in done.stderr, name
+    # one unusable set does not hide the others in `list`
+    import redis as redis_lib
+
+    from worker.stream.labelsets import LABELSET_KEY, LABELSET_NAMES_KEY
+
+    store = redis_lib.Redis.from_url(redis_url)
+    store.set(LABELSET_KEY + "aaa-broken", b"\xff\xfe{")
+    store.sadd(LABELSET_NAMES_KEY, "aaa-broken")
+    listed = labelq(redis_url, "list")
+    assert listed.returncode == 0 and "aaa-broken  unusable" in listed.stdout and "bom  v1" in listed.stdout
+    # what `get` prints of a taught set can be `put` back (as a version without a head)
+    shown = tmp_path / "shown.yaml"
+    shown.write_text(labelq(redis_url, "get", "bom").stdout)
+    done = labelq(redis_url, "put", "bom2", str(shown))
+    assert done.returncode == 0 and "bom2 version 1: 2 labels" in done.stdout
+    assert "head" not in labelq(redis_url, "get", "bom2").stdout
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("", "no labelled rows"),
+        (json.dumps({"text": "a", "label": ["x", "y"]}) + "\n", "single-label data"),
+    ],
+)
+def test_eval_refuses_what_it_cannot_measure(redis_url: str, tmp_path: Path, content: str, message: str) -> None:
+    data = tmp_path / "data.jsonl"
+    data.write_text(content)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "labelq.cli",
+            "eval",
+            str(data),
+            "--labels-file",
+            str(ROOT / "tests/fixtures/nli_golden.json"),
+        ],
+        env={**os.environ, "LABELQ_REDIS_URL": redis_url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
