@@ -168,25 +168,37 @@ def evaluate(
 def score_predictions(
     gold: Sequence[str], predicted: Sequence[str], names: Sequence[str], scores: list[dict[str, float]] | None = None
 ) -> Report:
-    per_label = {}
-    for name in names:
-        tp = sum(g == name and p == name for g, p in zip(gold, predicted, strict=True))
-        fp = sum(g != name and p == name for g, p in zip(gold, predicted, strict=True))
-        fn = sum(g == name and p != name for g, p in zip(gold, predicted, strict=True))
-        per_label[name] = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
+    column = {name: i for i, name in enumerate(names)}
+    gold_flags = np.zeros((len(gold), len(names)), dtype=bool)
+    predicted_flags = np.zeros_like(gold_flags)
+    for row, (g, p) in enumerate(zip(gold, predicted, strict=True)):
+        if g in column:
+            gold_flags[row, column[g]] = True
+        if p in column:
+            predicted_flags[row, column[p]] = True
+    f1, present = f1_by_label(predicted_flags, gold_flags)
     confused = Counter((g, p) for g, p in zip(gold, predicted, strict=True) if g != p)
     # over the labels present in the data or predicted, as scikit-learn's macro average: a label no example has
     # and none was given scores no 0 of its own (a sorted slice of a file would otherwise report near 0)
-    present = sorted(name for name in per_label if name in set(gold) | set(predicted))
+    over = sorted(name for name, i in column.items() if present[i])
     return Report(
         n=len(gold),
         accuracy=sum(g == p for g, p in zip(gold, predicted, strict=True)) / max(len(gold), 1),
-        macro_f1=float(np.mean([per_label[name] for name in present])) if present else 0.0,
-        per_label_f1=per_label,
-        macro_f1_labels=tuple(present),
+        macro_f1=float(np.mean(f1[present])) if present.any() else 0.0,
+        per_label_f1={name: float(f1[i]) for name, i in column.items()},
+        macro_f1_labels=tuple(over),
         confused=[(g, p, n) for (g, p), n in confused.most_common()],
         scores=scores or [],
     )
+
+
+def f1_by_label(predicted: np.ndarray, gold: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per label (column of [rows, labels] flags): its one-vs-rest F1, and whether the gold rows or the
+    predictions hold it at all (what a macro average is over, as scikit-learn's; an absent label's F1 is 0)."""
+    tp = (predicted & gold).sum(axis=0)
+    denominator = predicted.sum(axis=0) + gold.sum(axis=0)
+    present = denominator > 0
+    return np.where(present, 2 * tp / np.maximum(denominator, 1), 0.0), present
 
 
 def fit_thresholds(report: Report, gold: Sequence[str], names: Iterable[str]) -> dict[str, float]:

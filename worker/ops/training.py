@@ -38,7 +38,7 @@ from worker.engine.embedding import EmbeddingClassifier
 from worker.engine.heads import LinearHead
 from worker.engine.scoring import softmax
 from worker.errors import InputError
-from worker.ops.evaluation import best_thresholds, read_text_lines
+from worker.ops.evaluation import best_thresholds, f1_by_label, read_text_lines
 
 C_GRID = (1.0, 4.0, 16.0)  # inverse regularisation strengths tried (chosen on validation rows)
 PRIOR_WEIGHT = 4.0  # each label's own text counts as this many examples of it
@@ -315,10 +315,8 @@ def _macro_f1(scores: np.ndarray, gold: np.ndarray, multi_label: bool) -> float:
     else:
         predicted = np.zeros_like(gold)
         predicted[np.arange(len(scores)), scores.argmax(axis=1)] = True
-    tp = (predicted & gold).sum(axis=0)
-    denominator = predicted.sum(axis=0) + gold.sum(axis=0)
-    present = denominator > 0
-    return float(np.mean(2 * tp[present] / denominator[present])) if present.any() else 0.0
+    f1, present = f1_by_label(predicted, gold)
+    return float(np.mean(f1[present])) if present.any() else 0.0
 
 
 def _fitted_logits(
