@@ -50,10 +50,10 @@ def _store(redis_url: str) -> Any:
 @REDIS_URL_OPTION
 def labelsets_put(name: str, source: Path, thresholds_file: Path | None, redis_url: str) -> None:
     """Store FILE.yaml as the next version of label set NAME; workers use it from their next batch."""
-    thresholds = json.loads(thresholds_file.read_text()) if thresholds_file else None
-    labelset = _read_labelset(name, source, thresholds)
     from worker.errors import InputError
 
+    thresholds = json.loads(thresholds_file.read_text()) if thresholds_file else None
+    labelset = _read_labelset(name, source, thresholds)
     store = _store(redis_url)
     try:
         previous = store.get(name)
@@ -74,14 +74,13 @@ def _read_labelset(name: str, source: Path, thresholds: dict[str, float] | None 
     from pydantic import ValidationError
 
     from worker.errors import InputError
-    from worker.stream.labelsets import LabelSet
+    from worker.stream.labelsets import LabelSet, first_problem
 
     try:
         return LabelSet.from_yaml(name, source.read_text(), thresholds)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "the file"
-        raise InputError(f"{source}: {where}: {first['msg']} (a label set is a mapping with a `labels` list)") from None
+        problem = first_problem(exc, whole="the file")
+        raise InputError(f"{source}: {problem} (a label set is a mapping with a `labels` list)") from None
     except ValueError as exc:
         raise InputError(f"{source}: {exc}") from None
 
@@ -91,7 +90,7 @@ def _labelset_from_data(name: str, rows: list[Any], data: Path) -> Any:
     from pydantic import ValidationError
 
     from worker.errors import InputError
-    from worker.stream.labelsets import LabelSet
+    from worker.stream.labelsets import LabelSet, first_problem
 
     names = list(dict.fromkeys(label for row in rows for label in row.labels))
     if not names:
@@ -99,9 +98,7 @@ def _labelset_from_data(name: str, rows: list[Any], data: Path) -> Any:
     try:
         return LabelSet(name=name, labels=names)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        raise InputError(f"{data}: its labels cannot make label set {name!r}: {where}: {first['msg']}") from None
+        raise InputError(f"{data}: its labels cannot make label set {name!r}: {first_problem(exc)}") from None
 
 
 @labelsets.command("fit")

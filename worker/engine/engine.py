@@ -164,10 +164,12 @@ class Engine:
             headed: list[tuple[int, LinearHead]] = []
             for i in indices:
                 head = heads[i] if heads else None
-                note = self._head_problem(head, classifier, batch[i].request) if head else None
-                if head and note is None:
+                if head is None:
+                    continue
+                note = self._head_problem(head, classifier, batch[i].request)
+                if note is None:
                     headed.append((i, head))
-                elif note is not None:
+                else:
                     notes[i] = note
             if headed and isinstance(classifier, EmbeddingClassifier):
                 requests = [batch[i].request for i, _ in headed]

@@ -144,7 +144,7 @@ class LabelSetStore:
         except (ValueError, KeyError, TypeError) as exc:
             which = f"version {version}" if version else "latest version"
             raise InputError(
-                f"label set {name} ({which}) is stored but cannot be used: {_first_problem(exc)}; "
+                f"label set {name} ({which}) is stored but cannot be used: {first_problem(exc)}; "
                 "store a new version (labelq labelsets put or fit)"
             ) from None
 
@@ -161,7 +161,7 @@ class LabelSetStore:
             try:
                 found[name] = self._cached(raw)
             except (ValueError, KeyError, TypeError) as exc:  # not written by `put`, or tampered with
-                reason = _first_problem(exc)
+                reason = first_problem(exc)
                 log.error("label set %s is unusable (%s); requests naming it get invalid_label_set", name, reason)
                 found[name] = Unusable(reason)
         return found
@@ -194,10 +194,12 @@ class Unusable(str):
     """Why a stored label set cannot be used."""
 
 
-def _first_problem(exc: Exception) -> str:
+def first_problem(exc: Exception, whole: str = "") -> str:
+    """A label set that does not validate, in one phrase: `field: message` of its first error (`whole` names the
+    field when the error is about the set as a whole)."""
     if isinstance(exc, ValidationError):
         first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
+        where = ".".join(str(part) for part in first["loc"]) or whole
         return f"{where}: {first['msg']}" if where else str(first["msg"])
     return f"not a stored label set ({type(exc).__name__})"
 
