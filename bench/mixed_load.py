@@ -8,9 +8,9 @@ the bulk batch's end, as before), all in one run on one machine:
 - bulk alone: a backlog moved onto `labelq.bulk` at once, timed to its last result;
 - mixed: the same backlog with the same realtime traffic beside it, for as long as the backlog drains.
 Reported: realtime p50/p99/max in each phase, bulk throughput mixed / alone, and one model run's time (the
-backlog's time alone over its model runs at the default run size): the target is realtime p99 with a backlog
-<= p99 alone + one run. Writes bench/reports/mixed-load.json and docs/img/mixed-load.png; the harness runs
-it as its mixed-load phase (bench/harness.py).
+median and the longest run of one bulk batch of the backlog at the worker's defaults, timed in process): the
+target is realtime p99 with a backlog <= p99 alone + one run. Writes bench/reports/mixed-load.json and
+docs/img/mixed-load.png; the harness runs it as its mixed-load phase (bench/harness.py).
 """
 
 from __future__ import annotations
@@ -53,21 +53,30 @@ def _units(model: str, labels: int) -> int:
     return 1 if model.startswith("minilm") else labels
 
 
-def one_run_ms(settings: Settings, labels: int, repeats: int = 9) -> float:
-    """One model run at the default run size, in this process (the worker is stopped meanwhile): the median of
-    `repeats` engine calls whose requests fill exactly one run (NLI: run size / labels texts; embedding: run size
-    texts, label vectors cached)."""
+def model_runs_ms(settings: Settings, backlog: list[Any]) -> list[float]:
+    """The model runs of one bulk batch of the backlog at the worker's defaults (what a realtime request waits
+    for between runs), timed in this process while the worker is stopped: sorted, in ms. The batch is the
+    backlog's first requests up to the bulk batch's limits; it is answered once to warm up, then timed."""
     engine = Engine(settings)
-    size = engine.runs.max_pairs_per_run
-    count = max(1, size // (1 if engine.classifier().card.kind == "embedding" else labels))
-    batch = [ParsedRequest(r) for r in requests(texts(count, 3000), label_names(labels), "run")]
+    classifier: Any = engine.classifier()
+    runs = engine.runs
+    pairs_each = 1 if classifier.card.kind == "embedding" else len(backlog[0].labels)
+    count = min(len(backlog), settings.bulk_batch_size, max(1, runs.bulk_max_pairs // pairs_each))
+    batch = [ParsedRequest(r) for r in backlog[:count]]
     engine.answer(batch)  # warm: label vectors cached
-    times = []
-    for _ in range(repeats):
+    times: list[float] = []
+    model, run = classifier.model, classifier.model.run
+
+    def timed(feeds: Any) -> Any:
         started = time.perf_counter()
-        engine.answer(batch)
-        times.append(time.perf_counter() - started)
-    return statistics.median(times) * 1000
+        try:
+            return run(feeds)
+        finally:
+            times.append((time.perf_counter() - started) * 1000)
+
+    model.run = timed
+    engine.answer(batch)
+    return sorted(times)
 
 
 def measure(model: str, env: dict[str, str], url: str, workdir: Path, scale: float) -> dict[str, Any]:
@@ -77,13 +86,17 @@ def measure(model: str, env: dict[str, str], url: str, workdir: Path, scale: flo
     backlog = requests([pool[i % len(pool)] for i in range(count)], label_names(labels), "bulk", "bench:bulk")
     os.environ.update(env)
     settings = load_settings(result_cache_size=0)
-    run_ms = one_run_ms(settings, labels)
+    runs_ms = model_runs_ms(settings, backlog)
+    defaults = run_defaults(settings)
     out: dict[str, Any] = {
         "model": model,
         "backlog": count,
         "backlog_labels": labels,
-        "one_run_ms": round(run_ms, 1),
-        "run_size": run_defaults(settings).max_pairs_per_run,
+        "one_run_ms": round(statistics.median(runs_ms), 1),  # the median run of a bulk batch
+        "longest_run_ms": round(runs_ms[-1], 1),
+        "runs_in_a_batch": len(runs_ms),
+        "run_size": defaults.max_pairs_per_run,
+        "token_budget": defaults.token_budget,
         "modes": {},
     }
     for mode, between in (("between runs", "true"), ("batch ends", "false")):
@@ -95,15 +108,17 @@ def measure(model: str, env: dict[str, str], url: str, workdir: Path, scale: flo
                 bulk_alone_s = ways.e2e_seconds(client, backlog, "bulk")
                 capacity = count * _units(model, labels) / bulk_alone_s  # model sequences a second
                 rate = LOAD * capacity / _units(model, REALTIME_LABELS)
-                n_realtime = min(900, max(30, int(rate * bulk_alone_s * 0.8)))
-                realtime = requests(texts(n_realtime, 2100), label_names(REALTIME_LABELS), f"rt-{mode[:5]}", "bench:rt")
-                alone, _ = ways.open_loop(url, realtime, rate, seed=1)
+                # realtime alone: as many as the backlog's time alone would see; beside it: until it has drained
+                n_alone = min(900, max(30, int(rate * bulk_alone_s * 0.8)))
+                realtime = requests(texts(980, 2100), label_names(REALTIME_LABELS), f"rt-{mode[:5]}", "bench:rt")
+                alone, _ = ways.open_loop(url, realtime[:n_alone], rate, seed=1)
                 mixed_bulk: list[float] = []
+                drained = threading.Event()
                 ways.stage_backlog(client, backlog)  # before the clock: the producer's work is not the worker's
-                loader = threading.Thread(target=_drain, args=(url, backlog, mixed_bulk), daemon=True)
+                loader = threading.Thread(target=_drain, args=(url, backlog, mixed_bulk, drained), daemon=True)
                 loader.start()
                 time.sleep(0.2)  # the backlog is on the queue and its first batch running
-                beside, _ = ways.open_loop(url, realtime, rate, seed=1)
+                beside, _ = ways.open_loop(url, realtime, rate, seed=1, until=drained)
                 loader.join(timeout=3600)
         finally:
             worker.stop()
@@ -112,7 +127,8 @@ def measure(model: str, env: dict[str, str], url: str, workdir: Path, scale: flo
             "bulk_mixed_s": round(mixed_bulk[0], 3),
             "bulk_mixed_over_alone": round(bulk_alone_s / mixed_bulk[0], 3),  # throughput ratio
             "realtime_rate_per_s": round(rate, 2),
-            "realtime_requests": n_realtime,
+            "realtime_requests_alone": len(alone),
+            "realtime_requests_beside": len(beside),
             "realtime_alone_ms": _summary(alone),
             "realtime_mixed_ms": _summary(beside),
             "latencies_alone_ms": [round(x, 2) for x in alone],
@@ -124,9 +140,12 @@ def measure(model: str, env: dict[str, str], url: str, workdir: Path, scale: flo
     return out
 
 
-def _drain(url: str, backlog: list[Any], into: list[float]) -> None:
-    with Client(url) as client:
-        into.append(ways.release_backlog(client, backlog, "bulk"))
+def _drain(url: str, backlog: list[Any], into: list[float], drained: threading.Event) -> None:
+    try:
+        with Client(url) as client:
+            into.append(ways.release_backlog(client, backlog, "bulk"))
+    finally:
+        drained.set()
 
 
 def _summary(latencies: list[float]) -> dict[str, float]:

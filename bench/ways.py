@@ -288,22 +288,31 @@ def release_backlog(client: Client, requests: Sequence[ClassifyRequest], queue: 
     return time.perf_counter() - started
 
 
-def open_loop(url: str, requests: Sequence[ClassifyRequest], rate_per_s: float, seed: int) -> tuple[list[float], float]:
+def open_loop(
+    url: str, requests: Sequence[ClassifyRequest], rate_per_s: float, seed: int, until: threading.Event | None = None
+) -> tuple[list[float], float]:
     """Poisson arrivals at `rate_per_s` on the realtime queue; latency (ms) = result read back - submitted_at.
-    Returns the sorted latencies and the CPU ms per request this load generator itself spent (producer and
-    reader share the machine's cores with the worker)."""
+    With `until`, arrivals stop when it is set (or when `requests` run out). Returns the sorted latencies of the
+    requests sent and the CPU ms per request this load generator itself spent (producer and reader share the
+    machine's cores with the worker)."""
     reply = requests[0].reply_to
     assert reply, "requests need a reply_to"
     rng = random.Random(seed)
     sent_at: dict[str, float] = {}
     latencies: list[float] = []
+    done_sending = threading.Event()
 
     def collect() -> None:
+        give_up_at = math.inf  # 120 s after the last arrival: a result that late is lost, not waited for
         with Client(url) as reader:
-            while len(latencies) < len(requests):
-                raw = pop(reader, reply, within_s=120)
+            while not (done_sending.is_set() and len(latencies) >= len(sent_at)):
+                raw = pop(reader, reply, within_s=2)  # short rounds: the stop condition is seen soon
                 if raw is None:
-                    return
+                    if done_sending.is_set():
+                        give_up_at = min(give_up_at, time.monotonic() + 120)
+                    if time.monotonic() > give_up_at:
+                        return
+                    continue
                 now = time.time()
                 latencies.append((now - sent_at[json.loads(raw)["id"]]) * 1000)
 
@@ -313,6 +322,8 @@ def open_loop(url: str, requests: Sequence[ClassifyRequest], rate_per_s: float, 
     with Client(url) as client:
         next_at = time.monotonic()
         for request in requests:
+            if until is not None and until.is_set():
+                break
             next_at += rng.expovariate(rate_per_s)
             delay = next_at - time.monotonic()
             if delay > 0:
@@ -321,8 +332,9 @@ def open_loop(url: str, requests: Sequence[ClassifyRequest], rate_per_s: float, 
             assert prepared.submitted_at is not None
             sent_at[prepared.id] = prepared.submitted_at.timestamp()
             client.submit(prepared, queue="realtime")
+    done_sending.set()
     thread.join(timeout=300)
-    return sorted(latencies), (time.process_time() - cpu_started) * 1000 / len(requests)
+    return sorted(latencies), (time.process_time() - cpu_started) * 1000 / max(1, len(sent_at))
 
 
 @dataclass(frozen=True)

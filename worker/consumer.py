@@ -224,17 +224,16 @@ class BatchConsumerStep(bootsteps.StartStopStep):
         """Before each model run of a bulk batch (and between the chunks it is claimed in): realtime work that
         arrived is served now, within the batch's allowance."""
         watcher = next((w for w in self._watchers if w.queue == QUEUE_REALTIME), None)
-        waiting = watcher is not None and watcher.pending.is_set()
-        if not waiting and not len(self.batchers[QUEUE_REALTIME]):
-            return
-        if self._allowance_left_s <= 0:
-            metrics.BETWEEN_RUNS.labels("allowance_spent").inc()
-            return
-        started = time.monotonic()
-        self._claim(QUEUE_REALTIME)  # releases its watcher: more realtime work is seen before the next run
-        self.flush(QUEUE_REALTIME)
-        self._allowance_left_s -= time.monotonic() - started
-        metrics.BETWEEN_RUNS.labels("served").inc()
+        # what arrived while realtime work was served is served too, before the bulk batch's next run
+        while (watcher is not None and watcher.pending.is_set()) or len(self.batchers[QUEUE_REALTIME]):
+            if self._allowance_left_s <= 0:
+                metrics.BETWEEN_RUNS.labels("allowance_spent").inc()
+                return
+            started = time.monotonic()
+            self._claim(QUEUE_REALTIME)  # releases its watcher: more realtime work is seen before the next run
+            self.flush(QUEUE_REALTIME)
+            self._allowance_left_s -= time.monotonic() - started
+            metrics.BETWEEN_RUNS.labels("served").inc()
 
     def _add(self, queue: str, message: Claimed) -> None:
         delivery = Delivery(queue, message.body, message.headers, message.content_type, time.time())

@@ -67,7 +67,7 @@ class Settings(BaseSettings):
     token_budget: int | None = Field(
         None,
         ge=64,
-        description="Padded tokens per model run (pairs x padded length); unset: 768 on a CPU, 65536 on CUDA",
+        description="Padded tokens per model run (pairs x padded length); unset: 256 on a CPU, 65536 on CUDA",
     )
     max_pairs_per_run: int | None = Field(
         None,

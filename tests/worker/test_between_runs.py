@@ -15,8 +15,11 @@ import pytest
 
 from producer import Client
 from schemas import ClassificationResult, ClassifyRequest
+from schemas.transport import QUEUE_REALTIME
 from tests.conftest import WorkerFactory
 from tests.reliability.test_reliability import drain_all
+from worker.consumer import BatchConsumerStep, QueueWatcher
+from worker.stream.batcher import Batcher, BatchPolicy
 from worker.stream.redis_queue import UNACKED_INDEX_KEY
 
 RUN_MS = 40
@@ -149,17 +152,54 @@ def test_claiming_a_queue_lets_its_watcher_watch_again_at_once() -> None:
     claim must release it then, not at the end of the poll (which may go on to run a bulk batch for seconds)."""
     from types import SimpleNamespace
 
-    from schemas.transport import QUEUE_REALTIME
-    from worker.consumer import BatchConsumerStep, QueueWatcher
-    from worker.stream.batcher import Batcher, BatchPolicy
+    step, watcher = _step_with_a_waiting_realtime_queue()  # the watcher woke the loop and waits for the claim
+    step.queue = SimpleNamespace(claim=lambda queue, count: [])  # type: ignore[assignment]
+    step._claim(QUEUE_REALTIME)
+    assert watcher.claimed.is_set() and not watcher.pending.is_set()
 
+
+def test_realtime_work_that_arrives_while_realtime_is_served_goes_before_the_next_run() -> None:
+    """Found by the mixed-load bench: after serving realtime work between two runs, the worker went back to the
+    bulk batch even when more realtime had arrived meanwhile, so that request waited for a bulk run (tens to
+    hundreds of ms) it need not have. Here the first realtime flush sees one more arrive: both are served
+    before the batch's next run."""
+    step, watcher = _step_with_a_waiting_realtime_queue()
+    step._allowance_left_s = 30.0
+    flushed: list[int] = []
+    step._claim = lambda queue: watcher.pending.clear()  # type: ignore[method-assign]
+
+    def flush(queue: str) -> None:
+        flushed.append(len(flushed))
+        if len(flushed) == 1:  # one more arrives while the first is served
+            watcher.pending.set()
+
+    step.flush = flush  # type: ignore[method-assign]
+    step._between_bulk_runs()
+    assert flushed == [0, 1] and not watcher.pending.is_set()
+
+
+def test_realtime_between_runs_stops_when_the_batchs_allowance_is_spent() -> None:
+    step, watcher = _step_with_a_waiting_realtime_queue()
+    step._allowance_left_s = 0.05
+    flushed: list[int] = []
+    step._claim = lambda queue: None  # type: ignore[method-assign]
+
+    def flush(queue: str) -> None:  # realtime keeps arriving: the queue stays non-empty
+        flushed.append(1)
+        time.sleep(0.02)
+
+    step.flush = flush  # type: ignore[method-assign]
+    step._between_bulk_runs()
+    assert 2 <= len(flushed) <= 4 and watcher.pending.is_set()  # served until the allowance ran out, not forever
+
+
+def _step_with_a_waiting_realtime_queue() -> tuple[BatchConsumerStep, QueueWatcher]:
+    """The consumer step's realtime part alone, its watcher having seen the queue non-empty."""
     step = BatchConsumerStep.__new__(BatchConsumerStep)
     policy = BatchPolicy(QUEUE_REALTIME, 16, 256, 0.005)
     watcher = QueueWatcher.__new__(QueueWatcher)
     watcher.queue, watcher.claimed, watcher.pending = QUEUE_REALTIME, threading.Event(), threading.Event()
-    watcher.pending.set()  # it saw the queue non-empty, woke the loop, and waits for the claim
+    watcher.pending.set()
     step._watchers = [watcher]
     step.policies, step.batchers = {QUEUE_REALTIME: policy}, {QUEUE_REALTIME: Batcher(policy)}
-    step.queue = SimpleNamespace(claim=lambda queue, count: [])  # type: ignore[assignment]
-    step._claim(QUEUE_REALTIME)
-    assert watcher.claimed.is_set() and not watcher.pending.is_set()
+    return step, watcher

@@ -189,7 +189,7 @@ class Engine:
         batch_ms = (time.perf_counter() - started) * 1000
         columns: dict[tuple[int, float | None], LabelColumns] = {}  # by label list: batch-mates share theirs
         results: list[Answered] = []
-        for i, parsed in enumerate(batch):
+        for i, parsed in enumerate(self.gate.paced(batch)):
             done = scored[i]
             if isinstance(done, ErrorResult):
                 results.append(done)

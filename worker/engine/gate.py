@@ -3,19 +3,22 @@
 A bulk batch is many model runs (its pairs split by `max_pairs_per_run` and the token budget). While it runs,
 the worker's event loop is busy; a realtime request that arrives meanwhile would wait for the whole batch
 (seconds). The worker opens the gate around a bulk batch with a callback that serves waiting realtime work;
-every model run first calls `checkpoint` (and the pipeline does before the batch and while its results are
-serialised), so a realtime request waits at most one run. The callback's own model runs pass the gate without
-calling it again (no nesting), and a failing callback is logged, never allowed to fail the batch it
-interrupted.
+every model run first calls `checkpoint` (and so does the pipeline before the batch, and the loops that build
+and write a batch's results, every `PACE` items), so a realtime request waits at most one run. The callback's
+own model runs pass the gate without calling it again (no nesting), and a failing callback is logged, never
+allowed to fail the batch it interrupted.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+PACE = 128  # items of per-request Python work (building, serialising results) between two checkpoints
 
 
 class RunGate:
@@ -36,6 +39,14 @@ class RunGate:
     def is_open(self) -> bool:
         """A batch that may be interrupted is running (its callers may then cut their work into steps)."""
         return self._between is not None and not self._inside
+
+    def paced(self, items: Iterable[T], every: int = PACE) -> Iterator[T]:
+        """`items`, with a checkpoint before every `every`-th after the first: a loop of per-request Python work
+        over a bulk batch (1,024 results of 77 labels take ~40 ms to build) lets realtime work through too."""
+        for index, item in enumerate(items):
+            if index and not index % every:
+                self.checkpoint()
+            yield item
 
     def checkpoint(self) -> None:
         between = self._between

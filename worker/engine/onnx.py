@@ -45,11 +45,12 @@ class DeviceProfile:
 
 # a CPU: 16 pairs a run ran the seed-sized DeBERTa 5-16% faster than 8 at every label count on an Intel Xeon (int8
 # and fp32; an AMD EPYC found them even), MiniLM the same; the seed model int8 does 40-400 pairs/s on 2 cores,
-# and 20 covers fp32 on one thread with 128-token pairs. 768 padded tokens a run (48 a sequence at 16) splits only
-# the runs of long texts: it bounds what a realtime request can wait for between a bulk batch's runs (a 16 x 76
-# token MiniLM run took ~150 ms, 4x a typical one) at no cost measured (1,024 MiniLM texts on 77 labels and 204
-# DeBERTa int8 requests on 5: 768 within 2% of 8,192 either way, best of 3 each, one run)
-CPU_PROFILE = DeviceProfile(max_pairs_per_run=16, token_budget=768, bulk_max_pairs=1024, slowest_pairs_per_s=20)
+# and 20 covers fp32 on one thread with 128-token pairs. 256 padded tokens a run (16 sequences of 16) bounds what a
+# realtime request waits for between a bulk batch's runs: the longest run is then ~1.3x the median (MiniLM 47 vs
+# 37 ms, DeBERTa int8 ~165 vs 110 ms on 2 cores), where at 768 a long-text run took 3.4x the median, at no cost
+# measured (1,024 MiniLM texts on 77 labels and 204 DeBERTa int8 requests on 5, best of 3: 128, 192, 256 and 768
+# within 3% of each other, 256 the best for MiniLM; a per-run cost of ~2.6 ms for MiniLM is why 128 is not)
+CPU_PROFILE = DeviceProfile(max_pairs_per_run=16, token_budget=256, bulk_max_pairs=1024, slowest_pairs_per_s=20)
 # CUDA: an H200 ran fp32 fastest at 256 pairs a run (the sweep's largest); 1,341 pairs/s at 8 a run is the floor
 # seen there, and 500 leaves room for smaller GPUs; 1,024-pair bulk batches gave it half a best run at 2 labels
 # On CUDA the device idles while one Python process tokenises, claims, parses and publishes (docs/benchmarks.md:

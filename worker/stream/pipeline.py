@@ -338,7 +338,7 @@ class Pipeline:
             [item.parsed for item in items if item.parsed], [item.head for item in items if item.parsed]
         )
         publications = []
-        for item, outcome in zip(items, outcomes, strict=True):
+        for item, outcome in self.engine.gate.paced(zip(items, outcomes, strict=True)):
             if isinstance(outcome, Answer):
                 outcome = replace(
                     outcome, queue_ms=max(0.0, (started_s - item.enqueued_at_s) * 1000), label_set=item.label_set

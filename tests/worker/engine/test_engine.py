@@ -228,8 +228,10 @@ def test_warm_up_runs_a_full_run_at_the_models_length_limit(settings: Settings) 
     warm_up(engine, engine.settings)
     nli = engine.classifier()
     assert isinstance(nli, NliClassifier) and nli.last_plan is not None
-    assert max(len(run) for run in nli.last_plan.runs) == engine.runs.max_pairs_per_run == 16  # a CPU's
-    # the long warm-up text is cut to the model's limit, so the widest shape a request can bring has run once
+    # the long warm-up text is cut to the model's limit, so the widest shape a request can bring has run once:
+    # as many sequences at the limit as a CPU's token budget (256) lets into one run, and at least one
+    widest = max(1, min(engine.runs.max_pairs_per_run, engine.runs.token_budget // nli.encoder.max_length))
+    assert max(len(run) for run in nli.last_plan.runs) == widest
     assert nli.last_plan.padded_tokens >= engine.runs.max_pairs_per_run * nli.encoder.max_length
 
 
@@ -332,7 +334,7 @@ def test_run_defaults_follow_the_device_unless_set(models_dir: Path) -> None:
         cuda=False,
         prefer_quantized=True,
         max_pairs_per_run=16,
-        token_budget=768,
+        token_budget=256,
         bulk_max_pairs=1024,
         slowest_pairs_per_s=20,
     )

@@ -9,6 +9,7 @@ import pytest
 from schemas import ClassifyRequest, ParsedRequest
 from worker.engine.engine import Engine
 from worker.engine.gate import RunGate
+from worker.settings import load_settings
 
 
 def test_the_gate_calls_back_before_each_run_without_nesting() -> None:
@@ -62,3 +63,24 @@ def test_the_embedded_models_runs_pass_the_gate(minilm_engine: Engine) -> None:
     assert len(served) >= runs  # once before each run of the batch (its own runs did not call it again)
     for one, other in zip(interrupted, alone, strict=True):
         assert one.scores == pytest.approx(other.scores)  # type: ignore[union-attr]
+
+
+def test_paced_work_calls_the_gate_every_pace_items() -> None:
+    gate = RunGate()
+    calls: list[int] = []
+    seen: list[int] = []
+    with gate.open(lambda: calls.append(len(seen))):
+        seen.extend(gate.paced(range(300), every=128))
+    assert seen == list(range(300)) and calls == [128, 256]  # before the 129th and the 257th item
+
+
+def test_building_a_bulk_batchs_results_passes_the_gate() -> None:
+    """Found by the mixed-load bench: after the last run of a 1,024-request MiniLM batch, building its results
+    (77 labels each) held the worker ~40 ms with no checkpoint. One run here, so any further checkpoint is the
+    result loop's."""
+    engine = Engine(load_settings(enable_fake_model=True, model="fake", fake_model_run_ms=1, max_pairs_per_run=1000))
+    batch = [ParsedRequest(ClassifyRequest(text=f"order {i}", labels=["a", "b"])) for i in range(300)]
+    calls = []
+    with engine.gate.open(lambda: calls.append(1)):
+        assert len(engine.answer(batch)) == 300
+    assert len(calls) == 1 + 2  # before the one run, then every 128 results built
