@@ -8,8 +8,8 @@ the bulk batch's end, as before), all in one run on one machine:
   (model sequences a second) and the realtime rate: 10% of it;
 - realtime alone: Poisson arrivals of 5-label requests on `labelq.realtime` at that rate;
 - mixed: the same backlog with realtime traffic at that rate beside it, until the backlog has drained.
-With between runs on, bulk alone and mixed alternate for `--rounds` rounds (a slow spell of the machine lands on
-both) and the throughput ratio is of their medians; the off worker runs one round, for its latencies.
+With between runs on, the three phases alternate for `--rounds` rounds (a slow spell of the machine lands on all)
+and the throughput ratio is of the medians; the off worker runs one round, for its latencies.
 Reported: realtime p50/p99/max alone and beside the backlog, bulk throughput mixed / alone, one model run's time
 (the median and the longest run of one bulk batch of the backlog at the worker's defaults, timed in process):
 the target is realtime p99 with a backlog <= p99 alone + one run), and the share of the worker that realtime
@@ -144,7 +144,9 @@ def measure(model: str, env: dict[str, str], url: str, workdir: Path, scale: flo
                         capacity = count * _units(model, labels) / alone_s[0]  # model sequences a second
                         rate = LOAD * capacity / _units(model, REALTIME_LABELS)
                         n_alone = min(900, max(30, int(rate * alone_s[0] * 0.8)))
-                        alone, _ = ways.open_loop(url, _renamed(realtime[:n_alone], tag + "a"), rate, seed=1)
+                    # realtime alone in every round too: both latencies pool the same spells of the machine
+                    seen_alone, _ = ways.open_loop(url, _renamed(realtime[:n_alone], tag + "a"), rate, seed=round_)
+                    alone += seen_alone
                     mixed = _renamed(backlog, tag + "m")
                     drained = threading.Event()
                     ways.stage_backlog(client, mixed)  # before the clock: the producer's work is not the worker's

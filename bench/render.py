@@ -666,10 +666,11 @@ def mixed_section(results: list[dict[str, Any]]) -> list[str]:
         "served between the bulk batch's model runs; *batch ends*: `LABELQ_REALTIME_BETWEEN_RUNS=false`, realtime "
         "waits for the bulk batch (the behaviour before). One model run: the median (and longest) model run of one "
         "bulk batch of the backlog at the worker's defaults (16 sequences or 256 padded tokens a run on a CPU), timed "
-        f"in process. Between runs, the backlog alone and with realtime beside it alternate for {rounds} rounds in "
-        "the same worker: the bulk ratio is of their medians (the range is round by round), and the realtime "
-        "latencies are all rounds' together. *Realtime's share*: the rate times a realtime request's engine time "
-        "answered on its own (as it is between runs), in process: the part of the worker realtime traffic takes.",
+        f"in process. Between runs, the backlog alone, realtime alone and the two together alternate for {rounds} "
+        "rounds in the same worker: the bulk ratio is of the medians (the range is round by round), and realtime "
+        "latencies, alone and beside, are all rounds' together. *Realtime's share*: the rate times a realtime "
+        "request's engine time answered on its own (as it is between runs), in process: the part of the worker "
+        "realtime traffic takes.",
         "",
         "| model (backlog) | mode | realtime alone p50 / p99 / max ms | beside the backlog p50 / p99 / max ms "
         "| one model run ms (longest) | p99 beside - p99 alone | realtime /s (share) | bulk with realtime / alone |",
