@@ -356,3 +356,28 @@ def test_a_large_batch_is_written_in_chunks_with_realtime_work_let_through_betwe
     assert all(redis.get(RESULT_KEY + f"c-{i}") for i in range(count))
     assert not redis.keys(DELIVERIES_KEY + "*")
     assert len(passes) >= 3  # before the batch, and between its three chunks (and its model's runs, none here)
+
+
+def test_a_batch_is_written_without_asking_redis_for_its_scripts_first(redis_url: str) -> None:
+    """Found profiling realtime work between runs: redis-py's Script on a pipeline sends SCRIPT EXISTS before every
+    execute, one more round trip for each batch (and for each chunk of a bulk batch). On a real Redis: none is
+    sent, and a Redis whose script cache was flushed (a restart) is written to all the same."""
+    import redis as redis_lib
+
+    client = redis_lib.Redis.from_url(redis_url)
+    publisher = Publisher(client, result_ttl_s=60)
+
+    def script_exists_calls() -> int:
+        return int(client.info("commandstats").get("cmdstat_script|exists", {}).get("calls", 0))
+
+    def publish(rid: str) -> None:
+        answer = single_error(rid, ErrorCode.EMPTY_TEXT, "empty")
+        publisher.publish([Publication(answer, reply_queue="r:s")], [], [rid])
+
+    before = script_exists_calls()
+    publish("s-1")
+    client.script_flush()
+    publish("s-2")
+    assert script_exists_calls() == before
+    assert [parse_result(raw).id for raw in client.lrange("r:s", 0, -1)] == ["s-1", "s-2"]
+    client.close()
