@@ -110,7 +110,7 @@ class _Chunk:
             self.written += ("", "")
         self.count += 1
 
-    def write(self, script: Any, pipe: Any, ttl: int, backend: ResultBackend | None) -> None:
+    def write(self, pipe: Any, ttl: int, backend: ResultBackend | None) -> None:
         if not (self.keys or self.queues or self.counters or self.metas):
             return
         expires = backend.expires_s if backend else 0
@@ -118,7 +118,7 @@ class _Chunk:
         keys = [*self.keys, *self.queues, *self.metas, *self.counters]
         # EVAL with the script's text, not redis-py's Script on a pipeline: that asks SCRIPT EXISTS before every
         # execute, one more round trip per batch (per chunk of a bulk batch); the text is ~2 KB, Redis caches it
-        pipe.eval(script.script, len(keys), *keys, *args)
+        pipe.eval(_RESULTS, len(keys), *keys, *args)
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +175,6 @@ class Publisher:
         self.backend = backend  # None: no Celery result backend on this Redis
         self.scheduler = Scheduler(client)
         self._preflight = client.register_script(_PREFLIGHT)
-        self._results = client.register_script(_RESULTS)
 
     def count_deliveries(self, message_ids: Sequence[str]) -> list[int]:
         """Increment and return each message's delivery count (Redis keeps none of its own)."""
@@ -213,7 +212,7 @@ class Publisher:
         chunk = _Chunk()
         for index, item in enumerate(publications):
             if index and not index % SERIALISE_CHUNK:  # one script call per chunk: Redis serves others in between
-                chunk.write(self._results, pipe, ttl, backend)
+                chunk.write(pipe, ttl, backend)
                 chunk = _Chunk()
                 if between is not None:  # a bulk batch: this chunk written now, realtime work, then the next
                     pipe.execute()
@@ -233,6 +232,6 @@ class Publisher:
         if dead_letters:
             pipe.ltrim(DEAD_LETTER_KEY, -DEAD_LETTERS_MAX, -1)  # the newest; a flood cannot fill Redis
         chunk.counters = [DELIVERIES_KEY + message_id for message_id in done_ids]  # deleted last, with the last chunk
-        chunk.write(self._results, pipe, ttl, backend)
+        chunk.write(pipe, ttl, backend)
         if len(pipe):
             pipe.execute()
