@@ -158,6 +158,8 @@ def measure(model: str, env: dict[str, str], url: str, workdir: Path, scale: flo
                     loader.join(timeout=3600)
         finally:
             worker.stop()
+        alone.sort()
+        beside.sort()
         out["modes"][mode] = {
             "bulk_alone_s": [round(x, 3) for x in alone_s],
             "bulk_mixed_s": [round(x, 3) for x in mixed_s],
@@ -168,10 +170,10 @@ def measure(model: str, env: dict[str, str], url: str, workdir: Path, scale: flo
             "realtime_share": round(rate * out["realtime_engine_ms_alone"] / 1000, 3),
             "realtime_requests_alone": len(alone),
             "realtime_requests_beside": len(beside),
-            "realtime_alone_ms": _summary(sorted(alone)),
-            "realtime_mixed_ms": _summary(sorted(beside)),
-            "latencies_alone_ms": [round(x, 2) for x in sorted(alone)],
-            "latencies_mixed_ms": [round(x, 2) for x in sorted(beside)],
+            "realtime_alone_ms": _summary(alone),
+            "realtime_mixed_ms": _summary(beside),
+            "latencies_alone_ms": [round(x, 2) for x in alone],
+            "latencies_mixed_ms": [round(x, 2) for x in beside],
         }
         print(f"{model} [{mode}]: " + json.dumps({k: v for k, v in out["modes"][mode].items() if "latencies" not in k}))
     on, off = out["modes"]["between runs"], out["modes"]["batch ends"]

@@ -199,10 +199,10 @@ class BatchConsumerStep(bootsteps.StartStopStep):
         """Take what waits in `queue`, up to the room left in its batch. A bulk batch is claimed `CLAIM_CHUNK`
         messages at a time with realtime work let through in between (claiming and parsing 1,024 77-label
         requests takes ~85 ms on 2 cores: bench/reports/python-overhead.json)."""
-        watcher = next((w for w in self._watchers if w.queue == queue), None)
+        watcher = self._watcher(queue)
         if watcher is not None:
             watcher.pending.clear()  # set again by the watcher if the queue is still non-empty after this
-        interleave = queue != QUEUE_REALTIME and self._allowance_s > 0
+        interleave = self._interleaves(queue)
         if interleave and not len(self.batchers[queue]):  # a bulk batch begins: its allowance for realtime work
             self._allowance_left_s = self._allowance_s
         try:
@@ -220,10 +220,17 @@ class BatchConsumerStep(bootsteps.StartStopStep):
         if watcher is not None:  # claimed: it watches again now, not after the batch this poll may go on to run
             watcher.claimed.set()
 
+    def _watcher(self, queue: str) -> QueueWatcher | None:
+        return next((w for w in self._watchers if w.queue == queue), None)
+
+    def _interleaves(self, queue: str) -> bool:
+        """Whether a batch of `queue` lets realtime work through between its steps: a bulk one, unless turned off."""
+        return queue != QUEUE_REALTIME and self._allowance_s > 0
+
     def _between_bulk_runs(self) -> None:
         """Before each model run of a bulk batch (and between the chunks it is claimed in): realtime work that
         arrived is served now, within the batch's allowance."""
-        watcher = next((w for w in self._watchers if w.queue == QUEUE_REALTIME), None)
+        watcher = self._watcher(QUEUE_REALTIME)
         # what arrived while realtime work was served is served too, before the bulk batch's next run
         while (watcher is not None and watcher.pending.is_set()) or len(self.batchers[QUEUE_REALTIME]):
             if self._allowance_left_s <= 0:
@@ -269,7 +276,7 @@ class BatchConsumerStep(bootsteps.StartStopStep):
         assert self.runtime is not None
         started_s = time.monotonic()
         batch = [received for received, _ in items]
-        interleave = queue != QUEUE_REALTIME and self._allowance_s > 0
+        interleave = self._interleaves(queue)
         try:
             self.outcomes.started(batch)
             if interleave:

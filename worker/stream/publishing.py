@@ -117,7 +117,7 @@ class _Chunk:
         args = [ttl, self.count, len(self.keys) // 2, len(self.queues), len(self.metas), expires, *self.written]
         keys = [*self.keys, *self.queues, *self.metas, *self.counters]
         # EVAL with the script's text, not redis-py's Script on a pipeline: that asks SCRIPT EXISTS before every
-        # execute, one more round trip per batch (per chunk of a bulk batch); the text is ~2 KB, Redis caches it
+        # execute, one more round trip per batch (per chunk of a bulk batch); the text is ~1 KB, Redis caches it
         pipe.eval(_RESULTS, len(keys), *keys, *args)
 
 
