@@ -24,10 +24,12 @@ import argparse
 import json
 import math
 import os
+import socket
 import statistics
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -128,9 +130,12 @@ def measure(model: str, env: dict[str, str], url: str, workdir: Path, scale: flo
     # between runs: `rounds` of the backlog alone then with realtime beside it, interleaved (a slow spell of the
     # machine lands on both); batch ends (the behaviour before, for its latencies): one round
     for mode, between, mode_rounds in (("between runs", "true", rounds), ("batch ends", "false", 1)):
-        worker = ways.start_worker(url, {**env, "LABELQ_REALTIME_BETWEEN_RUNS": between}, workdir / f"{model}.log")
+        port = _free_port()
+        worker_env = {**env, "LABELQ_REALTIME_BETWEEN_RUNS": between, "LABELQ_METRICS_PORT": str(port)}
+        worker = ways.start_worker(url, worker_env, workdir / f"{model}.log")
         alone_s: list[float] = []
         mixed_s: list[float] = []
+        paused_s: list[float] = []  # the worker's own count of the seconds its bulk batches gave realtime work
         alone: list[float] = []
         beside: list[float] = []
         try:
@@ -152,10 +157,12 @@ def measure(model: str, env: dict[str, str], url: str, workdir: Path, scale: flo
                     ways.stage_backlog(client, mixed)  # before the clock: the producer's work is not the worker's
                     loader = threading.Thread(target=_drain, args=(url, mixed, mixed_s, drained), daemon=True)
                     loader.start()
+                    paused_before = _paused_s(port)
                     time.sleep(0.2)  # the backlog is on the queue and its first batch running
                     seen, _ = ways.open_loop(url, _renamed(realtime, tag + "m"), rate, seed=round_, until=drained)
                     beside += seen
                     loader.join(timeout=3600)
+                    paused_s.append(_paused_s(port) - paused_before)
         finally:
             worker.stop()
         alone.sort()
@@ -166,6 +173,11 @@ def measure(model: str, env: dict[str, str], url: str, workdir: Path, scale: flo
             "bulk_mixed_over_alone": round(statistics.median(alone_s) / statistics.median(mixed_s), 3),
             "bulk_mixed_over_alone_by_round": [round(a / m, 3) for a, m in zip(alone_s, mixed_s, strict=True)],
             "realtime_rate_per_s": round(rate, 2),
+            # what the backlog lost (mixed - alone, round by round) against the seconds its batches were paused to
+            # serve realtime work (labelq_realtime_between_runs_seconds_total): near 1, it lost only what realtime
+            # work itself took; above, the rest is contention outside those pauses
+            "bulk_paused_s": [round(x, 3) for x in paused_s],
+            "bulk_lost_over_paused": _lost_over_paused(alone_s, mixed_s, paused_s),
             # the worker's time realtime traffic takes at this rate, by its engine time answered on its own
             "realtime_share": round(rate * out["realtime_engine_ms_alone"] / 1000, 3),
             "realtime_requests_alone": len(alone),
@@ -181,6 +193,27 @@ def measure(model: str, env: dict[str, str], url: str, workdir: Path, scale: flo
     # interleaves them for the steadier figure)
     out["bulk_alone_on_over_off"] = round(off["bulk_alone_s"][0] / statistics.median(on["bulk_alone_s"]), 3)
     return out
+
+
+def _lost_over_paused(alone_s: list[float], mixed_s: list[float], paused_s: list[float]) -> float | None:
+    """The median over rounds of (mixed - alone) / paused; None when realtime never paused a batch."""
+    ratios = [(m - a) / p for a, m, p in zip(alone_s, mixed_s, paused_s, strict=True) if p > 0]
+    return round(statistics.median(ratios), 2) if ratios else None
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _paused_s(port: int) -> float:
+    """The worker's labelq_realtime_between_runs_seconds_total, read off its metrics endpoint."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith("labelq_realtime_between_runs_seconds_total "):
+                return float(line.split()[1])
+    return 0.0
 
 
 def _drain(url: str, backlog: list[Any], into: list[float], drained: threading.Event) -> None:

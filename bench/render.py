@@ -670,11 +670,16 @@ def mixed_section(results: list[dict[str, Any]]) -> list[str]:
         "rounds in the same worker: the bulk ratio is of the medians (the range is round by round), and realtime "
         "latencies, alone and beside, are all rounds' together. *Realtime's share*: the rate times a realtime "
         "request's engine time answered on its own (as it is between runs), in process: the part of the worker "
-        "realtime traffic takes.",
+        "realtime traffic takes. *Paused*: the seconds the worker's bulk batches were paused to serve realtime work "
+        "in a mixed round (the worker's own `labelq_realtime_between_runs_seconds_total`: claiming, the model, "
+        "writing, acking), the median round; *lost / paused*: how much longer the backlog took beside realtime than "
+        "alone, over those seconds (the median round): 1.0 means the backlog lost exactly what realtime work itself "
+        "took, more is contention outside the pauses.",
         "",
         "| model (backlog) | mode | realtime alone p50 / p99 / max ms | beside the backlog p50 / p99 / max ms "
-        "| one model run ms (longest) | p99 beside - p99 alone | realtime /s (share) | bulk with realtime / alone |",
-        "|---|---|---|---|---|---|---|---|",
+        "| one model run ms (longest) | p99 beside - p99 alone | realtime /s (share) | bulk with realtime / alone "
+        "| paused s (lost / paused) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for result in results:
         for mode, m in result["modes"].items():
@@ -682,13 +687,17 @@ def mixed_section(results: list[dict[str, Any]]) -> list[str]:
             by_round = m.get("bulk_mixed_over_alone_by_round", [])
             spread = f" ({min(by_round):.2f}-{max(by_round):.2f})" if len(by_round) > 1 else ""
             share = m.get("realtime_share")
+            paused, lost = m.get("bulk_paused_s") or [], m.get("bulk_lost_over_paused")
+            pause = f"{statistics.median(paused):.1f}" if paused else ""
+            pause += f" ({lost:.2f})" if lost is not None else ""
             lines.append(
                 f"| {result['model']} ({result['backlog']} x {result['backlog_labels']} labels) | {mode} | "
                 f"{alone['p50']:.0f} / {alone['p99']:.0f} / {alone['max']:.0f} | "
                 f"{mixed['p50']:.0f} / {mixed['p99']:.0f} / {mixed['max']:.0f} | {result['one_run_ms']:.0f} "
                 f"({result.get('longest_run_ms', float('nan')):.0f}) | "
                 f"{mixed['p99'] - alone['p99']:+.0f} | {m['realtime_rate_per_s']:.1f}"
-                f"{f' ({share:.0%})' if share is not None else ''} | {m['bulk_mixed_over_alone']:.2f}{spread} |"
+                f"{f' ({share:.0%})' if share is not None else ''} | {m['bulk_mixed_over_alone']:.2f}{spread} | "
+                f"{pause} |"
             )
     lines += [
         "",

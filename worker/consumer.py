@@ -239,8 +239,10 @@ class BatchConsumerStep(bootsteps.StartStopStep):
             started = time.monotonic()
             self._claim(QUEUE_REALTIME)  # releases its watcher: more realtime work is seen before the next run
             self.flush(QUEUE_REALTIME)
-            self._allowance_left_s -= time.monotonic() - started
+            spent_s = time.monotonic() - started
+            self._allowance_left_s -= spent_s
             metrics.BETWEEN_RUNS.labels("served").inc()
+            metrics.BETWEEN_RUNS_SECONDS.inc(spent_s)
 
     def _add(self, queue: str, message: Claimed) -> None:
         delivery = Delivery(queue, message.body, message.headers, message.content_type, time.time())

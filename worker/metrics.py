@@ -34,6 +34,11 @@ BETWEEN_RUNS = Counter(
     "Realtime batches served between the model runs of a bulk batch, or not (its allowance spent)",
     ["outcome"],
 )
+BETWEEN_RUNS_SECONDS = Counter(
+    "labelq_realtime_between_runs_seconds_total",
+    "Seconds bulk batches were paused to serve realtime work between their model runs: what realtime traffic "
+    "takes from a backfill",
+)
 QUEUE_DEPTH = Gauge("labelq_queue_depth", "Messages waiting in a queue", ["queue"], multiprocess_mode="max")
 PROCESS_RESTARTS = Counter(
     "labelq_worker_process_restarts_total",

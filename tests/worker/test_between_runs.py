@@ -18,6 +18,7 @@ from schemas import ClassificationResult, ClassifyRequest
 from schemas.transport import QUEUE_REALTIME
 from tests.conftest import WorkerFactory
 from tests.reliability.test_reliability import drain_all
+from worker import metrics
 from worker.consumer import BatchConsumerStep, QueueWatcher
 from worker.stream.batcher import Batcher, BatchPolicy
 from worker.stream.redis_queue import UNACKED_INDEX_KEY
@@ -191,6 +192,17 @@ def test_realtime_between_runs_stops_when_the_batchs_allowance_is_spent() -> Non
     step.flush = flush  # type: ignore[method-assign]
     step._between_bulk_runs()
     assert 2 <= len(flushed) <= 4 and watcher.pending.is_set()  # served until the allowance ran out, not forever
+
+
+def test_the_time_realtime_work_takes_from_a_bulk_batch_is_counted() -> None:
+    """What realtime traffic costs a backfill is visible to an operator: the seconds the bulk batch was paused."""
+    step, watcher = _step_with_a_waiting_realtime_queue()
+    step._allowance_left_s = 30.0
+    step._claim = lambda queue: watcher.pending.clear()  # type: ignore[method-assign]
+    step.flush = lambda queue: time.sleep(0.05)  # type: ignore[method-assign]
+    before = metrics.BETWEEN_RUNS_SECONDS._value.get()
+    step._between_bulk_runs()
+    assert 0.05 <= metrics.BETWEEN_RUNS_SECONDS._value.get() - before < 1.0
 
 
 def _step_with_a_waiting_realtime_queue() -> tuple[BatchConsumerStep, QueueWatcher]:
