@@ -3,13 +3,15 @@ and a documented exit code; `--debug` (or LABELQ_DEBUG=1) shows the traceback in
 
 Exit codes: 0 done; 1 the command's own "no" (an error result, no ready worker, rejected lines); 2 a usage or
 input problem (a flag, a file, a setting); 3 Redis unreachable; 4 a model problem (missing, corrupt, cannot be
-fetched); 70 an internal error (a bug: run again with --debug and report it). `labelq health` keeps its own
-scheme (2: Redis unreachable).
+fetched); 70 an internal error (a bug: run again as `labelq --debug <command>` and report it). With `--debug` the
+exit code is the same. `labelq health` keeps its own scheme (2: Redis unreachable).
 """
 
 from __future__ import annotations
 
 import json
+import sys
+import traceback
 
 import click
 import pydantic
@@ -46,7 +48,11 @@ def describe(exc: BaseException) -> tuple[str, int]:
         return f"not JSON at line {exc.lineno}: {exc.msg}", EXIT_USAGE
     if isinstance(exc, FileNotFoundError | IsADirectoryError | PermissionError):
         return f"{exc.strerror}: {exc.filename}", EXIT_USAGE
-    return f"internal error ({type(exc).__name__}: {exc}); run again with --debug and report it", EXIT_INTERNAL
+    return (
+        f"internal error ({type(exc).__name__}: {exc}); run again as `labelq --debug <command>` (or with "
+        "LABELQ_DEBUG=1) and report it",
+        EXIT_INTERNAL,
+    )
 
 
 class ReportingGroup(click.Group):
@@ -58,8 +64,9 @@ class ReportingGroup(click.Group):
         except (click.ClickException, click.exceptions.Exit, click.Abort, KeyboardInterrupt, SystemExit):
             raise
         except Exception as exc:
-            if ctx.params.get("debug"):
-                raise
             message, code = describe(exc)
-            click.echo(f"error: {message}", err=True)
+            if ctx.params.get("debug"):  # the traceback instead of the line; the exit code stays the documented one
+                traceback.print_exception(exc, file=sys.stderr)
+            else:
+                click.echo(f"error: {message}", err=True)
             ctx.exit(code)

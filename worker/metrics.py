@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client import multiprocess as prometheus_multiprocess
 
+from worker.errors import ConfigError
+
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
@@ -49,14 +51,21 @@ MODEL_LOAD = Gauge("labelq_model_load_seconds", "Time to load and warm the model
 
 
 def serve(port: int, multiprocess_dir: str | None = None) -> None:
-    """Start the endpoint in a background thread (of the parent, with a multiprocess directory)."""
-    if multiprocess_dir:
-        registry = CollectorRegistry()
-        prometheus_multiprocess.MultiProcessCollector(registry, path=multiprocess_dir)  # type: ignore[no-untyped-call]
-        registry.register(PROCESS_RESTARTS)
-        start_http_server(port, registry=registry)
-    else:
-        start_http_server(port)
+    """Start the endpoint in a background thread (of the parent, with a multiprocess directory). A port that
+    cannot be bound (taken, or privileged) is a `ConfigError` naming the setting."""
+    try:
+        if multiprocess_dir:
+            registry = CollectorRegistry()
+            prometheus_multiprocess.MultiProcessCollector(registry, path=multiprocess_dir)  # type: ignore[no-untyped-call]
+            registry.register(PROCESS_RESTARTS)
+            start_http_server(port, registry=registry)
+        else:
+            start_http_server(port)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot serve metrics on port {port} (LABELQ_METRICS_PORT): {exc.strerror or exc}; "
+            "choose a free port, or 0 for no metrics endpoint"
+        ) from exc
 
 
 def observe_batch(

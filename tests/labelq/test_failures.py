@@ -99,6 +99,30 @@ def test_models_pull_without_the_hub_or_a_network_is_one_line() -> None:
     assert_one_line(output)
 
 
-def test_debug_shows_the_traceback() -> None:
+def test_debug_shows_the_traceback_and_keeps_the_exit_code() -> None:
+    """Found by a newcomer check: with --debug a failure exited 1 (Python's uncaught exception), not its code."""
     result = CliRunner().invoke(main, ["--debug", "workers"], env={"LABELQ_REDIS_URL": NO_REDIS})
-    assert result.exception is not None and not isinstance(result.exception, SystemExit)
+    assert "Traceback" in result.output and result.exit_code == 3, (result.exit_code, result.output)
+
+
+def test_the_internal_error_line_says_how_to_run_again_with_debug() -> None:
+    """Found by a newcomer check: "run again with --debug" led to `labelq worker --debug`, which click refuses;
+    --debug is the group's option, so the line says where it goes."""
+    from labelq.failures import describe
+
+    message, code = describe(RuntimeError("boom"))
+    assert code == 70 and "labelq --debug <command>" in message and "LABELQ_DEBUG=1" in message
+
+
+def test_a_metrics_port_in_use_is_one_line_that_names_the_setting() -> None:
+    """Found by a newcomer check: a LABELQ_METRICS_PORT already taken was reported as an internal error (exit 70)
+    asking for a bug report."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, output = run(["worker"], LABELQ_METRICS_PORT=str(port), LABELQ_MODEL="fake", LABELQ_ENABLE_FAKE_MODEL="1")
+    assert code == 2 and "LABELQ_METRICS_PORT" in output and str(port) in output, output
+    assert_one_line(output)
