@@ -26,8 +26,14 @@ Result = ClassificationResult | ErrorResult
 
 
 def queue_name(queue: str) -> str:
-    """`realtime` / `bulk` or a full queue name."""
-    return QUEUES.get(queue, queue)
+    """labelq's queue by its short name (`realtime`, `bulk`) or its full one (`labelq.realtime`, `labelq.bulk`).
+    Any other name is a `ValueError`: no worker consumes it, so a request sent there would never be answered."""
+    if queue in QUEUES.values():
+        return queue
+    if queue in QUEUES:
+        return QUEUES[queue]
+    known = ", ".join(f"{short} ({full})" for short, full in QUEUES.items())
+    raise ValueError(f"no labelq queue is named {queue!r}: the queues are {known}")
 
 
 # What a producer retries on: the broker unreachable (a restart, a failover), not a request it refuses
@@ -138,7 +144,8 @@ class Client:
     ) -> list[str]:
         """Send requests in order; returns their ids. A broker that goes away is retried by `retry_policy`
         (a message whose send failed is sent again: at least once, duplicates by id at worst); `SubmitError`
-        when it stays away."""
+        when it stays away. A queue that is not labelq's is a `ValueError`, before anything is sent."""
+        queue = queue_name(queue)
         prepared = (self.prepare(item) for item in requests)
         ids: list[str] = []
         request = next(prepared, None)
@@ -163,11 +170,12 @@ class Client:
         return ids
 
     def _send(self, request: ClassifyRequest, queue: str, producer: Any) -> None:
+        """One message onto `queue`, a list name as it is (`submit_many` checked it is labelq's)."""
         self._celery.send_task(
             TASK_CLASSIFY,
             args=[request.to_wire()],
             task_id=request.id,
-            queue=queue_name(queue),
+            queue=queue,
             producer=producer,
             retry=False,  # retried by `submit_many`, with this client's policy
             # Celery's default is a repr of the whole request in the headers (up to 1 KB, costly to write and
