@@ -42,7 +42,10 @@ def describe(exc: BaseException) -> tuple[str, int]:
         return str(exc), EXIT_USAGE
     if isinstance(exc, pydantic.ValidationError):
         first = exc.errors()[0]
-        where = ".".join(str(part) for part in first.get("loc", ())) or "settings"
+        loc = first.get("loc", ())
+        if exc.title == "Settings" and len(loc) == 1:  # a setting: named as the environment variable the user set
+            return f"invalid {f'LABELQ_{loc[0]}'.upper()}: {first.get('msg')}", EXIT_USAGE
+        where = ".".join(str(part) for part in loc) or "settings"
         return f"invalid setting {where}: {first.get('msg')} (LABELQ_* environment variables)", EXIT_USAGE
     if isinstance(exc, json.JSONDecodeError):
         return f"not JSON at line {exc.lineno}: {exc.msg}", EXIT_USAGE

@@ -114,6 +114,13 @@ def test_the_internal_error_line_says_how_to_run_again_with_debug() -> None:
     assert code == 70 and "labelq --debug <command>" in message and "LABELQ_DEBUG=1" in message
 
 
+def test_an_invalid_setting_is_named_as_its_environment_variable() -> None:
+    """Found by a newcomer check: the line said `metrics_port`, a name the user never typed."""
+    code, output = run(["worker"], LABELQ_METRICS_PORT="abc")
+    assert code == 2 and "LABELQ_METRICS_PORT" in output, output
+    assert_one_line(output)
+
+
 def test_a_metrics_port_in_use_is_one_line_that_names_the_setting() -> None:
     """Found by a newcomer check: a LABELQ_METRICS_PORT already taken was reported as an internal error (exit 70)
     asking for a bug report."""
