@@ -20,6 +20,7 @@ from collections.abc import Callable
 from types import FrameType
 
 from worker.app import Role
+from worker.errors import ConfigError
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -92,7 +93,14 @@ def run_processes(settings: Settings, *, loglevel: str, hostname: str) -> int:
     if metrics_dir:
         from worker import metrics
 
-        metrics.serve(settings.metrics_port, metrics_dir)
+        try:
+            metrics.serve(settings.metrics_port, metrics_dir)
+        except ConfigError:  # the port is taken: the children go too, before they load a model for nothing
+            for child in children:
+                child.kill()
+                child.wait()
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+            raise
     stopping: list[int] = []
 
     def forward(signum: int, _frame: FrameType | None) -> None:

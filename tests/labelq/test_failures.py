@@ -133,3 +133,23 @@ def test_a_metrics_port_in_use_is_one_line_that_names_the_setting() -> None:
         code, output = run(["worker"], LABELQ_METRICS_PORT=str(port), LABELQ_MODEL="fake", LABELQ_ENABLE_FAKE_MODEL="1")
     assert code == 2 and "LABELQ_METRICS_PORT" in output and str(port) in output, output
     assert_one_line(output)
+
+
+def test_a_metrics_port_in_use_with_several_processes_leaves_no_child_behind() -> None:
+    import socket
+
+    import psutil
+
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, output = run(
+            ["worker", "--processes", "2"],
+            LABELQ_METRICS_PORT=str(port),
+            LABELQ_MODEL="fake",
+            LABELQ_ENABLE_FAKE_MODEL="1",
+        )
+    assert code == 2 and "LABELQ_METRICS_PORT" in output, output
+    assert_one_line(output)
+    assert not [p for p in psutil.Process().children() if "--in-process" in " ".join(p.cmdline())]
