@@ -24,7 +24,6 @@ import argparse
 import json
 import math
 import os
-import socket
 import statistics
 import sys
 import threading
@@ -38,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench import ways  # noqa: E402
 from bench.workload import label_names, requests, texts  # noqa: E402
-from labelq.local_redis import RedisServer, find_redis_server  # noqa: E402
+from labelq.local_redis import RedisServer, find_redis_server, free_port  # noqa: E402
 from producer import Client  # noqa: E402
 from schemas import ParsedRequest  # noqa: E402
 from worker.engine.engine import Engine  # noqa: E402
@@ -130,7 +129,7 @@ def measure(model: str, env: dict[str, str], url: str, workdir: Path, scale: flo
     # between runs: `rounds` of the backlog alone then with realtime beside it, interleaved (a slow spell of the
     # machine lands on both); batch ends (the behaviour before, for its latencies): one round
     for mode, between, mode_rounds in (("between runs", "true", rounds), ("batch ends", "false", 1)):
-        port = _free_port()
+        port = free_port()
         worker_env = {**env, "LABELQ_REALTIME_BETWEEN_RUNS": between, "LABELQ_METRICS_PORT": str(port)}
         worker = ways.start_worker(url, worker_env, workdir / f"{model}.log")
         alone_s: list[float] = []
@@ -199,12 +198,6 @@ def _lost_over_paused(alone_s: list[float], mixed_s: list[float], paused_s: list
     """The median over rounds of (mixed - alone) / paused; None when realtime never paused a batch."""
     ratios = [(m - a) / p for a, m, p in zip(alone_s, mixed_s, paused_s, strict=True) if p > 0]
     return round(statistics.median(ratios), 2) if ratios else None
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _paused_s(port: int) -> float:

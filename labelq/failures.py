@@ -44,7 +44,8 @@ def describe(exc: BaseException) -> tuple[str, int]:
         first = exc.errors()[0]
         loc = first.get("loc", ())
         if exc.title == "Settings" and len(loc) == 1:  # a setting: named as the environment variable the user set
-            return f"invalid {f'LABELQ_{loc[0]}'.upper()}: {first.get('msg')}", EXIT_USAGE
+            variable = f"LABELQ_{loc[0]}".upper()
+            return f"invalid {variable}: {first.get('msg')}", EXIT_USAGE
         where = ".".join(str(part) for part in loc) or "settings"
         return f"invalid setting {where}: {first.get('msg')} (LABELQ_* environment variables)", EXIT_USAGE
     if isinstance(exc, json.JSONDecodeError):

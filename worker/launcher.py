@@ -90,17 +90,6 @@ def run_processes(settings: Settings, *, loglevel: str, hostname: str) -> int:
         return subprocess.Popen([sys.executable, *command], env=env, preexec_fn=_die_with_parent)
 
     children = [spawn(index) for index in range(processes)]
-    if metrics_dir:
-        from worker import metrics
-
-        try:
-            metrics.serve(settings.metrics_port, metrics_dir)
-        except ConfigError:  # the port is taken: the children go too, before they load a model for nothing
-            for child in children:
-                child.kill()
-                child.wait()
-            shutil.rmtree(metrics_dir, ignore_errors=True)
-            raise
     stopping: list[int] = []
 
     def forward(signum: int, _frame: FrameType | None) -> None:
@@ -109,9 +98,19 @@ def run_processes(settings: Settings, *, loglevel: str, hostname: str) -> int:
             if child.poll() is None:
                 child.send_signal(signum)
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
     try:
+        if metrics_dir:
+            from worker import metrics
+
+            try:
+                metrics.serve(settings.metrics_port, metrics_dir)
+            except ConfigError:  # the port is taken: the children go too, before they load a model for nothing
+                for child in children:
+                    child.kill()
+                    child.wait()
+                raise
+        signal.signal(signal.SIGTERM, forward)
+        signal.signal(signal.SIGINT, forward)
         _supervise(children, spawn, stopping)
         return max(child.wait() for child in children)
     finally:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client import multiprocess as prometheus_multiprocess
 
 from worker.errors import ConfigError
@@ -53,14 +53,13 @@ MODEL_LOAD = Gauge("labelq_model_load_seconds", "Time to load and warm the model
 def serve(port: int, multiprocess_dir: str | None = None) -> None:
     """Start the endpoint in a background thread (of the parent, with a multiprocess directory). A port that
     cannot be bound (taken, or privileged) is a `ConfigError` naming the setting."""
+    registry = REGISTRY
+    if multiprocess_dir:
+        registry = CollectorRegistry()
+        prometheus_multiprocess.MultiProcessCollector(registry, path=multiprocess_dir)  # type: ignore[no-untyped-call]
+        registry.register(PROCESS_RESTARTS)
     try:
-        if multiprocess_dir:
-            registry = CollectorRegistry()
-            prometheus_multiprocess.MultiProcessCollector(registry, path=multiprocess_dir)  # type: ignore[no-untyped-call]
-            registry.register(PROCESS_RESTARTS)
-            start_http_server(port, registry=registry)
-        else:
-            start_http_server(port)
+        start_http_server(port, registry=registry)
     except OSError as exc:
         raise ConfigError(
             f"cannot serve metrics on port {port} (LABELQ_METRICS_PORT): {exc.strerror or exc}; "

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 from click.testing import CliRunner
 
@@ -14,6 +17,7 @@ from labelq.cli import main
 from labelq.local_redis import free_port
 from tests.conftest import MODELS
 
+FAKE_MODEL = {"LABELQ_MODEL": "fake", "LABELQ_ENABLE_FAKE_MODEL": "1"}
 NO_REDIS = f"redis://:s3cret@127.0.0.1:{free_port()}/0"  # nothing listens there
 
 REDIS_COMMANDS = [
@@ -121,35 +125,25 @@ def test_an_invalid_setting_is_named_as_its_environment_variable() -> None:
     assert_one_line(output)
 
 
-def test_a_metrics_port_in_use_is_one_line_that_names_the_setting() -> None:
-    """Found by a newcomer check: a LABELQ_METRICS_PORT already taken was reported as an internal error (exit 70)
-    asking for a bug report."""
-    import socket
-
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A port something else already listens on."""
     with socket.socket() as taken:
         taken.bind(("0.0.0.0", 0))
         taken.listen()
-        port = taken.getsockname()[1]
-        code, output = run(["worker"], LABELQ_METRICS_PORT=str(port), LABELQ_MODEL="fake", LABELQ_ENABLE_FAKE_MODEL="1")
-    assert code == 2 and "LABELQ_METRICS_PORT" in output and str(port) in output, output
+        yield taken.getsockname()[1]
+
+
+def test_a_metrics_port_in_use_is_one_line_that_names_the_setting(taken_port: int) -> None:
+    """Found by a newcomer check: a LABELQ_METRICS_PORT already taken was reported as an internal error (exit 70)
+    asking for a bug report."""
+    code, output = run(["worker"], LABELQ_METRICS_PORT=str(taken_port), **FAKE_MODEL)
+    assert code == 2 and "LABELQ_METRICS_PORT" in output and str(taken_port) in output, output
     assert_one_line(output)
 
 
-def test_a_metrics_port_in_use_with_several_processes_leaves_no_child_behind() -> None:
-    import socket
-
-    import psutil
-
-    with socket.socket() as taken:
-        taken.bind(("0.0.0.0", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        code, output = run(
-            ["worker", "--processes", "2"],
-            LABELQ_METRICS_PORT=str(port),
-            LABELQ_MODEL="fake",
-            LABELQ_ENABLE_FAKE_MODEL="1",
-        )
+def test_a_metrics_port_in_use_with_several_processes_leaves_no_child_behind(taken_port: int) -> None:
+    code, output = run(["worker", "--processes", "2"], LABELQ_METRICS_PORT=str(taken_port), **FAKE_MODEL)
     assert code == 2 and "LABELQ_METRICS_PORT" in output, output
     assert_one_line(output)
     assert not [p for p in psutil.Process().children() if "--in-process" in " ".join(p.cmdline())]
