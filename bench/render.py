@@ -720,7 +720,18 @@ def mixed_section(results: list[dict[str, Any]]) -> list[str]:
             f"| {result['model']}: bulk with 10% realtime >= 0.85 of bulk alone | {ratio:.2f} | "
             f"{'yes' if ratio >= 0.85 else '**no**'} |",
         ]
-    lines += ["", "![realtime latency beside a backlog](img/mixed-load.png)", ""]
+    lines += [
+        "",
+        "Where the bulk target is missed, the backlog lost what the realtime work itself took (*lost / paused* near "
+        "1), and that work is dear: a realtime request answered between runs is a run of its own, which costs more "
+        "than a batched one. Meeting 0.85 would mean batching realtime requests into the bulk runs, so they would "
+        "wait for the run in progress and then a full run of their own, past the latency target. labelq keeps the "
+        "latency target; `LABELQ_REALTIME_BETWEEN_RUNS=false` is the other choice (`docs/worker.md`, *What it costs "
+        "the backfill*).",
+        "",
+        "![realtime latency beside a backlog](img/mixed-load.png)",
+        "",
+    ]
     return lines
 
 
