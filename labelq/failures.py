@@ -28,8 +28,13 @@ REDIS_HINT = "start it, or point LABELQ_REDIS_URL (or --redis-url) at one"
 def describe(exc: BaseException) -> tuple[str, int]:
     """The one line and exit code for a failure no command handled itself."""
     from producer.client import BROKER_ERRORS, SubmitError
+    from schemas.transport import RedisURLError
     from worker.errors import ConfigError, InputError, ModelError
 
+    if isinstance(exc, RedisURLError):
+        if "sentinel" in str(exc):
+            return f'{exc}; set LABELQ_REDIS_TRANSPORT_OPTIONS=\'{{"master_name": "..."}}\'', EXIT_USAGE
+        return f"{exc}; set LABELQ_REDIS_URL (or --redis-url) to redis://host:port/db", EXIT_USAGE
     if isinstance(exc, SubmitError):
         return f"{exc}; {REDIS_HINT}", EXIT_REDIS
     if isinstance(exc, BROKER_ERRORS):
@@ -45,7 +50,7 @@ def describe(exc: BaseException) -> tuple[str, int]:
         loc = first.get("loc", ())
         if exc.title == "Settings" and len(loc) == 1:  # a setting: named as the environment variable the user set
             variable = f"LABELQ_{loc[0]}".upper()
-            return f"invalid {variable}: {first.get('msg')}", EXIT_USAGE
+            return f"invalid {variable}: {first.get('msg', '').removeprefix('Value error, ')}", EXIT_USAGE
         where = ".".join(str(part) for part in loc) or "settings"
         return f"invalid setting {where}: {first.get('msg')} (LABELQ_* environment variables)", EXIT_USAGE
     if isinstance(exc, json.JSONDecodeError):

@@ -14,15 +14,39 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import pydantic
 import redis
 import redis.sentinel
 from celery import Celery
 from kombu.exceptions import OperationalError
 
 from schemas import ClassificationResult, ClassifyRequest, ErrorResult, parse_result
-from schemas.transport import NOTIFY_KEY, QUEUES, RESULT_KEY, TASK_CLASSIFY, WORKER_KEY, parse_sentinel_url
+from schemas.request import reply_queue_problem
+from schemas.transport import (
+    NOTIFY_KEY,
+    QUEUES,
+    RESULT_KEY,
+    TASK_CLASSIFY,
+    WORKER_KEY,
+    RedisURLError,
+    parse_sentinel_url,
+    redis_url_problem,
+)
 
 Result = ClassificationResult | ErrorResult
+
+
+class UnreadableResult(ValueError):
+    """An item on a result queue that is not a labelq result (it was put back where it was)."""
+
+    def __init__(self, queue: str, cause: ValueError) -> None:
+        errors = cause.errors() if isinstance(cause, pydantic.ValidationError) else []
+        reason = f"{errors[0]['msg']} at {'.'.join(map(str, errors[0]['loc'])) or 'the top'}" if errors else str(cause)
+        super().__init__(
+            f"an item on result queue {queue!r} is not a labelq result ({reason[:200]}); it was left at the head "
+            f"of the queue: look at it with `redis-cli LRANGE {queue} 0 0`"
+        )
+        self.queue = queue
 
 
 def queue_name(queue: str) -> str:
@@ -69,11 +93,14 @@ class SubmitError(Exception):
 
 def _results_client(url: str, transport_options: Mapping[str, Any]) -> redis.Redis:
     """The Redis results are read from: the broker itself, through Sentinel when the URL says so."""
+    problem = redis_url_problem(url)
+    if problem:
+        raise RedisURLError(f"invalid Redis URL: {problem}")
     sentinel = parse_sentinel_url(url)
     if sentinel is None:
         return redis.Redis.from_url(url)
     if not transport_options.get("master_name"):
-        raise ValueError('a sentinel:// URL needs transport_options={"master_name": ...}')
+        raise RedisURLError('a sentinel:// URL needs the master\'s name: transport_options={"master_name": ...}')
     sentinels = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
         list(sentinel.sentinels), sentinel_kwargs=transport_options.get("sentinel_kwargs") or {}
     )
@@ -224,15 +251,33 @@ class Client:
             self.redis.blpop([NOTIFY_KEY + request_id], timeout=max(0.01, min(remaining, 1.0)))
 
     def results(self, reply_queue: str, *, follow: bool = False, poll_s: float = 1.0) -> Iterator[Result]:
-        """Take results off a result queue (a Redis list) in order; with `follow`, wait for more forever."""
+        """Take results off a result queue (a Redis list) in order; with `follow`, wait for more forever.
+        A name no request may reply to (a Celery queue, kombu's keys: `reply_queue_problem`) or a key that is not
+        a list is a ValueError before anything is taken; an item that is not a labelq result is put back at the
+        head of the queue and raised as `UnreadableResult`, so nothing this reads is lost."""
+        problem = reply_queue_problem(reply_queue)
+        if problem:
+            raise ValueError(problem)
+        kind = self.redis.type(reply_queue)
+        kind = kind.decode() if isinstance(kind, bytes) else str(kind)
+        if kind not in ("list", "none"):
+            raise ValueError(f"{reply_queue!r} is a Redis {kind}, not a result queue (a list)")
         while True:
             if follow:
                 popped = self.redis.blpop([reply_queue], timeout=poll_s)
                 if popped is None:
                     continue
-                yield parse_result(popped[1])
+                raw = popped[1]
             else:
-                raw = self.redis.lpop(reply_queue)
-                if raw is None:
+                taken = self.redis.lpop(reply_queue)
+                if taken is None:
                     return
-                yield parse_result(raw)  # type: ignore[arg-type]
+                raw = taken  # type: ignore[assignment]
+            yield self._readable(reply_queue, raw)
+
+    def _readable(self, reply_queue: str, raw: bytes | str) -> Result:
+        try:
+            return parse_result(raw)
+        except ValueError as exc:  # pydantic's ValidationError is one
+            self.redis.lpush(reply_queue, raw)  # back at the head, where it was
+            raise UnreadableResult(reply_queue, exc) from None

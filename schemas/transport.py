@@ -51,3 +51,27 @@ def parse_sentinel_url(url: str) -> SentinelUrl | None:
     sentinels = tuple((part.hostname or "127.0.0.1", part.port or SENTINEL_DEFAULT_PORT) for part in parts)
     path = parts[0].path.strip("/")
     return SentinelUrl(sentinels, parts[0].password, int(path) if path.isdigit() else 0)
+
+
+REDIS_SCHEMES = ("redis", "rediss", "unix", "sentinel")
+
+
+class RedisURLError(ValueError):
+    """A Redis URL that cannot work. The message says why without repeating the URL (it may hold a password)."""
+
+
+def redis_url_problem(url: str) -> str | None:
+    """Why `url` cannot reach a Redis, or None: a scheme Redis clients know, ports that are numbers, and a
+    database that is a number (redis-py would quietly use 0 for `/abc`)."""
+    parts = [urlsplit(part.strip()) for part in url.split(";") if part.strip()] or [urlsplit(url)]
+    for part in parts:
+        if part.scheme not in REDIS_SCHEMES:
+            return "the scheme must be one of " + ", ".join(f"{scheme}://" for scheme in REDIS_SCHEMES)
+        try:
+            part.port  # noqa: B018 -- urlsplit checks the port when asked: a ValueError when it is no port
+        except ValueError:
+            return "the port must be a number from 0 to 65535"
+        database = part.path.strip("/")
+        if part.scheme != "unix" and database and not database.isdigit():
+            return f"the database (after the host) must be a number, not {database[:40]!r}"
+    return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas import RequestLimits
@@ -17,6 +17,7 @@ from schemas.limits import (
     DEFAULT_MAX_METADATA_BYTES,
     DEFAULT_MAX_TEXT_CHARS,
 )
+from schemas.transport import redis_url_problem
 from worker.constants import BUILTIN_EMBEDDING_MODEL, ENV_PREFIX
 
 
@@ -187,6 +188,14 @@ class Settings(BaseSettings):
         (), description="Hosts allowed to resolve to loopback/private/link-local addresses (default: none)"
     )
     webhook_concurrency: int = Field(16, ge=1, description="Parallel deliveries per webhook worker (threads)")
+
+    @field_validator("redis_url")
+    @classmethod
+    def _a_redis_url(cls, value: str) -> str:
+        problem = redis_url_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
     def limits(self) -> RequestLimits:
         return RequestLimits(

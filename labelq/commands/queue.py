@@ -51,8 +51,8 @@ def submit(
                 request_from_flags(text, labels, multi_label, template, reply_to=reply_to, label_set=label_set),
                 queue=queue,
             )
-        except ValidationError as exc:
-            print_result(error_from_validation(exc, None), as_json=True)
+        except ValidationError as exc:  # one line on stderr, as every command's refusal is
+            print_result(error_from_validation(exc, None), as_json=False)
             sys.exit(1)
         if not wait:
             click.echo(request_id)
@@ -98,8 +98,17 @@ def submit_file(source: Path, queue: str, reply_to: str | None, redis_url: str) 
 @click.option("--follow", is_flag=True, help="Keep waiting for new results")
 @REDIS_URL_OPTION
 def results(reply_queue: str, follow: bool, redis_url: str) -> None:
-    """Print (and take off) the results on a result queue, one JSON line each."""
+    """Print (and take off) the results on a result queue, one JSON line each. An item that is not a labelq result
+    stops the command (exit 1) and stays at the head of the queue; a name that is no result queue is exit 2."""
+    from producer import UnreadableResult
+    from worker.errors import InputError
 
     with producer(redis_url) as client:
-        for result in client.results(reply_queue, follow=follow):
-            click.echo(result.model_dump_json())
+        try:
+            for result in client.results(reply_queue, follow=follow):
+                click.echo(result.model_dump_json())
+        except UnreadableResult as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+        except ValueError as exc:  # not a name a result queue may have, or a key of another type
+            raise InputError(f"{exc}; name the result queue your requests give as reply_to") from None

@@ -147,3 +147,71 @@ def test_a_metrics_port_in_use_with_several_processes_leaves_no_child_behind(tak
     assert code == 2 and "LABELQ_METRICS_PORT" in output, output
     assert_one_line(output)
     assert not [p for p in psutil.Process().children() if "--in-process" in " ".join(p.cmdline())]
+
+
+def test_results_leaves_an_unreadable_item_where_it_was_and_says_so_in_one_line(redis_url: str) -> None:
+    import redis as redis_py
+
+    from schemas import ErrorResult
+    from schemas.codes import ErrorCode
+
+    r = redis_py.Redis.from_url(redis_url)
+    good = ErrorResult(id="r1", code=ErrorCode.EMPTY_TEXT, message="text is empty").model_dump_json()
+    r.rpush("fuzzq:res", b'{"status":"weird"}', good)
+    code, output = run(["results", "fuzzq:res"], LABELQ_REDIS_URL=redis_url)
+    assert code == 1, output
+    assert_one_line(output)
+    assert "not a labelq result" in output and "fuzzq:res" in output
+    assert r.lrange("fuzzq:res", 0, -1) == [b'{"status":"weird"}', good.encode()]  # nothing lost, order kept
+
+
+@pytest.mark.parametrize("name", ["celery", "unacked", "labelq.realtime", "bad name"])
+def test_results_refuses_a_name_no_result_queue_may_have_and_takes_nothing(redis_url: str, name: str) -> None:
+    import redis as redis_py
+
+    r = redis_py.Redis.from_url(redis_url)
+    r.rpush(name, b"a pending Celery task message")
+    code, output = run(["results", name], LABELQ_REDIS_URL=redis_url)
+    assert code == 2, output
+    assert_one_line(output)
+    assert r.llen(name) == 1
+
+
+def test_results_on_a_key_of_another_type_is_a_usage_error_not_a_connection_one(redis_url: str) -> None:
+    import redis as redis_py
+
+    redis_py.Redis.from_url(redis_url).set("fuzzq:string", "x")
+    code, output = run(["results", "fuzzq:string"], LABELQ_REDIS_URL=redis_url)
+    assert code == 2, output
+    assert_one_line(output)
+    assert "not a result queue" in output and "password" not in output
+
+
+def test_submit_refused_by_validation_is_one_line_on_stderr(redis_url: str) -> None:
+    result = CliRunner().invoke(main, ["submit", "", "--labels", "a,b"], env={"LABELQ_REDIS_URL": redis_url})
+    assert result.exit_code == 1, result.output
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1 and "empty_text" in result.stderr
+
+
+BAD_URLS = [
+    ("notaurl", "scheme"),
+    ("redis://:s3cret@127.0.0.1:99999/0", "port"),
+    ("redis://:s3cret@127.0.0.1:6379/abc", "database"),  # redis-py would quietly use database 0
+    ("sentinel://:s3cret@127.0.0.1:1", "master"),
+]
+
+
+@pytest.mark.parametrize(("url", "why"), BAD_URLS, ids=[why for _, why in BAD_URLS])
+@pytest.mark.parametrize("args", [["workers"], ["results", "q"]], ids=["env", "client"])
+def test_a_redis_url_that_cannot_work_is_one_line_and_exit_2(url: str, why: str, args: list[str]) -> None:
+    code, output = run(args, LABELQ_REDIS_URL=url)
+    assert code == 2, output
+    assert_one_line(output)
+    assert why in output and "internal error" not in output
+
+
+def test_a_redis_url_given_as_a_flag_is_checked_too() -> None:
+    code, output = run(["results", "q", "--redis-url", "redis://127.0.0.1:6379/abc"])
+    assert code == 2, output
+    assert_one_line(output)
