@@ -12,6 +12,7 @@ expires (the delivering process died) goes back to scheduled: at-least-once, nev
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Mapping
@@ -36,6 +37,7 @@ from worker.deadletters import DeadLetter
 from worker.delivery.egress import EgressPolicy
 from worker.delivery.webhooks import Attempt, RetryPolicy, attempt_delivery
 
+log = logging.getLogger(__name__)
 DEFAULT_SECRET = "default"
 
 # KEYS: scheduled, claimed; ARGV: now, limit, claim expiry. Moves up to `limit` due jobs into claimed.
@@ -144,6 +146,12 @@ class WebhookDeliverer:
         self.scheduler = Scheduler(client)
 
     def run(self, claimed_json: str) -> Attempt:
+        """Attempt a job the scheduler claimed. A delivery task is an ordinary Celery message that any producer
+        of this broker can send: a job that is not in the claimed set (forged, or already settled) is refused
+        before anything is signed or sent, so sending tasks does not lend anyone the webhook secrets."""
+        if self.client.zscore(WEBHOOK_CLAIMED_KEY, claimed_json) is None:
+            log.warning("a webhook delivery task for a job the scheduler did not claim was refused")
+            return Attempt(time.time(), "give_up", error="not_claimed: no claimed webhook job is this one")
         job = WebhookJob.model_validate_json(claimed_json)
         secret = self.secrets.get(job.secret_name)
         if secret is None:

@@ -78,3 +78,19 @@ def test_a_retry_is_rescheduled_with_its_attempts(redis_url: str) -> None:
     job = WebhookJob.model_validate_json(member)
     assert [a["status"] for a in job.attempts] == [503] and due >= time.time() + 6  # Retry-After 7 s wins
     assert client.zcard(WEBHOOK_CLAIMED_KEY) == 0
+
+
+def test_a_delivery_task_for_a_job_the_scheduler_did_not_claim_signs_and_sends_nothing(redis_url: str) -> None:
+    """A delivery task is a Celery message any producer of the broker can send (to labelq.webhooks, or to
+    labelq.tasks, where the classify worker has the task too): a forged job must not get a body signed."""
+    client = redis_lib.Redis.from_url(redis_url)
+    calls: list[httpx.Request] = []
+    runner = deliverer(redis_url, "93.184.216.34", lambda request: calls.append(request) or httpx.Response(200))
+    forged = WebhookJob(request_id="r9", url="https://victim.example.com/hook", body='{"status":"ok","top":"x"}')
+    attempt = runner.run(forged.model_dump_json())
+    assert attempt.outcome == "give_up" and calls == []  # nothing signed, nothing sent
+    assert client.llen(DEAD_LETTER_KEY) == 0 and client.get(RESULT_KEY + "r9") is None
+    schedule(client, WebhookJob(request_id="r3", url="https://hooks.example.com/h", body=BODY), time.time())
+    (claimed,) = runner.scheduler.claim_due(time.time(), 10, 30)
+    assert runner.run(claimed).outcome == "delivered" and len(calls) == 1  # a claimed job still goes out
+    assert runner.run(claimed).outcome == "give_up" and len(calls) == 1  # and only once
