@@ -11,6 +11,7 @@ import pytest
 import redis as redis_lib
 
 from schemas import ClassificationResult, ErrorCode, ErrorResult, RequestLimits, parse_request, parse_result
+from schemas.result import single_error
 from schemas.transport import DEAD_LETTER_KEY, NOTIFY_KEY, RESULT_KEY
 from tests.worker.stream.test_stream_units import GOOD, delivery, v2
 from tests.worker.test_streaming import raw_celery_message
@@ -18,10 +19,10 @@ from worker.engine.engine import Engine
 from worker.settings import Settings
 from worker.stream import pipeline as pipeline_module
 from worker.stream import publishing
-from worker.stream.messages import decode
+from worker.stream.messages import Delivery, decode
 from worker.stream.pipeline import Pipeline
 from worker.stream.publishing import Publisher
-from worker.stream.redis_queue import UNACKED_INDEX_KEY, UNACKED_KEY, ReliableQueue
+from worker.stream.redis_queue import UNACKED_INDEX_KEY, UNACKED_KEY, ReliableQueue, unwrap
 
 
 def dead_letters(redis: fakeredis.FakeRedis) -> list[dict[str, Any]]:
@@ -297,3 +298,66 @@ def test_dead_letters_are_bounded_in_size_and_number(setup: Any, monkeypatch: py
     assert [d["message_id"] for d in letters] == ["m-2", "m-3", "m-4"]  # the newest three
     assert all(d["raw_truncated"] and d["raw_bytes"] > 1_000_000 and len(d["raw"]) <= 32_768 for d in letters)
     assert sum(len(x) for x in redis.lrange(DEAD_LETTER_KEY, 0, -1)) < 200_000
+
+
+# --- bodies that are not UTF-8 ---
+
+
+def plain_envelope(body: str, task_id: str = "surr-1", **extra: Any) -> bytes:
+    """A kombu envelope whose body is not base64: JSON text inside the envelope's JSON."""
+    envelope = {
+        "body": body,
+        "content-type": "application/json",
+        "content-encoding": "utf-8",
+        "headers": {"task": "labelq.classify", "id": task_id},
+        "properties": {"delivery_tag": "tag-" + task_id},
+        **extra,
+    }
+    return json.dumps(envelope).encode()
+
+
+def claimed_delivery(raw: bytes, queue: str = "labelq.realtime") -> Delivery:
+    body, headers, content_type = unwrap(raw)
+    return Delivery(queue, body, headers, content_type, received_at=0.0)
+
+
+SURROGATE_REQUESTS = [
+    {"text": "hello", "labels": ["x", "y"], "id": "surr-1", "metadata": {"k": "\ud800"}},
+    {"text": "hel\udfffo", "labels": ["x", "y"]},
+    {"text": "hello", "labels": ["x", "\udc80"]},
+]
+
+
+@pytest.mark.parametrize("request_", SURROGATE_REQUESTS)
+def test_a_lone_surrogate_in_a_plain_body_fails_its_request_alone(setup: Any, request_: dict[str, Any]) -> None:
+    pipeline, redis, _ = setup
+    body = json.dumps([[request_], {}, {}], ensure_ascii=False)  # the envelope's JSON escapes the surrogate
+    batch = [claimed_delivery(plain_envelope(body)), v2({**GOOD, "id": "mate"}, "m-2")]
+    pipeline.handle([pipeline.receive(item) for item in batch])
+    culprit = parse_result(redis.get(RESULT_KEY + "surr-1"))
+    assert isinstance(culprit, ErrorResult) and culprit.code == ErrorCode.INVALID_UTF8
+    assert isinstance(parse_result(redis.get(RESULT_KEY + "mate")), ClassificationResult)
+    assert [d["reason"] for d in dead_letters(redis)] == ["invalid_request"]
+
+
+def test_invalid_utf8_bytes_in_a_plain_body_fail_their_request_alone(setup: Any) -> None:
+    pipeline, redis, _ = setup
+    raw = plain_envelope(json.dumps([[{"text": "caf@", "labels": ["x", "y"]}], {}, {}])).replace(b"caf@", b"caf\xe9")
+    batch = [claimed_delivery(raw), v2({**GOOD, "id": "mate"}, "m-2")]
+    pipeline.handle([pipeline.receive(item) for item in batch])
+    culprit = parse_result(redis.get(RESULT_KEY + "surr-1"))
+    assert isinstance(culprit, ErrorResult) and culprit.code == ErrorCode.INVALID_UTF8
+    assert isinstance(parse_result(redis.get(RESULT_KEY + "mate")), ClassificationResult)
+
+
+def test_a_result_that_cannot_be_serialised_writes_none_of_its_batch(setup: Any) -> None:
+    """A bulk batch is written a chunk at a time; a result that fails to serialise past the first chunk must not
+    leave earlier chunks written, or the batch-mates are answered twice when the batch is retried one by one."""
+    _, redis, _ = setup
+    publications = [
+        publishing.Publication(single_error(f"p{i}", ErrorCode.INTERNAL_ERROR, "x" if i != 200 else "\ud800"))
+        for i in range(300)
+    ]
+    with pytest.raises(ValueError):
+        Publisher(redis, result_ttl_s=60).publish(publications, [], [], between=lambda: None)
+    assert redis.keys(RESULT_KEY + "*") == []
