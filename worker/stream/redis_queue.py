@@ -29,12 +29,18 @@ UNACKED_INDEX_KEY = "unacked_index"
 # KEYS: queue, unacked, unacked_index; ARGV: max count, now. Returns [tag, payload, tag, payload, ...]. A tag is
 # the envelope's `properties.delivery_tag` when that is a plain ASCII name (what every Celery client sends: a
 # uuid), else one made here, so a tag is always ASCII: any bytes a producer put there are only the payload's.
+# The payload is stored as it came whenever it is JSON to Python (kombu's restore reads it with `json.loads`):
+# an envelope cjson refuses only for its lone surrogate escapes (`\ud800`, which Python accepts) is tested with
+# them made plain; only what is really not JSON is wrapped as `{"body": <message>}`.
 _CLAIM = """
 local out = {}
 for i = 1, tonumber(ARGV[1]) do
   local item = redis.call('RPOP', KEYS[1])
   if not item then break end
   local ok, message = pcall(cjson.decode, item)
+  if not ok and string.find(item, '\\u[dD][89a-fA-F]') then  -- cjson refuses lone surrogate escapes, which
+    ok, message = pcall(cjson.decode, (string.gsub(item, '\\u[dD][89a-fA-F]%x%x', '\\u0041')))  -- Python reads
+  end
   local tag = nil
   if ok and type(message) == 'table' and type(message['properties']) == 'table' then
     tag = message['properties']['delivery_tag']

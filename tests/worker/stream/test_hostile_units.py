@@ -361,3 +361,25 @@ def test_a_result_that_cannot_be_serialised_writes_none_of_its_batch(setup: Any)
     with pytest.raises(ValueError):
         Publisher(redis, result_ttl_s=60).publish(publications, [], [], between=lambda: None)
     assert redis.keys(RESULT_KEY + "*") == []
+
+
+@pytest.mark.parametrize("value", ["\ud800", "a\udfff", "\\ud800", "\ud83d\ude00", "\udc80\\"])
+def test_an_envelope_python_reads_is_stored_verbatim_for_redelivery(redis_url: str, value: str) -> None:
+    """Lua's cjson refuses lone surrogate escapes, which Python's json (and so kombu's restore) accepts: such an
+    envelope is kept as it came, so a redelivered one still has its headers and is answered under its task id."""
+    client = redis_lib.Redis.from_url(redis_url)
+    body = json.dumps([[{"text": "hello", "labels": ["x", "y"], "metadata": {"k": value}}], {}, {}], ensure_ascii=False)
+    raw = plain_envelope(body)  # the envelope's JSON holds the lone surrogate as an escape, e.g. \ud800
+    client.lpush("q", raw)
+    [claimed] = ReliableQueue(client).claim("q", 1)
+    assert claimed.tag == "tag-surr-1" and claimed.headers["id"] == "surr-1"
+    payload, _, routing_key = json.loads(client.hget(UNACKED_KEY, claimed.tag))  # what kombu's restore reads
+    assert payload == json.loads(raw) and routing_key == "q"
+
+
+def test_an_envelope_that_is_not_json_is_stored_wrapped(redis_url: str) -> None:
+    client = redis_lib.Redis.from_url(redis_url)
+    client.lpush("q", b'{"body": "\\ud800", not json')
+    [claimed] = ReliableQueue(client).claim("q", 1)
+    payload, _, _ = json.loads(client.hget(UNACKED_KEY, claimed.tag))
+    assert payload == {"body": '{"body": "\\ud800", not json'}
