@@ -1,6 +1,7 @@
 """The stream: requests taken off Redis queues, answered in batches, outcomes written back before the ack.
 
-Owns: claiming messages so that a crash loses none (`redis_queue`), decoding Celery envelopes without Celery
+Owns: claiming messages so that a crash loses none (`redis_queue`), reading kombu's envelope (`envelopes`),
+decoding Celery task messages without Celery
 (`messages`), when a batch flushes (`batcher`), a batch's story from received messages to outcomes
 (`pipeline`), writing results, webhook jobs, dead letters and delivery counters (`publishing`), and the stored
 label sets requests may name (`labelsets`).

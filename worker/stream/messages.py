@@ -29,6 +29,7 @@ class Delivery:
     headers: Mapping[str, Any]
     content_type: str | None
     received_at: float  # epoch seconds
+    problem: str | None = None  # why the envelope's body could not be read: refused under the header task id
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,10 +163,17 @@ class UndecodableMessage(ValueError):
         self.message_id = message_id
 
 
+def _is_json(content_type: str | None) -> bool:
+    """No content type, or application/json with any parameters (`; charset=utf-8`)."""
+    return content_type is None or content_type.partition(";")[0].strip().lower() == "application/json"
+
+
 def decode(delivery: Delivery) -> TaskEnvelope:
     headers = delivery.headers if isinstance(delivery.headers, Mapping) else {}
     header_id = readable_id(headers.get("id")) if "task" in headers else None
-    if delivery.content_type not in (None, "application/json"):
+    if delivery.problem is not None:
+        raise UndecodableMessage(delivery.problem, header_id)
+    if not _is_json(delivery.content_type):
         reason = f"content type {str(delivery.content_type)[:100]!r}; labelq accepts application/json only"
         raise UndecodableMessage(reason, header_id)
     text_ok = _strict_utf8(delivery.body)

@@ -8,20 +8,19 @@ atomically, so a message is always either in its queue or unacked. kombu's perio
 labelq worker runs, restores unacked messages older than the visibility timeout to their queue, exactly as it
 does for messages kombu took itself. Acks are one pipeline per batch.
 
-Messages are the JSON envelopes kombu (and every Celery client) LPUSHes: `body` (base64 when
-`properties.body_encoding` says so), `content-type`, `headers`, `properties.delivery_tag`.
+Messages are the JSON envelopes kombu (and every Celery client) LPUSHes, read by worker/stream/envelopes.py.
 """
 
 from __future__ import annotations
 
-import base64
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 import redis
+
+from worker.stream.envelopes import unwrap
 
 UNACKED_KEY = "unacked"  # kombu's defaults (labelq sets no global key prefix)
 UNACKED_INDEX_KEY = "unacked_index"
@@ -65,23 +64,7 @@ class Claimed:
     body: bytes
     headers: dict[str, Any]
     content_type: str | None
-
-
-def unwrap(raw: bytes) -> tuple[bytes, dict[str, Any], str | None]:
-    """(body, headers, content type) of a kombu envelope; an unreadable envelope comes back whole as the body.
-    Bytes that are not UTF-8 in a part labelq does not read (a delivery tag, a property) do not spoil the rest."""
-    try:
-        envelope = json.loads(raw.decode("utf-8", errors="surrogateescape"))
-        properties = envelope.get("properties") or {}
-        body = envelope.get("body", "")
-        if properties.get("body_encoding") == "base64":
-            data = base64.b64decode(body)
-        else:
-            data = body.encode("utf-8", errors="surrogatepass") if isinstance(body, str) else json.dumps(body).encode()
-        headers = envelope.get("headers") or {}
-        return data, headers if isinstance(headers, dict) else {}, envelope.get("content-type")
-    except (ValueError, TypeError, AttributeError, RecursionError):
-        return raw, {}, None
+    problem: str | None = None  # why its body could not be read (worker/stream/envelopes.py)
 
 
 class ReliableQueue:
@@ -96,8 +79,10 @@ class ReliableQueue:
         flat = cast(list[bytes], self._claim(keys=[queue, UNACKED_KEY, UNACKED_INDEX_KEY], args=[count, time.time()]))
         claimed = []
         for tag, raw in zip(flat[::2], flat[1::2], strict=True):
-            body, headers, content_type = unwrap(raw)
-            claimed.append(Claimed(tag.decode("ascii"), body, headers, content_type))
+            envelope = unwrap(raw)
+            claimed.append(
+                Claimed(tag.decode("ascii"), envelope.body, envelope.headers, envelope.content_type, envelope.problem)
+            )
         return claimed
 
     def ack(self, tags: Sequence[str]) -> None:

@@ -3,7 +3,11 @@ a producer anywhere on the network could send (fakeredis, except the claim, whic
 
 from __future__ import annotations
 
+import base64
+import bz2
 import json
+import lzma
+import zlib
 from typing import Any
 
 import fakeredis
@@ -15,14 +19,16 @@ from schemas.result import single_error
 from schemas.transport import DEAD_LETTER_KEY, NOTIFY_KEY, RESULT_KEY
 from tests.worker.stream.test_stream_units import GOOD, delivery, v2
 from tests.worker.test_streaming import raw_celery_message
+from worker.constants import MESSAGE_MAX_BYTES
 from worker.engine.engine import Engine
 from worker.settings import Settings
 from worker.stream import pipeline as pipeline_module
 from worker.stream import publishing
-from worker.stream.messages import Delivery, decode
+from worker.stream.envelopes import unwrap
+from worker.stream.messages import Delivery, UndecodableMessage, decode
 from worker.stream.pipeline import Pipeline
 from worker.stream.publishing import Publisher
-from worker.stream.redis_queue import UNACKED_INDEX_KEY, UNACKED_KEY, ReliableQueue, unwrap
+from worker.stream.redis_queue import UNACKED_INDEX_KEY, UNACKED_KEY, ReliableQueue
 
 
 def dead_letters(redis: fakeredis.FakeRedis) -> list[dict[str, Any]]:
@@ -317,8 +323,8 @@ def plain_envelope(body: str, task_id: str = "surr-1", **extra: Any) -> bytes:
 
 
 def claimed_delivery(raw: bytes, queue: str = "labelq.realtime") -> Delivery:
-    body, headers, content_type = unwrap(raw)
-    return Delivery(queue, body, headers, content_type, received_at=0.0)
+    envelope = unwrap(raw)
+    return Delivery(queue, envelope.body, envelope.headers, envelope.content_type, 0.0, envelope.problem)
 
 
 SURROGATE_REQUESTS = [
@@ -383,3 +389,70 @@ def test_an_envelope_that_is_not_json_is_stored_wrapped(redis_url: str) -> None:
     [claimed] = ReliableQueue(client).claim("q", 1)
     payload, _, _ = json.loads(client.hget(UNACKED_KEY, claimed.tag))
     assert payload == {"body": '{"body": "\\ud800", not json'}
+
+
+# --- envelopes: what a part that cannot be read leaves readable ---
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"body": None},
+        {"body": 5, "properties": {"body_encoding": "base64"}},
+        {"body": "not base64!", "properties": {"body_encoding": "base64"}},
+        {"properties": [1]},
+        {"headers": {"task": "labelq.classify", "id": "surr-1", "compression": "application/x-snappy"}},
+    ],
+)
+def test_a_malformed_envelope_is_answered_under_its_readable_task_id(setup: Any, change: dict[str, Any]) -> None:
+    pipeline, redis, fake = setup
+    raw = json.dumps({**json.loads(plain_envelope(json.dumps([[GOOD], {}, {}]))), **change}).encode()
+    received = pipeline.receive(claimed_delivery(raw))
+    assert received.message_id == "surr-1" and received.undecodable
+    pipeline.handle([received])
+    result = parse_result(redis.get(RESULT_KEY + "surr-1"))
+    assert isinstance(result, ErrorResult) and result.code == ErrorCode.INVALID_MESSAGE
+    assert [d["reason"] for d in dead_letters(redis)] == ["undecodable"] and fake.calls == []
+
+
+def test_an_unknown_compression_is_named() -> None:
+    headers = {"task": "labelq.classify", "id": "surr-1", "compression": "application/x-snappy"}
+    received = claimed_delivery(plain_envelope("[]", headers=headers))
+    with pytest.raises(UndecodableMessage, match="application/x-snappy"):
+        decode(received)
+
+
+@pytest.mark.parametrize(
+    ("compression", "compress"),
+    [
+        ("application/x-gzip", zlib.compress),
+        ("zlib", zlib.compress),
+        ("application/x-bz2", bz2.compress),
+        ("application/x-lzma", lzma.compress),
+    ],
+)
+def test_a_compressed_body_is_classified(setup: Any, compression: str, compress: Any) -> None:
+    pipeline, redis, _ = setup
+    body = compress(json.dumps([[{**GOOD, "id": "zipped"}], {}, {}]).encode())
+    headers = {"task": "labelq.classify", "id": "surr-1", "compression": compression}
+    raw = plain_envelope(base64.b64encode(body).decode(), headers=headers, properties={"body_encoding": "base64"})
+    pipeline.handle([pipeline.receive(claimed_delivery(raw))])
+    assert isinstance(parse_result(redis.get(RESULT_KEY + "zipped")), ClassificationResult)
+
+
+@pytest.mark.parametrize(("compression", "compress"), [("application/x-gzip", zlib.compress), ("bzip2", bz2.compress)])
+def test_a_decompression_bomb_is_refused_not_expanded(compression: str, compress: Any) -> None:
+    bomb = compress(b"[" + b" " * (MESSAGE_MAX_BYTES + 10))
+    headers = {"task": "labelq.classify", "id": "surr-1", "compression": compression}
+    raw = plain_envelope(base64.b64encode(bomb).decode(), headers=headers, properties={"body_encoding": "base64"})
+    envelope = unwrap(raw)
+    assert envelope.problem is not None and "larger than" in envelope.problem and len(envelope.body) <= len(raw)
+    with pytest.raises(UndecodableMessage, match="larger than") as refused:
+        decode(claimed_delivery(raw))
+    assert refused.value.message_id == "surr-1"
+
+
+@pytest.mark.parametrize("content_type", ["application/json; charset=utf-8", "Application/JSON;charset=UTF-8"])
+def test_a_json_content_type_with_parameters_is_accepted(content_type: str) -> None:
+    envelope = decode(delivery([[GOOD], {}, {}], content_type=content_type))
+    assert envelope.parse(RequestLimits()).request.id == "r1"  # type: ignore[union-attr]
