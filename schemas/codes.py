@@ -30,7 +30,7 @@ class ErrorCode(StrEnum):
     # labels
     NO_LABELS = "no_labels"  # neither labels nor a label_set
     LABEL_SET_CONFLICT = "label_set_conflict"  # both labels and a label_set
-    EMPTY_LABEL = "empty_label"  # a label name that is empty or whitespace only
+    EMPTY_LABEL = "empty_label"  # a label name, description, hypothesis or example: empty or whitespace only
     LABEL_TOO_LONG = "label_too_long"
     DUPLICATE_LABELS = "duplicate_labels"
     TOO_MANY_LABELS = "too_many_labels"

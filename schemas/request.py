@@ -138,6 +138,9 @@ class Label(BaseModel):
         if value is not None and len(value) > limit:
             message = "a label's {field} is longer than {limit} characters"
             raise _error(ErrorCode.LABEL_TOO_LONG, message, field=info.field_name, limit=limit)
+        if value is not None and (not value or value.isspace()):  # a blank one would be the hypothesis
+            message = "a label's {field} is empty or whitespace only; give its words or leave it out"
+            raise _error(ErrorCode.EMPTY_LABEL, message, field=info.field_name)
         return value
 
     @field_validator("examples")
@@ -150,6 +153,9 @@ class Label(BaseModel):
         if any(len(example) > limits.max_label_text_chars for example in value):
             message = "a label's example is longer than {limit} characters"
             raise _error(ErrorCode.LABEL_TOO_LONG, message, limit=limits.max_label_text_chars)
+        if any(not example or example.isspace() for example in value):
+            message = "a label's example is empty or whitespace only; give its text or drop it"
+            raise _error(ErrorCode.EMPTY_LABEL, message)
         return value
 
     @property
@@ -278,6 +284,15 @@ class ClassifyRequest(BaseModel):
     )
     deadline: AwareDatetime | None = Field(None, description="Not worth answering after this instant")
     submitted_at: AwareDatetime | None = Field(None, description="When the producer sent it (for queue-wait metrics)")
+
+    @field_validator("deadline", "submitted_at", mode="before")
+    @classmethod
+    def _instant(cls, value: Any, info: ValidationInfo) -> Any:
+        # pydantic reads a number as seconds or milliseconds since 1970 (0 is long expired): the contract is text
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            message = "{field} is a number; give an ISO 8601 instant with a time zone, e.g. 2026-11-28T10:00:05Z"
+            raise _error(ErrorCode.WRONG_TYPE, message, field=info.field_name)
+        return value
 
     @field_validator("text")
     @classmethod

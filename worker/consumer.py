@@ -245,7 +245,7 @@ class BatchConsumerStep(bootsteps.StartStopStep):
             metrics.BETWEEN_RUNS_SECONDS.inc(spent_s)
 
     def _add(self, queue: str, message: Claimed) -> None:
-        delivery = Delivery(queue, message.body, message.headers, message.content_type, time.time())
+        delivery = Delivery(queue, message.body, message.headers, message.content_type, time.time(), message.problem)
         assert self.runtime is not None
         received = self.runtime.pipeline.receive(delivery)
         self.outcomes.received([received])

@@ -29,6 +29,7 @@ class Delivery:
     headers: Mapping[str, Any]
     content_type: str | None
     received_at: float  # epoch seconds
+    problem: str | None = None  # why the envelope's body could not be read: refused under the header task id
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,10 +128,19 @@ class TaskEnvelope:
         return validate_request(self.request, limits)
 
 
-# A \uD800-\uDFFF escape in a body: it may decode to a lone surrogate, which is not text. Such a request is
-# written back out and parsed as bytes, where a lone surrogate is invalid UTF-8 (an `invalid_utf8` error
-# result); every other request is validated as decoded (tests/worker/stream/test_stream_units.py).
+# A \uD800-\uDFFF escape in a body: it may decode to a lone surrogate, which is not text. Such a request, and
+# any request of a body that is not strict UTF-8 (a plain body's lone surrogate arrives encoded, its invalid
+# bytes surrogate-escaped), is written back out and parsed as bytes, where a lone surrogate is invalid UTF-8 (an
+# `invalid_utf8` error result); every other request is validated as decoded (tests/worker/stream/).
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _strict_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 # A task id labelq answers under and counts deliveries by: what Celery clients send (a uuid), or any short
@@ -153,15 +163,23 @@ class UndecodableMessage(ValueError):
         self.message_id = message_id
 
 
+def _is_json(content_type: str | None) -> bool:
+    """No content type, or application/json with any parameters (`; charset=utf-8`)."""
+    return content_type is None or content_type.partition(";")[0].strip().lower() == "application/json"
+
+
 def decode(delivery: Delivery) -> TaskEnvelope:
     headers = delivery.headers if isinstance(delivery.headers, Mapping) else {}
     header_id = readable_id(headers.get("id")) if "task" in headers else None
-    if delivery.content_type not in (None, "application/json"):
+    if delivery.problem is not None:
+        raise UndecodableMessage(delivery.problem, header_id)
+    if not _is_json(delivery.content_type):
         reason = f"content type {str(delivery.content_type)[:100]!r}; labelq accepts application/json only"
         raise UndecodableMessage(reason, header_id)
-    try:
-        body = json.loads(delivery.body)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+    text_ok = _strict_utf8(delivery.body)
+    try:  # bytes that are not UTF-8 are read as lone surrogates: the request they are in is refused, not the rest
+        body = json.loads(delivery.body if text_ok else delivery.body.decode("utf-8", errors="surrogateescape"))
+    except (ValueError, RecursionError) as exc:
         raise UndecodableMessage(f"body is not JSON: {exc}", header_id) from None
     if "task" in headers:  # protocol 2: [args, kwargs, embed]; kwargs null, or embed absent, as some clients send
         task, message_id = headers.get("task"), header_id
@@ -187,7 +205,7 @@ def decode(delivery: Delivery) -> TaskEnvelope:
         raise UndecodableMessage("expected exactly one argument: the request", message_id)
     if isinstance(request, str):
         return TaskEnvelope(message_id, request.encode("utf-8", errors="surrogatepass"), canvas)
-    if _SURROGATE_ESCAPE.search(delivery.body):
+    if not text_ok or _SURROGATE_ESCAPE.search(delivery.body):
         written = json.dumps(request, ensure_ascii=False).encode("utf-8", errors="surrogatepass")
         return TaskEnvelope(message_id, written, canvas)
     return TaskEnvelope(message_id, request, canvas)

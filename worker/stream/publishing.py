@@ -202,22 +202,27 @@ class Publisher:
         go in one script call per `SERIALISE_CHUNK` (a 1,024-result batch of 77 labels in one call held Redis for
         ~50 ms; in chunks, other clients are served between them). With `between` (a bulk batch), each chunk is
         written in its own round trip and `between` called after it: realtime work goes in between
-        (worker/engine/gate.py); a failure part-way leaves earlier chunks written and the batch unacked, so its
-        messages come back and are answered again (duplicates by id, as after any failed write)."""
+        (worker/engine/gate.py); a Redis failure part-way leaves earlier chunks written and the batch unacked, so its
+        messages come back and are answered again (duplicates by id, as after any failed write). Every result is
+        serialised before the first write: a result that cannot be (a bug) raises with nothing written."""
         ttl = self.result_ttl_s
         now_s = time.time()
         pipe = self.client.pipeline(transaction=False)
         backend = self.backend
         date_done = datetime.now(UTC).isoformat() if backend else ""
-        chunk = _Chunk()
+        bodies = []  # every result serialised before the first write: one that fails writes none of its batch
         for index, item in enumerate(publications):
+            if index and not index % SERIALISE_CHUNK and between is not None:
+                between()
+            bodies.append(payload(item.outcome))
+        chunk = _Chunk()
+        for index, (item, body) in enumerate(zip(publications, bodies, strict=True)):
             if index and not index % SERIALISE_CHUNK:  # one script call per chunk: Redis serves others in between
                 chunk.write(pipe, ttl, backend)
                 chunk = _Chunk()
                 if between is not None:  # a bulk batch: this chunk written now, realtime work, then the next
                     pipe.execute()
                     between()
-            body = payload(item.outcome)
             chunk.add(item, body, backend, date_done)
             if item.webhook_url:
                 job = WebhookJob(

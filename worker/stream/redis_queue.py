@@ -8,14 +8,11 @@ atomically, so a message is always either in its queue or unacked. kombu's perio
 labelq worker runs, restores unacked messages older than the visibility timeout to their queue, exactly as it
 does for messages kombu took itself. Acks are one pipeline per batch.
 
-Messages are the JSON envelopes kombu (and every Celery client) LPUSHes: `body` (base64 when
-`properties.body_encoding` says so), `content-type`, `headers`, `properties.delivery_tag`.
+Messages are the JSON envelopes kombu (and every Celery client) LPUSHes, read by worker/stream/envelopes.py.
 """
 
 from __future__ import annotations
 
-import base64
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,18 +20,26 @@ from typing import Any, cast
 
 import redis
 
+from worker.stream.envelopes import unwrap
+
 UNACKED_KEY = "unacked"  # kombu's defaults (labelq sets no global key prefix)
 UNACKED_INDEX_KEY = "unacked_index"
 
 # KEYS: queue, unacked, unacked_index; ARGV: max count, now. Returns [tag, payload, tag, payload, ...]. A tag is
 # the envelope's `properties.delivery_tag` when that is a plain ASCII name (what every Celery client sends: a
 # uuid), else one made here, so a tag is always ASCII: any bytes a producer put there are only the payload's.
+# The payload is stored as it came whenever it is JSON to Python (kombu's restore reads it with `json.loads`):
+# an envelope cjson refuses only for its lone surrogate escapes (`\ud800`, which Python accepts) is tested with
+# them made plain; only what is really not JSON is wrapped as `{"body": <message>}`.
 _CLAIM = """
 local out = {}
 for i = 1, tonumber(ARGV[1]) do
   local item = redis.call('RPOP', KEYS[1])
   if not item then break end
   local ok, message = pcall(cjson.decode, item)
+  if not ok and string.find(item, '\\u[dD][89a-fA-F]') then  -- cjson refuses lone surrogate escapes, which
+    ok, message = pcall(cjson.decode, (string.gsub(item, '\\u[dD][89a-fA-F]%x%x', '\\u0041')))  -- Python reads
+  end
   local tag = nil
   if ok and type(message) == 'table' and type(message['properties']) == 'table' then
     tag = message['properties']['delivery_tag']
@@ -59,23 +64,7 @@ class Claimed:
     body: bytes
     headers: dict[str, Any]
     content_type: str | None
-
-
-def unwrap(raw: bytes) -> tuple[bytes, dict[str, Any], str | None]:
-    """(body, headers, content type) of a kombu envelope; an unreadable envelope comes back whole as the body.
-    Bytes that are not UTF-8 in a part labelq does not read (a delivery tag, a property) do not spoil the rest."""
-    try:
-        envelope = json.loads(raw.decode("utf-8", errors="surrogateescape"))
-        properties = envelope.get("properties") or {}
-        body = envelope.get("body", "")
-        if properties.get("body_encoding") == "base64":
-            data = base64.b64decode(body)
-        else:
-            data = body.encode("utf-8", errors="surrogatepass") if isinstance(body, str) else json.dumps(body).encode()
-        headers = envelope.get("headers") or {}
-        return data, headers if isinstance(headers, dict) else {}, envelope.get("content-type")
-    except (ValueError, TypeError, AttributeError, RecursionError):
-        return raw, {}, None
+    problem: str | None = None  # why its body could not be read (worker/stream/envelopes.py)
 
 
 class ReliableQueue:
@@ -90,8 +79,10 @@ class ReliableQueue:
         flat = cast(list[bytes], self._claim(keys=[queue, UNACKED_KEY, UNACKED_INDEX_KEY], args=[count, time.time()]))
         claimed = []
         for tag, raw in zip(flat[::2], flat[1::2], strict=True):
-            body, headers, content_type = unwrap(raw)
-            claimed.append(Claimed(tag.decode("ascii"), body, headers, content_type))
+            envelope = unwrap(raw)
+            claimed.append(
+                Claimed(tag.decode("ascii"), envelope.body, envelope.headers, envelope.content_type, envelope.problem)
+            )
         return claimed
 
     def ack(self, tags: Sequence[str]) -> None:

@@ -3,7 +3,11 @@ a producer anywhere on the network could send (fakeredis, except the claim, whic
 
 from __future__ import annotations
 
+import base64
+import bz2
 import json
+import lzma
+import zlib
 from typing import Any
 
 import fakeredis
@@ -11,14 +15,17 @@ import pytest
 import redis as redis_lib
 
 from schemas import ClassificationResult, ErrorCode, ErrorResult, RequestLimits, parse_request, parse_result
+from schemas.result import single_error
 from schemas.transport import DEAD_LETTER_KEY, NOTIFY_KEY, RESULT_KEY
 from tests.worker.stream.test_stream_units import GOOD, delivery, v2
 from tests.worker.test_streaming import raw_celery_message
+from worker.constants import MESSAGE_MAX_BYTES
 from worker.engine.engine import Engine
 from worker.settings import Settings
 from worker.stream import pipeline as pipeline_module
 from worker.stream import publishing
-from worker.stream.messages import decode
+from worker.stream.envelopes import unwrap
+from worker.stream.messages import Delivery, UndecodableMessage, decode
 from worker.stream.pipeline import Pipeline
 from worker.stream.publishing import Publisher
 from worker.stream.redis_queue import UNACKED_INDEX_KEY, UNACKED_KEY, ReliableQueue
@@ -297,3 +304,155 @@ def test_dead_letters_are_bounded_in_size_and_number(setup: Any, monkeypatch: py
     assert [d["message_id"] for d in letters] == ["m-2", "m-3", "m-4"]  # the newest three
     assert all(d["raw_truncated"] and d["raw_bytes"] > 1_000_000 and len(d["raw"]) <= 32_768 for d in letters)
     assert sum(len(x) for x in redis.lrange(DEAD_LETTER_KEY, 0, -1)) < 200_000
+
+
+# --- bodies that are not UTF-8 ---
+
+
+def plain_envelope(body: str, task_id: str = "surr-1", **extra: Any) -> bytes:
+    """A kombu envelope whose body is not base64: JSON text inside the envelope's JSON."""
+    envelope = {
+        "body": body,
+        "content-type": "application/json",
+        "content-encoding": "utf-8",
+        "headers": {"task": "labelq.classify", "id": task_id},
+        "properties": {"delivery_tag": "tag-" + task_id},
+        **extra,
+    }
+    return json.dumps(envelope).encode()
+
+
+def claimed_delivery(raw: bytes, queue: str = "labelq.realtime") -> Delivery:
+    envelope = unwrap(raw)
+    return Delivery(queue, envelope.body, envelope.headers, envelope.content_type, 0.0, envelope.problem)
+
+
+SURROGATE_REQUESTS = [
+    {"text": "hello", "labels": ["x", "y"], "id": "surr-1", "metadata": {"k": "\ud800"}},
+    {"text": "hel\udfffo", "labels": ["x", "y"]},
+    {"text": "hello", "labels": ["x", "\udc80"]},
+]
+
+
+@pytest.mark.parametrize("request_", SURROGATE_REQUESTS)
+def test_a_lone_surrogate_in_a_plain_body_fails_its_request_alone(setup: Any, request_: dict[str, Any]) -> None:
+    pipeline, redis, _ = setup
+    body = json.dumps([[request_], {}, {}], ensure_ascii=False)  # the envelope's JSON escapes the surrogate
+    batch = [claimed_delivery(plain_envelope(body)), v2({**GOOD, "id": "mate"}, "m-2")]
+    pipeline.handle([pipeline.receive(item) for item in batch])
+    culprit = parse_result(redis.get(RESULT_KEY + "surr-1"))
+    assert isinstance(culprit, ErrorResult) and culprit.code == ErrorCode.INVALID_UTF8
+    assert isinstance(parse_result(redis.get(RESULT_KEY + "mate")), ClassificationResult)
+    assert [d["reason"] for d in dead_letters(redis)] == ["invalid_request"]
+
+
+def test_invalid_utf8_bytes_in_a_plain_body_fail_their_request_alone(setup: Any) -> None:
+    pipeline, redis, _ = setup
+    raw = plain_envelope(json.dumps([[{"text": "caf@", "labels": ["x", "y"]}], {}, {}])).replace(b"caf@", b"caf\xe9")
+    batch = [claimed_delivery(raw), v2({**GOOD, "id": "mate"}, "m-2")]
+    pipeline.handle([pipeline.receive(item) for item in batch])
+    culprit = parse_result(redis.get(RESULT_KEY + "surr-1"))
+    assert isinstance(culprit, ErrorResult) and culprit.code == ErrorCode.INVALID_UTF8
+    assert isinstance(parse_result(redis.get(RESULT_KEY + "mate")), ClassificationResult)
+
+
+def test_a_result_that_cannot_be_serialised_writes_none_of_its_batch(setup: Any) -> None:
+    """A bulk batch is written a chunk at a time; a result that fails to serialise past the first chunk must not
+    leave earlier chunks written, or the batch-mates are answered twice when the batch is retried one by one."""
+    _, redis, _ = setup
+    publications = [
+        publishing.Publication(single_error(f"p{i}", ErrorCode.INTERNAL_ERROR, "x" if i != 200 else "\ud800"))
+        for i in range(300)
+    ]
+    with pytest.raises(ValueError):
+        Publisher(redis, result_ttl_s=60).publish(publications, [], [], between=lambda: None)
+    assert redis.keys(RESULT_KEY + "*") == []
+
+
+@pytest.mark.parametrize("value", ["\ud800", "a\udfff", "\\ud800", "\ud83d\ude00", "\udc80\\"])
+def test_an_envelope_python_reads_is_stored_verbatim_for_redelivery(redis_url: str, value: str) -> None:
+    """Lua's cjson refuses lone surrogate escapes, which Python's json (and so kombu's restore) accepts: such an
+    envelope is kept as it came, so a redelivered one still has its headers and is answered under its task id."""
+    client = redis_lib.Redis.from_url(redis_url)
+    body = json.dumps([[{"text": "hello", "labels": ["x", "y"], "metadata": {"k": value}}], {}, {}], ensure_ascii=False)
+    raw = plain_envelope(body)  # the envelope's JSON holds the lone surrogate as an escape, e.g. \ud800
+    client.lpush("q", raw)
+    [claimed] = ReliableQueue(client).claim("q", 1)
+    assert claimed.tag == "tag-surr-1" and claimed.headers["id"] == "surr-1"
+    payload, _, routing_key = json.loads(client.hget(UNACKED_KEY, claimed.tag))  # what kombu's restore reads
+    assert payload == json.loads(raw) and routing_key == "q"
+
+
+def test_an_envelope_that_is_not_json_is_stored_wrapped(redis_url: str) -> None:
+    client = redis_lib.Redis.from_url(redis_url)
+    client.lpush("q", b'{"body": "\\ud800", not json')
+    [claimed] = ReliableQueue(client).claim("q", 1)
+    payload, _, _ = json.loads(client.hget(UNACKED_KEY, claimed.tag))
+    assert payload == {"body": '{"body": "\\ud800", not json'}
+
+
+# --- envelopes: what a part that cannot be read leaves readable ---
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"body": None},
+        {"body": 5, "properties": {"body_encoding": "base64"}},
+        {"body": "not base64!", "properties": {"body_encoding": "base64"}},
+        {"properties": [1]},
+        {"headers": {"task": "labelq.classify", "id": "surr-1", "compression": "application/x-snappy"}},
+    ],
+)
+def test_a_malformed_envelope_is_answered_under_its_readable_task_id(setup: Any, change: dict[str, Any]) -> None:
+    pipeline, redis, fake = setup
+    raw = json.dumps({**json.loads(plain_envelope(json.dumps([[GOOD], {}, {}]))), **change}).encode()
+    received = pipeline.receive(claimed_delivery(raw))
+    assert received.message_id == "surr-1" and received.undecodable
+    pipeline.handle([received])
+    result = parse_result(redis.get(RESULT_KEY + "surr-1"))
+    assert isinstance(result, ErrorResult) and result.code == ErrorCode.INVALID_MESSAGE
+    assert [d["reason"] for d in dead_letters(redis)] == ["undecodable"] and fake.calls == []
+
+
+def test_an_unknown_compression_is_named() -> None:
+    headers = {"task": "labelq.classify", "id": "surr-1", "compression": "application/x-snappy"}
+    received = claimed_delivery(plain_envelope("[]", headers=headers))
+    with pytest.raises(UndecodableMessage, match="application/x-snappy"):
+        decode(received)
+
+
+@pytest.mark.parametrize(
+    ("compression", "compress"),
+    [
+        ("application/x-gzip", zlib.compress),
+        ("zlib", zlib.compress),
+        ("application/x-bz2", bz2.compress),
+        ("application/x-lzma", lzma.compress),
+    ],
+)
+def test_a_compressed_body_is_classified(setup: Any, compression: str, compress: Any) -> None:
+    pipeline, redis, _ = setup
+    body = compress(json.dumps([[{**GOOD, "id": "zipped"}], {}, {}]).encode())
+    headers = {"task": "labelq.classify", "id": "surr-1", "compression": compression}
+    raw = plain_envelope(base64.b64encode(body).decode(), headers=headers, properties={"body_encoding": "base64"})
+    pipeline.handle([pipeline.receive(claimed_delivery(raw))])
+    assert isinstance(parse_result(redis.get(RESULT_KEY + "zipped")), ClassificationResult)
+
+
+@pytest.mark.parametrize(("compression", "compress"), [("application/x-gzip", zlib.compress), ("bzip2", bz2.compress)])
+def test_a_decompression_bomb_is_refused_not_expanded(compression: str, compress: Any) -> None:
+    bomb = compress(b"[" + b" " * (MESSAGE_MAX_BYTES + 10))
+    headers = {"task": "labelq.classify", "id": "surr-1", "compression": compression}
+    raw = plain_envelope(base64.b64encode(bomb).decode(), headers=headers, properties={"body_encoding": "base64"})
+    envelope = unwrap(raw)
+    assert envelope.problem is not None and "larger than" in envelope.problem and len(envelope.body) <= len(raw)
+    with pytest.raises(UndecodableMessage, match="larger than") as refused:
+        decode(claimed_delivery(raw))
+    assert refused.value.message_id == "surr-1"
+
+
+@pytest.mark.parametrize("content_type", ["application/json; charset=utf-8", "Application/JSON;charset=UTF-8"])
+def test_a_json_content_type_with_parameters_is_accepted(content_type: str) -> None:
+    envelope = decode(delivery([[GOOD], {}, {}], content_type=content_type))
+    assert envelope.parse(RequestLimits()).request.id == "r1"  # type: ignore[union-attr]
