@@ -300,7 +300,8 @@ def test_producer_cli_submit_wait_file_and_results(start_worker: WorkerFactory, 
     assert waited.returncode == 0, waited.stderr
     assert parse_result(waited.stdout).top == "billing"  # type: ignore[union-attr]
     refused = labelq("submit", "text", "--labels", "a,a")
-    assert refused.returncode == 1 and json.loads(refused.stdout)["code"] == "duplicate_labels"
+    assert refused.returncode == 1 and refused.stdout == ""  # refused before sending: one line on stderr
+    assert refused.stderr.startswith("error duplicate_labels (labels):") and refused.stderr.count("\n") == 1
     source = tmp_path / "in.jsonl"
     source.write_text(
         json.dumps({"id": "f1", "text": "the app crashes", "labels": ["bug", "billing"]})
