@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,20 +82,57 @@ def routing_problem(signature: dict[str, Any]) -> str | None:
     return None
 
 
+# A canvas a message may carry, nested signatures included: Celery's own workflows nest a few levels (a group of
+# chains in a link); a hostile message may not make the check below cost more than this.
+CANVAS_MAX_SIGNATURES = 200
+CANVAS_MAX_DEPTH = 10
+# Where a signature holds others: group and chain `tasks`, chord `header` and `body`, the `task` of chunks and
+# map; its own `link`, `link_error`, `chain` and `chord` options. Celery sends each of them on in its turn.
+_NESTED_KWARGS = ("tasks", "header", "body", "task")
+_NESTED_OPTIONS = ("link", "link_error", "chain", "chord")
+
+
+def _nested(signature: dict[str, Any]) -> list[dict[str, Any]]:
+    found: list[Any] = []
+    for holder, keys in ((signature.get("kwargs"), _NESTED_KWARGS), (signature.get("options"), _NESTED_OPTIONS)):
+        if isinstance(holder, dict):
+            for key in keys:
+                value = holder.get(key)
+                found += value if isinstance(value, list) else [value]
+    return [item for item in found if isinstance(item, dict)]
+
+
+def canvas_problem(signatures: Sequence[dict[str, Any]]) -> str | None:
+    """`routing_problem` of every signature the message carries, nested ones included (a group in a `link`, a
+    chord's body, a callback's own `link_error`), or why the canvas is too large to check."""
+    pending = [(signature, 1) for signature in signatures]
+    seen = 0
+    while pending:
+        signature, depth = pending.pop()
+        seen += 1
+        if seen > CANVAS_MAX_SIGNATURES or depth > CANVAS_MAX_DEPTH:
+            limits = f"{CANVAS_MAX_SIGNATURES} signatures, {CANVAS_MAX_DEPTH} levels deep"
+            return f"the callbacks nest more signatures than labelq checks ({limits})"
+        problem = routing_problem(signature)
+        if problem is not None:
+            return problem
+        pending += ((inner, depth + 1) for inner in _nested(signature))
+    return None
+
+
 def _canvas(embed: Any, headers: Mapping[str, Any]) -> Canvas:
     """Protocol 2 carries signatures in the body's third element and ids in the headers; protocol 1 carries
-    both in the body (`embed` is then the body itself). A signature routed where labelq may not write refuses
-    the whole message."""
+    both in the body (`embed` is then the body itself). A signature routed where labelq may not write, at any
+    depth, refuses the whole message."""
     embed = embed if isinstance(embed, dict) else {}
     callbacks, errbacks, chain = (_signatures(embed.get(key)) for key in ("callbacks", "errbacks", "chain"))
     chord = embed.get("chord") if isinstance(embed.get("chord"), dict) else None
     group = headers.get("group") or embed.get("taskset")
     if not (callbacks or errbacks or chain or chord or group or headers.get("parent_id")):
         return NO_CANVAS  # a plain task message: the common case, without building anything
-    for signature in (*callbacks, *errbacks, *chain, *([chord] if chord else [])):
-        problem = routing_problem(signature)
-        if problem is not None:
-            raise UndecodableMessage(problem, readable_id(headers.get("id") or embed.get("id")))
+    problem = canvas_problem((*callbacks, *errbacks, *chain, *([chord] if chord else [])))
+    if problem is not None:
+        raise UndecodableMessage(problem, readable_id(headers.get("id") or embed.get("id")))
     index = headers.get("group_index")
     return Canvas(
         callbacks=callbacks,

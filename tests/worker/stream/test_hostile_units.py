@@ -18,7 +18,7 @@ from worker.engine.engine import Engine
 from worker.settings import Settings
 from worker.stream import pipeline as pipeline_module
 from worker.stream import publishing
-from worker.stream.messages import decode
+from worker.stream.messages import UndecodableMessage, decode
 from worker.stream.pipeline import Pipeline
 from worker.stream.publishing import Publisher
 from worker.stream.redis_queue import UNACKED_INDEX_KEY, UNACKED_KEY, ReliableQueue
@@ -297,3 +297,51 @@ def test_dead_letters_are_bounded_in_size_and_number(setup: Any, monkeypatch: py
     assert [d["message_id"] for d in letters] == ["m-2", "m-3", "m-4"]  # the newest three
     assert all(d["raw_truncated"] and d["raw_bytes"] > 1_000_000 and len(d["raw"]) <= 32_768 for d in letters)
     assert sum(len(x) for x in redis.lrange(DEAD_LETTER_KEY, 0, -1)) < 200_000
+
+
+def _celery_canvas() -> dict[str, Any]:
+    """Signatures as a Celery client serialises them (group, chain, chord, a callback's own link)."""
+    from celery import Celery, chain, chord, group
+
+    app = Celery(set_as_current=False)
+    bad, ok = app.signature("x.a", queue="unacked_mutex"), app.signature("x.b", queue="router")
+    linked = app.signature("x.c")
+    linked.link_error(bad)
+    return {
+        "group": dict(group(ok, bad)),
+        "chain": dict(chain(ok, bad)),
+        "chord header": dict(chord([bad, ok], ok)),
+        "chord body": dict(chord([ok], bad)),
+        "group of a chain": dict(group(ok, chain(ok, bad))),
+        "a callback's link_error": dict(linked),
+        "plain": dict(group(ok, chain(ok, chord([ok], ok)))),
+    }
+
+
+@pytest.mark.parametrize("slot", ["callbacks", "errbacks", "chain"])
+@pytest.mark.parametrize(
+    "shape", ["group", "chain", "chord header", "chord body", "group of a chain", "a callback's link_error"]
+)
+def test_a_signature_nested_anywhere_is_checked_before_any_work(setup: Any, slot: str, shape: str) -> None:
+    pipeline, redis, fake = setup
+    embed = {slot: [_celery_canvas()[shape]]}
+    pipeline.handle([pipeline.receive(delivery([[GOOD], {}, embed], headers={"task": "labelq.classify", "id": "t-6"}))])
+    result = parse_result(redis.get(RESULT_KEY + "t-6"))
+    assert isinstance(result, ErrorResult) and result.code == ErrorCode.INVALID_MESSAGE
+    assert "unacked_mutex" in result.message
+    assert fake.calls == [] and [d["reason"] for d in dead_letters(redis)] == ["undecodable"]
+
+
+def test_a_nested_canvas_to_plain_queues_is_kept() -> None:
+    envelope = decode(delivery([[GOOD], {}, {"callbacks": [_celery_canvas()["plain"]]}]))
+    assert envelope.canvas.callbacks and envelope.canvas.followups
+
+
+def test_a_canvas_nested_too_deep_or_too_wide_is_refused_cheaply(setup: Any) -> None:
+    deep: dict[str, Any] = callback(queue="router")
+    for _ in range(50):
+        deep = {"task": "celery.group", "kwargs": {"tasks": [deep]}, "options": {}, "subtask_type": "group"}
+    wide = {"task": "celery.group", "kwargs": {"tasks": [callback()] * 5_000}, "options": {}}
+    for embed in ({"callbacks": [deep]}, {"errbacks": [wide]}):
+        with pytest.raises(UndecodableMessage, match="callback"):
+            decode(delivery([[GOOD], {}, embed]))
