@@ -177,7 +177,8 @@ class Pipeline:
         dead: list[DeadLetter] = []
         to_classify: list[Received] = []
         outcomes: list[str] = []  # one per message not classified: an error code or dead_lettered (metrics)
-        ids = [r.counter_id for r in batch]
+        # each id counted once a batch: copies sent together (duplicates by id are allowed) are not redeliveries
+        ids = list(dict.fromkeys(r.counter_id for r in batch))
         queues = sorted({r.reply_queue for r in batch if r.reply_queue})
         preflight = self.publisher.preflight(ids if count else [], queues)
         counts = dict(zip(ids, preflight.counts, strict=True)) if count else {}

@@ -381,3 +381,11 @@ def test_a_batch_is_written_without_asking_redis_for_its_scripts_first(redis_url
     assert script_exists_calls() == before
     assert [parse_result(raw).id for raw in client.lrange("r:s", 0, -1)] == ["s-1", "s-2"]
     client.close()
+
+
+@pytest.mark.parametrize("copies", [3, 6])
+def test_copies_of_one_message_in_a_batch_are_counted_once_and_each_answered(setup: Any, copies: int) -> None:
+    pipeline, redis, _ = setup  # max_deliveries = 2: copies sent together are not redeliveries
+    pipeline.handle([pipeline.receive(v2(GOOD, "dup")) for _ in range(copies)])
+    assert redis.llen("results:test") == copies and dead_letters(redis) == []
+    assert pipeline.publisher.count_deliveries(["dup"]) == [1]  # cleared once the batch is done
