@@ -75,7 +75,8 @@ def test_a_lone_surrogate_in_the_header_id_does_not_fail_the_batch(setup: Any) -
 
 
 @pytest.mark.parametrize(
-    ("request_id", "code"), [("not an id!", ErrorCode.INVALID_ID), ("\ud800", ErrorCode.INVALID_UTF8)]
+    ("request_id", "code"),
+    [("not an id!", ErrorCode.INVALID_ID), ("\ud800", ErrorCode.INVALID_UTF8), ("abc\n", ErrorCode.INVALID_ID)],
 )
 def test_an_unreadable_request_id_is_answered_under_the_task_id(setup: Any, request_id: str, code: ErrorCode) -> None:
     pipeline, redis, _ = setup
@@ -133,6 +134,15 @@ def test_a_reply_queue_may_not_name_a_key_the_broker_uses(name: str) -> None:
     request = {**GOOD, "reply_to": name}
     outcome = parse_request(json.dumps(request))
     assert isinstance(outcome, ErrorResult) and outcome.code == ErrorCode.INVALID_REPLY_TO
+
+
+def test_a_reply_queue_with_a_trailing_newline_is_refused_and_nothing_is_written(setup: Any) -> None:
+    assert parse_request(json.dumps({**GOOD, "reply_to": "fuzzq:nl\n"})).code == ErrorCode.INVALID_REPLY_TO  # type: ignore[union-attr]
+    pipeline, redis, _ = setup
+    for request in ({**GOOD, "reply_to": "fuzzq:nl\n"}, {**GOOD, "text": "", "reply_to": "fuzzq:nl\n"}):
+        pipeline.handle([pipeline.receive(v2(request))])
+    assert isinstance(parse_result(redis.get(RESULT_KEY + "r1")), ErrorResult)
+    assert not any(b"\n" in key for key in redis.keys("*"))
 
 
 def test_reply_queues_can_be_held_to_prefixes() -> None:
