@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from schemas import ErrorResult, ParsedRequest, RequestLimits, parse_request, validate_request
-from schemas.request import reply_queue_problem
+from schemas.parsing import peek_field
+from schemas.request import ID_PATTERN, reply_queue_problem
 from schemas.transport import TASK_CLASSIFY
 from worker.constants import CELERY_DEFAULT_QUEUE
 
@@ -170,29 +171,54 @@ class TaskEnvelope:
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
-# A task id labelq answers under and counts deliveries by: what Celery clients send (a uuid), or any short
-# printable ASCII name. Anything else (a lone surrogate, control bytes, a megabyte) is as if absent.
-_TASK_ID = re.compile(r"[!-~]{1,200}")
+# A task id labelq answers under and counts deliveries by: any id a Celery client sends (Celery accepts any
+# string; its clients send a uuid, users `order 42` or `tâche-1`): printable text, no control characters, spaces
+# allowed, valid UTF-8, at most this long. Keys carry it after a fixed prefix, the result backend and logs quote
+# it, so no character of it can reach another key or forge a line.
+TASK_ID_MAX_CHARS = 1_024
 
 
 def readable_id(value: Any) -> str | None:
     """A header or body task id as labelq may use it in Redis keys and results, else None."""
     text = str(value) if isinstance(value, str | int) and not isinstance(value, bool) else None
-    return text if text is not None and _TASK_ID.fullmatch(text) else None
+    if text is None or not 0 < len(text) <= TASK_ID_MAX_CHARS or not text.isprintable():
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    return text
+
+
+class _UnreadableId:
+    """A task id labelq cannot answer under (its producer would wait forever): the message is dead-lettered once
+    its request's own id is known, an error result goes there, and the worker logs why."""
+
+    def __init__(self, value: Any) -> None:
+        limit = f"printable text of 1 to {TASK_ID_MAX_CHARS} characters"
+        self.reason = f"task id {ascii(value)[:100]} is not {limit}; the message is in the dead-letter list"
+
+
+def _task_id(value: Any) -> str | _UnreadableId | None:
+    """The message's task id: None when it has none."""
+    found = readable_id(value)
+    return _UnreadableId(value) if found is None and value is not None else found
 
 
 class UndecodableMessage(ValueError):
     """The bytes are not a labelq task message; it goes to the dead-letter list, and when the message still
     names a readable task id, an error result is published under it so its producer hears back."""
 
-    def __init__(self, reason: str, message_id: str | None = None) -> None:
+    def __init__(self, reason: str, message_id: str | None = None, request_id: str | None = None) -> None:
         super().__init__(reason)
         self.message_id = message_id
+        self.request_id = request_id  # no task id to answer under: the request's own id, when readable
 
 
 def decode(delivery: Delivery) -> TaskEnvelope:
     headers = delivery.headers if isinstance(delivery.headers, Mapping) else {}
-    header_id = readable_id(headers.get("id")) if "task" in headers else None
+    task_id = _task_id(headers.get("id")) if "task" in headers else None
+    header_id = task_id if isinstance(task_id, str) else None
     if delivery.content_type not in (None, "application/json"):
         reason = f"content type {str(delivery.content_type)[:100]!r}; labelq accepts application/json only"
         raise UndecodableMessage(reason, header_id)
@@ -207,7 +233,8 @@ def decode(delivery: Delivery) -> TaskEnvelope:
         args, kwargs = body[0], body[1] if len(body) > 1 and body[1] is not None else {}
         canvas = _canvas(body[2] if len(body) > 2 else None, headers)
     elif isinstance(body, dict) and "task" in body:  # protocol 1
-        task, message_id = body.get("task"), readable_id(body.get("id"))
+        task, task_id = body.get("task"), _task_id(body.get("id"))
+        message_id = task_id if isinstance(task_id, str) else None
         args, kwargs = body.get("args") or [], body.get("kwargs") or {}
         canvas = _canvas(body, body)
     else:
@@ -222,6 +249,8 @@ def decode(delivery: Delivery) -> TaskEnvelope:
         request = kwargs["request"]
     else:
         raise UndecodableMessage("expected exactly one argument: the request", message_id)
+    if isinstance(task_id, _UnreadableId):
+        raise UndecodableMessage(task_id.reason, None, peek_field(request, "id", ID_PATTERN))
     if isinstance(request, str):
         return TaskEnvelope(message_id, request.encode("utf-8", errors="surrogatepass"), canvas)
     if _SURROGATE_ESCAPE.search(delivery.body):

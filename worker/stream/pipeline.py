@@ -126,6 +126,11 @@ class Pipeline:
         try:
             envelope = decode(delivery)
         except UndecodableMessage as exc:
+            if exc.message_id is None:  # no task id to answer under: the log and the dead letter say why
+                log.warning("a message was dead-lettered (queue %s): %s", delivery.queue, exc)
+            if exc.request_id is not None:  # answered under the request's own id instead
+                error = single_error(exc.request_id, ErrorCode.INVALID_MESSAGE, str(exc))
+                return Received(delivery, error=error, error_reason="undecodable", enqueued_at_s=delivery.received_at)
             return Received(delivery, exc.message_id, undecodable=str(exc), enqueued_at_s=delivery.received_at)
         parsed = envelope.parse(self.limits)
         if isinstance(parsed, ErrorResult):

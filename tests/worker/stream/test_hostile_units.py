@@ -14,13 +14,15 @@ from schemas import ClassificationResult, ErrorCode, ErrorResult, RequestLimits,
 from schemas.transport import DEAD_LETTER_KEY, NOTIFY_KEY, RESULT_KEY
 from tests.worker.stream.test_stream_units import GOOD, delivery, v2
 from tests.worker.test_streaming import raw_celery_message
+from worker.constants import DELIVERIES_KEY
 from worker.engine.engine import Engine
-from worker.settings import Settings
+from worker.engine.fake import FAKE_MODEL, FakeClassifier
+from worker.settings import Settings, load_settings
 from worker.stream import pipeline as pipeline_module
 from worker.stream import publishing
 from worker.stream.messages import UndecodableMessage, decode
 from worker.stream.pipeline import Pipeline
-from worker.stream.publishing import Publisher
+from worker.stream.publishing import Publisher, ResultBackend
 from worker.stream.redis_queue import UNACKED_INDEX_KEY, UNACKED_KEY, ReliableQueue
 
 
@@ -58,20 +60,51 @@ def test_a_plain_delivery_tag_is_kept(redis_url: str) -> None:
 # --- task ids ---
 
 
-@pytest.mark.parametrize("task_id", ["\ud800", "a\x00b", "x" * 201, "with space", True, 1.5, ["m"], {"a": 1}])
-def test_a_task_id_that_cannot_name_a_key_is_as_if_absent(task_id: Any) -> None:
-    headers = {"task": "labelq.classify", "id": task_id}
-    assert decode(delivery([[GOOD], {}, {}], headers=headers)).message_id is None
+CELERY_IDS = ["order 42", "tâche-1", "x" * 250, "注文 ✓ 7", "y" * 1_024]
+UNREADABLE_IDS = ["\ud800", "a\x00b", "tab\there", "z" * 1_025, "", True, 1.5, ["m"], {"a": 1}]
 
 
-def test_a_lone_surrogate_in_the_header_id_does_not_fail_the_batch(setup: Any) -> None:
+@pytest.mark.parametrize("task_id", CELERY_IDS)
+def test_any_task_id_a_celery_client_sends_is_answered_under_it(task_id: str) -> None:
+    redis = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+    settings = load_settings(model=FAKE_MODEL)
+    engine = Engine(settings, classifiers={FAKE_MODEL: FakeClassifier()})
+    publisher = Publisher(redis, result_ttl_s=60, backend=ResultBackend())
+    pipeline = Pipeline(engine, publisher, limits=settings.limits(), max_deliveries=2)
+    request = {"text": "refund please", "labels": ["refund", "bug"]}  # no id: Celery's task id is the handle
+    pipeline.handle(
+        [pipeline.receive(delivery([[request], {}, {}], headers={"task": "labelq.classify", "id": task_id}))]
+    )
+    meta = json.loads(redis.get("celery-task-meta-" + task_id))
+    assert meta["status"] == "SUCCESS" and meta["task_id"] == task_id and meta["result"]["top"] == "refund"
+    assert dead_letters(redis) == [] and redis.keys(DELIVERIES_KEY + "*") == []
+
+
+@pytest.mark.parametrize("task_id", UNREADABLE_IDS)
+def test_a_task_id_no_celery_client_sends_is_dead_lettered_and_logged(
+    setup: Any, task_id: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     pipeline, redis, _ = setup
-    batch = [
-        delivery([[GOOD], {}, {}], headers={"task": "labelq.classify", "id": "\udcff"}),
-        v2({**GOOD, "id": "mate"}, "m-2"),
-    ]
-    pipeline.handle([pipeline.receive(item) for item in batch])
-    assert {parse_result(x).id for x in redis.lrange("results:test", 0, -1)} == {"r1", "mate"}
+    headers = {"task": "labelq.classify", "id": task_id}
+    with pytest.raises(UndecodableMessage, match="task id"):
+        decode(delivery([[GOOD], {}, {}], headers=headers))
+    batch = [delivery([[GOOD], {}, {}], headers=headers), v2({**GOOD, "id": "mate"}, "m-2")]
+    pipeline.handle([pipeline.receive(item) for item in batch])  # a lone surrogate does not fail the batch
+    refused = parse_result(redis.get(RESULT_KEY + "r1"))  # its request's own id hears why
+    assert (
+        isinstance(refused, ErrorResult) and refused.code == ErrorCode.INVALID_MESSAGE and "task id" in refused.message
+    )
+    assert isinstance(parse_result(redis.get(RESULT_KEY + "mate")), ClassificationResult)
+    [letter] = dead_letters(redis)
+    assert letter["reason"] == "undecodable" and "task id" in letter["detail"]
+    assert any("task id" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
+
+
+def test_a_protocol_1_task_id_is_held_to_the_same_rule() -> None:
+    body = {"task": "labelq.classify", "id": "order 42", "args": [GOOD], "kwargs": {}}
+    assert decode(delivery(body, headers={})).message_id == "order 42"
+    with pytest.raises(UndecodableMessage, match="task id"):
+        decode(delivery({**body, "id": "bad\nid"}, headers={}))
 
 
 @pytest.mark.parametrize(

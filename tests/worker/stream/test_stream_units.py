@@ -21,6 +21,7 @@ from worker.stream.batcher import Batcher, BatchPolicy
 from worker.stream.messages import Delivery, UndecodableMessage, decode
 from worker.stream.publishing import Publication, Publisher
 
+NO_ID = {"task": "labelq.classify"}  # a task message without an id
 GOOD = {"id": "r1", "text": "refund please", "labels": ["refund", "bug"], "reply_to": "results:test"}
 
 
@@ -181,7 +182,7 @@ def test_one_batch_writes_each_result_to_its_queue_in_order_and_an_id_less_error
     batch = [
         v2({**GOOD, "id": "a1", "reply_to": "q:a"}, "m-a1"),
         v2({**GOOD, "id": "b1", "reply_to": "q:b"}, "m-b1"),
-        v2({"id": "bad id!", "text": "x", "labels": ["a"], "reply_to": "q:a"}, "no task id either"),
+        delivery([[{"id": "bad id!", "text": "x", "labels": ["a"], "reply_to": "q:a"}], {}, {}], headers=NO_ID),
         v2({**GOOD, "id": "a2", "reply_to": "q:a"}, "m-a2"),
         v2({**GOOD, "id": "n1", "reply_to": None}, "m-n1"),
     ]
