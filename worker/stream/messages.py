@@ -12,6 +12,7 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from schemas import ErrorResult, ParsedRequest, RequestLimits, parse_request, validate_request
@@ -147,11 +148,25 @@ def _canvas(embed: Any, headers: Mapping[str, Any]) -> Canvas:
     )
 
 
+def celery_expires(value: Any) -> datetime | None:
+    """Celery's `expires` (an ISO 8601 string: protocol 2 in the headers, protocol 1 in the body; naive means
+    UTC, as Celery reads it), or None. One that cannot be read is ignored, and the task answered: every Celery
+    client writes it from a datetime or seconds, so only a hand-made message has another."""
+    if not isinstance(value, str) or len(value) > 64:
+        return None
+    try:
+        found = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return found if found.tzinfo is not None else found.replace(tzinfo=UTC)
+
+
 @dataclass(frozen=True, slots=True)
 class TaskEnvelope:
     message_id: str | None  # Celery's task id (the producer sets it to the request id)
     request: bytes | Any  # the request's JSON (bytes), or the request as decoded from the body
     canvas: Canvas = NO_CANVAS
+    expires: datetime | None = None  # Celery's `expires`: not worth answering after it, like a deadline
 
     def request_json(self) -> str:
         """The request as JSON text (what a replay submits again)."""
@@ -232,11 +247,13 @@ def decode(delivery: Delivery) -> TaskEnvelope:
             raise UndecodableMessage("protocol 2 body must be [args, kwargs, embed]", message_id)
         args, kwargs = body[0], body[1] if len(body) > 1 and body[1] is not None else {}
         canvas = _canvas(body[2] if len(body) > 2 else None, headers)
+        expires = celery_expires(headers.get("expires"))
     elif isinstance(body, dict) and "task" in body:  # protocol 1
         task, task_id = body.get("task"), _task_id(body.get("id"))
         message_id = task_id if isinstance(task_id, str) else None
         args, kwargs = body.get("args") or [], body.get("kwargs") or {}
         canvas = _canvas(body, body)
+        expires = celery_expires(body.get("expires"))
     else:
         raise UndecodableMessage("not a Celery task message (no task name in headers or body)")
     if not isinstance(args, list) or not isinstance(kwargs, dict):
@@ -252,8 +269,8 @@ def decode(delivery: Delivery) -> TaskEnvelope:
     if isinstance(task_id, _UnreadableId):
         raise UndecodableMessage(task_id.reason, None, peek_field(request, "id", ID_PATTERN))
     if isinstance(request, str):
-        return TaskEnvelope(message_id, request.encode("utf-8", errors="surrogatepass"), canvas)
+        return TaskEnvelope(message_id, request.encode("utf-8", errors="surrogatepass"), canvas, expires)
     if _SURROGATE_ESCAPE.search(delivery.body):
         written = json.dumps(request, ensure_ascii=False).encode("utf-8", errors="surrogatepass")
-        return TaskEnvelope(message_id, written, canvas)
-    return TaskEnvelope(message_id, request, canvas)
+        return TaskEnvelope(message_id, written, canvas, expires)
+    return TaskEnvelope(message_id, request, canvas, expires)
