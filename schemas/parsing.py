@@ -96,7 +96,7 @@ def _code(error_type: str, loc: tuple[int | str, ...]) -> ErrorCode:
 
 
 def _field(loc: tuple[int | str, ...]) -> str | None:
-    parts = [str(part) for part in loc if not (isinstance(part, str) and _LOC_TAG.match(part))]
+    parts = [str(part) for part in loc if not (isinstance(part, str) and _LOC_TAG.fullmatch(part))]
     return ".".join(parts) or None
 
 
@@ -115,4 +115,4 @@ def peek_field(message: str | bytes | Any, name: str, pattern: str) -> str | Non
     else:
         data = message
     value = data.get(name) if isinstance(data, dict) else None
-    return value if isinstance(value, str) and re.match(pattern, value) else None
+    return value if isinstance(value, str) and re.fullmatch(pattern, value) else None

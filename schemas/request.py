@@ -48,7 +48,7 @@ MetadataValue = str | int | float | bool | None
 def reply_queue_problem(name: str, allowed_prefixes: tuple[str, ...] = ()) -> str | None:
     """Why `name` may not be a result queue, or None when it may: a plain name, not one the broker's own users
     hold, and (when the receiver restricts them) under one of `allowed_prefixes`."""
-    if not re.match(QUEUE_NAME_PATTERN, name):
+    if not re.fullmatch(QUEUE_NAME_PATTERN, name):  # fullmatch: `$` alone lets a final "\n" through
         return "reply_to must be a queue name (letters, digits, ':_.-', at most 200) or an http(s) URL"
     folded = name.lower()
     if folded.startswith(RESERVED_QUEUE_PREFIXES) or any(part in folded for part in RESERVED_QUEUE_PARTS):

@@ -185,3 +185,22 @@ def test_a_chain_whose_classification_fails_fails_instead_of_waiting(
     with pytest.raises(Exception) as raised:
         router.route("").get(timeout=30)  # an empty text: the chain's next task never runs
     assert type(raised.value).__name__ == "EmptyText"
+
+
+def test_what_a_celery_client_may_send_is_answered_as_celery_would(
+    start_worker: WorkerFactory, celery_app: Celery, client: Client
+) -> None:
+    """A group link routed to kombu's sweep lock, a task id with a space, and a task already expired."""
+    start_worker(**FAKE)
+    link = group(celery_app.signature("x.a", queue="unacked_mutex"), celery_app.signature("x.b", queue="unacked_mutex"))
+    refused = celery_app.send_task("labelq.classify", args=[REQUEST], queue="labelq.realtime", link=link)
+    with pytest.raises(Exception) as raised:
+        refused.get(timeout=30)
+    assert type(raised.value).__name__ == "InvalidMessage" and client.redis.type("unacked_mutex") == b"none"
+    for task_id in ("order 42", "tâche-1", "x" * 250):
+        sent = celery_app.send_task("labelq.classify", args=[REQUEST], queue="labelq.realtime", task_id=task_id)
+        assert sent.get(timeout=30)["top"] == "refund"
+    expired = celery_app.send_task("labelq.classify", args=[REQUEST], queue="labelq.realtime", expires=-1)
+    with pytest.raises(Exception) as raised:
+        expired.get(timeout=30)
+    assert type(raised.value).__name__ == "Expired"

@@ -52,6 +52,7 @@ class Received:
     head: LinearHead | None = None  # the label set's learned head, when it has one
     pairs: int = 0  # model sequences it will cost (Engine.cost): what the batcher's pair budget counts
     canvas: Canvas = NO_CANVAS  # callbacks, chain, chord: what Celery asks to happen after it
+    expires: datetime | None = None  # Celery's `expires`, when earlier than the request's deadline
 
     @property
     def counter_id(self) -> str:
@@ -82,6 +83,11 @@ def _refuse_unwritable(item: Received, unwritable: frozenset[str]) -> Received:
     message = f"reply_to {item.reply_queue!r} is a Redis key that is not a list; results go only to lists"
     error = error_for(item.parsed.request, ErrorCode.INVALID_REPLY_TO, message, "reply_to")
     return replace(item, reply_queue=None, error=error, error_reason="reply_queue_refused")
+
+
+def _earlier(expires: datetime | None, deadline: datetime | None) -> bool:
+    """Whether Celery's `expires` comes before the request's own deadline (the earlier of the two applies)."""
+    return expires is not None and (deadline is None or expires < deadline)
 
 
 def allow_all_webhooks(request: ClassifyRequest) -> str | None:
@@ -126,6 +132,11 @@ class Pipeline:
         try:
             envelope = decode(delivery)
         except UndecodableMessage as exc:
+            if exc.message_id is None:  # no task id to answer under: the log and the dead letter say why
+                log.warning("a message was dead-lettered (queue %s): %s", delivery.queue, exc)
+            if exc.request_id is not None:  # answered under the request's own id instead
+                error = single_error(exc.request_id, ErrorCode.INVALID_MESSAGE, str(exc))
+                return Received(delivery, error=error, error_reason="undecodable", enqueued_at_s=delivery.received_at)
             return Received(delivery, exc.message_id, undecodable=str(exc), enqueued_at_s=delivery.received_at)
         parsed = envelope.parse(self.limits)
         if isinstance(parsed, ErrorResult):
@@ -152,6 +163,7 @@ class Pipeline:
             enqueued_at_s=min(submitted, delivery.received_at),
             pairs=self.engine.cost(request),
             canvas=envelope.canvas,
+            expires=envelope.expires if _earlier(envelope.expires, request.deadline) else None,
         )
         budget = self.budgets.get(delivery.queue)
         if budget is not None and received.pairs > budget:
@@ -173,11 +185,13 @@ class Pipeline:
         `count=False` when the batch's deliveries were counted already (a failed batch retried one by one)."""
         self.engine.gate.checkpoint()  # what arrived while a bulk batch was claimed goes first (a no-op otherwise)
         started_s = self.clock()
+        now = datetime.fromtimestamp(started_s, UTC)
         publications: list[Publication] = []
         dead: list[DeadLetter] = []
         to_classify: list[Received] = []
         outcomes: list[str] = []  # one per message not classified: an error code or dead_lettered (metrics)
-        ids = [r.counter_id for r in batch]
+        # each id counted once a batch: copies sent together (duplicates by id are allowed) are not redeliveries
+        ids = list(dict.fromkeys(r.counter_id for r in batch))
         queues = sorted({r.reply_queue for r in batch if r.reply_queue})
         preflight = self.publisher.preflight(ids if count else [], queues)
         counts = dict(zip(ids, preflight.counts, strict=True)) if count else {}
@@ -212,7 +226,11 @@ class Pipeline:
                     )
                 )
                 outcomes.append(item.error.code.value)
-            elif item.parsed and item.parsed.request.expired(datetime.fromtimestamp(started_s, UTC)):
+            elif item.parsed and item.expires is not None and item.expires <= now:
+                message = f"the task expired ({item.expires.isoformat()}) before classification"
+                publications.append(item.publication(error_for(item.parsed.request, ErrorCode.EXPIRED, message)))
+                outcomes.append(ErrorCode.EXPIRED.value)
+            elif item.parsed and item.parsed.request.expired(now):
                 request = item.parsed.request
                 message = f"deadline {request.deadline} passed before classification"
                 publications.append(item.publication(error_for(request, ErrorCode.EXPIRED, message, "deadline")))

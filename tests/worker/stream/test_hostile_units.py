@@ -19,15 +19,16 @@ from schemas.result import single_error
 from schemas.transport import DEAD_LETTER_KEY, NOTIFY_KEY, RESULT_KEY
 from tests.worker.stream.test_stream_units import GOOD, delivery, v2
 from tests.worker.test_streaming import raw_celery_message
-from worker.constants import MESSAGE_MAX_BYTES
+from worker.constants import DELIVERIES_KEY, MESSAGE_MAX_BYTES
 from worker.engine.engine import Engine
-from worker.settings import Settings
+from worker.engine.fake import FAKE_MODEL, FakeClassifier
+from worker.settings import Settings, load_settings
 from worker.stream import pipeline as pipeline_module
 from worker.stream import publishing
 from worker.stream.envelopes import unwrap
 from worker.stream.messages import Delivery, UndecodableMessage, decode
 from worker.stream.pipeline import Pipeline
-from worker.stream.publishing import Publisher
+from worker.stream.publishing import Publisher, ResultBackend
 from worker.stream.redis_queue import UNACKED_INDEX_KEY, UNACKED_KEY, ReliableQueue
 
 
@@ -65,24 +66,56 @@ def test_a_plain_delivery_tag_is_kept(redis_url: str) -> None:
 # --- task ids ---
 
 
-@pytest.mark.parametrize("task_id", ["\ud800", "a\x00b", "x" * 201, "with space", True, 1.5, ["m"], {"a": 1}])
-def test_a_task_id_that_cannot_name_a_key_is_as_if_absent(task_id: Any) -> None:
-    headers = {"task": "labelq.classify", "id": task_id}
-    assert decode(delivery([[GOOD], {}, {}], headers=headers)).message_id is None
+CELERY_IDS = ["order 42", "tâche-1", "x" * 250, "注文 ✓ 7", "y" * 1_024]
+UNREADABLE_IDS = ["\ud800", "a\x00b", "tab\there", "z" * 1_025, "", True, 1.5, ["m"], {"a": 1}]
 
 
-def test_a_lone_surrogate_in_the_header_id_does_not_fail_the_batch(setup: Any) -> None:
+@pytest.mark.parametrize("task_id", CELERY_IDS)
+def test_any_task_id_a_celery_client_sends_is_answered_under_it(task_id: str) -> None:
+    redis = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+    settings = load_settings(model=FAKE_MODEL)
+    engine = Engine(settings, classifiers={FAKE_MODEL: FakeClassifier()})
+    publisher = Publisher(redis, result_ttl_s=60, backend=ResultBackend())
+    pipeline = Pipeline(engine, publisher, limits=settings.limits(), max_deliveries=2)
+    request = {"text": "refund please", "labels": ["refund", "bug"]}  # no id: Celery's task id is the handle
+    pipeline.handle(
+        [pipeline.receive(delivery([[request], {}, {}], headers={"task": "labelq.classify", "id": task_id}))]
+    )
+    meta = json.loads(redis.get("celery-task-meta-" + task_id))
+    assert meta["status"] == "SUCCESS" and meta["task_id"] == task_id and meta["result"]["top"] == "refund"
+    assert dead_letters(redis) == [] and redis.keys(DELIVERIES_KEY + "*") == []
+
+
+@pytest.mark.parametrize("task_id", UNREADABLE_IDS)
+def test_a_task_id_no_celery_client_sends_is_dead_lettered_and_logged(
+    setup: Any, task_id: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     pipeline, redis, _ = setup
-    batch = [
-        delivery([[GOOD], {}, {}], headers={"task": "labelq.classify", "id": "\udcff"}),
-        v2({**GOOD, "id": "mate"}, "m-2"),
-    ]
-    pipeline.handle([pipeline.receive(item) for item in batch])
-    assert {parse_result(x).id for x in redis.lrange("results:test", 0, -1)} == {"r1", "mate"}
+    headers = {"task": "labelq.classify", "id": task_id}
+    with pytest.raises(UndecodableMessage, match="task id"):
+        decode(delivery([[GOOD], {}, {}], headers=headers))
+    batch = [delivery([[GOOD], {}, {}], headers=headers), v2({**GOOD, "id": "mate"}, "m-2")]
+    pipeline.handle([pipeline.receive(item) for item in batch])  # a lone surrogate does not fail the batch
+    refused = parse_result(redis.get(RESULT_KEY + "r1"))  # its request's own id hears why
+    assert (
+        isinstance(refused, ErrorResult) and refused.code == ErrorCode.INVALID_MESSAGE and "task id" in refused.message
+    )
+    assert isinstance(parse_result(redis.get(RESULT_KEY + "mate")), ClassificationResult)
+    [letter] = dead_letters(redis)
+    assert letter["reason"] == "undecodable" and "task id" in letter["detail"]
+    assert any("task id" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
+
+
+def test_a_protocol_1_task_id_is_held_to_the_same_rule() -> None:
+    body = {"task": "labelq.classify", "id": "order 42", "args": [GOOD], "kwargs": {}}
+    assert decode(delivery(body, headers={})).message_id == "order 42"
+    with pytest.raises(UndecodableMessage, match="task id"):
+        decode(delivery({**body, "id": "bad\nid"}, headers={}))
 
 
 @pytest.mark.parametrize(
-    ("request_id", "code"), [("not an id!", ErrorCode.INVALID_ID), ("\ud800", ErrorCode.INVALID_UTF8)]
+    ("request_id", "code"),
+    [("not an id!", ErrorCode.INVALID_ID), ("\ud800", ErrorCode.INVALID_UTF8), ("abc\n", ErrorCode.INVALID_ID)],
 )
 def test_an_unreadable_request_id_is_answered_under_the_task_id(setup: Any, request_id: str, code: ErrorCode) -> None:
     pipeline, redis, _ = setup
@@ -140,6 +173,15 @@ def test_a_reply_queue_may_not_name_a_key_the_broker_uses(name: str) -> None:
     request = {**GOOD, "reply_to": name}
     outcome = parse_request(json.dumps(request))
     assert isinstance(outcome, ErrorResult) and outcome.code == ErrorCode.INVALID_REPLY_TO
+
+
+def test_a_reply_queue_with_a_trailing_newline_is_refused_and_nothing_is_written(setup: Any) -> None:
+    assert parse_request(json.dumps({**GOOD, "reply_to": "fuzzq:nl\n"})).code == ErrorCode.INVALID_REPLY_TO  # type: ignore[union-attr]
+    pipeline, redis, _ = setup
+    for request in ({**GOOD, "reply_to": "fuzzq:nl\n"}, {**GOOD, "text": "", "reply_to": "fuzzq:nl\n"}):
+        pipeline.handle([pipeline.receive(v2(request))])
+    assert isinstance(parse_result(redis.get(RESULT_KEY + "r1")), ErrorResult)
+    assert not any(b"\n" in key for key in redis.keys("*"))
 
 
 def test_reply_queues_can_be_held_to_prefixes() -> None:
@@ -456,3 +498,51 @@ def test_a_decompression_bomb_is_refused_not_expanded(compression: str, compress
 def test_a_json_content_type_with_parameters_is_accepted(content_type: str) -> None:
     envelope = decode(delivery([[GOOD], {}, {}], content_type=content_type))
     assert envelope.parse(RequestLimits()).request.id == "r1"  # type: ignore[union-attr]
+
+
+def _celery_canvas() -> dict[str, Any]:
+    """Signatures as a Celery client serialises them (group, chain, chord, a callback's own link)."""
+    from celery import Celery, chain, chord, group
+
+    app = Celery(set_as_current=False)
+    bad, ok = app.signature("x.a", queue="unacked_mutex"), app.signature("x.b", queue="router")
+    linked = app.signature("x.c")
+    linked.link_error(bad)
+    return {
+        "group": dict(group(ok, bad)),
+        "chain": dict(chain(ok, bad)),
+        "chord header": dict(chord([bad, ok], ok)),
+        "chord body": dict(chord([ok], bad)),
+        "group of a chain": dict(group(ok, chain(ok, bad))),
+        "a callback's link_error": dict(linked),
+        "plain": dict(group(ok, chain(ok, chord([ok], ok)))),
+    }
+
+
+@pytest.mark.parametrize("slot", ["callbacks", "errbacks", "chain"])
+@pytest.mark.parametrize(
+    "shape", ["group", "chain", "chord header", "chord body", "group of a chain", "a callback's link_error"]
+)
+def test_a_signature_nested_anywhere_is_checked_before_any_work(setup: Any, slot: str, shape: str) -> None:
+    pipeline, redis, fake = setup
+    embed = {slot: [_celery_canvas()[shape]]}
+    pipeline.handle([pipeline.receive(delivery([[GOOD], {}, embed], headers={"task": "labelq.classify", "id": "t-6"}))])
+    result = parse_result(redis.get(RESULT_KEY + "t-6"))
+    assert isinstance(result, ErrorResult) and result.code == ErrorCode.INVALID_MESSAGE
+    assert "unacked_mutex" in result.message
+    assert fake.calls == [] and [d["reason"] for d in dead_letters(redis)] == ["undecodable"]
+
+
+def test_a_nested_canvas_to_plain_queues_is_kept() -> None:
+    envelope = decode(delivery([[GOOD], {}, {"callbacks": [_celery_canvas()["plain"]]}]))
+    assert envelope.canvas.callbacks and envelope.canvas.followups
+
+
+def test_a_canvas_nested_too_deep_or_too_wide_is_refused_cheaply(setup: Any) -> None:
+    deep: dict[str, Any] = callback(queue="router")
+    for _ in range(50):
+        deep = {"task": "celery.group", "kwargs": {"tasks": [deep]}, "options": {}, "subtask_type": "group"}
+    wide = {"task": "celery.group", "kwargs": {"tasks": [callback()] * 5_000}, "options": {}}
+    for embed in ({"callbacks": [deep]}, {"errbacks": [wide]}):
+        with pytest.raises(UndecodableMessage, match="callback"):
+            decode(delivery([[GOOD], {}, embed]))

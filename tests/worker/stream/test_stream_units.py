@@ -19,8 +19,9 @@ from worker.runtime import policies
 from worker.settings import load_settings
 from worker.stream.batcher import Batcher, BatchPolicy
 from worker.stream.messages import Delivery, UndecodableMessage, decode
-from worker.stream.publishing import Publication, Publisher
+from worker.stream.publishing import Publication, Publisher, ResultBackend
 
+NO_ID = {"task": "labelq.classify"}  # a task message without an id
 GOOD = {"id": "r1", "text": "refund please", "labels": ["refund", "bug"], "reply_to": "results:test"}
 
 
@@ -181,7 +182,7 @@ def test_one_batch_writes_each_result_to_its_queue_in_order_and_an_id_less_error
     batch = [
         v2({**GOOD, "id": "a1", "reply_to": "q:a"}, "m-a1"),
         v2({**GOOD, "id": "b1", "reply_to": "q:b"}, "m-b1"),
-        v2({"id": "bad id!", "text": "x", "labels": ["a"], "reply_to": "q:a"}, "no task id either"),
+        delivery([[{"id": "bad id!", "text": "x", "labels": ["a"], "reply_to": "q:a"}], {}, {}], headers=NO_ID),
         v2({**GOOD, "id": "a2", "reply_to": "q:a"}, "m-a2"),
         v2({**GOOD, "id": "n1", "reply_to": None}, "m-n1"),
     ]
@@ -381,3 +382,57 @@ def test_a_batch_is_written_without_asking_redis_for_its_scripts_first(redis_url
     assert script_exists_calls() == before
     assert [parse_result(raw).id for raw in client.lrange("r:s", 0, -1)] == ["s-1", "s-2"]
     client.close()
+
+
+@pytest.mark.parametrize("copies", [3, 6])
+def test_copies_of_one_message_in_a_batch_are_counted_once_and_each_answered(setup: Any, copies: int) -> None:
+    pipeline, redis, _ = setup  # max_deliveries = 2: copies sent together are not redeliveries
+    pipeline.handle([pipeline.receive(v2(GOOD, "dup")) for _ in range(copies)])
+    assert redis.llen("results:test") == copies and dead_letters(redis) == []
+    assert pipeline.publisher.count_deliveries(["dup"]) == [1]  # cleared once the batch is done
+
+
+def _iso(seconds_from_now: float) -> str:
+    return (datetime.now(UTC) + timedelta(seconds=seconds_from_now)).isoformat()
+
+
+@pytest.mark.parametrize(
+    ("deadline_s", "expires_s", "answered"),
+    [(None, -5, False), (60, -5, False), (-5, 60, False), (None, 60, True), (60, 120, True)],
+)
+@pytest.mark.parametrize("protocol", [1, 2])
+def test_celerys_expires_is_a_deadline_the_earlier_of_the_two_applies(
+    setup: Any, protocol: int, deadline_s: float | None, expires_s: float, answered: bool
+) -> None:
+    pipeline, redis, fake = setup
+    request = {**GOOD, **({"deadline": _iso(deadline_s)} if deadline_s is not None else {})}
+    if protocol == 2:
+        item = delivery(
+            [[request], {}, {}], headers={"task": "labelq.classify", "id": "m-1", "expires": _iso(expires_s)}
+        )
+    else:
+        body = {"task": "labelq.classify", "id": "m-1", "args": [request], "kwargs": {}, "expires": _iso(expires_s)}
+        item = delivery(body, headers={})
+    pipeline.handle([pipeline.receive(item)])
+    result = parse_result(redis.get(RESULT_KEY + "r1"))
+    if answered:
+        assert isinstance(result, ClassificationResult) and fake.calls
+    else:
+        assert isinstance(result, ErrorResult) and result.code == ErrorCode.EXPIRED and fake.calls == []
+
+
+@pytest.mark.parametrize("expires", ["tomorrow", "", 12, None, "2026-13-45T99:00:00"])
+def test_an_unreadable_expires_is_ignored_and_the_task_answered(setup: Any, expires: Any) -> None:
+    pipeline, redis, _ = setup
+    headers = {"task": "labelq.classify", "id": "m-1", "expires": expires}
+    pipeline.handle([pipeline.receive(delivery([[GOOD], {}, {}], headers=headers))])
+    assert isinstance(parse_result(redis.get(RESULT_KEY + "r1")), ClassificationResult)
+
+
+def test_an_expired_task_fails_in_celerys_result_backend(setup: Any) -> None:
+    pipeline, redis, _ = setup
+    pipeline.publisher.backend = ResultBackend()
+    headers = {"task": "labelq.classify", "id": "m-1", "expires": "2020-01-01T00:00:00"}  # naive: UTC, as Celery
+    pipeline.handle([pipeline.receive(delivery([[GOOD], {}, {}], headers=headers))])
+    meta = json.loads(redis.get("celery-task-meta-m-1"))
+    assert meta["status"] == "FAILURE" and meta["result"]["exc_type"] == "Expired"
