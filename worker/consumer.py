@@ -31,6 +31,7 @@ from typing import Any
 
 import redis
 from celery import bootsteps
+from celery.worker import state as worker_state
 
 from schemas.transport import QUEUE_REALTIME, WORKER_KEY, WORKER_KEY_TTL_S
 from worker import metrics
@@ -292,11 +293,24 @@ class BatchConsumerStep(bootsteps.StartStopStep):
             metrics.BETWEEN_RUNS_SECONDS.inc(spent_s)
 
     def _add(self, queue: str, message: Claimed) -> None:
+        if self._revoked(message):
+            return
         delivery = Delivery(queue, message.body, message.headers, message.content_type, time.time())
         assert self.runtime is not None
         received = self.runtime.pipeline.receive(delivery)
         self.outcomes.received([received])
         self.batchers[queue].add((received, message), received.pairs, received.enqueued_at_s)
+
+    def _revoked(self, message: Claimed) -> bool:
+        """A task this worker was told to revoke (Celery's revoked set, kept by its `revoke` control command) is
+        marked REVOKED and acked, never classified."""
+        task_id = message.headers.get("id")
+        if not isinstance(task_id, str) or task_id not in worker_state.revoked:
+            return False
+        self.outcomes.revoked(task_id)
+        self.queue.ack([message.tag])
+        log.info("task %s was revoked: acked, not classified", task_id)
+        return True
 
     # --- flushing ---
 

@@ -128,3 +128,22 @@ def test_a_claimed_priority_message_comes_back_after_its_worker_died(
     assert [m.tag for m in dead] and client.redis.hlen("unacked") == 1
     start_worker(**FAKE, visibility_timeout_s=3, unacked_restore_interval_s=1, realtime_max_pairs=20, bulk_max_pairs=20)
     assert result.get(timeout=30)["status"] == "ok"
+
+
+def test_a_request_revoked_before_it_is_taken_is_not_classified(
+    start_worker: WorkerFactory, celery_app: Celery, client: Client
+) -> None:
+    start_worker(**FAKE)
+    (node,) = client.workers()
+    celery_app.control.cancel_consumer(QUEUE_REALTIME, destination=[node], reply=True, timeout=5)
+    revoked, kept = send(celery_app, QUEUE_REALTIME, 2)
+    celery_app.control.revoke(revoked.id, destination=[node], reply=True, timeout=5)
+    celery_app.control.add_consumer(QUEUE_REALTIME, destination=[node], reply=True, timeout=5)
+    assert kept.get(timeout=30)["status"] == "ok"
+    deadline = time.monotonic() + 10
+    while revoked.state != "REVOKED":
+        assert time.monotonic() < deadline, revoked.state
+        time.sleep(0.1)
+    time.sleep(0.5)
+    assert revoked.state == "REVOKED" and not client.redis.exists(f"labelq:result:{revoked.id}")
+    assert client.redis.llen(QUEUE_REALTIME) == 0 and client.redis.hlen("unacked") == 0
