@@ -16,6 +16,7 @@ from worker.constants import CELERY_DEFAULT_QUEUE, QUEUE_TASKS
 from worker.settings import Settings
 
 Role = Literal["classify", "webhooks"]
+CELERY_CONSUMER = "celery.worker.consumer:Consumer"  # Celery's default `worker_consumer`
 
 
 def route_followups(name: str, *_: object, **__: object) -> dict[str, str] | None:
@@ -40,6 +41,8 @@ def create_app(settings: Settings, role: Role = "classify") -> Celery:
         worker_pool="solo" if role == "classify" else "threads",  # classify: the model runs in this process
         worker_concurrency=1 if role == "classify" else settings.webhook_concurrency,
         task_default_queue=QUEUE_TASKS if role == "classify" else QUEUE_WEBHOOKS,
+        # labelq's request queues go to the batching step, never to Celery's consumer (-Q, add_consumer)
+        worker_consumer="worker.celery_consumer:LabelqConsumer" if role == "classify" else CELERY_CONSUMER,
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,  # keep trying through a Redis restart
         broker_transport_options={

@@ -56,6 +56,15 @@ class CeleryOutcomes:
         """Whether any batch needs this at all (the common case: only a followup in a message asks for it)."""
         return self.store_results or self.dispatcher is not None
 
+    def revoked(self, task_id: str) -> None:
+        """A task revoked before it was classified (`control.revoke`): REVOKED in the result backend and a
+        `task-revoked` event, as Celery's own worker does when it discards one."""
+        if self.app.conf.result_backend:
+            self.app.backend.mark_as_revoked(task_id, "revoked")
+        dispatcher = self.dispatcher
+        if dispatcher is not None:
+            dispatcher.send("task-revoked", uuid=task_id, terminated=False, signum=None, expired=False)
+
     # --- events ---
 
     def received(self, items: Sequence[Received]) -> None:

@@ -31,6 +31,7 @@ from typing import Any
 
 import redis
 from celery import bootsteps
+from celery.worker import state as worker_state
 
 from schemas.transport import QUEUE_REALTIME, WORKER_KEY, WORKER_KEY_TTL_S
 from worker import metrics
@@ -50,12 +51,14 @@ CLAIM_CHUNK = 128  # bulk messages claimed at a time (realtime work goes in betw
 
 
 class QueueWatcher(threading.Thread):
-    """Blocks until `queue` holds a message, then calls `wake` and waits until the loop has claimed."""
+    """Blocks until `key` (one of `queue`'s lists: the plain one or a priority sub-list) holds a message, then
+    calls `wake` and waits until the loop has claimed."""
 
-    def __init__(self, settings: Settings, queue: str, wake: Callable[[], None]) -> None:
-        super().__init__(name=f"labelq-watch-{queue}", daemon=True)
+    def __init__(self, settings: Settings, queue: str, key: str, wake: Callable[[], None]) -> None:
+        super().__init__(name=f"labelq-watch-{key!r}", daemon=True)
         self.client = connect(settings, socket_timeout=WATCH_BLOCK_S + 5)
         self.queue = queue
+        self.key = key
         self.wake = wake
         self.claimed = threading.Event()
         self.pending = threading.Event()  # the queue was seen non-empty and not claimed since
@@ -64,7 +67,7 @@ class QueueWatcher(threading.Thread):
     def run(self) -> None:
         while not self.stopping.is_set():
             try:
-                if self.client.blmove(self.queue, self.queue, WATCH_BLOCK_S, "RIGHT", "RIGHT") is None:
+                if self.client.blmove(self.key, self.key, WATCH_BLOCK_S, "RIGHT", "RIGHT") is None:
                     continue
             except redis.RedisError:
                 self.stopping.wait(0.5)  # Redis away: try again shortly
@@ -99,6 +102,11 @@ class BatchConsumerStep(bootsteps.StartStopStep):
         self._c: Any = None
         self._allowance_s = 0.0  # realtime work a bulk batch may let through between its runs (seconds)
         self._allowance_left_s = 0.0
+        # the request queues this worker claims: those `celery worker -Q` named, else all; add_consumer and
+        # cancel_consumer change it (worker/celery_consumer.py)
+        named = getattr(parent, "labelq_queues", None)
+        self.serving: set[str] | None = set(named) if named is not None else None
+        parent.labelq_step = self
 
     # --- lifecycle ---
 
@@ -112,8 +120,10 @@ class BatchConsumerStep(bootsteps.StartStopStep):
             c,
             store_results=settings.celery_result_backend() is not None and not settings.results_on_broker,
         )
-        self.queue = ReliableQueue(self.runtime.publisher.client)
+        self.queue = ReliableQueue(self.runtime.publisher.client, settings.redis_transport_options)
         self.policies = {p.queue: p for p in self.runtime.policies}
+        if self.serving is None:
+            self.serving = set(self.policies)
         self.batchers = {p.queue: Batcher(p) for p in self.runtime.policies}
         bulk = [p for p in self.runtime.policies if p.queue != QUEUE_REALTIME]
         if bulk and QUEUE_REALTIME in self.policies and settings.realtime_between_runs:
@@ -121,13 +131,49 @@ class BatchConsumerStep(bootsteps.StartStopStep):
         self._pipe = os.pipe()
         os.set_blocking(self._pipe[0], False)
         c.hub.add_reader(self._pipe[0], self._on_wake)
-        self._watchers = [QueueWatcher(self.runtime.settings, queue, self._wake) for queue in self.policies]
-        for watcher in self._watchers:
-            watcher.start()
+        for queue in self.policies:
+            if queue in self.serving:
+                self._watch(queue)
         self._node = c.hostname
         self._announce()
         self._heartbeat = c.timer.call_repeatedly(WORKER_KEY_TTL_S / 3, self._announce)
-        log.info("labelq consuming %s", ", ".join(self.policies))
+        log.info("labelq consuming %s", ", ".join(self._served()))
+
+    def _watch(self, queue: str) -> None:
+        """One watcher per list of `queue` (kombu puts prioritised messages on sub-lists)."""
+        assert self.runtime is not None
+        for key in self.queue.lists(queue):
+            watcher = QueueWatcher(self.runtime.settings, queue, key, self._wake)
+            self._watchers.append(watcher)
+            watcher.start()
+
+    def _served(self) -> list[str]:
+        return [queue for queue in self.policies if self.serving is None or queue in self.serving]
+
+    def serve(self, queue: str) -> None:
+        """`control.add_consumer(queue)`: claim `queue` (again)."""
+        if self.serving is None or queue in self.serving:
+            return
+        self.serving.add(queue)
+        if self._pipe is not None:  # started: watch it now (else `start` will)
+            self._watch(queue)
+            self._announce()
+            self.poll()
+        log.info("labelq consuming %s", ", ".join(self._served()))
+
+    def pause(self, queue: str) -> None:
+        """`control.cancel_consumer(queue)`: stop claiming `queue`; what is held of it is classified and acked."""
+        if self.serving is None or queue not in self.serving:
+            return
+        self.serving.discard(queue)
+        for watcher in self._watchers_of(queue):
+            watcher.stop()
+        self._watchers = [w for w in self._watchers if w.queue != queue]
+        if queue in self.batchers:
+            self.flush(queue)
+        if self._pipe is not None:
+            self._announce()
+        log.info("labelq no longer consuming %s", queue)
 
     def stop(self, c: Any) -> None:
         self._stop_watching(c)
@@ -157,8 +203,8 @@ class BatchConsumerStep(bootsteps.StartStopStep):
         """Say this worker is ready (model loaded, consuming); the key expires if the process dies."""
         assert self.runtime is not None
         card = self.runtime.engine.classifier().card
-        info = {"model": card.name, "revision": card.revision, "pid": os.getpid(), "queues": list(self.policies)}
-        for queue in self.policies:
+        info = {"model": card.name, "revision": card.revision, "pid": os.getpid(), "queues": self._served()}
+        for queue in self._served():
             _quietly(lambda queue=queue: metrics.QUEUE_DEPTH.labels(queue).set(self.queue.waiting(queue)))
         _quietly(self.runtime.publisher.client.set, WORKER_KEY + self._node, json.dumps(info), ex=WORKER_KEY_TTL_S)
 
@@ -199,9 +245,11 @@ class BatchConsumerStep(bootsteps.StartStopStep):
         """Take what waits in `queue`, up to the room left in its batch. A bulk batch is claimed `CLAIM_CHUNK`
         messages at a time with realtime work let through in between (claiming and parsing 1,024 77-label
         requests takes ~85 ms on 2 cores: bench/reports/python-overhead.json)."""
-        watcher = self._watcher(queue)
-        if watcher is not None:
-            watcher.pending.clear()  # set again by the watcher if the queue is still non-empty after this
+        if queue not in self._served():
+            return
+        watchers = self._watchers_of(queue)
+        for watcher in watchers:
+            watcher.pending.clear()  # set again by the watcher if its list is still non-empty after this
         interleave = self._interleaves(queue)
         if interleave and not len(self.batchers[queue]):  # a bulk batch begins: its allowance for realtime work
             self._allowance_left_s = self._allowance_s
@@ -217,11 +265,11 @@ class BatchConsumerStep(bootsteps.StartStopStep):
             log.warning("claiming from %s failed; the watcher will wake us again", queue, exc_info=True)
         except Exception:  # no message may stop the worker; what was claimed comes back after the timeout
             log.exception("claiming from %s failed unexpectedly; its messages will be delivered again", queue)
-        if watcher is not None:  # claimed: it watches again now, not after the batch this poll may go on to run
+        for watcher in watchers:  # claimed: it watches again now, not after the batch this poll may go on to run
             watcher.claimed.set()
 
-    def _watcher(self, queue: str) -> QueueWatcher | None:
-        return next((w for w in self._watchers if w.queue == queue), None)
+    def _watchers_of(self, queue: str) -> list[QueueWatcher]:
+        return [w for w in self._watchers if w.queue == queue]
 
     def _interleaves(self, queue: str) -> bool:
         """Whether a batch of `queue` lets realtime work through between its steps: a bulk one, unless turned off."""
@@ -230,9 +278,9 @@ class BatchConsumerStep(bootsteps.StartStopStep):
     def _between_bulk_runs(self) -> None:
         """Before each model run of a bulk batch (and between the chunks it is claimed in): realtime work that
         arrived is served now, within the batch's allowance."""
-        watcher = self._watcher(QUEUE_REALTIME)
+        watchers = self._watchers_of(QUEUE_REALTIME)
         # what arrived while realtime work was served is served too, before the bulk batch's next run
-        while (watcher is not None and watcher.pending.is_set()) or len(self.batchers[QUEUE_REALTIME]):
+        while any(w.pending.is_set() for w in watchers) or len(self.batchers[QUEUE_REALTIME]):
             if self._allowance_left_s <= 0:
                 metrics.BETWEEN_RUNS.labels("allowance_spent").inc()
                 return
@@ -245,11 +293,24 @@ class BatchConsumerStep(bootsteps.StartStopStep):
             metrics.BETWEEN_RUNS_SECONDS.inc(spent_s)
 
     def _add(self, queue: str, message: Claimed) -> None:
+        if self._revoked(message):
+            return
         delivery = Delivery(queue, message.body, message.headers, message.content_type, time.time(), message.problem)
         assert self.runtime is not None
         received = self.runtime.pipeline.receive(delivery)
         self.outcomes.received([received])
         self.batchers[queue].add((received, message), received.pairs, received.enqueued_at_s)
+
+    def _revoked(self, message: Claimed) -> bool:
+        """A task this worker was told to revoke (Celery's revoked set, kept by its `revoke` control command) is
+        marked REVOKED and acked, never classified."""
+        task_id = message.headers.get("id")
+        if not isinstance(task_id, str) or task_id not in worker_state.revoked:
+            return False
+        self.outcomes.revoked(task_id)
+        self.queue.ack([message.tag])
+        log.info("task %s was revoked: acked, not classified", task_id)
+        return True
 
     # --- flushing ---
 

@@ -214,4 +214,5 @@ def _step_with_a_waiting_realtime_queue() -> tuple[BatchConsumerStep, QueueWatch
     watcher.pending.set()
     step._watchers = [watcher]
     step.policies, step.batchers = {QUEUE_REALTIME: policy}, {QUEUE_REALTIME: Batcher(policy)}
+    step.serving = {QUEUE_REALTIME}  # the queues it claims (all, unless -Q or cancel_consumer said otherwise)
     return step, watcher

@@ -24,35 +24,44 @@ from worker.stream.envelopes import unwrap
 
 UNACKED_KEY = "unacked"  # kombu's defaults (labelq sets no global key prefix)
 UNACKED_INDEX_KEY = "unacked_index"
+PRIORITY_SEP = "\x06\x16"  # kombu's Redis transport: a prioritised message goes to queue + sep + step
+PRIORITY_STEPS = (0, 3, 6, 9)  # kombu's default `priority_steps`; step 0 is the plain list
 
-# KEYS: queue, unacked, unacked_index; ARGV: max count, now. Returns [tag, payload, tag, payload, ...]. A tag is
-# the envelope's `properties.delivery_tag` when that is a plain ASCII name (what every Celery client sends: a
-# uuid), else one made here, so a tag is always ASCII: any bytes a producer put there are only the payload's.
+# KEYS: unacked, unacked_index, then the queue's lists in kombu's order (the plain list, then its priority
+# sub-lists); ARGV: max count, now, the queue's name. Returns [tag, payload, tag, payload, ...]. A tag is the
+# envelope's `properties.delivery_tag` when that is a plain ASCII name (what every Celery client sends: a uuid),
+# else one made here, so a tag is always ASCII: any bytes a producer put there are only the payload's. The unacked
+# record names the queue, not the sub-list: kombu's restore puts it back on the sub-list its priority says.
 # The payload is stored as it came whenever it is JSON to Python (kombu's restore reads it with `json.loads`):
 # an envelope cjson refuses only for its lone surrogate escapes (`\ud800`, which Python accepts) is tested with
 # them made plain; only what is really not JSON is wrapped as `{"body": <message>}`.
 _CLAIM = """
 local out = {}
-for i = 1, tonumber(ARGV[1]) do
-  local item = redis.call('RPOP', KEYS[1])
-  if not item then break end
-  local ok, message = pcall(cjson.decode, item)
-  if not ok and string.find(item, '\\u[dD][89a-fA-F]') then  -- cjson refuses lone surrogate escapes, which
-    ok, message = pcall(cjson.decode, (string.gsub(item, '\\u[dD][89a-fA-F]%x%x', '\\u0041')))  -- Python reads
+local n = 0
+local routing = cjson.encode(ARGV[3])
+for k = 3, #KEYS do
+  while n < tonumber(ARGV[1]) do
+    local item = redis.call('RPOP', KEYS[k])
+    if not item then break end
+    n = n + 1
+    local ok, message = pcall(cjson.decode, item)
+    if not ok and string.find(item, '\\u[dD][89a-fA-F]') then  -- cjson refuses lone surrogate escapes, which
+      ok, message = pcall(cjson.decode, (string.gsub(item, '\\u[dD][89a-fA-F]%x%x', '\\u0041')))  -- Python reads
+    end
+    local tag = nil
+    if ok and type(message) == 'table' and type(message['properties']) == 'table' then
+      tag = message['properties']['delivery_tag']
+    end
+    if type(tag) ~= 'string' or tag == '' or #tag > 128 or string.find(tag, '[^%w%-_.:@]') then
+      tag = redis.sha1hex(item) .. ':' .. ARGV[2] .. ':' .. n  -- none, or not a plain ASCII name: one of ours
+    end
+    local stored = item
+    if not ok then stored = cjson.encode({body = item}) end  -- not JSON: wrapped so kombu can still restore it
+    redis.call('HSET', KEYS[1], tag, '[' .. stored .. ',"",' .. routing .. ']')
+    redis.call('ZADD', KEYS[2], ARGV[2], tag)
+    out[#out + 1] = tag
+    out[#out + 1] = item
   end
-  local tag = nil
-  if ok and type(message) == 'table' and type(message['properties']) == 'table' then
-    tag = message['properties']['delivery_tag']
-  end
-  if type(tag) ~= 'string' or tag == '' or #tag > 128 or string.find(tag, '[^%w%-_.:@]') then
-    tag = redis.sha1hex(item) .. ':' .. ARGV[2] .. ':' .. i  -- none, or not a plain ASCII name: one of ours
-  end
-  local stored = item
-  if not ok then stored = cjson.encode({body = item}) end  -- not JSON: wrapped so kombu can still restore it
-  redis.call('HSET', KEYS[2], tag, '[' .. stored .. ',"",' .. cjson.encode(KEYS[1]) .. ']')
-  redis.call('ZADD', KEYS[3], ARGV[2], tag)
-  out[#out + 1] = tag
-  out[#out + 1] = item
 end
 return out
 """
@@ -67,16 +76,31 @@ class Claimed:
     problem: str | None = None  # why its body could not be read (worker/stream/envelopes.py)
 
 
+def priority_lists(queue: str, sep: str = PRIORITY_SEP, steps: Sequence[int] = PRIORITY_STEPS) -> list[str]:
+    """The Redis lists kombu puts `queue`'s messages on, in the order its consumer reads them: the plain list
+    (priority step 0), then one sub-list per further step (as kombu's `_q_for_pri`)."""
+    return [f"{queue}{sep}{step}" if step else queue for step in sorted(set(steps) | {0})]
+
+
 class ReliableQueue:
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, transport_options: dict[str, Any] | None = None) -> None:
+        """`transport_options`: kombu's (`sep`, `priority_steps`), so the sub-lists are the ones producers use."""
         self.client = client
+        options = transport_options or {}
+        self.sep = str(options.get("sep", PRIORITY_SEP))
+        self.steps = tuple(int(step) for step in options.get("priority_steps", PRIORITY_STEPS))
         self._claim = client.register_script(_CLAIM)
 
+    def lists(self, queue: str) -> list[str]:
+        return priority_lists(queue, self.sep, self.steps)
+
     def claim(self, queue: str, count: int) -> list[Claimed]:
-        """Up to `count` messages, oldest first, each recorded as unacked in the same atomic step."""
+        """Up to `count` messages, each recorded as unacked in the same atomic step; oldest first, list by list in
+        kombu's order (the plain list, then the priority sub-lists)."""
         if count <= 0:
             return []
-        flat = cast(list[bytes], self._claim(keys=[queue, UNACKED_KEY, UNACKED_INDEX_KEY], args=[count, time.time()]))
+        keys = [UNACKED_KEY, UNACKED_INDEX_KEY, *self.lists(queue)]
+        flat = cast(list[bytes], self._claim(keys=keys, args=[count, time.time(), queue]))
         claimed = []
         for tag, raw in zip(flat[::2], flat[1::2], strict=True):
             envelope = unwrap(raw)
@@ -94,4 +118,7 @@ class ReliableQueue:
             pipe.execute()
 
     def waiting(self, queue: str) -> int:
-        return int(self.client.llen(queue))
+        pipe = self.client.pipeline(transaction=False)
+        for key in self.lists(queue):
+            pipe.llen(key)
+        return sum(int(n) for n in pipe.execute())
