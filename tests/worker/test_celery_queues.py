@@ -103,6 +103,7 @@ def test_add_and_cancel_consumer_start_and_stop_labelq_claiming(
 
     replies = control.cancel_consumer(QUEUE_REALTIME, destination=[node], reply=True, timeout=5)
     assert replies and "ok" in replies[0][node], replies
+    serving(celery_app, node, QUEUE_REALTIME, False)  # Celery replies before it acts (call_soon)
     (waiting,) = send(celery_app, QUEUE_REALTIME, 1)
     time.sleep(1.5)
     assert client.redis.llen(QUEUE_REALTIME) == 1 and not waiting.ready()
@@ -111,6 +112,17 @@ def test_add_and_cancel_consumer_start_and_stop_labelq_claiming(
 
     control.add_consumer(QUEUE_REALTIME, destination=[node], reply=True, timeout=5)
     assert waiting.get(timeout=30)["status"] == "ok"
+
+
+def serving(celery_app: Celery, node: str, queue: str, expected: bool) -> None:
+    """Wait until `inspect active_queues` says whether `node` claims `queue` as expected."""
+    deadline = time.monotonic() + 10
+    while True:
+        queues = celery_app.control.inspect(destination=[node], timeout=5).active_queues() or {}
+        if (queue in {q["name"] for q in queues.get(node, [])}) == expected:
+            return
+        assert time.monotonic() < deadline, queues
+        time.sleep(0.1)
 
 
 @pytest.mark.parametrize("priority", [0, 3, 5, 9])
@@ -136,6 +148,7 @@ def test_a_request_revoked_before_it_is_taken_is_not_classified(
     start_worker(**FAKE)
     (node,) = client.workers()
     celery_app.control.cancel_consumer(QUEUE_REALTIME, destination=[node], reply=True, timeout=5)
+    serving(celery_app, node, QUEUE_REALTIME, False)  # Celery replies before it acts (call_soon)
     revoked, kept = send(celery_app, QUEUE_REALTIME, 2)
     celery_app.control.revoke(revoked.id, destination=[node], reply=True, timeout=5)
     celery_app.control.add_consumer(QUEUE_REALTIME, destination=[node], reply=True, timeout=5)
