@@ -9,7 +9,7 @@ import redis
 
 from producer import Client
 from schemas.transport import DEAD_LETTER_KEY, QUEUES, WEBHOOK_CLAIMED_KEY, WEBHOOK_SCHEDULE_KEY
-from worker.stream.redis_queue import UNACKED_KEY
+from worker.stream.redis_queue import UNACKED_KEY, ReliableQueue
 
 HEALTHY, NO_WORKER, REDIS_DOWN = 0, 1, 2  # exit codes
 
@@ -39,7 +39,8 @@ def check(redis_url: str, ping_timeout_s: float = 1.0, transport_options: dict[s
         client.close()
         return Health(redis=f"{type(exc).__name__}: {exc}")
     try:
-        depths = {name: int(client.redis.llen(queue)) for name, queue in QUEUES.items()}
+        requests = ReliableQueue(client.redis, transport_options)  # a queue's priority sub-lists count too
+        depths = {name: requests.waiting(queue) for name, queue in QUEUES.items()}
         depths |= {
             "in_flight": int(client.redis.hlen(UNACKED_KEY)),
             "webhooks_scheduled": int(client.redis.zcard(WEBHOOK_SCHEDULE_KEY)),

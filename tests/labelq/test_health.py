@@ -39,3 +39,15 @@ def test_a_ready_worker_is_exit_0_with_its_model_and_queues(start_worker: Worker
     assert name.startswith("test-0@") and info["model"] == "minilm-l6-int8" and info["revision"]
     assert name in report["pinged"]  # and it answers Celery's ping
     assert {"realtime", "bulk", "in_flight", "dead_letters"} <= set(report["depths"])
+
+
+def test_queue_depths_count_prioritised_requests(redis_url: str) -> None:
+    """kombu's Redis transport puts a request sent with priority >= 3 on a sub-list of its queue."""
+    import redis as redis_py
+
+    r = redis_py.Redis.from_url(redis_url)
+    r.lpush("labelq.realtime", b"{}")
+    r.lpush("labelq.realtime\x06\x169", b"{}", b"{}")
+    r.lpush("labelq.bulk\x06\x163", b"{}")
+    report = json.loads(health(redis_url).stdout)
+    assert report["depths"]["realtime"] == 3 and report["depths"]["bulk"] == 1
