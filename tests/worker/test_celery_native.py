@@ -4,7 +4,6 @@ events read with Celery's own event receiver."""
 
 from __future__ import annotations
 
-import gc
 import importlib
 import os
 import subprocess
@@ -21,28 +20,13 @@ from celery import Celery, group
 
 from producer import Client
 from tests.conftest import WorkerFactory
+from tests.worker.conftest import close
 
 ROOT = Path(__file__).resolve().parents[2]
 CELERY = [sys.executable, "-m", "celery"]
 ROUTER_FLAGS = ["--without-mingle", "--without-gossip", "-n", "router@%h", "--loglevel", "INFO"]
 FAKE = {"enable_fake_model": True, "model": "fake"}
 REQUEST = {"text": "refund please", "labels": ["refund", "bug"]}
-
-
-@pytest.fixture
-def celery_app(redis_url: str) -> Iterator[Celery]:
-    app = Celery("user", broker=redis_url, backend=redis_url)
-    app.conf.update(task_serializer="json", accept_content=["json"], result_serializer="json")
-    yield app
-    close(app)
-
-
-def close(app: Celery) -> None:
-    """A Celery client's connections, its result consumer's subscription included (app.close leaves it open).
-    Results the test held are collected first, while their Redis still answers their unsubscribe."""
-    gc.collect()
-    app.backend.result_consumer.stop()
-    app.close()
 
 
 def test_send_task_get_returns_the_result(start_worker: WorkerFactory, celery_app: Celery) -> None:

@@ -20,18 +20,10 @@ from celery import Celery
 from producer import Client
 from schemas.transport import QUEUE_BULK, QUEUE_REALTIME
 from tests.conftest import WorkerFactory
-from tests.worker.test_celery_native import FAKE, REQUEST, close
+from tests.worker.test_celery_native import FAKE, REQUEST
 from worker.stream.redis_queue import ReliableQueue
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def celery_app(redis_url: str) -> Iterator[Celery]:
-    app = Celery("user", broker=redis_url, backend=redis_url)
-    app.conf.update(task_serializer="json", accept_content=["json"], result_serializer="json")
-    yield app
-    close(app)
 
 
 @pytest.fixture
