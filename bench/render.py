@@ -717,7 +717,7 @@ def mixed_section(results: list[dict[str, Any]]) -> list[str]:
             f"| {result['model']}: realtime p99 beside a backlog <= p99 alone + one run | {p99:.0f} vs "
             f"{on['realtime_alone_ms']['p99']:.0f} + {result['one_run_ms']:.0f} | "
             f"{'yes' if p99 <= bound else '**no**'} |",
-            f"| {result['model']}: bulk with 10% realtime >= 0.85 of bulk alone | {ratio:.2f} | "
+            f"| {result['model']}: bulk with 10% realtime >= 0.85 of bulk alone | {ratio:.3f} | "
             f"{'yes' if ratio >= 0.85 else '**no**'} |",
         ]
     lines += [
