@@ -42,6 +42,7 @@ LABEL_SET_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"
 SECRET_NAME_PATTERN = r"^[A-Za-z0-9_.\-]{1,64}$"
 ID_PATTERN = r"^[A-Za-z0-9_.:\-]{1,128}$"
 
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")  # what pydantic would read as epoch time
 MetadataValue = str | int | float | bool | None
 
 
@@ -49,7 +50,10 @@ def reply_queue_problem(name: str, allowed_prefixes: tuple[str, ...] = ()) -> st
     """Why `name` may not be a result queue, or None when it may: a plain name, not one the broker's own users
     hold, and (when the receiver restricts them) under one of `allowed_prefixes`."""
     if not re.fullmatch(QUEUE_NAME_PATTERN, name):  # fullmatch: `$` alone lets a final "\n" through
-        return "reply_to must be a queue name (letters, digits, ':_.-', at most 200) or an http(s) URL"
+        return (
+            "reply_to must be a queue name (a letter or digit, then letters, digits, ':_.-'; at most 200) or an "
+            "http(s) URL"
+        )
     folded = name.lower()
     if folded.startswith(RESERVED_QUEUE_PREFIXES) or any(part in folded for part in RESERVED_QUEUE_PARTS):
         return f"queue name {name!r} is reserved: labelq, Celery and kombu keep their own keys there"
@@ -288,8 +292,11 @@ class ClassifyRequest(BaseModel):
     @field_validator("deadline", "submitted_at", mode="before")
     @classmethod
     def _instant(cls, value: Any, info: ValidationInfo) -> Any:
-        # pydantic reads a number as seconds or milliseconds since 1970 (0 is long expired): the contract is text
-        if isinstance(value, int | float) and not isinstance(value, bool):
+        # pydantic reads a number, or a string of one, as seconds or milliseconds since 1970 (0 is long expired):
+        # the contract is an ISO 8601 instant
+        if (isinstance(value, int | float) and not isinstance(value, bool)) or (
+            isinstance(value, str) and _NUMBER.fullmatch(value.strip())
+        ):
             message = "{field} is a number; give an ISO 8601 instant with a time zone, e.g. 2026-11-28T10:00:05Z"
             raise _error(ErrorCode.WRONG_TYPE, message, field=info.field_name)
         return value

@@ -215,3 +215,8 @@ def test_a_redis_url_given_as_a_flag_is_checked_too() -> None:
     code, output = run(["results", "q", "--redis-url", "redis://127.0.0.1:6379/abc"])
     assert code == 2, output
     assert_one_line(output)
+
+
+def test_a_result_queue_name_refused_for_its_first_character_says_so(redis_url: str) -> None:
+    code, output = run(["results", "_kombu.binding.labelq.realtime"], LABELQ_REDIS_URL=redis_url)
+    assert code == 2 and "a letter or digit, then" in output, output

@@ -86,6 +86,8 @@ BAD_INPUT = [
     ("deadline as 0", with_(deadline=0), ErrorCode.WRONG_TYPE, "deadline"),
     ("deadline as epoch ms", with_(deadline=99999999999), ErrorCode.WRONG_TYPE, "deadline"),
     ("deadline as a float", with_(deadline=1.8e9), ErrorCode.WRONG_TYPE, "deadline"),
+    ("deadline as a number in a string", with_(deadline="0"), ErrorCode.WRONG_TYPE, "deadline"),
+    ("deadline as epoch seconds in a string", with_(deadline=" 1800000000.5 "), ErrorCode.WRONG_TYPE, "deadline"),
     ("submitted_at as a number", with_(submitted_at=1_800_000_000), ErrorCode.WRONG_TYPE, "submitted_at"),
     (
         "blank description",
