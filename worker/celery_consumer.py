@@ -63,5 +63,5 @@ def active_queues(state: Any) -> list[dict[str, Any]]:
     found = [dict(q.as_dict(recurse=True)) for q in consumer.task_consumer.queues] if consumer.task_consumer else []
     step = getattr(consumer, "labelq_step", None)
     if step is not None:
-        found += [{"name": name, "routing_key": name, "labelq": "batching step"} for name in step.serving]
+        found += [{"name": name, "routing_key": name, "labelq": "batching step"} for name in step.served()]
     return found

@@ -33,7 +33,7 @@ import redis
 from celery import bootsteps
 from celery.worker import state as worker_state
 
-from schemas.transport import QUEUE_REALTIME, WORKER_KEY, WORKER_KEY_TTL_S
+from schemas.transport import QUEUE_REALTIME, QUEUES, WORKER_KEY, WORKER_KEY_TTL_S
 from worker import metrics
 from worker.celery_outcomes import CeleryOutcomes
 from worker.connections import connect
@@ -104,8 +104,7 @@ class BatchConsumerStep(bootsteps.StartStopStep):
         self._allowance_left_s = 0.0
         # the request queues this worker claims: those `celery worker -Q` named, else all; add_consumer and
         # cancel_consumer change it (worker/celery_consumer.py)
-        named = getattr(parent, "labelq_queues", None)
-        self.serving: set[str] | None = set(named) if named is not None else None
+        self.serving = set(getattr(parent, "labelq_queues", None) or QUEUES.values())
         parent.labelq_step = self
 
     # --- lifecycle ---
@@ -122,8 +121,6 @@ class BatchConsumerStep(bootsteps.StartStopStep):
         )
         self.queue = ReliableQueue(self.runtime.publisher.client, settings.redis_transport_options)
         self.policies = {p.queue: p for p in self.runtime.policies}
-        if self.serving is None:
-            self.serving = set(self.policies)
         self.batchers = {p.queue: Batcher(p) for p in self.runtime.policies}
         bulk = [p for p in self.runtime.policies if p.queue != QUEUE_REALTIME]
         if bulk and QUEUE_REALTIME in self.policies and settings.realtime_between_runs:
@@ -131,13 +128,12 @@ class BatchConsumerStep(bootsteps.StartStopStep):
         self._pipe = os.pipe()
         os.set_blocking(self._pipe[0], False)
         c.hub.add_reader(self._pipe[0], self._on_wake)
-        for queue in self.policies:
-            if queue in self.serving:
-                self._watch(queue)
+        for queue in self.served():
+            self._watch(queue)
         self._node = c.hostname
         self._announce()
         self._heartbeat = c.timer.call_repeatedly(WORKER_KEY_TTL_S / 3, self._announce)
-        log.info("labelq consuming %s", ", ".join(self._served()))
+        log.info("labelq consuming %s", ", ".join(self.served()))
 
     def _watch(self, queue: str) -> None:
         """One watcher per list of `queue` (kombu puts prioritised messages on sub-lists)."""
@@ -147,23 +143,24 @@ class BatchConsumerStep(bootsteps.StartStopStep):
             self._watchers.append(watcher)
             watcher.start()
 
-    def _served(self) -> list[str]:
-        return [queue for queue in self.policies if self.serving is None or queue in self.serving]
+    def served(self) -> list[str]:
+        """The queues this worker claims now, realtime first."""
+        return [queue for queue in self.policies if queue in self.serving]
 
     def serve(self, queue: str) -> None:
         """`control.add_consumer(queue)`: claim `queue` (again)."""
-        if self.serving is None or queue in self.serving:
+        if queue in self.serving:
             return
         self.serving.add(queue)
         if self._pipe is not None:  # started: watch it now (else `start` will)
             self._watch(queue)
             self._announce()
             self.poll()
-        log.info("labelq consuming %s", ", ".join(self._served()))
+        log.info("labelq consuming %s", ", ".join(self.served()))
 
     def pause(self, queue: str) -> None:
         """`control.cancel_consumer(queue)`: stop claiming `queue`; what is held of it is classified and acked."""
-        if self.serving is None or queue not in self.serving:
+        if queue not in self.serving:
             return
         self.serving.discard(queue)
         for watcher in self._watchers_of(queue):
@@ -203,8 +200,9 @@ class BatchConsumerStep(bootsteps.StartStopStep):
         """Say this worker is ready (model loaded, consuming); the key expires if the process dies."""
         assert self.runtime is not None
         card = self.runtime.engine.classifier().card
-        info = {"model": card.name, "revision": card.revision, "pid": os.getpid(), "queues": self._served()}
-        for queue in self._served():
+        served = self.served()
+        info = {"model": card.name, "revision": card.revision, "pid": os.getpid(), "queues": served}
+        for queue in served:
             _quietly(lambda queue=queue: metrics.QUEUE_DEPTH.labels(queue).set(self.queue.waiting(queue)))
         _quietly(self.runtime.publisher.client.set, WORKER_KEY + self._node, json.dumps(info), ex=WORKER_KEY_TTL_S)
 
@@ -245,7 +243,7 @@ class BatchConsumerStep(bootsteps.StartStopStep):
         """Take what waits in `queue`, up to the room left in its batch. A bulk batch is claimed `CLAIM_CHUNK`
         messages at a time with realtime work let through in between (claiming and parsing 1,024 77-label
         requests takes ~85 ms on 2 cores: bench/reports/python-overhead.json)."""
-        if queue not in self._served():
+        if queue not in self.serving:
             return
         watchers = self._watchers_of(queue)
         for watcher in watchers:
@@ -295,7 +293,8 @@ class BatchConsumerStep(bootsteps.StartStopStep):
     def _add(self, queue: str, message: Claimed) -> None:
         if self._revoked(message):
             return
-        delivery = Delivery(queue, message.body, message.headers, message.content_type, time.time(), message.problem)
+        sent = message.envelope
+        delivery = Delivery(queue, sent.body, sent.headers, sent.content_type, time.time(), sent.problem)
         assert self.runtime is not None
         received = self.runtime.pipeline.receive(delivery)
         self.outcomes.received([received])
@@ -304,7 +303,7 @@ class BatchConsumerStep(bootsteps.StartStopStep):
     def _revoked(self, message: Claimed) -> bool:
         """A task this worker was told to revoke (Celery's revoked set, kept by its `revoke` control command) is
         marked REVOKED and acked, never classified."""
-        task_id = message.headers.get("id")
+        task_id = message.envelope.headers.get("id")
         if not isinstance(task_id, str) or task_id not in worker_state.revoked:
             return False
         self.outcomes.revoked(task_id)

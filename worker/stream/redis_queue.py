@@ -20,7 +20,7 @@ from typing import Any, cast
 
 import redis
 
-from worker.stream.envelopes import unwrap
+from worker.stream.envelopes import Envelope, unwrap
 
 UNACKED_KEY = "unacked"  # kombu's defaults (labelq sets no global key prefix)
 UNACKED_INDEX_KEY = "unacked_index"
@@ -69,11 +69,8 @@ return out
 
 @dataclass(frozen=True, slots=True)
 class Claimed:
-    tag: str
-    body: bytes
-    headers: dict[str, Any]
-    content_type: str | None
-    problem: str | None = None  # why its body could not be read (worker/stream/envelopes.py)
+    tag: str  # what it is acked by
+    envelope: Envelope  # its task message, headers and content type (worker/stream/envelopes.py)
 
 
 def priority_lists(queue: str, sep: str = PRIORITY_SEP, steps: Sequence[int] = PRIORITY_STEPS) -> list[str]:
@@ -101,13 +98,7 @@ class ReliableQueue:
             return []
         keys = [UNACKED_KEY, UNACKED_INDEX_KEY, *self.lists(queue)]
         flat = cast(list[bytes], self._claim(keys=keys, args=[count, time.time(), queue]))
-        claimed = []
-        for tag, raw in zip(flat[::2], flat[1::2], strict=True):
-            envelope = unwrap(raw)
-            claimed.append(
-                Claimed(tag.decode("ascii"), envelope.body, envelope.headers, envelope.content_type, envelope.problem)
-            )
-        return claimed
+        return [Claimed(tag.decode("ascii"), unwrap(raw)) for tag, raw in zip(flat[::2], flat[1::2], strict=True)]
 
     def ack(self, tags: Sequence[str]) -> None:
         """Forget settled messages (one round trip for a batch)."""

@@ -420,7 +420,7 @@ def test_an_envelope_python_reads_is_stored_verbatim_for_redelivery(redis_url: s
     raw = plain_envelope(body)  # the envelope's JSON holds the lone surrogate as an escape, e.g. \ud800
     client.lpush("q", raw)
     [claimed] = ReliableQueue(client).claim("q", 1)
-    assert claimed.tag == "tag-surr-1" and claimed.headers["id"] == "surr-1"
+    assert claimed.tag == "tag-surr-1" and claimed.envelope.headers["id"] == "surr-1"
     payload, _, routing_key = json.loads(client.hget(UNACKED_KEY, claimed.tag))  # what kombu's restore reads
     assert payload == json.loads(raw) and routing_key == "q"
 
