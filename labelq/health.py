@@ -9,7 +9,7 @@ import redis
 
 from producer import Client
 from schemas.transport import DEAD_LETTER_KEY, QUEUES, WEBHOOK_CLAIMED_KEY, WEBHOOK_SCHEDULE_KEY
-from worker.stream.redis_queue import UNACKED_KEY, ReliableQueue
+from worker.stream.redis_queue import ReliableQueue
 
 HEALTHY, NO_WORKER, REDIS_DOWN = 0, 1, 2  # exit codes
 
@@ -42,7 +42,7 @@ def check(redis_url: str, ping_timeout_s: float = 1.0, transport_options: dict[s
         requests = ReliableQueue(client.redis, transport_options)  # a queue's priority sub-lists count too
         depths = {name: requests.waiting(queue) for name, queue in QUEUES.items()}
         depths |= {
-            "in_flight": int(client.redis.hlen(UNACKED_KEY)),
+            "in_flight": requests.in_flight(),
             "webhooks_scheduled": int(client.redis.zcard(WEBHOOK_SCHEDULE_KEY)),
             "webhooks_in_delivery": int(client.redis.zcard(WEBHOOK_CLAIMED_KEY)),
             "dead_letters": int(client.redis.llen(DEAD_LETTER_KEY)),

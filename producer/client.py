@@ -101,10 +101,10 @@ def _results_client(url: str, transport_options: Mapping[str, Any]) -> redis.Red
         return redis.Redis.from_url(url)
     if not transport_options.get("master_name"):
         raise RedisURLError('a sentinel:// URL needs the master\'s name: transport_options={"master_name": ...}')
-    sentinels = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+    sentinels = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call, unused-ignore]
         list(sentinel.sentinels), sentinel_kwargs=transport_options.get("sentinel_kwargs") or {}
     )
-    client: redis.Redis = sentinels.master_for(  # type: ignore[no-untyped-call]
+    client: redis.Redis = sentinels.master_for(  # type: ignore[no-untyped-call, unused-ignore]
         transport_options["master_name"], password=sentinel.password, db=sentinel.db
     )
     return client

@@ -12,7 +12,13 @@ from typing import Literal
 from celery import Celery
 
 from schemas.transport import QUEUE_WEBHOOKS
-from worker.constants import CELERY_DEFAULT_QUEUE, QUEUE_TASKS
+from worker.constants import (
+    CELERY_DEFAULT_QUEUE,
+    KOMBU_UNACKED_INDEX_KEY,
+    KOMBU_UNACKED_KEY,
+    KOMBU_UNACKED_MUTEX_KEY,
+    QUEUE_TASKS,
+)
 from worker.settings import Settings
 
 Role = Literal["classify", "webhooks"]
@@ -51,6 +57,10 @@ def create_app(settings: Settings, role: Role = "classify") -> Celery:
             "unacked_restore_throttle": 1,  # every interval really sweeps
             # kombu's default lock is 300 s: a worker SIGKILLed inside a sweep would block redelivery that long
             "unacked_mutex_expire": settings.unacked_mutex_expire_s,
+            # labelq's own keys: its sweep restores only labelq's webhook tasks, never another app's
+            "unacked_key": KOMBU_UNACKED_KEY,
+            "unacked_index_key": KOMBU_UNACKED_INDEX_KEY,
+            "unacked_mutex_key": KOMBU_UNACKED_MUTEX_KEY,
             **settings.redis_transport_options,  # Sentinel's master_name, for one
         },
         # what a classification's callbacks, chains and chord callbacks send goes where a standard Celery worker

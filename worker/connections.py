@@ -30,12 +30,12 @@ def redis_for(url: str, transport_options: dict[str, Any], **options: Any) -> re
             "a sentinel:// Redis URL needs the master's name: LABELQ_REDIS_TRANSPORT_OPTIONS="
             '\'{"master_name": "mymaster"}\''
         )
-    sentinels = Sentinel(  # type: ignore[no-untyped-call]
+    sentinels = Sentinel(  # type: ignore[no-untyped-call, unused-ignore]
         list(sentinel.sentinels),
         sentinel_kwargs=transport_options.get("sentinel_kwargs") or {},
         password=sentinel.password,
         db=sentinel.db,
         **options,
     )
-    client: redis.Redis = sentinels.master_for(master)  # type: ignore[no-untyped-call]
+    client: redis.Redis = sentinels.master_for(master)  # type: ignore[no-untyped-call, unused-ignore]
     return client

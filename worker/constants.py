@@ -32,6 +32,12 @@ HUGE_MAX_LENGTH = 1_000_000  # transformers writes ~1e30 for "no limit"
 # queues, the task name and result keys are part of the wire contract: schemas/transport.py
 CELERY_DEFAULT_QUEUE = "celery"  # where a standard Celery worker listens: callbacks and chord callbacks go there
 QUEUE_TASKS = "labelq.tasks"  # Celery's own task queue of the classification workers (nothing is sent there)
+# kombu's unacked structures for labelq's own Celery apps (webhook tasks): labelq's keys, so kombu's sweep in a
+# labelq worker never restores another app's unacked messages on labelq's visibility timeout (kombu's defaults,
+# `unacked`, `unacked_index` and `unacked_mutex`, are shared by every Celery app on the database)
+KOMBU_UNACKED_KEY = KEY_PREFIX + "kombu:unacked"
+KOMBU_UNACKED_INDEX_KEY = KEY_PREFIX + "kombu:unacked_index"
+KOMBU_UNACKED_MUTEX_KEY = KEY_PREFIX + "kombu:unacked_mutex"
 DELIVERIES_KEY = KEY_PREFIX + "deliveries:"  # + message id -> how many times the message was received
 DELIVERIES_TTL_S = 7 * 24 * 3600  # a delivery counter outlives any plausible redelivery
 DEAD_LETTERS_MAX = 10_000  # the dead-letter list keeps the newest this many (trimmed as each batch adds)

@@ -6,7 +6,7 @@ even when the batch function raises, pins celery < 5.7, and hangs after a broker
 message only after its outcome is written; and runs the model in the worker process itself (pool `solo`, one
 model session per process, scale by processes).
 
-Messages are claimed with worker/stream/redis_queue.py (pop and unacked record in one atomic step) up to the room
+Messages are claimed with worker/stream/redis_queue.py (pop and in-flight record in one atomic step) up to the room
 left in the current batch, so a bulk backlog never holds messages a realtime batch could take. One watcher
 thread per queue blocks on Redis until its queue is non-empty (BLMOVE of a list onto itself, which moves
 nothing) and wakes the worker's event loop through a pipe; claiming, batching, flushing and acking all run on
@@ -33,12 +33,13 @@ import redis
 from celery import bootsteps
 from celery.worker import state as worker_state
 
-from schemas.transport import QUEUE_REALTIME, QUEUES, WORKER_KEY, WORKER_KEY_TTL_S
+from schemas.transport import QUEUE_REALTIME, QUEUE_WEBHOOKS, QUEUES, WORKER_KEY, WORKER_KEY_TTL_S
 from worker import metrics
 from worker.celery_outcomes import CeleryOutcomes
 from worker.connections import connect
 from worker.runtime import Runtime, between_runs_allowance_s
 from worker.settings import Settings
+from worker.stream.adoption import adopt
 from worker.stream.batcher import Batcher, BatchPolicy
 from worker.stream.messages import Delivery
 from worker.stream.pipeline import Received
@@ -96,6 +97,7 @@ class BatchConsumerStep(bootsteps.StartStopStep):
         self.policies: dict[str, BatchPolicy] = {}
         self._timers: dict[str, Any] = {}
         self._heartbeat: Any = None
+        self._sweeper: Any = None
         self._watchers: list[QueueWatcher] = []
         self._pipe: tuple[int, int] | None = None
         self._node = ""
@@ -119,7 +121,11 @@ class BatchConsumerStep(bootsteps.StartStopStep):
             c,
             store_results=settings.celery_result_backend() is not None and not settings.results_on_broker,
         )
-        self.queue = ReliableQueue(self.runtime.publisher.client, settings.redis_transport_options)
+        self.queue = ReliableQueue(
+            self.runtime.publisher.client,
+            settings.redis_transport_options,
+            max_message_bytes=settings.max_message_bytes,
+        )
         self.policies = {p.queue: p for p in self.runtime.policies}
         self.batchers = {p.queue: Batcher(p) for p in self.runtime.policies}
         bulk = [p for p in self.runtime.policies if p.queue != QUEUE_REALTIME]
@@ -133,6 +139,8 @@ class BatchConsumerStep(bootsteps.StartStopStep):
         self._node = c.hostname
         self._announce()
         self._heartbeat = c.timer.call_repeatedly(WORKER_KEY_TTL_S / 3, self._announce)
+        self.sweep()  # what a worker that died before this one left is put back now, not at the first interval
+        self._sweeper = c.timer.call_repeatedly(settings.unacked_restore_interval_s, self.sweep)
         log.info("labelq consuming %s", ", ".join(self.served()))
 
     def _watch(self, queue: str) -> None:
@@ -185,9 +193,10 @@ class BatchConsumerStep(bootsteps.StartStopStep):
         for watcher in self._watchers:
             watcher.stop()
         self._watchers = []
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            self._heartbeat = None
+        for timer in (self._heartbeat, self._sweeper):
+            if timer is not None:
+                timer.cancel()
+        self._heartbeat = self._sweeper = None
         if self._pipe is not None:
             _quietly(c.hub.remove_reader, self._pipe[0])
             for fd in self._pipe:
@@ -209,6 +218,38 @@ class BatchConsumerStep(bootsteps.StartStopStep):
     def _retire(self) -> None:
         if self.runtime is not None and self._node:
             _quietly(self.runtime.publisher.client.delete, WORKER_KEY + self._node)
+
+    # --- putting back what a dead worker held ---
+
+    def sweep(self) -> None:
+        """labelq's redelivery sweep over its in-flight ledger (worker/stream/redis_queue.py): claims older than
+        the visibility timeout go back on their queues, poison is dead-lettered; then what an earlier labelq left
+        in kombu's shared unacked hash is adopted (worker/stream/adoption.py). Every labelq queue is swept, served
+        here or not: another worker's claims come back whichever worker notices."""
+        assert self.runtime is not None
+        settings = self.runtime.settings
+        queues = list(QUEUES.values())
+        try:
+            swept = self.queue.sweep(settings.visibility_timeout_s, settings.max_deliveries, queues)
+            self.queue.bury(swept.poison)
+            adopted = adopt(self.queue.client, self.queue, [*queues, QUEUE_WEBHOOKS], settings.visibility_timeout_s)
+        except redis.RedisError:
+            log.warning("the redelivery sweep failed (Redis); the next one tries again", exc_info=True)
+            return
+        except Exception:  # never the worker's end: the next sweep tries again
+            log.exception("the redelivery sweep failed unexpectedly; the next one tries again")
+            return
+        if swept.restored:
+            log.info("put back %d message(s) whose claim expired", swept.restored)
+        for item in swept.poison:
+            log.warning("in-flight message %s dead-lettered by the sweep: %s", item.tag, item.reason)
+        for outcome, count in (
+            ("restored", swept.restored),
+            ("dead_lettered", len(swept.poison)),
+            ("adopted", adopted),
+        ):
+            if count:
+                metrics.REDELIVERED.labels(outcome).inc(count)
 
     # --- taking messages ---
 
@@ -254,8 +295,7 @@ class BatchConsumerStep(bootsteps.StartStopStep):
         try:
             while room := self.policies[queue].max_items - len(self.batchers[queue]):
                 claimed = self.queue.claim(queue, min(room, CLAIM_CHUNK) if interleave else room)
-                for message in claimed:
-                    self._add(queue, message)
+                self._add(queue, claimed)
                 if not interleave or len(claimed) < min(room, CLAIM_CHUNK) or self.batchers[queue].full():
                     break
                 self._between_bulk_runs()
@@ -290,15 +330,21 @@ class BatchConsumerStep(bootsteps.StartStopStep):
             metrics.BETWEEN_RUNS.labels("served").inc()
             metrics.BETWEEN_RUNS_SECONDS.inc(spent_s)
 
-    def _add(self, queue: str, message: Claimed) -> None:
-        if self._revoked(message):
+    def _add(self, queue: str, claimed: list[Claimed]) -> None:
+        """Read what a claim brought (the label sets it names in one round trip) and batch it."""
+        kept = [message for message in claimed if not self._revoked(message)]
+        if not kept:
             return
-        sent = message.envelope
-        delivery = Delivery(queue, sent.body, sent.headers, sent.content_type, time.time(), sent.problem)
+        now = time.time()
+        deliveries = [
+            Delivery(queue, m.envelope.body, m.envelope.headers, m.envelope.content_type, now, m.envelope.problem)
+            for m in kept
+        ]
         assert self.runtime is not None
-        received = self.runtime.pipeline.receive(delivery)
-        self.outcomes.received([received])
-        self.batchers[queue].add((received, message), received.pairs, received.enqueued_at_s)
+        received = self.runtime.pipeline.receive_many(deliveries)
+        self.outcomes.received(received)
+        for item, message in zip(received, kept, strict=True):
+            self.batchers[queue].add((item, message), item.pairs, item.enqueued_at_s)
 
     def _revoked(self, message: Claimed) -> bool:
         """A task this worker was told to revoke (Celery's revoked set, kept by its `revoke` control command) is

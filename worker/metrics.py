@@ -41,6 +41,12 @@ BETWEEN_RUNS_SECONDS = Counter(
     "Seconds bulk batches were paused to serve realtime work between their model runs: what realtime traffic "
     "takes from a backfill",
 )
+REDELIVERED = Counter(
+    "labelq_redelivered_total",
+    "In-flight messages the sweep handled: restored (put back after their claim expired), dead_lettered "
+    "(put back too often, or a record it cannot restore), adopted (left in kombu's unacked hash by an earlier labelq)",
+    ["outcome"],
+)
 QUEUE_DEPTH = Gauge("labelq_queue_depth", "Messages waiting in a queue", ["queue"], multiprocess_mode="max")
 PROCESS_RESTARTS = Counter(
     "labelq_worker_process_restarts_total",

@@ -136,13 +136,25 @@ class Settings(BaseSettings):
         description="Serve realtime requests between the model runs of a bulk batch (off: they wait for its end)",
     )
     visibility_timeout_s: int = Field(
-        120, ge=1, description="An unacked message is redelivered after this long (must exceed wait + batch time)"
+        120,
+        ge=1,
+        description="A claimed, unacked message is redelivered after this long (must exceed wait + batch time)",
     )
-    unacked_restore_interval_s: float = Field(5.0, gt=0, description="How often a worker sweeps for expired unacked")
+    unacked_restore_interval_s: float = Field(
+        5.0, gt=0, description="How often a worker sweeps labelq's in-flight ledger for expired claims"
+    )
     unacked_mutex_expire_s: int = Field(
-        10, ge=1, description="Lock on the redelivery sweep; if a worker dies holding it, sweeps wait this long"
+        10,
+        ge=1,
+        description="Lock on kombu's sweep of webhook tasks; if a worker dies holding it, that sweep waits this long",
     )
     max_deliveries: int = Field(5, ge=1, description="A message received more often goes to the dead-letter list")
+    max_message_bytes: int = Field(
+        2 * 1024 * 1024,
+        ge=1024,
+        description="Largest message (kombu's envelope, as stored in Redis) a worker takes; a larger one is answered "
+        "invalid_message and dead-lettered the first time it is claimed",
+    )
     result_ttl_s: int = Field(3600, ge=1, description="How long results and result queues live in Redis")
     result_backend: str | None = Field(
         None,
@@ -177,7 +189,9 @@ class Settings(BaseSettings):
         default_factory=dict,
         description='Signing secrets by name, JSON: {"default": "whsec_..."}; requests name one, never carry it',
     )
-    webhook_timeout_s: float = Field(5.0, gt=0, description="Timeout of one webhook POST (connect + response)")
+    webhook_timeout_s: float = Field(
+        5.0, gt=0, description="Deadline of one webhook attempt as a whole (connect, headers and body together)"
+    )
     webhook_retry_delays_s: tuple[float, ...] = Field(
         (5.0, 30.0, 120.0, 600.0, 1800.0, 7200.0), description="Backoff before each retry (x0.8-1.2 jitter)"
     )
@@ -187,7 +201,12 @@ class Settings(BaseSettings):
     webhook_private_hosts: tuple[str, ...] = Field(
         (), description="Hosts allowed to resolve to loopback/private/link-local addresses (default: none)"
     )
-    webhook_concurrency: int = Field(16, ge=1, description="Parallel deliveries per webhook worker (threads)")
+    webhook_concurrency: int = Field(
+        64,
+        ge=1,
+        description="Parallel deliveries per webhook worker (threads; keep it above the number of slow receivers "
+        "you expect: each holds a thread for up to LABELQ_WEBHOOK_TIMEOUT_S)",
+    )
 
     @field_validator("redis_url")
     @classmethod

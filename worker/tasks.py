@@ -7,7 +7,6 @@ import threading
 import time
 from typing import Any
 
-import httpx
 import redis
 from celery import Celery, bootsteps
 
@@ -16,7 +15,7 @@ from worker import metrics
 from worker.connections import connect
 from worker.delivery.egress import EgressPolicy
 from worker.delivery.webhook_jobs import Scheduler, WebhookDeliverer
-from worker.delivery.webhooks import RetryPolicy
+from worker.delivery.webhooks import RetryPolicy, WebhookHttp
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -37,7 +36,7 @@ class _Deliverers:
                 s = self.settings
                 self._deliverer = WebhookDeliverer(
                     connect(s),
-                    httpx.Client(follow_redirects=False),
+                    WebhookHttp(),
                     egress=EgressPolicy.from_settings(s),
                     retry=RetryPolicy.from_settings(s),
                     secrets={name: secret.get_secret_value() for name, secret in s.webhook_secrets.items()},

@@ -24,6 +24,7 @@ from schemas.transport import DEAD_LETTER_KEY, QUEUE_BULK, QUEUE_REALTIME, RESUL
 from tests.conftest import WorkerFactory
 from tests.reliability.test_reliability import FAKE, JSON
 from tests.worker.test_streaming import raw_celery_message
+from worker.stream.redis_queue import INFLIGHT_KEY
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
@@ -140,7 +141,7 @@ def envelopes(draw: st.DrawFn) -> bytes:
 def settle(client: Client, worker_alive: Any, timeout_s: float) -> None:
     """Until both queues are empty and nothing is unacked: every message settled."""
     deadline = time.monotonic() + timeout_s
-    while client.redis.llen(QUEUE_REALTIME) or client.redis.llen(QUEUE_BULK) or client.redis.hlen("unacked"):
+    while client.redis.llen(QUEUE_REALTIME) or client.redis.llen(QUEUE_BULK) or client.redis.hlen(INFLIGHT_KEY):
         assert worker_alive(), "the worker died"
         assert time.monotonic() < deadline, "messages left unsettled"
         time.sleep(0.1)

@@ -20,6 +20,7 @@ from schemas import ClassificationResult, ClassifyRequest, parse_result
 from schemas.transport import DEAD_LETTER_KEY, QUEUE_BULK, QUEUE_REALTIME, RESULT_KEY
 from tests.conftest import WorkerFactory
 from tests.worker.test_streaming import raw_celery_message, wait_for_length
+from worker.stream.redis_queue import INFLIGHT_KEY
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 FAKE = {
@@ -63,7 +64,7 @@ def test_burst_of_20000_through_a_kill_and_restart(start_worker: WorkerFactory, 
     wait_for_length(client, "results:burst", 3000, timeout_s=300)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
-    unacked = client.redis.hlen("unacked")
+    unacked = client.redis.hlen(INFLIGHT_KEY)
     start_worker(**FAKE)
     seen = drain_all(client, "results:burst", {r.id for r in batch}, timeout_s=600)
     missing = {r.id for r in batch} - set(seen)
@@ -149,7 +150,7 @@ def test_10000_fuzzed_messages_are_each_answered_or_dead_lettered(start_worker: 
     assert len(sent) == 10_000
     deadline = time.monotonic() + 600
     while (
-        client.redis.llen(QUEUE_REALTIME) or client.redis.llen(QUEUE_BULK) or client.redis.hlen("unacked")
+        client.redis.llen(QUEUE_REALTIME) or client.redis.llen(QUEUE_BULK) or client.redis.hlen(INFLIGHT_KEY)
     ) and time.monotonic() < deadline:
         assert worker.poll() is None, "the worker crashed"
         time.sleep(0.2)

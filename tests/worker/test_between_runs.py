@@ -21,7 +21,7 @@ from tests.reliability.test_reliability import drain_all
 from worker import metrics
 from worker.consumer import BatchConsumerStep, QueueWatcher
 from worker.stream.batcher import Batcher, BatchPolicy
-from worker.stream.redis_queue import UNACKED_INDEX_KEY
+from worker.stream.redis_queue import INFLIGHT_INDEX_KEY, INFLIGHT_KEY
 
 RUN_MS = 40
 SLOW_FAKE = {
@@ -131,11 +131,11 @@ def test_sigkill_during_a_bulk_batch_interrupted_by_realtime_work(start_worker: 
     bulk_done_before_kill = client.redis.llen("results:killed")
     victim.send_signal(signal.SIGKILL)
     victim.wait()
-    unacked = client.redis.hlen("unacked")
+    unacked = client.redis.hlen(INFLIGHT_KEY)
     assert set(served) == set(realtime_ids) and bulk_done_before_kill == 0  # realtime answered mid-batch
     assert unacked == BULK  # the bulk batch was held, unacked, when the worker died; realtime was acked
     # a visibility timeout of 60 s holds the dead worker's messages; the drill restores them as the timeout would
-    client.redis.zadd(UNACKED_INDEX_KEY, dict.fromkeys(client.redis.hkeys("unacked"), 0))
+    client.redis.zadd(INFLIGHT_INDEX_KEY, dict.fromkeys(client.redis.hkeys(INFLIGHT_KEY), 0))
     start_worker(**drill)
     seen = drain_all(client, "results:killed", set(bulk_ids), timeout_s=120)
     missing = set(bulk_ids) - set(seen)

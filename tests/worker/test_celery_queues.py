@@ -21,7 +21,7 @@ from producer import Client
 from schemas.transport import QUEUE_BULK, QUEUE_REALTIME
 from tests.conftest import WorkerFactory
 from tests.worker.test_celery_native import FAKE, REQUEST
-from worker.stream.redis_queue import ReliableQueue
+from worker.stream.redis_queue import INFLIGHT_KEY, ReliableQueue
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -129,7 +129,7 @@ def test_a_claimed_priority_message_comes_back_after_its_worker_died(
 ) -> None:
     (result,) = send(celery_app, QUEUE_REALTIME, 1, priority=6)
     dead = ReliableQueue(client.redis).claim(QUEUE_REALTIME, 10)  # a worker that claimed it, then was killed
-    assert [m.tag for m in dead] and client.redis.hlen("unacked") == 1
+    assert [m.tag for m in dead] and client.redis.hlen(INFLIGHT_KEY) == 1
     start_worker(**FAKE, visibility_timeout_s=3, unacked_restore_interval_s=1, realtime_max_pairs=20, bulk_max_pairs=20)
     assert result.get(timeout=30)["status"] == "ok"
 
@@ -151,4 +151,4 @@ def test_a_request_revoked_before_it_is_taken_is_not_classified(
         time.sleep(0.1)
     time.sleep(0.5)
     assert revoked.state == "REVOKED" and not client.redis.exists(f"labelq:result:{revoked.id}")
-    assert client.redis.llen(QUEUE_REALTIME) == 0 and client.redis.hlen("unacked") == 0
+    assert client.redis.llen(QUEUE_REALTIME) == 0 and client.redis.hlen(INFLIGHT_KEY) == 0

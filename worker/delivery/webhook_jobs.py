@@ -19,7 +19,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
-import httpx
 import redis
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -35,7 +34,7 @@ from schemas.transport import (
 from worker.constants import DEAD_LETTERS_MAX
 from worker.deadletters import DeadLetter
 from worker.delivery.egress import EgressPolicy
-from worker.delivery.webhooks import Attempt, RetryPolicy, attempt_delivery
+from worker.delivery.webhooks import Attempt, RetryPolicy, WebhookHttp, attempt_delivery
 
 log = logging.getLogger(__name__)
 DEFAULT_SECRET = "default"
@@ -128,7 +127,7 @@ class WebhookDeliverer:
     def __init__(
         self,
         client: redis.Redis,
-        http: httpx.Client,
+        http: WebhookHttp,
         *,
         egress: EgressPolicy,
         retry: RetryPolicy,

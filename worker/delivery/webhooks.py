@@ -1,7 +1,10 @@
 """One webhook delivery attempt and the retry policy around it (no Celery: the task that runs it is thin).
 
 An attempt POSTs the result JSON, signed per Standard Webhooks, to the checked address of the URL
-(worker/delivery/egress.py), with a bounded timeout and no redirects. Its outcome decides what happens next:
+(worker/delivery/egress.py), with no redirects, bounded as a whole: connect, request, response headers and body
+together end within LABELQ_WEBHOOK_TIMEOUT_S (a receiver that trickles a byte a second cannot hold a delivery
+thread past it), and at most RESPONSE_MAX_BYTES of the response body is read (only the status matters; an
+endless body costs nothing). Its outcome decides what happens next:
 
     2xx                                  delivered
     network error, timeout, 429, 5xx     retry after the next backoff delay (or Retry-After, if longer)
@@ -14,8 +17,10 @@ Giving up writes a dead letter with every attempt's outcome. The classification 
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import random
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -28,6 +33,69 @@ from worker.delivery.egress import EgressPolicy, EgressRefused
 from worker.settings import Settings
 
 Outcome = Literal["delivered", "retry", "give_up"]
+RESPONSE_MAX_BYTES = 65_536  # of a receiver's response body, read only so a short one leaves the connection reusable
+
+
+class WebhookHttp:
+    """HTTP for webhook attempts: one event loop and one pooled `httpx.AsyncClient` per delivery thread, so an
+    attempt is bounded in total by a cancellation (asyncio's timeout) that no receiver's pace can outrun, which a
+    blocking client's per-read timeouts are not. `transport`: httpx's (an `httpx.MockTransport` in tests)."""
+
+    def __init__(self, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self._transport = transport
+        self._local = threading.local()
+        self._opened: list[tuple[asyncio.AbstractEventLoop, httpx.AsyncClient]] = []
+        self._lock = threading.Lock()
+
+    def post(
+        self, url: str, *, content: bytes, headers: dict[str, str], extensions: dict[str, Any], timeout_s: float
+    ) -> httpx.Response:
+        """The response, its body read up to RESPONSE_MAX_BYTES; `TimeoutError` once `timeout_s` has passed."""
+        loop, client = self._mine()
+        return loop.run_until_complete(
+            asyncio.wait_for(_post(client, url, content, headers, extensions, timeout_s), timeout_s)
+        )
+
+    def _mine(self) -> tuple[asyncio.AbstractEventLoop, httpx.AsyncClient]:
+        opened: tuple[asyncio.AbstractEventLoop, httpx.AsyncClient] | None = getattr(self._local, "opened", None)
+        if opened is None:
+            opened = (asyncio.new_event_loop(), httpx.AsyncClient(transport=self._transport, follow_redirects=False))
+            self._local.opened = opened
+            with self._lock:
+                self._opened.append(opened)
+        return opened
+
+    def close(self) -> None:
+        with self._lock:
+            for loop, client in self._opened:
+                if not loop.is_running():
+                    loop.run_until_complete(client.aclose())
+                    loop.close()
+            self._opened.clear()
+
+
+async def _post(
+    client: httpx.AsyncClient,
+    url: str,
+    content: bytes,
+    headers: dict[str, str],
+    extensions: dict[str, Any],
+    timeout_s: float,
+) -> httpx.Response:
+    request = client.build_request(
+        "POST", url, content=content, headers=headers, extensions=extensions, timeout=timeout_s
+    )
+    response = await client.send(request, stream=True, follow_redirects=False)
+    try:
+        read = 0
+        if not response.is_stream_consumed:  # a response built whole (httpx.MockTransport) has no stream left
+            async for chunk in response.aiter_raw():
+                read += len(chunk)
+                if read >= RESPONSE_MAX_BYTES:
+                    break
+    finally:
+        await response.aclose()
+    return response
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +149,7 @@ def parse_retry_after(value: str | None, now_s: float) -> float | None:
 
 
 def attempt_delivery(
-    client: httpx.Client,
+    http: WebhookHttp,
     policy: EgressPolicy,
     *,
     url: str,
@@ -98,14 +166,11 @@ def attempt_delivery(
     headers = {**headers_for(secret, message_id, body), "host": target.host_header, "user-agent": "labelq-webhook/1"}
     extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
     try:
-        response = client.post(
-            target.connect_url,
-            content=body,
-            headers=headers,
-            timeout=timeout_s,
-            extensions=extensions,
-            follow_redirects=False,
+        response = http.post(
+            target.connect_url, content=body, headers=headers, extensions=extensions, timeout_s=timeout_s
         )
+    except TimeoutError:
+        return Attempt(now, "retry", error=f"timeout: no complete response within {timeout_s} s")
     except httpx.TimeoutException as exc:
         return Attempt(now, "retry", error=f"timeout: {type(exc).__name__}")
     except httpx.TransportError as exc:

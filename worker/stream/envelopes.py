@@ -20,6 +20,9 @@ from typing import Any
 
 from worker.constants import MESSAGE_MAX_BYTES
 
+OVERSIZE_MARK = "labelq-oversize"  # set by the claim (worker/stream/redis_queue.py) on a message too large
+OVERSIZE_LIMIT = "labelq-limit"
+
 
 @dataclass(frozen=True, slots=True)
 class Envelope:
@@ -112,6 +115,14 @@ def unwrap(raw: bytes, max_body_bytes: int = MESSAGE_MAX_BYTES) -> Envelope:
     headers = headers if isinstance(headers, dict) else {}
     content_type = envelope.get("content-type")
     content_type = content_type if isinstance(content_type, str) else None
+    oversize = envelope.get(OVERSIZE_MARK)
+    if oversize is not None:  # the claim kept only this stub of a message too large to serve
+        limit = envelope.get(OVERSIZE_LIMIT)
+        problem = (
+            f"the message is {oversize} bytes; labelq serves messages of at most {limit} bytes "
+            "(LABELQ_MAX_MESSAGE_BYTES): send a shorter text, fewer labels or examples, or name a stored label set"
+        )
+        return Envelope(raw, headers, content_type, problem)
     try:
         return Envelope(_body(envelope, headers, max_body_bytes), headers, content_type)
     except _Unreadable as exc:

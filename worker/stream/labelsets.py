@@ -5,8 +5,9 @@ redeploying producers: a request names a set (`label_set`) instead of listing la
     labelq:labelset:<name>:v<N>   every version, JSON (kept for `get --version`)
     labelq:labelsets              the set of names
 
-Workers read the latest version of the sets a batch names in one round trip per batch, so a new version is
-used from the next batch on, without a restart.
+Workers read the latest version of the sets the messages of a claim name in one round trip per claim, as they
+arrive (a request is costed with its set's labels and examples, exactly as the same labels inline), so a new
+version is used from the next claim on, without a restart.
 """
 
 from __future__ import annotations
@@ -141,7 +142,7 @@ class LabelSetStore:
             return None
         try:
             return _load(raw)
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
             which = f"version {version}" if version else "latest version"
             raise InputError(
                 f"label set {name} ({which}) is stored but cannot be used: {first_problem(exc)}; "
@@ -160,7 +161,7 @@ class LabelSetStore:
                 continue
             try:
                 found[name] = self._cached(raw)
-            except (ValueError, KeyError, TypeError) as exc:  # not written by `put`, or tampered with
+            except Exception as exc:  # a stored document is hostile input: not written by `put`, or tampered with
                 reason = first_problem(exc)
                 log.error("label set %s is unusable (%s); requests naming it get invalid_label_set", name, reason)
                 found[name] = Unusable(reason)
@@ -201,6 +202,8 @@ def first_problem(exc: Exception, whole: str = "") -> str:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or whole
         return f"{where}: {first['msg']}" if where else str(first["msg"])
+    if isinstance(exc, RecursionError):
+        return "not a stored label set (nested too deeply)"
     return f"not a stored label set ({type(exc).__name__})"
 
 

@@ -119,16 +119,27 @@ class Pipeline:
         self.clock = clock
 
     def receive(self, delivery: Delivery) -> Received:
-        """What a message is, as it arrives. Never raises: whatever the bytes, the outcome is a request to
-        classify, an error result, or a dead letter."""
+        """What a message is, as it arrives (`receive_many` of one)."""
+        return self.receive_many([delivery])[0]
+
+    def receive_many(self, deliveries: Sequence[Delivery]) -> list[Received]:
+        """What each message is, as a claim brings them in. Never raises for a message's sake: whatever the
+        bytes, the outcome is a request to classify, an error result, or a dead letter. The label sets they name
+        are read in one round trip (a Redis failure raises: the claim comes back after the visibility timeout),
+        so each request is costed with the labels it will really run, before any model work."""
+        read = [self._guarded(self._read, delivery, delivery) for delivery in deliveries]
+        resolved = self._resolve_label_sets(read)
+        return [self._guarded(self._admit, item, item.delivery) for item in resolved]
+
+    def _guarded(self, step: Callable[[Any], Received], value: Any, delivery: Delivery) -> Received:
         try:
-            return self._receive(delivery)
+            return step(value)
         except Exception as exc:  # a message no rule foresaw: dead-lettered and logged, the worker goes on
             log.exception("a message could not be read (dead-lettered): %s", type(exc).__name__)
             detail = f"unreadable message: {type(exc).__name__}"
             return Received(delivery, undecodable=detail, enqueued_at_s=delivery.received_at)
 
-    def _receive(self, delivery: Delivery) -> Received:
+    def _read(self, delivery: Delivery) -> Received:
         try:
             envelope = decode(delivery)
         except UndecodableMessage as exc:
@@ -155,23 +166,35 @@ class Pipeline:
             request = request.model_copy(update={"id": envelope.message_id})  # plain Celery: the task's id
             parsed = ParsedRequest(request, parsed.truncated)
         submitted = request.submitted_at.timestamp() if request.submitted_at else delivery.received_at
-        received = Received(
+        return Received(
             delivery,
             envelope.message_id,
             parsed=parsed,
             reply_queue=request.reply_queue,
             enqueued_at_s=min(submitted, delivery.received_at),
-            pairs=self.engine.cost(request),
             canvas=envelope.canvas,
             expires=envelope.expires if _earlier(envelope.expires, request.deadline) else None,
         )
-        budget = self.budgets.get(delivery.queue)
+
+    def _admit(self, received: Received) -> Received:
+        """A readable request (its label set applied): what it costs, and whether a batch may run it."""
+        if received.parsed is None or received.error is not None or received.undecodable is not None:
+            return received
+        request = received.parsed.request
+        received = replace(received, pairs=self.engine.cost(request))
+        queue = received.delivery.queue
+        budget = self.budgets.get(queue)
         if budget is not None and received.pairs > budget:
-            message = (
-                f"the request would run {received.pairs} model sequences; a batch of {delivery.queue} runs at most "
-                f"{budget}: send fewer labels or examples (or store them as a label set)"
+            named = (
+                f" (label set {received.label_set[0]!r} has that many labels and examples)"
+                if received.label_set
+                else ""
             )
-            error = error_for(request, ErrorCode.REQUEST_TOO_COSTLY, message, "labels")
+            message = (
+                f"the request would run {received.pairs} model sequences{named}; a batch of {queue} runs at most "
+                f"{budget}: send fewer labels or examples"
+            )
+            error = error_for(request, ErrorCode.REQUEST_TOO_COSTLY, message, "label_set" if named else "labels")
             return replace(received, error=error, error_reason="request_too_costly")
         refusal = self.webhook_guard(request) if request.webhook_url else None
         if refusal is not None:
@@ -195,7 +218,7 @@ class Pipeline:
         queues = sorted({r.reply_queue for r in batch if r.reply_queue})
         preflight = self.publisher.preflight(ids if count else [], queues)
         counts = dict(zip(ids, preflight.counts, strict=True)) if count else {}
-        batch = [_refuse_unwritable(r, preflight.unwritable) for r in self._resolve_label_sets(batch)]
+        batch = [_refuse_unwritable(r, preflight.unwritable) for r in batch]
         for item in batch:
             queue, raw, headers = item.delivery.queue, item.delivery.body, dict(item.delivery.headers)
             if item.undecodable is not None:
@@ -247,7 +270,7 @@ class Pipeline:
         return publications
 
     def _resolve_label_sets(self, batch: Sequence[Received]) -> list[Received]:
-        """Requests naming a label set get its latest version's labels (one Redis round trip per batch)."""
+        """Requests naming a label set get its latest version's labels (one Redis round trip for them all)."""
         named = {r.parsed.request.label_set for r in batch if r.parsed and r.parsed.request.label_set}
         if not named:
             return list(batch)

@@ -1,63 +1,93 @@
-"""Taking messages off kombu's Redis queues without a window in which a crash loses them.
+"""Taking messages off kombu's Redis queues into labelq's own in-flight ledger, and putting them back.
 
-kombu's Redis transport pops a message (BRPOP/RPOP) and records it as unacked in a second round trip; a
-process killed between the two, or a Redis that goes away between them, loses the message (our Redis-restart
-drill lost 1 of 400 that way). Here one Lua script pops up to N messages and records each in kombu's own
-unacked structures (`unacked` hash: tag -> [payload, exchange, routing key]; `unacked_index` zset: tag -> time)
-atomically, so a message is always either in its queue or unacked. kombu's periodic sweep, which every
-labelq worker runs, restores unacked messages older than the visibility timeout to their queue, exactly as it
-does for messages kombu took itself. Acks are one pipeline per batch.
+A claim is one Lua script: it pops up to N messages (and up to a byte budget) from a queue's lists and records
+each in labelq's ledger in the same atomic step, so a message is always either in its queue or in the ledger:
 
-Messages are the JSON envelopes kombu (and every Celery client) LPUSHes, read by worker/stream/envelopes.py.
+    labelq:inflight          hash: tag -> "<the list it came from>\\n<its bytes, exactly as they came>"
+    labelq:inflight:index    sorted set: tag -> when it was claimed
+    labelq:inflight:seq      the counter tags are drawn from (a tag is labelq's own, never the producer's)
+    labelq:restores:<sha1>   how often the sweep put these bytes back (expires after DELIVERIES_TTL_S)
+
+An ack removes the tag from both (one round trip per batch). labelq's sweep (`sweep`, run by every worker
+every LABELQ_UNACKED_RESTORE_INTERVAL_S) puts back what was claimed longer than LABELQ_VISIBILITY_TIMEOUT_S ago,
+byte for byte onto the list it came from, and counts each time it does: bytes put back more than
+LABELQ_MAX_DELIVERIES times, and a record that is not one labelq could have written, are handed to the caller
+as poison to dead-letter (with their raw bytes) instead, so no message loops and none stops the rest.
+
+Why not kombu's `unacked` hash (what labelq used before): it is shared by every Celery app on the database,
+keyed by whatever `delivery_tag` a producer chose (30 requests sharing one tag shared one entry), and restored
+by code that parses every stored envelope (one it cannot parse stops its sweep; one it cannot re-route is
+dropped). kombu's sweep in labelq's own Celery apps uses labelq's own keys (worker/constants.py), so another
+app's unacked messages are left to that app. worker/stream/adoption.py takes over what an earlier labelq left
+in kombu's structures.
+
+A message larger than LABELQ_MAX_MESSAGE_BYTES is never held: the claim keeps only its task id, task name and
+reply properties (a small stub envelope marked `labelq-oversize`), so it is answered with an error and
+dead-lettered the first time it is seen, and Redis frees its bytes at once.
 """
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 import redis
 
+from schemas.transport import DEAD_LETTER_KEY, KEY_PREFIX
+from worker.constants import DEAD_LETTERS_MAX, DELIVERIES_TTL_S
+from worker.deadletters import DeadLetter
 from worker.stream.envelopes import Envelope, unwrap
 
-UNACKED_KEY = "unacked"  # kombu's defaults (labelq sets no global key prefix)
-UNACKED_INDEX_KEY = "unacked_index"
+log = logging.getLogger(__name__)
+
+INFLIGHT_KEY = KEY_PREFIX + "inflight"  # hash: tag -> list + "\n" + the message's bytes
+INFLIGHT_INDEX_KEY = KEY_PREFIX + "inflight:index"  # sorted set: tag -> claimed at (epoch seconds)
+INFLIGHT_SEQ_KEY = KEY_PREFIX + "inflight:seq"  # tags are drawn from this counter
+RESTORES_KEY = KEY_PREFIX + "restores:"  # + sha1 of a message's bytes -> times the sweep put it back
 PRIORITY_SEP = "\x06\x16"  # kombu's Redis transport: a prioritised message goes to queue + sep + step
 PRIORITY_STEPS = (0, 3, 6, 9)  # kombu's default `priority_steps`; step 0 is the plain list
+CLAIM_MAX_BYTES = 8 * 1024 * 1024  # one claim returns at most this much (plus one message), whatever its count
+SWEEP_MAX = 1000  # entries one sweep looks at (the next sweep takes the rest)
 
-# KEYS: unacked, unacked_index, then the queue's lists in kombu's order (the plain list, then its priority
-# sub-lists); ARGV: max count, now, the queue's name. Returns [tag, payload, tag, payload, ...]. A tag is the
-# envelope's `properties.delivery_tag` when that is a plain ASCII name (what every Celery client sends: a uuid),
-# else one made here, so a tag is always ASCII: any bytes a producer put there are only the payload's. The unacked
-# record names the queue, not the sub-list: kombu's restore puts it back on the sub-list its priority says.
-# The payload is stored as it came whenever it is JSON to Python (kombu's restore reads it with `json.loads`):
-# an envelope cjson refuses only for its lone surrogate escapes (`\ud800`, which Python accepts) is tested with
-# them made plain; only what is really not JSON is wrapped as `{"body": <message>}`.
+# KEYS: ledger, index, seq, then the lists to pop from in order; ARGV: max count, now, byte budget, the largest
+# message served. Returns [tag, payload, tag, payload, ...] (an oversize message's payload is its stub).
 _CLAIM = """
 local out = {}
-local n = 0
-local routing = cjson.encode(ARGV[3])
-for k = 3, #KEYS do
-  while n < tonumber(ARGV[1]) do
+local n, bytes, first = 0, 0, nil
+local limit, budget, largest = tonumber(ARGV[1]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local function field(t, name)
+  local v = type(t) == 'table' and t[name]
+  if type(v) == 'string' and #v <= 1024 then return v end
+  return nil
+end
+local function stub(item)  -- what is kept of a message too large to serve: enough to answer it, no more
+  local ok, m = pcall(cjson.decode, item)
+  if not ok or type(m) ~= 'table' then m = {} end
+  local s = {['labelq-oversize'] = #item, ['labelq-limit'] = largest, body = '',
+             ['content-type'] = field(m, 'content-type') or 'application/json',
+             headers = {id = field(m.headers, 'id'), task = field(m.headers, 'task')},
+             properties = {correlation_id = field(m.properties, 'correlation_id'),
+                           reply_to = field(m.properties, 'reply_to')}}
+  return cjson.encode(s)
+end
+for k = 4, #KEYS do
+  while n < limit do
     local item = redis.call('RPOP', KEYS[k])
     if not item then break end
+    local size = #item
+    if size <= largest and n > 0 and bytes + size > budget then
+      redis.call('RPUSH', KEYS[k], item)  -- back where it was: the next claim takes it first
+      return out
+    end
     n = n + 1
-    local ok, message = pcall(cjson.decode, item)
-    if not ok and string.find(item, '\\u[dD][89a-fA-F]') then  -- cjson refuses lone surrogate escapes, which
-      ok, message = pcall(cjson.decode, (string.gsub(item, '\\u[dD][89a-fA-F]%x%x', '\\u0041')))  -- Python reads
-    end
-    local tag = nil
-    if ok and type(message) == 'table' and type(message['properties']) == 'table' then
-      tag = message['properties']['delivery_tag']
-    end
-    if type(tag) ~= 'string' or tag == '' or #tag > 128 or string.find(tag, '[^%w%-_.:@]') then
-      tag = redis.sha1hex(item) .. ':' .. ARGV[2] .. ':' .. n  -- none, or not a plain ASCII name: one of ours
-    end
-    local stored = item
-    if not ok then stored = cjson.encode({body = item}) end  -- not JSON: wrapped so kombu can still restore it
-    redis.call('HSET', KEYS[1], tag, '[' .. stored .. ',"",' .. routing .. ']')
+    if not first then first = redis.call('INCRBY', KEYS[3], limit) - limit end
+    local tag = tostring(first + n)
+    if size > largest then item = stub(item) end
+    bytes = bytes + #item
+    redis.call('HSET', KEYS[1], tag, KEYS[k] .. '\\n' .. item)
     redis.call('ZADD', KEYS[2], ARGV[2], tag)
     out[#out + 1] = tag
     out[#out + 1] = item
@@ -66,11 +96,80 @@ end
 return out
 """
 
+# KEYS: ledger, index; ARGV: claimed before this is expired, most entries, max restores, restores key prefix,
+# its TTL, now, then every list a record may name. Puts expired entries back on their list (RPUSH: taken next,
+# as kombu restores), counting each time these bytes were put back. Returns [restored, tag, reason, ...] for the
+# poison: an entry put back too often, or not one labelq wrote; those are hidden from other sweeps for a
+# visibility timeout (re-scored to now) while the caller dead-letters them.
+_SWEEP = """
+local lists = {}
+for i = 7, #ARGV do lists[ARGV[i]] = true end
+local tags = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+local out = {0}
+for _, tag in ipairs(tags) do
+  local record = redis.call('HGET', KEYS[1], tag)
+  if not record then
+    redis.call('ZREM', KEYS[2], tag)
+  else
+    local cut = string.find(record, '\\n', 1, true)
+    local list = cut and string.sub(record, 1, cut - 1)
+    if list and lists[list] then
+      local payload = string.sub(record, cut + 1)
+      local counter = ARGV[4] .. redis.sha1hex(payload)
+      local times = redis.call('INCR', counter)
+      redis.call('EXPIRE', counter, ARGV[5])
+      if times <= tonumber(ARGV[3]) then
+        redis.call('RPUSH', list, payload)
+        redis.call('HDEL', KEYS[1], tag)
+        redis.call('ZREM', KEYS[2], tag)
+        out[1] = out[1] + 1
+      else
+        redis.call('ZADD', KEYS[2], ARGV[6], tag)
+        out[#out + 1] = tag
+        out[#out + 1] = 'too_many_deliveries'
+      end
+    else
+      redis.call('ZADD', KEYS[2], ARGV[6], tag)
+      out[#out + 1] = tag
+      out[#out + 1] = 'unrestorable'
+    end
+  end
+end
+return out
+"""
+
+
+_POISON_DETAILS = {
+    "too_many_deliveries": "held by a worker that never settled it, more than LABELQ_MAX_DELIVERIES times",
+    "unrestorable": "an in-flight record labelq cannot put back (not one labelq wrote)",
+}
+
 
 @dataclass(frozen=True, slots=True)
 class Claimed:
-    tag: str  # what it is acked by
+    tag: str  # what it is acked by (labelq's own)
     envelope: Envelope  # its task message, headers and content type (worker/stream/envelopes.py)
+
+
+@dataclass(frozen=True, slots=True)
+class Poison:
+    """A ledger entry the sweep would not put back: its raw record, and why."""
+
+    tag: str
+    reason: str  # too_many_deliveries | unrestorable
+    list: str  # the list it came from ('' when the record does not say)
+    raw: bytes  # the message's bytes (the whole record when it cannot be split)
+
+
+@dataclass(frozen=True, slots=True)
+class Swept:
+    restored: int
+    poison: list[Poison]
+
+
+def _queue_of(key: str, sep: str) -> str:
+    """The queue a list belongs to (a priority sub-list is the queue's name + sep + step)."""
+    return key.split(sep, 1)[0]
 
 
 def priority_lists(queue: str, sep: str = PRIORITY_SEP, steps: Sequence[int] = PRIORITY_STEPS) -> list[str]:
@@ -80,33 +179,95 @@ def priority_lists(queue: str, sep: str = PRIORITY_SEP, steps: Sequence[int] = P
 
 
 class ReliableQueue:
-    def __init__(self, client: redis.Redis, transport_options: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        transport_options: dict[str, Any] | None = None,
+        *,
+        max_message_bytes: int = 2 * 1024 * 1024,
+        claim_max_bytes: int = CLAIM_MAX_BYTES,
+    ) -> None:
         """`transport_options`: kombu's (`sep`, `priority_steps`), so the sub-lists are the ones producers use."""
         self.client = client
         options = transport_options or {}
         self.sep = str(options.get("sep", PRIORITY_SEP))
         self.steps = tuple(int(step) for step in options.get("priority_steps", PRIORITY_STEPS))
+        self.max_message_bytes = max_message_bytes
+        self.claim_max_bytes = claim_max_bytes
         self._claim = client.register_script(_CLAIM)
+        self._sweep = client.register_script(_SWEEP)
 
     def lists(self, queue: str) -> list[str]:
         return priority_lists(queue, self.sep, self.steps)
 
     def claim(self, queue: str, count: int) -> list[Claimed]:
-        """Up to `count` messages, each recorded as unacked in the same atomic step; oldest first, list by list in
-        kombu's order (the plain list, then the priority sub-lists)."""
+        """Up to `count` messages (fewer when they pass the claim's byte budget), each recorded in the ledger in
+        the same atomic step; oldest first, list by list in kombu's order (the plain list, then the priority
+        sub-lists). A message over `max_message_bytes` comes back as its stub, marked oversize."""
         if count <= 0:
             return []
-        keys = [UNACKED_KEY, UNACKED_INDEX_KEY, *self.lists(queue)]
-        flat = cast(list[bytes], self._claim(keys=keys, args=[count, time.time(), queue]))
+        keys = [INFLIGHT_KEY, INFLIGHT_INDEX_KEY, INFLIGHT_SEQ_KEY, *self.lists(queue)]
+        args = [count, time.time(), self.claim_max_bytes, self.max_message_bytes]
+        flat = cast(list[Any], self._claim(keys=keys, args=args))
         return [Claimed(tag.decode("ascii"), unwrap(raw)) for tag, raw in zip(flat[::2], flat[1::2], strict=True)]
 
     def ack(self, tags: Sequence[str]) -> None:
         """Forget settled messages (one round trip for a batch)."""
         if tags:
             pipe = self.client.pipeline(transaction=True)
-            pipe.zrem(UNACKED_INDEX_KEY, *tags)
-            pipe.hdel(UNACKED_KEY, *tags)
+            pipe.zrem(INFLIGHT_INDEX_KEY, *tags)
+            pipe.hdel(INFLIGHT_KEY, *tags)
             pipe.execute()
+
+    def sweep(self, visibility_timeout_s: float, max_restores: int, queues: Iterable[str]) -> Swept:
+        """Put back what was claimed more than `visibility_timeout_s` ago onto the list it came from (each of
+        `queues`' lists may be named); what must not go back is returned as poison, still in the ledger, for
+        `bury` to dead-letter."""
+        now = time.time()
+        lists = [key for queue in queues for key in self.lists(queue)]
+        args: list[str | float] = [
+            now - visibility_timeout_s,
+            SWEEP_MAX,
+            max_restores,
+            RESTORES_KEY,
+            DELIVERIES_TTL_S,
+            now,
+            *lists,
+        ]
+        flat = cast(list[Any], self._sweep(keys=[INFLIGHT_KEY, INFLIGHT_INDEX_KEY], args=args))
+        tags = [tag.decode("ascii", errors="replace") for tag in flat[1::2]]
+        reasons = [reason.decode("ascii") for reason in flat[2::2]]
+        poison = []
+        if tags:
+            records = cast(list[bytes | None], self.client.hmget(INFLIGHT_KEY, tags))
+            for tag, reason, record in zip(tags, reasons, records, strict=True):
+                if record is None:  # settled meanwhile
+                    continue
+                head, sep, raw = bytes(record).partition(b"\n")
+                split = bool(sep) and reason == "too_many_deliveries"
+                where = head.decode("utf-8", "replace") if split else ""
+                poison.append(Poison(tag, reason, where, raw if split else bytes(record)))
+        return Swept(int(flat[0]), poison)
+
+    def bury(self, poison: Sequence[Poison]) -> None:
+        """Dead-letter what the sweep would not put back, with its raw bytes, and drop it from the ledger (one
+        transaction: a worker that dies half-way leaves it for the next sweep)."""
+        if not poison:
+            return
+        now = time.time()
+        pipe = self.client.pipeline(transaction=True)
+        for item in poison:
+            detail = _POISON_DETAILS.get(item.reason, item.reason)
+            letter = DeadLetter(item.reason, _queue_of(item.list, self.sep), item.raw, detail=detail)
+            pipe.rpush(DEAD_LETTER_KEY, letter.to_json(now))
+        pipe.ltrim(DEAD_LETTER_KEY, -DEAD_LETTERS_MAX, -1)
+        tags = [item.tag for item in poison]
+        pipe.zrem(INFLIGHT_INDEX_KEY, *tags)
+        pipe.hdel(INFLIGHT_KEY, *tags)
+        pipe.execute()
+
+    def in_flight(self) -> int:
+        return int(self.client.hlen(INFLIGHT_KEY))
 
     def waiting(self, queue: str) -> int:
         pipe = self.client.pipeline(transaction=False)

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
+import socket
+import threading
+import time
 from collections.abc import Callable
 
 import httpx
+import psutil
 import pytest
 
 from schemas.webhooks import verify
 from tests.schemas.test_webhook_signatures import SECRET
 from worker.delivery.egress import EgressPolicy
-from worker.delivery.webhooks import Attempt, RetryPolicy, attempt_delivery, parse_retry_after
+from worker.delivery.webhooks import Attempt, RetryPolicy, WebhookHttp, attempt_delivery, parse_retry_after
 
 BODY = b'{"status": "ok", "id": "r1"}'
 PUBLIC = EgressPolicy(resolver=lambda host, port: ["93.184.216.34"])
@@ -28,8 +33,9 @@ def deliver(
         seen.append(request)
         return handler(request)
 
-    with httpx.Client(transport=httpx.MockTransport(record)) as client:
-        attempt = attempt_delivery(client, policy, url=url, body=BODY, message_id="r1", secret=SECRET, timeout_s=2.0)
+    http = WebhookHttp(transport=httpx.MockTransport(record))
+    attempt = attempt_delivery(http, policy, url=url, body=BODY, message_id="r1", secret=SECRET, timeout_s=2.0)
+    http.close()
     return attempt, seen
 
 
@@ -102,3 +108,101 @@ def test_backoff_grows_with_jitter_honours_retry_after_and_ends() -> None:
     assert RetryPolicy(max_retry_after_s=60).next_delay_s([Attempt(0, "retry", retry_after_s=1e9)], rng) <= 60 * 1.2
     assert policy.next_delay_s([Attempt(0.0, "give_up", status=410)], rng) is None
     assert policy.next_delay_s([Attempt(0.0, "delivered", status=200)], rng) is None
+
+
+# --- hostile receivers on a real socket ---
+
+
+class Receiver(threading.Thread):
+    """A TCP receiver on loopback that reads a request, then answers with `reply(connection)`."""
+
+    def __init__(self, reply: Callable[[socket.socket], None]) -> None:
+        super().__init__(daemon=True)
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.reply = reply
+
+    def run(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                connection, _ = self.server.accept()
+                threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
+
+    def _serve(self, connection: socket.socket) -> None:
+        with contextlib.suppress(OSError), connection:
+            connection.recv(65_536)
+            self.reply(connection)
+
+    def __enter__(self) -> str:
+        self.start()
+        return f"http://localhost:{self.port}/hook"
+
+    def __exit__(self, *_: object) -> None:
+        self.server.close()
+
+
+LOCAL = EgressPolicy(private_hosts=("localhost",), resolver=lambda host, port: ["127.0.0.1"])
+
+
+def trickle(connection: socket.socket) -> None:
+    """Headers one byte every 0.2 s, forever: under any per-read timeout."""
+    for byte in b"HTTP/1.1 200 OK\r\n" * 1000:
+        connection.sendall(bytes([byte]))
+        time.sleep(0.2)
+
+
+def endless(connection: socket.socket) -> None:
+    """Prompt headers, then a chunked body that never ends (64 KiB a chunk)."""
+    connection.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+    chunk = b"10000\r\n" + b"x" * 65_536 + b"\r\n"
+    while True:
+        connection.sendall(chunk)
+
+
+@pytest.mark.parametrize("timeout_s", [0.5, 1.5])
+def test_a_receiver_that_trickles_cannot_hold_an_attempt_past_its_deadline(timeout_s: float) -> None:
+    """Before: each byte came within the per-read timeout, so the attempt never ended (16 such receivers held
+    every delivery thread; a healthy receiver got 0 of 10 in 120 s)."""
+    http = WebhookHttp()
+    with Receiver(trickle) as url:
+        started = time.monotonic()
+        attempt = attempt_delivery(http, LOCAL, url=url, body=BODY, message_id="r1", secret=SECRET, timeout_s=timeout_s)
+        took_s = time.monotonic() - started
+    http.close()
+    assert attempt.outcome == "retry" and attempt.error is not None and attempt.error.startswith("timeout")
+    assert timeout_s <= took_s < timeout_s + 0.5
+
+
+def test_an_endless_response_body_is_not_read_past_its_cap() -> None:
+    """Before: a receiver streaming an endless body grew a webhook worker from 108 MB to 1.6 GB on one delivery."""
+    http = WebhookHttp()
+    process = psutil.Process()
+    before = process.memory_info().rss
+    with Receiver(endless) as url:
+        started = time.monotonic()
+        attempt = attempt_delivery(http, LOCAL, url=url, body=BODY, message_id="r1", secret=SECRET, timeout_s=5.0)
+    http.close()
+    assert attempt.outcome == "delivered" and time.monotonic() - started < 2  # the status is all it needs
+    assert process.memory_info().rss - before < 20 * 1024 * 1024
+
+
+def test_a_healthy_receiver_is_served_while_slow_ones_hold_their_attempts() -> None:
+    """Attempts on other threads against trickling receivers do not delay one to a healthy receiver."""
+    http = WebhookHttp()
+    with Receiver(trickle) as slow_url, Receiver(lambda c: c.sendall(b"HTTP/1.1 204 No Content\r\n\r\n")) as ok_url:
+        slow = [
+            threading.Thread(
+                target=attempt_delivery,
+                args=(http, LOCAL),
+                kwargs={"url": slow_url, "body": BODY, "message_id": f"s{i}", "secret": SECRET, "timeout_s": 3.0},
+            )
+            for i in range(8)
+        ]
+        for thread in slow:
+            thread.start()
+        started = time.monotonic()
+        attempt = attempt_delivery(http, LOCAL, url=ok_url, body=BODY, message_id="ok", secret=SECRET, timeout_s=3.0)
+        assert attempt.outcome == "delivered" and time.monotonic() - started < 1
+        for thread in slow:
+            thread.join()
+    http.close()

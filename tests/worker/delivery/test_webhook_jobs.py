@@ -13,7 +13,7 @@ from schemas.transport import DEAD_LETTER_KEY, RESULT_KEY, WEBHOOK_CLAIMED_KEY, 
 from tests.schemas.test_webhook_signatures import SECRET
 from worker.delivery.egress import EgressPolicy
 from worker.delivery.webhook_jobs import Scheduler, WebhookDeliverer, WebhookJob
-from worker.delivery.webhooks import RetryPolicy
+from worker.delivery.webhooks import RetryPolicy, WebhookHttp
 
 BODY = json.dumps({"status": "ok", "id": "r1"})
 
@@ -22,7 +22,7 @@ def deliverer(redis_url: str, resolves_to: str, handler: object = None) -> Webho
     transport = httpx.MockTransport(handler or (lambda request: httpx.Response(200)))  # type: ignore[arg-type]
     return WebhookDeliverer(
         redis_lib.Redis.from_url(redis_url),
-        httpx.Client(transport=transport),
+        WebhookHttp(transport=transport),
         egress=EgressPolicy(resolver=lambda host, port: [resolves_to]),
         retry=RetryPolicy(delays_s=(1.0,)),
         secrets={"default": SECRET},

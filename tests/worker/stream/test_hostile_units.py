@@ -14,7 +14,7 @@ import fakeredis
 import pytest
 import redis as redis_lib
 
-from schemas import ClassificationResult, ErrorCode, ErrorResult, RequestLimits, parse_request, parse_result
+from schemas import ClassificationResult, ErrorCode, ErrorResult, Label, RequestLimits, parse_request, parse_result
 from schemas.result import single_error
 from schemas.transport import DEAD_LETTER_KEY, NOTIFY_KEY, RESULT_KEY
 from tests.worker.stream.test_stream_units import GOOD, delivery, v2
@@ -26,10 +26,11 @@ from worker.settings import Settings, load_settings
 from worker.stream import pipeline as pipeline_module
 from worker.stream import publishing
 from worker.stream.envelopes import unwrap
+from worker.stream.labelsets import LABELSET_KEY, LabelSet, LabelSetStore
 from worker.stream.messages import Delivery, UndecodableMessage, decode
 from worker.stream.pipeline import Pipeline
 from worker.stream.publishing import Publisher, ResultBackend
-from worker.stream.redis_queue import UNACKED_INDEX_KEY, UNACKED_KEY, ReliableQueue
+from worker.stream.redis_queue import INFLIGHT_INDEX_KEY, INFLIGHT_KEY, ReliableQueue
 
 
 def dead_letters(redis: fakeredis.FakeRedis) -> list[dict[str, Any]]:
@@ -39,8 +40,8 @@ def dead_letters(redis: fakeredis.FakeRedis) -> list[dict[str, Any]]:
 # --- claiming ---
 
 
-@pytest.mark.parametrize("tag", [b"\xff\xfe", b"tag with spaces", b"x" * 300, b"\xed\xa0\x80", b""])
-def test_a_delivery_tag_that_is_not_a_plain_name_gets_one_of_ours(redis_url: str, tag: bytes) -> None:
+@pytest.mark.parametrize("tag", [b"\xff\xfe", b"tag with spaces", b"x" * 300, b"\xed\xa0\x80", b"", b"plain-uuid-tag"])
+def test_a_claim_is_recorded_under_labelqs_own_tag_whatever_the_producer_sent(redis_url: str, tag: bytes) -> None:
     client = redis_lib.Redis.from_url(redis_url)
     envelope = raw_celery_message({"id": "t1", "text": "hi", "labels": ["a", "b"]}, "q").encode()
     marker = b'"delivery_tag": "'
@@ -49,18 +50,11 @@ def test_a_delivery_tag_that_is_not_a_plain_name_gets_one_of_ours(redis_url: str
     client.lpush("q", envelope[:start] + tag + envelope[end:])
     queue = ReliableQueue(client)
     [claimed] = queue.claim("q", 10)
-    assert claimed.tag.isascii() and claimed.tag.encode() != tag
-    assert client.hexists(UNACKED_KEY, claimed.tag) and client.zscore(UNACKED_INDEX_KEY, claimed.tag)
+    assert claimed.tag.isdigit() and claimed.tag.encode() != tag
+    assert client.hexists(INFLIGHT_KEY, claimed.tag) and client.zscore(INFLIGHT_INDEX_KEY, claimed.tag)
+    assert not client.exists("unacked", "unacked_index")  # kombu's shared structures are other apps'
     queue.ack([claimed.tag])
-    assert client.hlen(UNACKED_KEY) == 0 and client.zcard(UNACKED_INDEX_KEY) == 0
-
-
-def test_a_plain_delivery_tag_is_kept(redis_url: str) -> None:
-    client = redis_lib.Redis.from_url(redis_url)
-    envelope = json.loads(raw_celery_message({"id": "t1", "text": "hi", "labels": ["a"]}, "q"))
-    client.lpush("q", json.dumps(envelope))
-    [claimed] = ReliableQueue(client).claim("q", 1)
-    assert claimed.tag == envelope["properties"]["delivery_tag"]
+    assert client.hlen(INFLIGHT_KEY) == 0 and client.zcard(INFLIGHT_INDEX_KEY) == 0
 
 
 # --- task ids ---
@@ -307,6 +301,54 @@ def test_a_request_costlier_than_a_batch_is_refused_before_any_work(settings: Se
     assert [d["reason"] for d in dead_letters(redis)] == ["request_too_costly"]
 
 
+def test_a_request_naming_a_label_set_is_costed_with_its_labels_before_any_work(settings: Settings) -> None:
+    """Before: a request naming a stored set of 100 labels x 64 examples counted one sequence at receive and ran
+    558 s of model work; the same labels inline were refused at once."""
+    engine = Engine(settings.model_copy(update={"model": "test--nli-2class"}))
+    redis = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+    store = LabelSetStore(redis)
+    store.put(LabelSet(name="wide", labels=tuple(Label(name=f"l{i}") for i in range(4))))
+    store.put(LabelSet(name="narrow", labels=(Label(name="a"), Label(name="b"))))
+    pipeline = Pipeline(
+        engine,
+        Publisher(redis, result_ttl_s=60),
+        limits=settings.limits(),
+        max_deliveries=2,
+        labelsets=store,
+        budgets={"labelq.realtime": 3},
+    )
+    named = {key: value for key, value in GOOD.items() if key != "labels"}
+    wide, narrow = pipeline.receive_many([v2({**named, "label_set": "wide"}), v2({**named, "label_set": "narrow"})])
+    inline = pipeline.receive(v2({**GOOD, "labels": [f"l{i}" for i in range(4)]}))
+    assert wide.pairs == inline.pairs == 4 and narrow.pairs == 2
+    assert wide.error is not None and wide.error.code == inline.error.code == ErrorCode.REQUEST_TOO_COSTLY  # type: ignore[union-attr]
+    assert "label set 'wide'" in wide.error.message and narrow.error is None
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [b"[" * 100_000 + b"]" * 100_000, b'{"version": 1, "set": ' + b"[" * 50_000 + b"]" * 50_000 + b"}", b"\xff"],
+)
+def test_a_corrupt_stored_label_set_is_an_error_result_at_once(settings: Settings, stored: bytes) -> None:
+    """Before: deeply nested JSON under a label set's key raised before the delivery count was checked, so the
+    message came back forever (10 deliveries, limit 5, never answered)."""
+    redis = fakeredis.FakeRedis(server=fakeredis.FakeServer())
+    redis.set(LABELSET_KEY + "deep", stored)
+    pipeline = Pipeline(
+        Engine(settings.model_copy(update={"model": FAKE_MODEL})),
+        Publisher(redis, result_ttl_s=60),
+        limits=settings.limits(),
+        max_deliveries=2,
+        labelsets=LabelSetStore(redis),
+    )
+    named = {key: value for key, value in GOOD.items() if key != "labels"}
+    received = pipeline.receive(v2({**named, "label_set": "deep"}))
+    assert received.error is not None and received.error.code == ErrorCode.INVALID_LABEL_SET
+    pipeline.handle([received])
+    refused = parse_result(redis.get(RESULT_KEY + "r1"))
+    assert isinstance(refused, ErrorResult) and refused.code == ErrorCode.INVALID_LABEL_SET
+
+
 def callback(**options: Any) -> dict[str, Any]:
     return {"task": "router.next", "args": [], "kwargs": {}, "options": options, "subtask_type": None}
 
@@ -412,25 +454,27 @@ def test_a_result_that_cannot_be_serialised_writes_none_of_its_batch(setup: Any)
 
 
 @pytest.mark.parametrize("value", ["\ud800", "a\udfff", "\\ud800", "\ud83d\ude00", "\udc80\\"])
-def test_an_envelope_python_reads_is_stored_verbatim_for_redelivery(redis_url: str, value: str) -> None:
-    """Lua's cjson refuses lone surrogate escapes, which Python's json (and so kombu's restore) accepts: such an
-    envelope is kept as it came, so a redelivered one still has its headers and is answered under its task id."""
+def test_an_envelope_python_reads_is_held_and_put_back_verbatim(redis_url: str, value: str) -> None:
+    """Lua's cjson refuses lone surrogate escapes, which Python's json accepts: such an envelope is still read
+    (answered under its task id) and put back byte for byte when its claim expires."""
     client = redis_lib.Redis.from_url(redis_url)
     body = json.dumps([[{"text": "hello", "labels": ["x", "y"], "metadata": {"k": value}}], {}, {}], ensure_ascii=False)
     raw = plain_envelope(body)  # the envelope's JSON holds the lone surrogate as an escape, e.g. \ud800
     client.lpush("q", raw)
-    [claimed] = ReliableQueue(client).claim("q", 1)
-    assert claimed.tag == "tag-surr-1" and claimed.envelope.headers["id"] == "surr-1"
-    payload, _, routing_key = json.loads(client.hget(UNACKED_KEY, claimed.tag))  # what kombu's restore reads
-    assert payload == json.loads(raw) and routing_key == "q"
+    queue = ReliableQueue(client)
+    [claimed] = queue.claim("q", 1)
+    assert claimed.envelope.headers["id"] == "surr-1"
+    assert queue.sweep(0, 5, ["q"]).restored == 1
+    assert client.lrange("q", 0, -1) == [raw]
 
 
-def test_an_envelope_that_is_not_json_is_stored_wrapped(redis_url: str) -> None:
+def test_an_envelope_that_is_not_json_is_held_and_put_back_verbatim(redis_url: str) -> None:
     client = redis_lib.Redis.from_url(redis_url)
     client.lpush("q", b'{"body": "\\ud800", not json')
-    [claimed] = ReliableQueue(client).claim("q", 1)
-    payload, _, _ = json.loads(client.hget(UNACKED_KEY, claimed.tag))
-    assert payload == {"body": '{"body": "\\ud800", not json'}
+    queue = ReliableQueue(client)
+    queue.claim("q", 1)
+    assert queue.sweep(0, 5, ["q"]).restored == 1
+    assert client.lrange("q", 0, -1) == [b'{"body": "\\ud800", not json']
 
 
 # --- envelopes: what a part that cannot be read leaves readable ---

@@ -1,0 +1,176 @@
+"""labelq's in-flight ledger on a real Redis: claims under labelq's own tags, byte budgets, oversize messages,
+the sweep that puts expired claims back (counting, dead-lettering poison), and adopting what an earlier labelq
+left in kombu's shared unacked hash."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+import redis as redis_lib
+
+from schemas.transport import DEAD_LETTER_KEY, QUEUE_BULK, QUEUE_REALTIME, QUEUE_WEBHOOKS
+from tests.worker.test_streaming import raw_celery_message
+from worker.stream.adoption import KOMBU_UNACKED_INDEX_KEY, KOMBU_UNACKED_KEY, adopt
+from worker.stream.envelopes import unwrap
+from worker.stream.messages import Delivery, UndecodableMessage, decode
+from worker.stream.redis_queue import INFLIGHT_INDEX_KEY, INFLIGHT_KEY, PRIORITY_SEP, ReliableQueue
+
+HOSTILE = {
+    "hex number in a header": b'{"body": "e30=", "headers": {"id": "h1", "n": 0x10}, "properties": {}}',
+    "leading-zero number": b'{"body": "e30=", "headers": {"id": "h2", "n": 01}, "properties": {}}',
+    "kombu type tag": b'{"body": "e30=", "headers": {"id": "h3", "x": {"__type__": "nope", "__value__": 0}}}',
+    "delivery_info a string": b'{"body": "e30=", "headers": {"id": "h4"}, "properties": {"delivery_info": "x"}}',
+    "priority 1e999": b'{"body": "e30=", "headers": {"id": "h5"}, "properties": {"priority": 1e999}}',
+    "not json": b"\xff\xfe not json at all",
+}
+
+
+@pytest.fixture
+def client(redis_url: str) -> redis_lib.Redis:
+    return redis_lib.Redis.from_url(redis_url)
+
+
+def request(i: int, tag: str = "1", size: int = 0) -> bytes:
+    raw = raw_celery_message({"id": f"r{i}", "text": "hi" + "x" * size, "labels": ["a", "b"]}, QUEUE_BULK)
+    envelope = json.loads(raw)
+    envelope["properties"]["delivery_tag"] = tag
+    return json.dumps(envelope).encode()
+
+
+def dead_letters(client: redis_lib.Redis) -> list[dict[str, Any]]:
+    return [json.loads(x) for x in client.lrange(DEAD_LETTER_KEY, 0, -1)]
+
+
+def test_requests_sharing_a_delivery_tag_are_held_and_put_back_one_by_one(client: redis_lib.Redis) -> None:
+    """30 requests with `delivery_tag: "1"` shared one kombu unacked entry: after a kill, 1 of 30 came back."""
+    sent = [request(i) for i in range(30)]
+    client.lpush(QUEUE_BULK, *sent)
+    queue = ReliableQueue(client)
+    claimed = queue.claim(QUEUE_BULK, 100)
+    assert len({c.tag for c in claimed}) == 30 and client.hlen(INFLIGHT_KEY) == 30
+    assert queue.sweep(60, 5, [QUEUE_BULK]).restored == 0  # not expired: held
+    swept = queue.sweep(0, 5, [QUEUE_BULK])  # the worker died: every claim expires
+    assert swept.restored == 30 and swept.poison == []
+    assert sorted(client.lrange(QUEUE_BULK, 0, -1)) == sorted(sent)
+    assert client.hlen(INFLIGHT_KEY) == 0 and client.zcard(INFLIGHT_INDEX_KEY) == 0
+
+
+@pytest.mark.parametrize("name", list(HOSTILE))
+def test_an_envelope_kombu_could_not_restore_is_put_back_byte_for_byte_beside_its_batch_mates(
+    client: redis_lib.Redis, name: str
+) -> None:
+    mates = [request(i, tag=f"t{i}") for i in range(5)]
+    client.lpush(QUEUE_BULK, mates[0], mates[1], HOSTILE[name], *mates[2:])
+    queue = ReliableQueue(client)
+    assert len(queue.claim(QUEUE_BULK, 10)) == 6
+    assert queue.sweep(0, 5, [QUEUE_BULK]).restored == 6
+    assert sorted(client.lrange(QUEUE_BULK, 0, -1)) == sorted([*mates, HOSTILE[name]])
+
+
+def test_a_prioritised_message_goes_back_on_the_sub_list_it_came_from(client: redis_lib.Redis) -> None:
+    sub_list = QUEUE_REALTIME + PRIORITY_SEP + "6"
+    client.lpush(sub_list, b"urgent")
+    queue = ReliableQueue(client)
+    queue.claim(QUEUE_REALTIME, 5)
+    queue.sweep(0, 5, [QUEUE_REALTIME])
+    assert client.lrange(sub_list, 0, -1) == [b"urgent"] and client.llen(QUEUE_REALTIME) == 0
+
+
+def test_an_entry_labelq_did_not_write_is_dead_lettered_and_the_rest_still_go_back(client: redis_lib.Redis) -> None:
+    client.lpush(QUEUE_BULK, request(1, tag="a"), request(2, tag="b"))
+    queue = ReliableQueue(client)
+    queue.claim(QUEUE_BULK, 10)
+    client.hset(INFLIGHT_KEY, "forged", b"no list named here")
+    client.hset(INFLIGHT_KEY, "elsewhere", b"someones-key\nbytes")  # a list labelq never claims from
+    client.zadd(INFLIGHT_INDEX_KEY, dict.fromkeys(client.hkeys(INFLIGHT_KEY), 0))  # claimed long ago
+    swept = queue.sweep(60, 5, [QUEUE_BULK])
+    assert swept.restored == 2 and sorted(p.tag for p in swept.poison) == ["elsewhere", "forged"]
+    assert not client.exists("someones-key")
+    assert queue.sweep(60, 5, [QUEUE_BULK]).poison == []  # hidden from other sweeps while it is dead-lettered
+    queue.bury(swept.poison)
+    letters = dead_letters(client)
+    assert sorted(letter["raw"] for letter in letters) == ["no list named here", "someones-key\nbytes"]
+    assert {letter["reason"] for letter in letters} == {"unrestorable"}
+    assert client.hlen(INFLIGHT_KEY) == 0 and client.zcard(INFLIGHT_INDEX_KEY) == 0
+
+
+def test_a_message_put_back_more_than_max_deliveries_times_is_dead_lettered(client: redis_lib.Redis) -> None:
+    """Every hand-back counts, even when the worker never saw the message (a read that timed out, a crash while
+    parsing): a message that keeps coming back cannot loop past the limit."""
+    raw = request(1, tag="x")
+    client.lpush(QUEUE_BULK, raw)
+    queue = ReliableQueue(client)
+    for _ in range(3):
+        queue.claim(QUEUE_BULK, 1)
+        assert queue.sweep(0, 3, [QUEUE_BULK]).restored == 1
+    queue.claim(QUEUE_BULK, 1)
+    swept = queue.sweep(0, 3, [QUEUE_BULK])
+    assert swept.restored == 0 and [p.reason for p in swept.poison] == ["too_many_deliveries"]
+    queue.bury(swept.poison)
+    [letter] = dead_letters(client)
+    assert letter["raw"].encode() == raw and letter["queue"] == QUEUE_BULK and client.llen(QUEUE_BULK) == 0
+
+
+def test_a_claim_is_bounded_in_bytes(client: redis_lib.Redis) -> None:
+    big = [request(i, tag=f"b{i}", size=300_000) for i in range(20)]
+    client.lpush(QUEUE_BULK, *big)
+    queue = ReliableQueue(client, claim_max_bytes=1_000_000)
+    fit = 1_000_000 // len(big[0])
+    assert fit >= 2
+    ids = [json.loads(raw)["headers"]["id"] for raw in big]
+    first = queue.claim(QUEUE_BULK, 128)
+    assert len(first) == fit and client.llen(QUEUE_BULK) == 20 - fit
+    assert [c.envelope.headers["id"] for c in first] == ids[:fit]  # oldest first, none skipped
+    assert [c.envelope.headers["id"] for c in queue.claim(QUEUE_BULK, 128)] == ids[fit : 2 * fit]
+
+
+def test_a_message_too_large_to_serve_is_held_as_a_stub_that_answers_it(client: redis_lib.Redis) -> None:
+    huge = request(7, tag="h", size=3_000_000)
+    client.lpush(QUEUE_BULK, huge, request(8, tag="ok"))
+    used = client.info("memory")["used_memory"]
+    queue = ReliableQueue(client, max_message_bytes=1_000_000)
+    oversize, normal = queue.claim(QUEUE_BULK, 10)
+    assert client.info("memory")["used_memory"] < used - 2_000_000  # its bytes are gone from Redis at once
+    task_id = json.loads(huge)["headers"]["id"]
+    assert oversize.envelope.headers == {"id": task_id, "task": "labelq.classify"}
+    assert len(client.hget(INFLIGHT_KEY, oversize.tag)) < 1_000
+    delivery = Delivery(
+        QUEUE_BULK, oversize.envelope.body, oversize.envelope.headers, None, 0.0, oversize.envelope.problem
+    )
+    with pytest.raises(UndecodableMessage) as raised:
+        decode(delivery)
+    assert raised.value.message_id == task_id and "LABELQ_MAX_MESSAGE_BYTES" in str(raised.value)
+    assert normal.envelope.problem is None
+    queue.sweep(0, 5, [QUEUE_BULK])  # a stub put back is still refused, never served half-read
+    back = [unwrap(raw) for raw in client.lrange(QUEUE_BULK, 0, -1)]
+    assert sorted(envelope.problem is not None for envelope in back) == [False, True]
+
+
+# --- adopting what an earlier labelq left in kombu's unacked hash ---
+
+
+def kombu_entry(client: redis_lib.Redis, tag: str, record: bytes, at: float) -> None:
+    client.hset(KOMBU_UNACKED_KEY, tag, record)
+    client.zadd(KOMBU_UNACKED_INDEX_KEY, {tag: at})
+
+
+def test_an_earlier_labelqs_claims_are_adopted_and_another_apps_are_left_alone(client: redis_lib.Redis) -> None:
+    old = time.time() - 1000
+    claim = request(1, tag="old1")
+    kombu_entry(client, "old1", b"[" + claim + b',"","labelq.bulk"]', old)  # as an earlier labelq's claim wrote
+    poison = HOSTILE["hex number in a header"]
+    kombu_entry(client, "old2", b"[" + poison + b',"","labelq.realtime"]', old)  # neither json nor kombu reads it
+    task = {"body": "e30=", "headers": {"id": "w1"}, "properties": {"priority": 3}}
+    kombu_entry(client, "old3", json.dumps([task, "labelq.webhooks", QUEUE_WEBHOOKS]).encode(), old)  # kombu's own
+    neighbour = json.dumps([{"body": "e30=", "headers": {"id": "n1"}}, "", "celery"]).encode()
+    kombu_entry(client, "theirs", neighbour, old)
+    kombu_entry(client, "young", b"[" + request(2) + b',"","labelq.bulk"]', time.time())  # an old worker holds it
+    queue = ReliableQueue(client)
+    assert adopt(client, queue, [QUEUE_REALTIME, QUEUE_BULK, QUEUE_WEBHOOKS], 120) == 3
+    assert client.lrange(QUEUE_BULK, 0, -1) == [claim] and client.lrange(QUEUE_REALTIME, 0, -1) == [poison]
+    assert [json.loads(x) for x in client.lrange(QUEUE_WEBHOOKS + PRIORITY_SEP + "3", 0, -1)] == [task]
+    assert sorted(client.hkeys(KOMBU_UNACKED_KEY)) == [b"theirs", b"young"] and not client.exists("celery")
+    assert sorted(client.zrange(KOMBU_UNACKED_INDEX_KEY, 0, -1)) == [b"theirs", b"young"]
