@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 
 import httpx
+import pytest
 import redis as redis_lib
 
 from schemas import ErrorCode, parse_result
@@ -18,11 +20,23 @@ from worker.delivery.webhooks import RetryPolicy, WebhookHttp
 BODY = json.dumps({"status": "ok", "id": "r1"})
 
 
+OPENED: list[WebhookHttp] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_http() -> Iterator[None]:
+    """Each test's WebhookHttp closed (its event loops and clients), so none is left to the garbage collector."""
+    yield
+    while OPENED:
+        OPENED.pop().close()
+
+
 def deliverer(redis_url: str, resolves_to: str, handler: object = None) -> WebhookDeliverer:
     transport = httpx.MockTransport(handler or (lambda request: httpx.Response(200)))  # type: ignore[arg-type]
+    OPENED.append(WebhookHttp(transport=transport))
     return WebhookDeliverer(
         redis_lib.Redis.from_url(redis_url),
-        WebhookHttp(transport=transport),
+        OPENED[-1],
         egress=EgressPolicy(resolver=lambda host, port: [resolves_to]),
         retry=RetryPolicy(delays_s=(1.0,)),
         secrets={"default": SECRET},
