@@ -27,6 +27,7 @@ import redis  # noqa: E402
 from bench.harness import machine  # noqa: E402
 from labelq.local_redis import RedisServer, find_redis_server  # noqa: E402
 from tests.worker.test_streaming import raw_celery_message  # noqa: E402
+from worker.stream.envelopes import unwrap  # noqa: E402
 from worker.stream.redis_queue import ReliableQueue  # noqa: E402
 
 REPORT = ROOT / "bench" / "reports" / "claim-cost.json"
@@ -54,6 +55,8 @@ def kombu_round(client: redis.Redis, script: Any, lists: list[str]) -> int:
         if not flat:
             return claimed
         tags = flat[::2]
+        for raw in flat[1::2]:  # as the claim of then read each envelope
+            unwrap(raw)
         pipe = client.pipeline(transaction=True)
         pipe.zrem("unacked_index", *tags)
         pipe.hdel("unacked", *tags)
