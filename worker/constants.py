@@ -42,4 +42,5 @@ DELIVERIES_KEY = KEY_PREFIX + "deliveries:"  # + message id -> how many times th
 DELIVERIES_TTL_S = 7 * 24 * 3600  # a delivery counter outlives any plausible redelivery
 DEAD_LETTERS_MAX = 10_000  # the dead-letter list keeps the newest this many (trimmed as each batch adds)
 DEAD_LETTER_RAW_MAX_BYTES = 32_768  # a dead letter keeps this much of its message (and of its headers as JSON)
+MESSAGE_SERVED_MAX_BYTES = 2 * 1024 * 1024  # LABELQ_MAX_MESSAGE_BYTES's default: the largest envelope a claim holds
 MESSAGE_MAX_BYTES = 32 * 1024 * 1024  # the most a compressed message body may expand to (a request is far smaller)

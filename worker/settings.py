@@ -18,7 +18,7 @@ from schemas.limits import (
     DEFAULT_MAX_TEXT_CHARS,
 )
 from schemas.transport import redis_url_problem
-from worker.constants import BUILTIN_EMBEDDING_MODEL, ENV_PREFIX
+from worker.constants import BUILTIN_EMBEDDING_MODEL, ENV_PREFIX, MESSAGE_SERVED_MAX_BYTES
 
 
 class Settings(BaseSettings):
@@ -150,7 +150,7 @@ class Settings(BaseSettings):
     )
     max_deliveries: int = Field(5, ge=1, description="A message received more often goes to the dead-letter list")
     max_message_bytes: int = Field(
-        2 * 1024 * 1024,
+        MESSAGE_SERVED_MAX_BYTES,
         ge=1024,
         description="Largest message (kombu's envelope, as stored in Redis) a worker takes; a larger one is answered "
         "invalid_message and dead-lettered the first time it is claimed",

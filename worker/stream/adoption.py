@@ -52,9 +52,7 @@ def target(record: bytes, queue: ReliableQueue, queues: Sequence[str]) -> tuple[
         parsed = None
     if isinstance(parsed, list) and len(parsed) == 3 and parsed[2] in queues:
         envelope, routing = parsed[0], parsed[2]
-        step = max(s for s in (0, *queue.steps) if s <= _priority(envelope))
-        key = queue.lists(routing)[0] if step == 0 else f"{routing}{queue.sep}{step}"
-        return key, json.dumps(envelope).encode()
+        return queue.list_for(routing, _priority(envelope)), json.dumps(envelope).encode()
     for name in queues:  # what an earlier labelq's claim wrote: '[' .. envelope .. ',"",' .. queue .. ']'
         suffix = b',"",' + json.dumps(name).encode() + b"]"
         if record.startswith(b"[") and record.endswith(suffix) and len(record) > len(suffix) + 1:

@@ -37,7 +37,7 @@ from typing import Any, cast
 import redis
 
 from schemas.transport import DEAD_LETTER_KEY, KEY_PREFIX
-from worker.constants import DEAD_LETTERS_MAX, DELIVERIES_TTL_S
+from worker.constants import DEAD_LETTERS_MAX, DELIVERIES_TTL_S, MESSAGE_SERVED_MAX_BYTES
 from worker.deadletters import DeadLetter
 from worker.stream.envelopes import Envelope, unwrap
 
@@ -172,10 +172,15 @@ def _queue_of(key: str, sep: str) -> str:
     return key.split(sep, 1)[0]
 
 
+def _list_for(queue: str, sep: str, step: int) -> str:
+    """The list of one priority step (kombu's `_q_for_pri`): the plain list for step 0."""
+    return f"{queue}{sep}{step}" if step else queue
+
+
 def priority_lists(queue: str, sep: str = PRIORITY_SEP, steps: Sequence[int] = PRIORITY_STEPS) -> list[str]:
     """The Redis lists kombu puts `queue`'s messages on, in the order its consumer reads them: the plain list
-    (priority step 0), then one sub-list per further step (as kombu's `_q_for_pri`)."""
-    return [f"{queue}{sep}{step}" if step else queue for step in sorted(set(steps) | {0})]
+    (priority step 0), then one sub-list per further step."""
+    return [_list_for(queue, sep, step) for step in sorted(set(steps) | {0})]
 
 
 class ReliableQueue:
@@ -184,7 +189,7 @@ class ReliableQueue:
         client: redis.Redis,
         transport_options: dict[str, Any] | None = None,
         *,
-        max_message_bytes: int = 2 * 1024 * 1024,
+        max_message_bytes: int = MESSAGE_SERVED_MAX_BYTES,
         claim_max_bytes: int = CLAIM_MAX_BYTES,
     ) -> None:
         """`transport_options`: kombu's (`sep`, `priority_steps`), so the sub-lists are the ones producers use."""
@@ -199,6 +204,10 @@ class ReliableQueue:
 
     def lists(self, queue: str) -> list[str]:
         return priority_lists(queue, self.sep, self.steps)
+
+    def list_for(self, queue: str, priority: int) -> str:
+        """The list kombu puts a message of `priority` (0-9) on: that of the highest step not above it."""
+        return _list_for(queue, self.sep, max(step for step in (0, *self.steps) if step <= priority))
 
     def claim(self, queue: str, count: int) -> list[Claimed]:
         """Up to `count` messages (fewer when they pass the claim's byte budget), each recorded in the ledger in
