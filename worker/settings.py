@@ -207,6 +207,12 @@ class Settings(BaseSettings):
         description="Parallel deliveries per webhook worker (threads; keep it above the number of slow receivers "
         "you expect: each holds a thread for up to LABELQ_WEBHOOK_TIMEOUT_S)",
     )
+    webhook_per_receiver_concurrency: int = Field(
+        8,
+        ge=1,
+        description="Most deliveries to one receiver (host and port) a webhook worker runs at once; its other jobs "
+        "wait a second, unattempted, so one slow receiver cannot hold every delivery thread",
+    )
 
     @field_validator("redis_url")
     @classmethod

@@ -42,6 +42,7 @@ class _Deliverers:
                     secrets={name: secret.get_secret_value() for name, secret in s.webhook_secrets.items()},
                     timeout_s=s.webhook_timeout_s,
                     result_ttl_s=s.result_ttl_s,
+                    per_receiver=s.webhook_per_receiver_concurrency,
                 )
             return self._deliverer
 

@@ -13,11 +13,14 @@ expires (the delivering process died) goes back to scheduled: at-least-once, nev
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 import redis
 from pydantic import BaseModel, ConfigDict, Field
@@ -38,6 +41,7 @@ from worker.delivery.webhooks import Attempt, RetryPolicy, WebhookHttp, attempt_
 
 log = logging.getLogger(__name__)
 DEFAULT_SECRET = "default"
+DEFER_S = 1.0  # a job whose receiver is at its bound is due again after this long
 
 # KEYS: scheduled, claimed; ARGV: now, limit, claim expiry. Moves up to `limit` due jobs into claimed.
 _CLAIM = """
@@ -134,7 +138,10 @@ class WebhookDeliverer:
         secrets: Mapping[str, str],
         timeout_s: float,
         result_ttl_s: int,
+        per_receiver: int = 1_000_000,
     ) -> None:
+        """`per_receiver`: the most attempts this process runs at once to one receiver (host and port); a job
+        past it is deferred, not attempted, so one slow receiver with many jobs cannot hold every thread."""
         self.client = client
         self.http = http
         self.egress = egress
@@ -142,7 +149,10 @@ class WebhookDeliverer:
         self.secrets = secrets
         self.timeout_s = timeout_s
         self.result_ttl_s = result_ttl_s
+        self.per_receiver = per_receiver
         self.scheduler = Scheduler(client)
+        self._busy: Counter[str] = Counter()  # receiver -> attempts in progress in this process
+        self._busy_lock = threading.Lock()
 
     def run(self, claimed_json: str) -> Attempt:
         """Attempt a job the scheduler claimed. A delivery task is an ordinary Celery message that any producer
@@ -161,15 +171,21 @@ class WebhookDeliverer:
                 f"{job.secret_name!r} is configured on the webhook worker",
             )
         else:
-            attempt = attempt_delivery(
-                self.http,
-                self.egress,
-                url=job.url,
-                body=job.body.encode(),
-                message_id=job.message_id,
-                secret=secret,
-                timeout_s=self.timeout_s,
-            )
+            receiver = _receiver(job.url)
+            if not self._enter(receiver):
+                return self._defer(claimed_json, job, receiver)
+            try:
+                attempt = attempt_delivery(
+                    self.http,
+                    self.egress,
+                    url=job.url,
+                    body=job.body.encode(),
+                    message_id=job.message_id,
+                    secret=secret,
+                    timeout_s=self.timeout_s,
+                )
+            finally:
+                self._leave(receiver)
         job = job.with_attempt(attempt)
         delay = self.retry.next_delay_s(job.attempt_records())
         pipe = self.client.pipeline(transaction=True)
@@ -192,3 +208,37 @@ class WebhookDeliverer:
                 pipe.set(RESULT_KEY + job.request_id, refused.model_dump_json(), ex=self.result_ttl_s)
         pipe.execute()
         return attempt
+
+    def _enter(self, receiver: str) -> bool:
+        with self._busy_lock:
+            if self._busy[receiver] >= self.per_receiver:
+                return False
+            self._busy[receiver] += 1
+            return True
+
+    def _leave(self, receiver: str) -> None:
+        with self._busy_lock:
+            self._busy[receiver] -= 1
+            if not self._busy[receiver]:
+                del self._busy[receiver]
+
+    def _defer(self, claimed_json: str, job: WebhookJob, receiver: str) -> Attempt:
+        """Back to the schedule, due in DEFER_S, with no attempt counted: its receiver has as many deliveries
+        in progress here as it may."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.zrem(WEBHOOK_CLAIMED_KEY, claimed_json)
+        self.scheduler.schedule(pipe, job, time.time() + DEFER_S)
+        pipe.execute()
+        return Attempt(
+            time.time(), "deferred", error=f"deferred: {self.per_receiver} deliveries to {receiver} in progress"
+        )
+
+
+def _receiver(url: str) -> str:
+    """Who a delivery goes to, for the per-receiver bound: the URL's host and port as named (before resolution)."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return f"{parts.hostname or ''}:{port or (443 if parts.scheme == 'https' else 80)}"

@@ -32,7 +32,7 @@ from schemas.webhooks import headers_for
 from worker.delivery.egress import EgressPolicy, EgressRefused
 from worker.settings import Settings
 
-Outcome = Literal["delivered", "retry", "give_up"]
+Outcome = Literal["delivered", "retry", "give_up", "deferred"]  # deferred: not attempted (its receiver is busy)
 RESPONSE_MAX_BYTES = 65_536  # of a receiver's response body, read only so a short one leaves the connection reusable
 
 

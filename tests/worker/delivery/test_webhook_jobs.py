@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 
@@ -108,3 +109,36 @@ def test_a_delivery_task_for_a_job_the_scheduler_did_not_claim_signs_and_sends_n
     (claimed,) = runner.scheduler.claim_due(time.time(), 10, 30)
     assert runner.run(claimed).outcome == "delivered" and len(calls) == 1  # a claimed job still goes out
     assert runner.run(claimed).outcome == "give_up" and len(calls) == 1  # and only once
+
+
+def test_one_slow_receiver_with_many_jobs_cannot_hold_every_delivery_thread(redis_url: str) -> None:
+    """Deliveries to one receiver past its bound are deferred at once, unattempted, so threads stay free for
+    the others (before: a receiver's jobs took every thread for up to the timeout each)."""
+    client = redis_lib.Redis.from_url(redis_url)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.headers["host"] == "slow.example.com":
+            time.sleep(0.8)
+        return httpx.Response(200)
+
+    runner = deliverer(redis_url, "93.184.216.34", handler)
+    runner.per_receiver = 2
+    for i in range(6):
+        schedule(client, WebhookJob(request_id=f"slow-{i}", url="https://slow.example.com/h", body=BODY), time.time())
+    claimed = runner.scheduler.claim_due(time.time(), 10, 30)
+    outcomes: list[str] = []
+    threads = [threading.Thread(target=lambda job=job: outcomes.append(runner.run(job).outcome)) for job in claimed]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.2)
+    assert sorted(outcomes) == ["deferred"] * 4  # at once, while two deliveries to it are in progress
+    schedule(client, WebhookJob(request_id="ok", url="https://ok.example.com/h", body=BODY), time.time())
+    (healthy,) = runner.scheduler.claim_due(time.time(), 10, 30)
+    started = time.monotonic()
+    assert runner.run(healthy).outcome == "delivered" and time.monotonic() - started < 0.5
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["deferred"] * 4 + ["delivered"] * 2
+    deferred = [WebhookJob.model_validate_json(m) for m in client.zrange(WEBHOOK_SCHEDULE_KEY, 0, -1)]
+    assert len(deferred) == 4 and all(job.attempts == () for job in deferred)  # due again, no attempt counted
+    assert client.zcard(WEBHOOK_CLAIMED_KEY) == 0
