@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 
 KOMBU_UNACKED_KEY = "unacked"  # kombu's defaults, where labelq before the ledger recorded its claims
 KOMBU_UNACKED_INDEX_KEY = "unacked_index"
-ADOPT_SCAN = 1000  # expired entries looked at per sweep
+ADOPT_SCAN = 1000  # expired entries read at a time
+ADOPT_PAGES = 10  # pages one sweep looks at: 10,000 entries, past any plausible number of long foreign tasks
 
 # KEYS: unacked, unacked_index, the list to put it on; ARGV: tag, the record as read, the payload to push.
 _ADOPT = """
@@ -61,24 +62,30 @@ def target(record: bytes, queue: ReliableQueue, queues: Sequence[str]) -> tuple[
 
 
 def adopt(client: redis.Redis, queue: ReliableQueue, queues: Iterable[str], visibility_timeout_s: float) -> int:
-    """Put labelq's expired entries in kombu's shared unacked hash back on their queues; returns how many."""
+    """Put labelq's expired entries in kombu's shared unacked hash back on their queues; returns how many.
+    Looks at up to ADOPT_PAGES pages of ADOPT_SCAN expired entries (other apps' entries are skipped, not moved,
+    so the next page starts past them)."""
     names = list(queues)
     ceil = time.time() - visibility_timeout_s
-    tags = cast(list[bytes], client.zrangebyscore(KOMBU_UNACKED_INDEX_KEY, "-inf", ceil, start=0, num=ADOPT_SCAN))
-    if not tags:
-        return 0
-    adopted = 0
     script = client.register_script(_ADOPT)
-    for tag, record in zip(tags, cast(list[Any], client.hmget(KOMBU_UNACKED_KEY, tags)), strict=True):
-        if record is None:
-            continue
-        found = target(bytes(record), queue, names)
-        if found is None:
-            continue
-        key, payload = found
-        adopted += int(
-            cast(int, script(keys=[KOMBU_UNACKED_KEY, KOMBU_UNACKED_INDEX_KEY, key], args=[tag, record, payload]))
+    adopted = skipped = 0
+    for _ in range(ADOPT_PAGES):
+        page = cast(
+            list[bytes], client.zrangebyscore(KOMBU_UNACKED_INDEX_KEY, "-inf", ceil, start=skipped, num=ADOPT_SCAN)
         )
+        for tag, record in zip(
+            page, cast(list[Any], client.hmget(KOMBU_UNACKED_KEY, page)) if page else [], strict=True
+        ):
+            found = target(bytes(record), queue, names) if record is not None else None
+            moved = 0
+            if found is not None:
+                key, payload = found
+                keys = [KOMBU_UNACKED_KEY, KOMBU_UNACKED_INDEX_KEY, key]
+                moved = int(cast(int, script(keys=keys, args=[tag, record, payload])))
+            adopted += moved
+            skipped += 1 - moved
+        if len(page) < ADOPT_SCAN:
+            break
     if adopted:
         log.info("adopted %d message(s) an earlier labelq left in kombu's unacked hash: back on their queues", adopted)
     return adopted

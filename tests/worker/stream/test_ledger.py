@@ -13,6 +13,7 @@ import redis as redis_lib
 
 from schemas.transport import DEAD_LETTER_KEY, QUEUE_BULK, QUEUE_REALTIME, QUEUE_WEBHOOKS
 from tests.worker.test_streaming import raw_celery_message
+from worker.stream import adoption
 from worker.stream.adoption import KOMBU_UNACKED_INDEX_KEY, KOMBU_UNACKED_KEY, adopt
 from worker.stream.envelopes import unwrap
 from worker.stream.messages import Delivery, UndecodableMessage, decode
@@ -174,3 +175,17 @@ def test_an_earlier_labelqs_claims_are_adopted_and_another_apps_are_left_alone(c
     assert [json.loads(x) for x in client.lrange(QUEUE_WEBHOOKS + PRIORITY_SEP + "3", 0, -1)] == [task]
     assert sorted(client.hkeys(KOMBU_UNACKED_KEY)) == [b"theirs", b"young"] and not client.exists("celery")
     assert sorted(client.zrange(KOMBU_UNACKED_INDEX_KEY, 0, -1)) == [b"theirs", b"young"]
+
+
+def test_adoption_reaches_past_a_page_of_another_apps_long_tasks(
+    client: redis_lib.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(adoption, "ADOPT_SCAN", 3)
+    old = time.time() - 1000
+    for i in range(7):  # another app's tasks running past labelq's timeout, older than labelq's entries
+        kombu_entry(client, f"theirs-{i}", json.dumps([{"headers": {"id": f"n{i}"}}, "", "celery"]).encode(), old - 10)
+    ours = [request(i, tag=f"o{i}") for i in range(2)]
+    for i, claim in enumerate(ours):
+        kombu_entry(client, f"ours-{i}", b"[" + claim + b',"","labelq.bulk"]', old)
+    assert adopt(client, ReliableQueue(client), [QUEUE_BULK], 120) == 2
+    assert sorted(client.lrange(QUEUE_BULK, 0, -1)) == sorted(ours) and client.hlen(KOMBU_UNACKED_KEY) == 7
