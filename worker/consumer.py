@@ -242,7 +242,11 @@ class BatchConsumerStep(bootsteps.StartStopStep):
         if swept.restored:
             log.info("put back %d message(s) whose claim expired", swept.restored)
         for item in swept.poison:
-            log.warning("in-flight message %s dead-lettered by the sweep: %s", item.tag, item.reason)
+            log.warning(
+                "in-flight message %s dead-lettered by the sweep: %s",
+                item.tag.decode("utf-8", "backslashreplace"),
+                item.reason,
+            )
         for outcome, count in (
             ("restored", swept.restored),
             ("dead_lettered", len(swept.poison)),

@@ -5,7 +5,7 @@ each in labelq's ledger in the same atomic step, so a message is always either i
 
     labelq:inflight          hash: tag -> "<the list it came from>\\n<its bytes, exactly as they came>"
     labelq:inflight:index    sorted set: tag -> when it was claimed
-    labelq:inflight:seq      the counter tags are drawn from (a tag is labelq's own, never the producer's)
+    labelq:inflight:seq      one number a claim; a tag is `<claim>.<n>` (labelq's own, never the producer's)
     labelq:restores:<sha1>   how often the sweep put these bytes back (expires after DELIVERIES_TTL_S)
 
 An ack removes the tag from both (one round trip per batch). labelq's sweep (`sweep`, run by every worker
@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 INFLIGHT_KEY = KEY_PREFIX + "inflight"  # hash: tag -> list + "\n" + the message's bytes
 INFLIGHT_INDEX_KEY = KEY_PREFIX + "inflight:index"  # sorted set: tag -> claimed at (epoch seconds)
-INFLIGHT_SEQ_KEY = KEY_PREFIX + "inflight:seq"  # tags are drawn from this counter
+INFLIGHT_SEQ_KEY = KEY_PREFIX + "inflight:seq"  # claims are numbered from this counter (tags: claim.n)
 RESTORES_KEY = KEY_PREFIX + "restores:"  # + sha1 of a message's bytes -> times the sweep put it back
 PRIORITY_SEP = "\x06\x16"  # kombu's Redis transport: a prioritised message goes to queue + sep + step
 PRIORITY_STEPS = (0, 3, 6, 9)  # kombu's default `priority_steps`; step 0 is the plain list
@@ -83,8 +83,12 @@ for k = 4, #KEYS do
       return out
     end
     n = n + 1
-    if not first then first = redis.call('INCRBY', KEYS[3], limit) - limit end
-    local tag = tostring(first + n)
+    if not first then  -- one number a claim, written as an integer (Lua's own format turns 1e15 into '1e+15')
+      first = redis.call('INCR', KEYS[3])
+      if first >= 1e15 then redis.call('SET', KEYS[3], 0) end  -- doubles stay exact; no live tag is that old
+      first = string.format('%d', first)
+    end
+    local tag = first .. '.' .. n
     if size > largest then item = stub(item) end
     bytes = bytes + #item
     redis.call('HSET', KEYS[1], tag, KEYS[k] .. '\\n' .. item)
@@ -155,7 +159,7 @@ class Claimed:
 class Poison:
     """A ledger entry the sweep would not put back: its raw record, and why."""
 
-    tag: str
+    tag: bytes  # as Redis holds it (a forged one need not be text)
     reason: str  # too_many_deliveries | unrestorable
     list: str  # the list it came from ('' when the record does not say)
     raw: bytes  # the message's bytes (the whole record when it cannot be split)
@@ -244,7 +248,7 @@ class ReliableQueue:
             *lists,
         ]
         flat = cast(list[Any], self._sweep(keys=[INFLIGHT_KEY, INFLIGHT_INDEX_KEY], args=args))
-        tags = [tag.decode("ascii", errors="replace") for tag in flat[1::2]]
+        tags = [bytes(tag) for tag in flat[1::2]]  # as stored: a forged tag need not be text
         reasons = [reason.decode("ascii") for reason in flat[2::2]]
         poison = []
         if tags:

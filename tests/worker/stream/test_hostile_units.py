@@ -7,6 +7,7 @@ import base64
 import bz2
 import json
 import lzma
+import re
 import zlib
 from typing import Any
 
@@ -50,7 +51,7 @@ def test_a_claim_is_recorded_under_labelqs_own_tag_whatever_the_producer_sent(re
     client.lpush("q", envelope[:start] + tag + envelope[end:])
     queue = ReliableQueue(client)
     [claimed] = queue.claim("q", 10)
-    assert claimed.tag.isdigit() and claimed.tag.encode() != tag
+    assert re.fullmatch(r"\d+\.\d+", claimed.tag) and claimed.tag.encode() != tag  # <claim>.<n>, labelq's own
     assert client.hexists(INFLIGHT_KEY, claimed.tag) and client.zscore(INFLIGHT_INDEX_KEY, claimed.tag)
     assert not client.exists("unacked", "unacked_index")  # kombu's shared structures are other apps'
     queue.ack([claimed.tag])

@@ -17,7 +17,7 @@ from worker.stream import adoption
 from worker.stream.adoption import KOMBU_UNACKED_INDEX_KEY, KOMBU_UNACKED_KEY, adopt
 from worker.stream.envelopes import unwrap
 from worker.stream.messages import Delivery, UndecodableMessage, decode
-from worker.stream.redis_queue import INFLIGHT_INDEX_KEY, INFLIGHT_KEY, PRIORITY_SEP, ReliableQueue
+from worker.stream.redis_queue import INFLIGHT_INDEX_KEY, INFLIGHT_KEY, INFLIGHT_SEQ_KEY, PRIORITY_SEP, ReliableQueue
 
 HOSTILE = {
     "hex number in a header": b'{"body": "e30=", "headers": {"id": "h1", "n": 0x10}, "properties": {}}',
@@ -88,7 +88,7 @@ def test_an_entry_labelq_did_not_write_is_dead_lettered_and_the_rest_still_go_ba
     client.hset(INFLIGHT_KEY, "elsewhere", b"someones-key\nbytes")  # a list labelq never claims from
     client.zadd(INFLIGHT_INDEX_KEY, dict.fromkeys(client.hkeys(INFLIGHT_KEY), 0))  # claimed long ago
     swept = queue.sweep(60, 5, [QUEUE_BULK])
-    assert swept.restored == 2 and sorted(p.tag for p in swept.poison) == ["elsewhere", "forged"]
+    assert swept.restored == 2 and sorted(p.tag for p in swept.poison) == [b"elsewhere", b"forged"]
     assert not client.exists("someones-key")
     assert queue.sweep(60, 5, [QUEUE_BULK]).poison == []  # hidden from other sweeps while it is dead-lettered
     queue.bury(swept.poison)
@@ -189,3 +189,31 @@ def test_adoption_reaches_past_a_page_of_another_apps_long_tasks(
         kombu_entry(client, f"ours-{i}", b"[" + claim + b',"","labelq.bulk"]', old)
     assert adopt(client, ReliableQueue(client), [QUEUE_BULK], 120) == 2
     assert sorted(client.lrange(QUEUE_BULK, 0, -1)) == sorted(ours) and client.hlen(KOMBU_UNACKED_KEY) == 7
+
+
+@pytest.mark.parametrize("seq", [99_999_999_999_990, 10**15, 123_456_789_012_345_678])
+def test_tags_stay_distinct_however_far_the_counter_has_run(client: redis_lib.Redis, seq: int) -> None:
+    """Before: a tag was the counter formatted as a Lua number (`%.14g`): past 1e14 tags collided (`1e+15`), so
+    claims overwrote each other in the ledger and a kill lost all but one of them (found by an outside check)."""
+    client.set(INFLIGHT_SEQ_KEY, seq)
+    sent = [request(i, tag=f"t{i}") for i in range(40)]
+    client.lpush(QUEUE_BULK, *sent)
+    queue = ReliableQueue(client)
+    claimed = queue.claim(QUEUE_BULK, 20) + queue.claim(QUEUE_BULK, 20)
+    assert len({c.tag for c in claimed}) == 40 and client.hlen(INFLIGHT_KEY) == 40
+    assert queue.sweep(0, 5, [QUEUE_BULK]).restored == 40
+    assert sorted(client.lrange(QUEUE_BULK, 0, -1)) == sorted(sent)
+
+
+@pytest.mark.parametrize("tag", [b"f-\xc3\xa9", b"\xff\xfe", b"tag with spaces"])
+def test_a_forged_entry_under_any_tag_is_dead_lettered(client: redis_lib.Redis, tag: bytes) -> None:
+    """Before: a tag that was not ASCII came back from the sweep mangled, was never found again, and stayed in
+    the ledger forever, re-poisoned every visibility timeout (found by an outside check)."""
+    client.hset(INFLIGHT_KEY, tag, b"mylist\nzzz")
+    client.zadd(INFLIGHT_INDEX_KEY, {tag: 0})
+    queue = ReliableQueue(client)
+    swept = queue.sweep(60, 5, [QUEUE_BULK])
+    assert [p.reason for p in swept.poison] == ["unrestorable"]
+    queue.bury(swept.poison)
+    assert client.hlen(INFLIGHT_KEY) == 0 and client.zcard(INFLIGHT_INDEX_KEY) == 0 and not client.exists("mylist")
+    assert [letter["raw"] for letter in dead_letters(client)] == ["mylist\nzzz"]
