@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import signal
 import time
 import uuid
 from collections import Counter
@@ -19,7 +18,7 @@ from producer import Client
 from schemas import ClassificationResult, ClassifyRequest, parse_result
 from schemas.transport import DEAD_LETTER_KEY, QUEUE_BULK, QUEUE_REALTIME, RESULT_KEY
 from tests.conftest import WorkerFactory
-from tests.worker.test_streaming import raw_celery_message, wait_for_length
+from tests.worker.test_streaming import kill_while_holding, raw_celery_message, wait_for_length
 from worker.stream.redis_queue import INFLIGHT_KEY
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
@@ -62,9 +61,7 @@ def test_burst_of_20000_through_a_kill_and_restart(start_worker: WorkerFactory, 
     client.submit_many(batch, queue="bulk")
     submitted_s = time.monotonic() - started
     wait_for_length(client, "results:burst", 3000, timeout_s=300)
-    victim.send_signal(signal.SIGKILL)
-    victim.wait()
-    unacked = client.redis.hlen(INFLIGHT_KEY)
+    unacked = kill_while_holding(victim, client)
     start_worker(**FAKE)
     seen = drain_all(client, "results:burst", {r.id for r in batch}, timeout_s=600)
     missing = {r.id for r in batch} - set(seen)

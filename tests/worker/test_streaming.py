@@ -205,6 +205,21 @@ def test_poison_messages_are_answered_or_dead_lettered(start_worker: WorkerFacto
     assert all(letter["raw"] is not None and letter["detail"] for letter in letters)
 
 
+def kill_while_holding(victim: subprocess.Popen[bytes], client: Client, timeout_s: float = 60) -> int:
+    """SIGKILL the worker at an instant it holds claimed messages; returns how many it held. Between two
+    claims it holds none, so it is stopped first and only killed once the ledger shows what it holds."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        victim.send_signal(signal.SIGSTOP)
+        held = client.redis.hlen(INFLIGHT_KEY)
+        if held or time.monotonic() > deadline:
+            victim.send_signal(signal.SIGKILL)
+            victim.wait()
+            return int(held)
+        victim.send_signal(signal.SIGCONT)
+        time.sleep(0.005)
+
+
 @pytest.mark.slow
 @pytest.mark.reliability
 def test_sigkill_mid_batch_loses_nothing(start_worker: WorkerFactory, client: Client) -> None:
@@ -219,10 +234,8 @@ def test_sigkill_mid_batch_loses_nothing(start_worker: WorkerFactory, client: Cl
     batch = requests(2000, "results:kill")
     client.submit_many(batch, queue="bulk")
     wait_for_length(client, "results:kill", 60)  # the worker is mid-stream
-    victim.send_signal(signal.SIGKILL)
-    victim.wait()
+    in_flight = kill_while_holding(victim, client)
     killed_at = time.monotonic()
-    in_flight = client.redis.hlen(INFLIGHT_KEY)
     start_worker(**settings)
     got = drain(client, "results:kill", {r.id for r in batch}, timeout_s=90)
     recovered_s = time.monotonic() - killed_at
