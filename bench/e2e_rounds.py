@@ -24,7 +24,7 @@ from bench.workload import label_names, requests, texts  # noqa: E402
 from labelq.local_redis import RedisServer, find_redis_server  # noqa: E402
 from producer import Client  # noqa: E402
 from worker.engine.engine import Engine  # noqa: E402
-from worker.runtime import freeze_heap, warm_up  # noqa: E402
+from worker.process.runtime import freeze_heap, warm_up  # noqa: E402
 
 
 def main() -> None:

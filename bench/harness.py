@@ -43,7 +43,7 @@ from worker.engine.engine import Engine  # noqa: E402
 from worker.engine.nli import NliClassifier  # noqa: E402
 from worker.engine.shortlist import shortlist  # noqa: E402
 from worker.ops import evaluation as ev  # noqa: E402
-from worker.runtime import freeze_heap, warm_up  # noqa: E402
+from worker.process.runtime import freeze_heap, warm_up  # noqa: E402
 from worker.settings import Settings, load_settings  # noqa: E402
 
 MODELS_DIR = ROOT / "bench" / "models"

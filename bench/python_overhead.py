@@ -42,7 +42,7 @@ from worker.engine.embedding import EmbeddingClassifier  # noqa: E402
 from worker.engine.engine import Engine  # noqa: E402
 from worker.engine.nli import NliClassifier  # noqa: E402
 from worker.engine.onnx import CUDA_PROCESSES  # noqa: E402
-from worker.runtime import Runtime, freeze_heap  # noqa: E402
+from worker.process.runtime import Runtime, freeze_heap  # noqa: E402
 from worker.stream.messages import Delivery  # noqa: E402
 from worker.stream.redis_queue import ReliableQueue  # noqa: E402
 

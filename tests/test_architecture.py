@@ -45,7 +45,7 @@ def test_the_landed_tree_keeps_every_contract() -> None:
 BREAKS = [
     ("worker/engine/scoring.py", "import redis", "the engine works with no Redis"),
     ("worker/engine/results.py", "from worker.stream import publishing", "the engine works with no Redis"),
-    ("worker/stream/batcher.py", "import worker.runtime", "worker layers"),
+    ("worker/stream/batcher.py", "import worker.process.runtime", "worker layers"),
     ("worker/delivery/egress.py", "import worker.engine.scoring", "worker layers"),
     ("worker/settings.py", "import worker.engine.models", "the floor"),
     ("schemas/limits.py", "import worker.settings", "producer -> schemas <- worker"),

@@ -44,3 +44,6 @@ DEAD_LETTERS_MAX = 10_000  # the dead-letter list keeps the newest this many (tr
 DEAD_LETTER_RAW_MAX_BYTES = 32_768  # a dead letter keeps this much of its message (and of its headers as JSON)
 MESSAGE_SERVED_MAX_BYTES = 2 * 1024 * 1024  # LABELQ_MAX_MESSAGE_BYTES's default: the largest envelope a claim holds
 MESSAGE_MAX_BYTES = 32 * 1024 * 1024  # the most a compressed message body may expand to (a request is far smaller)
+# a warm shutdown waits this long for the model run in progress to end and its answers to be written; then what
+# is held is handed back anyway (under Kubernetes's default 30 s grace period, which ends in SIGKILL)
+SHUTDOWN_WAIT_S = 20

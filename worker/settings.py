@@ -37,6 +37,12 @@ class Settings(BaseSettings):
     metrics_port: int = Field(0, ge=0, le=65535, description="Serve Prometheus metrics on this port (0: off)")
     log_format: Literal["text", "json"] = Field("text", description="Worker logs: text, or JSON lines")
     log_texts: bool = Field(False, description="Include request texts in DEBUG logs (off: texts are never logged)")
+    event_text_chars: int = Field(
+        100,
+        ge=0,
+        description="Characters of a request's text shown as its task args in Celery task events (Flower) and "
+        "`inspect active`; 0: the text is replaced by its length",
+    )
     enable_fake_model: bool = Field(
         False, description="Serve the deterministic model `fake` (keyword overlap, no ONNX): drills and tests only"
     )

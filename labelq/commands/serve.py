@@ -1,4 +1,4 @@
-"""`labelq worker` and `labelq webhook-worker`: start worker processes (worker/launcher.py)."""
+"""`labelq worker` and `labelq webhook-worker`: start worker processes (worker/process/launcher.py)."""
 
 from __future__ import annotations
 
@@ -23,11 +23,11 @@ from labelq.commands.options import (
 @click.option("--in-process", "in_process", is_flag=True, hidden=True, help="One of run_processes' children")
 def worker_command(processes: int | None, loglevel: str, hostname: str, in_process: bool) -> None:
     """Run a streaming worker: consume the request queues in mini-batches, publish every result."""
-    from worker import launcher
     from worker.connections import connect
     from worker.engine.onnx import run_defaults
     from worker.errors import ConfigError
-    from worker.runtime import policies
+    from worker.process import launcher
+    from worker.process.runtime import policies
 
     settings = cli_settings(worker_processes=processes)
     runs = run_defaults(settings)
@@ -54,6 +54,6 @@ def worker_command(processes: int | None, loglevel: str, hostname: str, in_proce
 @click.option("--hostname", default="labelq-webhooks@%h", show_default=True, help="Celery node name")
 def webhook_worker_command(loglevel: str, hostname: str) -> None:
     """Run a webhook delivery worker: signed POSTs, retries with backoff, dead letters (no model)."""
-    from worker import launcher
+    from worker.process import launcher
 
     sys.exit(launcher.run_in_process(cli_settings(), loglevel=loglevel, hostname=hostname, role="webhooks"))

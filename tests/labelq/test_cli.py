@@ -274,8 +274,8 @@ def test_submit_flags_name_a_label_set_and_leave_its_defaults_alone() -> None:
 def test_worker_on_a_cuda_host_says_how_many_processes_it_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     from dataclasses import replace
 
-    from worker import launcher
     from worker.engine import onnx
+    from worker.process import launcher
 
     real = onnx.run_defaults
     monkeypatch.setattr(onnx, "run_defaults", lambda settings: replace(real(settings, cuda=True), worker_processes=4))

@@ -1,5 +1,5 @@
 """Realtime stays realtime while a backfill runs: a realtime request that arrives during a bulk batch is served
-between two of the batch's model runs, not after the whole batch (worker/consumer.py, worker/engine/gate.py).
+between two of the batch's model runs, not after the whole batch (worker/process/loop.py, worker/engine/gate.py).
 
 The `fake` model is given a time per run (LABELQ_FAKE_MODEL_RUN_MS), so a bulk batch lasts seconds and a run
 a known 40 ms, whatever the machine."""
@@ -19,7 +19,7 @@ from schemas.transport import QUEUE_REALTIME
 from tests.conftest import WorkerFactory
 from tests.reliability.test_reliability import drain_all
 from worker import metrics
-from worker.consumer import BatchConsumerStep, QueueWatcher
+from worker.process.loop import BatchLoop, QueueWatcher
 from worker.stream.batcher import Batcher, BatchPolicy
 from worker.stream.redis_queue import INFLIGHT_INDEX_KEY, INFLIGHT_KEY
 
@@ -205,14 +205,15 @@ def test_the_time_realtime_work_takes_from_a_bulk_batch_is_counted() -> None:
     assert 0.05 <= metrics.BETWEEN_RUNS_SECONDS._value.get() - before < 1.0
 
 
-def _step_with_a_waiting_realtime_queue() -> tuple[BatchConsumerStep, QueueWatcher]:
-    """The consumer step's realtime part alone, its watcher having seen the queue non-empty."""
-    step = BatchConsumerStep.__new__(BatchConsumerStep)
+def _step_with_a_waiting_realtime_queue() -> tuple[BatchLoop, QueueWatcher]:
+    """The batch loop's realtime part alone, its watcher having seen the queue non-empty."""
+    step = BatchLoop.__new__(BatchLoop)
+    step._stopping = threading.Event()
     policy = BatchPolicy(QUEUE_REALTIME, 16, 256, 0.005)
     watcher = QueueWatcher.__new__(QueueWatcher)
     watcher.queue, watcher.claimed, watcher.pending = QUEUE_REALTIME, threading.Event(), threading.Event()
     watcher.pending.set()
     step._watchers = [watcher]
     step.policies, step.batchers = {QUEUE_REALTIME: policy}, {QUEUE_REALTIME: Batcher(policy)}
-    step.serving = {QUEUE_REALTIME}  # the queues it claims (all, unless -Q or cancel_consumer said otherwise)
+    step.serving = frozenset({QUEUE_REALTIME})  # the queues it claims (all, unless -Q or cancel_consumer said so)
     return step, watcher

@@ -45,7 +45,7 @@ class FakeClassifier:
         for index, request in enumerate(requests):
             if self.run_ms and index % self.run_size == 0:  # a run starts: the gate, then the run's time
                 if self.gate is not None:
-                    self.gate.checkpoint()
+                    self.gate.before_run()
                 time.sleep(self.run_ms / 1000)
             words = set(re.findall(r"\w+", request.text.lower()))
             raw = np.array(

@@ -7,6 +7,10 @@ every model run first calls `checkpoint` (and so does the pipeline before the ba
 and write a batch's results, every `PACE` items), so a realtime request waits at most one run. The callback's
 own model runs pass the gate without calling it again (no nesting), and a failing callback is logged, never
 allowed to fail the batch it interrupted.
+
+A worker that is stopping (warm shutdown) calls `interrupt`: the next `before_run` of an open gate raises
+`Interrupted` instead of running the model again, so the batch ends after the run in progress and its messages are
+handed back unanswered. Only the model-run checkpoints raise it, never those inside the writing of results.
 """
 
 from __future__ import annotations
@@ -21,10 +25,21 @@ T = TypeVar("T")
 PACE = 128  # items of per-request Python work (building, serialising results) between two checkpoints
 
 
+class Interrupted(BaseException):
+    """The worker is stopping: the batch in progress is abandoned before its next model run. A BaseException,
+    as asyncio's CancelledError: it passes through every `except Exception` that isolates one request's failure
+    (a model run that fails is retried request by request; this must not be)."""
+
+
 class RunGate:
     def __init__(self) -> None:
         self._between: Callable[[], None] | None = None
         self._inside = False
+        self._interrupted = False
+
+    def interrupt(self) -> None:
+        """From any thread: the batch that runs in an open gate stops before its next model run."""
+        self._interrupted = True
 
     @contextmanager
     def open(self, between: Callable[[], None]) -> Iterator[None]:
@@ -47,6 +62,12 @@ class RunGate:
             if index and not index % every:
                 self.checkpoint()
             yield item
+
+    def before_run(self) -> None:
+        """Before a model run: `Interrupted` when the worker stops (in an open gate), else a checkpoint."""
+        if self._interrupted and self._between is not None and not self._inside:
+            raise Interrupted("the worker is stopping")
+        self.checkpoint()
 
     def checkpoint(self) -> None:
         between = self._between

@@ -165,7 +165,7 @@ class OnnxModel:
         """Run the graph on the declared inputs among `feeds`; returns the first output. The gate (if any) is passed
         first: what waits for a turn between runs goes now (worker/engine/gate.py)."""
         if self.gate is not None:
-            self.gate.checkpoint()
+            self.gate.before_run()
         declared = {name: array for name, array in feeds.items() if name in self.input_names}
         outputs = self._session.run([self.output_name], declared)
         return np.asarray(outputs[0])

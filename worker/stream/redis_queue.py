@@ -142,6 +142,30 @@ end
 return out
 """
 
+# KEYS: ledger, index; ARGV: n, then n tags in the order they were claimed, then delivery counter keys to step
+# back. Puts each held message back on its list, newest first, so the oldest is taken first again; a counter is
+# stepped back only where it exists (its message's delivery in an abandoned batch does not count).
+_RELEASE = """
+local n = tonumber(ARGV[1])
+local released = 0
+for i = n + 1, 2, -1 do
+  local record = redis.call('HGET', KEYS[1], ARGV[i])
+  if record then
+    local cut = string.find(record, '\\n', 1, true)
+    if cut then
+      redis.call('RPUSH', string.sub(record, 1, cut - 1), string.sub(record, cut + 1))
+      redis.call('HDEL', KEYS[1], ARGV[i])
+      redis.call('ZREM', KEYS[2], ARGV[i])
+      released = released + 1
+    end
+  end
+end
+for i = n + 2, #ARGV do
+  if redis.call('EXISTS', ARGV[i]) == 1 then redis.call('DECR', ARGV[i]) end
+end
+return released
+"""
+
 
 _POISON_DETAILS = {
     "too_many_deliveries": "held by a worker that never settled it, more than LABELQ_MAX_DELIVERIES times",
@@ -205,6 +229,7 @@ class ReliableQueue:
         self.claim_max_bytes = claim_max_bytes
         self._claim = client.register_script(_CLAIM)
         self._sweep = client.register_script(_SWEEP)
+        self._release = client.register_script(_RELEASE)
 
     def lists(self, queue: str) -> list[str]:
         return priority_lists(queue, self.sep, self.steps)
@@ -231,6 +256,16 @@ class ReliableQueue:
             pipe.zrem(INFLIGHT_INDEX_KEY, *tags)
             pipe.hdel(INFLIGHT_KEY, *tags)
             pipe.execute()
+
+    def release(self, tags: Sequence[str], uncount: Sequence[str] = ()) -> int:
+        """Hand held messages back now, unanswered (a stopping worker): each goes back byte for byte onto the
+        list it came from, the first claimed taken first again, in one atomic step; `uncount`: delivery counter
+        keys to step back, for messages whose delivery was counted by a batch abandoned before its end. Returns
+        how many went back (a tag swept or settled meanwhile is skipped)."""
+        if not tags:
+            return 0
+        args: list[str | int] = [len(tags), *tags, *uncount]
+        return int(cast(int, self._release(keys=[INFLIGHT_KEY, INFLIGHT_INDEX_KEY], args=args)))
 
     def sweep(self, visibility_timeout_s: float, max_restores: int, queues: Iterable[str]) -> Swept:
         """Put back what was claimed more than `visibility_timeout_s` ago onto the list it came from (each of

@@ -222,7 +222,7 @@ def test_no_cache_when_disabled(settings: Settings) -> None:
 
 def test_warm_up_runs_a_full_run_at_the_models_length_limit(settings: Settings) -> None:
     from worker.engine.nli import NliClassifier
-    from worker.runtime import warm_up
+    from worker.process.runtime import warm_up
 
     engine = Engine(settings.model_copy(update={"model": "test/nli-2class"}))
     warm_up(engine, engine.settings)
@@ -239,7 +239,7 @@ def test_warm_up_fills_runs_larger_than_a_requests_label_limit(settings: Setting
     """A GPU wants runs of 256 pairs; a request holds at most 100 labels: the warm-up takes several requests
     (a worker with LABELQ_MAX_PAIRS_PER_RUN=256 once died at start-up on a 256-label warm-up request)."""
     from worker.engine.nli import NliClassifier
-    from worker.runtime import warm_up
+    from worker.process.runtime import warm_up
 
     big_runs = {"model": "test/nli-2class", "max_pairs_per_run": 256, "token_budget": 65536}
     engine = Engine(settings.model_copy(update=big_runs))
@@ -274,7 +274,7 @@ def test_a_started_runtime_is_warm_with_one_blas_thread_and_a_frozen_heap(settin
 
     from threadpoolctl import threadpool_info, threadpool_limits
 
-    from worker.runtime import Runtime
+    from worker.process.runtime import Runtime
 
     threadpool_limits(limits=2, user_api="blas")  # as a fresh process has them (one per core)
     gc.unfreeze()
@@ -302,7 +302,7 @@ def test_a_cuda_host_runs_several_processes_on_the_device_a_cpu_host_one(monkeyp
 def test_processes_sharing_a_device_count_in_the_visibility_arithmetic(monkeypatch: pytest.MonkeyPatch) -> None:
     from worker.engine.onnx import run_defaults
     from worker.errors import ConfigError
-    from worker.runtime import between_runs_allowance_s, policies, slowest_pairs_per_s
+    from worker.process.runtime import between_runs_allowance_s, policies, slowest_pairs_per_s
 
     monkeypatch.setattr("os.cpu_count", lambda: 16)
     settings = load_settings(visibility_timeout_s=30)

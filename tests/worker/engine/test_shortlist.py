@@ -12,7 +12,7 @@ from worker.engine.fake import FakeClassifier
 from worker.engine.nli import NliClassifier
 from worker.engine.shortlist import shortlist, shortlist_size
 from worker.errors import ModelError
-from worker.runtime import Runtime
+from worker.process.runtime import Runtime
 from worker.settings import Settings
 
 NLI = "test/nli-2class"

@@ -15,7 +15,7 @@ from schemas.result import single_error
 from schemas.transport import DEAD_LETTER_KEY, NOTIFY_KEY, QUEUE_BULK, RESULT_KEY
 from worker.engine.onnx import run_defaults
 from worker.errors import ConfigError
-from worker.runtime import policies
+from worker.process.runtime import policies
 from worker.settings import load_settings
 from worker.stream.batcher import Batcher, BatchPolicy
 from worker.stream.messages import Delivery, UndecodableMessage, decode
@@ -253,7 +253,7 @@ def test_a_redis_failure_raises_so_nothing_is_acked(setup: Any) -> None:
 
 
 def test_worker_processes_split_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
-    from worker.launcher import child_environment
+    from worker.process.launcher import child_environment
 
     monkeypatch.delenv("LABELQ_INTRA_OP_THREADS", raising=False)
     monkeypatch.setattr("os.cpu_count", lambda: 8)

@@ -1,6 +1,6 @@
 """The only module that configures Celery: `create_app(settings)`.
 
-The worker consumes labelq's request queues with its own batching step (worker/consumer.py) in pool `solo`:
+The worker consumes labelq's request queues with its own batching step (worker/process/consumer.py) in pool `solo`:
 one process, one warm model session; run one process per core (`labelq worker --processes N`, or several
 `celery -A worker.celery_app worker` commands, or `docker compose up --scale worker=N`).
 """
@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import Literal
 
 from celery import Celery
+from kombu import Exchange, Queue
 
-from schemas.transport import QUEUE_WEBHOOKS
+from schemas.transport import QUEUE_WEBHOOKS, QUEUES
 from worker.constants import (
     CELERY_DEFAULT_QUEUE,
     KOMBU_UNACKED_INDEX_KEY,
@@ -30,11 +31,15 @@ def route_followups(name: str, *_: object, **__: object) -> dict[str, str] | Non
     return None if name.startswith("labelq.") else {"queue": CELERY_DEFAULT_QUEUE}
 
 
+def _queues(role: Role) -> list[str]:
+    return [QUEUE_TASKS, *QUEUES.values()] if role == "classify" else [QUEUE_WEBHOOKS]
+
+
 def create_app(settings: Settings, role: Role = "classify") -> Celery:
     """`classify`: the batching worker (pool solo, the model in-process). `webhooks`: the delivery worker
     (pool threads, `LABELQ_WEBHOOK_CONCURRENCY` deliveries at once, its own scheduler step)."""
-    from worker.consumer import BatchConsumerStep
-    from worker.tasks import WebhookSchedulerStep, register_webhook_task
+    from worker.process.consumer import BatchConsumerStep
+    from worker.process.tasks import WebhookSchedulerStep, register_webhook_task
 
     app = Celery("labelq", broker=settings.redis_url, set_as_current=False)
     app.conf.update(
@@ -47,8 +52,10 @@ def create_app(settings: Settings, role: Role = "classify") -> Celery:
         worker_pool="solo" if role == "classify" else "threads",  # classify: the model runs in this process
         worker_concurrency=1 if role == "classify" else settings.webhook_concurrency,
         task_default_queue=QUEUE_TASKS if role == "classify" else QUEUE_WEBHOOKS,
+        # every queue the role serves, so Celery's tools know them (`celery purge` without -Q purges them too)
+        task_queues=[Queue(name, Exchange(name), name) for name in _queues(role)],
         # labelq's request queues go to the batching step, never to Celery's consumer (-Q, add_consumer)
-        worker_consumer="worker.celery_consumer:LabelqConsumer" if role == "classify" else CELERY_CONSUMER,
+        worker_consumer="worker.process.task_consumer:LabelqConsumer" if role == "classify" else CELERY_CONSUMER,
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,  # keep trying through a Redis restart
         broker_transport_options={

@@ -1,6 +1,6 @@
 """Celery's consumer, kept off labelq's request queues however a Celery user names them to it.
 
-labelq's batching step (worker/consumer.py) claims `labelq.realtime` and `labelq.bulk` itself; Celery's own task
+labelq's batching step (worker/process/consumer.py) claims `labelq.realtime` and `labelq.bulk` itself; Celery's own task
 consumer listens on `labelq.tasks` only. Were Celery's consumer to take a request message, it would discard it as
 an unregistered task. So, on a classification worker:
 
@@ -17,6 +17,7 @@ from typing import Any
 
 from celery.worker.consumer import Consumer
 from celery.worker.control import inspect_command
+from kombu import Exchange, Queue
 
 from schemas.transport import QUEUES
 from worker.constants import QUEUE_TASKS
@@ -63,5 +64,11 @@ def active_queues(state: Any) -> list[dict[str, Any]]:
     found = [dict(q.as_dict(recurse=True)) for q in consumer.task_consumer.queues] if consumer.task_consumer else []
     step = getattr(consumer, "labelq_step", None)
     if step is not None:
-        found += [{"name": name, "routing_key": name, "labelq": "batching step"} for name in step.served()]
+        found += [_queue_info(consumer.app, name) for name in step.served()]
     return found
+
+
+def _queue_info(app: Any, name: str) -> dict[str, Any]:
+    """A queue the batch loop claims, in kombu's `Queue.as_dict` format (what Flower's worker page reads)."""
+    queue = app.amqp.queues[name] if name in app.amqp.queues else Queue(name, Exchange(name), name)
+    return {**queue.as_dict(recurse=True), "labelq": "batching step"}

@@ -12,21 +12,24 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from celery import Celery, signature
+from celery import Celery, signature, states
 from celery.app.task import Context
 
 from schemas import ErrorResult
 from schemas.codes import exception_name
 from schemas.transport import TASK_CLASSIFY
+from worker.process.stats import args_repr
 from worker.stream.messages import Canvas
 from worker.stream.pipeline import Received
 from worker.stream.publishing import Publication, payload
 
 log = logging.getLogger(__name__)
+RESULT_MAX_CHARS = 1024  # of a result shown in its task-succeeded event (Celery's resultrepr_maxsize)
 
 
 def error_exception(error: ErrorResult) -> Exception:
@@ -37,8 +40,9 @@ def error_exception(error: ErrorResult) -> Exception:
 
 
 class CeleryOutcomes:
-    def __init__(self, app: Celery, consumer: Any, *, store_results: bool) -> None:
+    def __init__(self, app: Celery, consumer: Any, *, store_results: bool, text_chars: int = 100) -> None:
         self.app = app
+        self.text_chars = text_chars  # of a request's text shown in its events' args (worker/process/stats.py)
         self.consumer = consumer  # Celery's consumer: its event dispatcher is replaced on every reconnect
         self.store_results = store_results  # a result backend that is not the broker's Redis: through Celery
 
@@ -77,7 +81,7 @@ class CeleryOutcomes:
                     "task-received",
                     uuid=item.message_id,
                     name=TASK_CLASSIFY,
-                    args=f"[<request {item.message_id}>]",
+                    args=args_repr(item, self.text_chars),
                     kwargs="{}",
                     retries=0,
                     eta=None,
@@ -87,6 +91,15 @@ class CeleryOutcomes:
                 )
 
     def started(self, items: Sequence[Received]) -> None:
+        """`task-started` events; STARTED in the result backend when `task_track_started` is on (Celery's
+        setting: one more write per task, so off by default, as in Celery)."""
+        if self.app.conf.task_track_started and self.app.conf.result_backend:
+            meta = {"pid": os.getpid(), "hostname": getattr(self.consumer, "hostname", None)}
+            for item in items:
+                if item.message_id:
+                    self.app.backend.store_result(
+                        item.message_id, meta, states.STARTED, request=_context(item.message_id, item.canvas)
+                    )
         dispatcher = self.dispatcher
         if dispatcher is None:
             return
@@ -96,14 +109,18 @@ class CeleryOutcomes:
 
     # --- after the batch's write ---
 
-    def settled(self, publications: Sequence[Publication], started_s: float) -> None:
+    def settled(
+        self, publications: Sequence[Publication], started_s: float, shares: Mapping[str, float] | None = None
+    ) -> None:
+        """`shares`: each task's share of the batch's runtime (its pairs over the batch's); its event's runtime."""
         runtime_s = time.monotonic() - started_s
         dispatcher = self.dispatcher
         for publication in publications:
             if not publication.task_id:
                 continue
+            share = (shares or {}).get(publication.task_id, 1.0)
             try:
-                self._settle(publication, runtime_s, dispatcher)
+                self._settle(publication, runtime_s * share, dispatcher)
             except Exception:  # a callback that cannot be sent must not hold the batch's acks back
                 log.exception("the Celery followups of task %s failed", publication.task_id)
 
@@ -129,7 +146,10 @@ class CeleryOutcomes:
             rest = [dict(link) for link in canvas.chain]
             signature(rest.pop(), app=self.app).apply_async((result,), chain=rest, **ids)
         if dispatcher is not None:
-            dispatcher.send("task-succeeded", uuid=task_id, result=f"<result {task_id}>", runtime=runtime_s)
+            shown = payload(outcome)
+            if len(shown) > RESULT_MAX_CHARS:  # Celery's own bound on a result's repr (resultrepr_maxsize)
+                shown = shown[: RESULT_MAX_CHARS - 3] + "..."
+            dispatcher.send("task-succeeded", uuid=task_id, result=shown, runtime=runtime_s)
 
 
 def _context(task_id: str, canvas: Canvas) -> Context:

@@ -19,8 +19,8 @@ import time
 from collections.abc import Callable
 from types import FrameType
 
-from worker.app import Role
 from worker.errors import ConfigError
+from worker.process.app import Role
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -36,8 +36,8 @@ CELERY_WORKER_FLAGS = ["--without-mingle", "--without-gossip"]  # no neighbour s
 def run_in_process(settings: Settings, *, loglevel: str, hostname: str, role: Role = "classify") -> int:
     """Run one Celery worker here until it stops; its exit code (non-zero when it stopped on an error: Celery's
     `worker_main` would swallow that code and exit 0, which a supervisor reads as a clean stop)."""
-    from worker.app import create_app
     from worker.logs import configure_logging
+    from worker.process.app import create_app
 
     configure_logging(settings, loglevel)
     if settings.metrics_port:  # a child of run_processes gets port 0: its parent serves the host's endpoint
@@ -58,8 +58,8 @@ def run_in_process(settings: Settings, *, loglevel: str, hostname: str, role: Ro
 
 
 def child_environment(processes: int, metrics_dir: str | None = None) -> dict[str, str]:
-    """A child's environment: its siblings' count (on CUDA they share the device: worker/runtime.py), its share of
-    the cores, where its metrics go."""
+    """A child's environment: its siblings' count (on CUDA they share the device: worker/process/runtime.py), its
+    share of the cores, where its metrics go."""
     env = dict(os.environ)
     env["LABELQ_WORKER_PROCESSES"] = str(processes)
     if metrics_dir:
