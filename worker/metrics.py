@@ -53,6 +53,11 @@ PROCESS_RESTARTS = Counter(
     "Worker processes that exited unasked and were replaced (served by the parent of --processes N)",
     registry=None,  # the parent's own: registered on its endpoint beside the children's sums
 )
+PROCESS_RECYCLES = Counter(
+    "labelq_worker_process_recycles_total",
+    "Worker processes replaced after LABELQ_MAX_TASKS_PER_CHILD or LABELQ_MAX_MEMORY_PER_CHILD (by their parent)",
+    registry=None,  # the parent's own, as restarts
+)
 MODEL_LOAD = Gauge("labelq_model_load_seconds", "Time to load and warm the model", ["model"], multiprocess_mode="max")
 
 
@@ -64,6 +69,7 @@ def serve(port: int, multiprocess_dir: str | None = None) -> None:
         registry = CollectorRegistry()
         prometheus_multiprocess.MultiProcessCollector(registry, path=multiprocess_dir)  # type: ignore[no-untyped-call]
         registry.register(PROCESS_RESTARTS)
+        registry.register(PROCESS_RECYCLES)
     try:
         start_http_server(port, registry=registry)
     except OSError as exc:

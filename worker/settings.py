@@ -137,6 +137,18 @@ class Settings(BaseSettings):
         "4096 on CUDA",
     )
     bulk_max_wait_ms: float = Field(200.0, ge=0, description="Oldest-request wait before a bulk batch flushes")
+    max_tasks_per_child: int | None = Field(
+        None,
+        ge=1,
+        description="A worker process that has settled this many classifications is replaced between batches "
+        "(Celery's --max-tasks-per-child; unset: never)",
+    )
+    max_memory_per_child: int | None = Field(
+        None,
+        ge=1,
+        description="A worker process whose resident memory passes this many KiB is replaced between batches "
+        "(Celery's --max-memory-per-child; unset: never)",
+    )
     realtime_between_runs: bool = Field(
         True,
         description="Serve realtime requests between the model runs of a bulk batch (off: they wait for its end)",

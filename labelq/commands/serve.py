@@ -18,10 +18,29 @@ from labelq.commands.options import (
     default=None,
     help="Worker processes (default LABELQ_WORKER_PROCESSES; unset: 1 on a CPU, 4 sharing a CUDA device)",
 )
+@click.option(
+    "--max-tasks-per-child",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Replace a process after this many classifications (default LABELQ_MAX_TASKS_PER_CHILD; unset: never)",
+)
+@click.option(
+    "--max-memory-per-child",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Replace a process once its resident memory passes this many KiB (default LABELQ_MAX_MEMORY_PER_CHILD)",
+)
 @click.option("--loglevel", default="INFO", show_default=True)
 @click.option("--hostname", default="labelq@%h", show_default=True, help="Celery node name")
 @click.option("--in-process", "in_process", is_flag=True, hidden=True, help="One of run_processes' children")
-def worker_command(processes: int | None, loglevel: str, hostname: str, in_process: bool) -> None:
+def worker_command(
+    processes: int | None,
+    max_tasks_per_child: int | None,
+    max_memory_per_child: int | None,
+    loglevel: str,
+    hostname: str,
+    in_process: bool,
+) -> None:
     """Run a streaming worker: consume the request queues in mini-batches, publish every result."""
     from worker.connections import connect
     from worker.engine.onnx import run_defaults
@@ -29,7 +48,11 @@ def worker_command(processes: int | None, loglevel: str, hostname: str, in_proce
     from worker.process import launcher
     from worker.process.runtime import policies
 
-    settings = cli_settings(worker_processes=processes)
+    settings = cli_settings(
+        worker_processes=processes,
+        max_tasks_per_child=max_tasks_per_child,
+        max_memory_per_child=max_memory_per_child,
+    )
     runs = run_defaults(settings)
     if settings.worker_processes is None and runs.cuda and not in_process:
         click.echo(
@@ -43,7 +66,8 @@ def worker_command(processes: int | None, loglevel: str, hostname: str, in_proce
         policies(settings, runs)  # the batch limits fit the visibility timeout on this device
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
-    if settings.worker_processes == 1 or in_process:  # a child knows its siblings' count (the device's share)
+    recycled = bool(settings.max_tasks_per_child or settings.max_memory_per_child)  # a parent replaces a process
+    if in_process or (settings.worker_processes == 1 and not recycled):  # a child knows its siblings' count
         sys.exit(launcher.run_in_process(settings, loglevel=loglevel, hostname=hostname))
     else:
         sys.exit(launcher.run_processes(settings, loglevel=loglevel, hostname=hostname))

@@ -7,9 +7,11 @@ one process, one warm model session; run one process per core (`labelq worker --
 
 from __future__ import annotations
 
-from typing import Literal
+import logging
+import sys
+from typing import Any, Literal
 
-from celery import Celery
+from celery import Celery, signals
 from kombu import Exchange, Queue
 
 from schemas.transport import QUEUE_WEBHOOKS, QUEUES
@@ -20,6 +22,7 @@ from worker.constants import (
     KOMBU_UNACKED_MUTEX_KEY,
     QUEUE_TASKS,
 )
+from worker.errors import ConfigError
 from worker.settings import Settings
 
 Role = Literal["classify", "webhooks"]
@@ -80,6 +83,43 @@ def create_app(settings: Settings, role: Role = "classify") -> Celery:
         worker_send_task_events=settings.celery_events,
     )
     app.labelq_settings = settings  # read by BatchConsumerStep.start
+    if role == "classify":
+        signals.celeryd_init.connect(_worker_flags(app), weak=False)
     register_webhook_task(app, settings)
     app.steps["consumer"].add(BatchConsumerStep if role == "classify" else WebhookSchedulerStep)
     return app
+
+
+def _worker_flags(app: Celery) -> Any:
+    """Celery's worker flags, read before the worker starts (worker/process/flags.py): refused in one line (exit
+    2), or honoured: the settings take the recycling limits, and a command asked for N processes (or recycling)
+    becomes their supervisor instead of a worker."""
+
+    def on_init(sender: Any = None, instance: Any = None, options: Any = None, **_: Any) -> None:
+        if instance is None or instance.app is not app:
+            return
+        from worker.process.flags import is_supervised_child, read_flags, refuse
+
+        settings = app.labelq_settings
+        try:
+            flags = read_flags(dict(options or {}), settings.max_tasks_per_child, settings.max_memory_per_child)
+        except ConfigError as exc:
+            refuse(str(exc))
+            return
+        app.labelq_settings = settings.model_copy(
+            update={
+                "max_tasks_per_child": flags.max_tasks_per_child,
+                "max_memory_per_child": flags.max_memory_per_child_kb,
+            }
+        )
+        if flags.supervised and not is_supervised_child():
+            from worker.process.launcher import supervise_celery
+
+            level = (options or {}).get("loglevel") or "INFO"  # the CLI hands over a number
+            loglevel = logging.getLevelName(level) if isinstance(level, int) else str(level)
+            code = supervise_celery(
+                app.labelq_settings, flags, hostname=instance.hostname, loglevel=loglevel, argv=sys.argv[1:]
+            )
+            raise SystemExit(code)
+
+    return on_init

@@ -30,6 +30,7 @@ from celery.worker import state as worker_state
 from schemas.transport import QUEUE_WEBHOOKS, QUEUES, WORKER_KEY, WORKER_KEY_TTL_S
 from worker import metrics
 from worker.constants import SHUTDOWN_WAIT_S
+from worker.process.flags import EXIT_RECYCLE, Recycle
 from worker.process.loop import BatchLoop
 from worker.process.outcomes import CeleryOutcomes
 from worker.process.runtime import Runtime
@@ -80,7 +81,10 @@ class BatchConsumerStep(bootsteps.StartStopStep):
                 text_chars=settings.event_text_chars,
             )
             self.sweep()  # what a worker that died before this one left is put back now, not at the first interval
-            self.loop = BatchLoop(self.runtime, self.queue, outcomes, self.stats, self._serving)
+            recycle = Recycle(settings.max_tasks_per_child, settings.max_memory_per_child)
+            self.loop = BatchLoop(
+                self.runtime, self.queue, outcomes, self.stats, self._serving, recycle, on_recycle=_stop_to_recycle
+            )
             self.loop.start()
         self._announce()
         self._cancel_timers()  # a reconnect restarts the steps on a cleared timer: armed again each start
@@ -196,6 +200,12 @@ class BatchConsumerStep(bootsteps.StartStopStep):
         ):
             if count:
                 metrics.REDELIVERED.labels(outcome).inc(count)
+
+
+def _stop_to_recycle() -> None:
+    """Ask Celery's loop (from the batch loop's thread) for a warm shutdown whose exit code says "recycle me": the
+    supervisor (worker/process/launcher.py) replaces the process at once."""
+    worker_state.should_stop = EXIT_RECYCLE
 
 
 def _quietly(action: Callable[..., Any], *args: Any, **kwargs: Any) -> None:

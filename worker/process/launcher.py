@@ -21,6 +21,7 @@ from types import FrameType
 
 from worker.errors import ConfigError
 from worker.process.app import Role
+from worker.process.flags import EXIT_RECYCLE, SUPERVISED_ENV, WorkerFlags, child_argv
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -57,11 +58,21 @@ def run_in_process(settings: Settings, *, loglevel: str, hostname: str, role: Ro
     return code if isinstance(code, int) else 0
 
 
-def child_environment(processes: int, metrics_dir: str | None = None) -> dict[str, str]:
+def child_environment(
+    processes: int, metrics_dir: str | None = None, settings: Settings | None = None
+) -> dict[str, str]:
     """A child's environment: its siblings' count (on CUDA they share the device: worker/process/runtime.py), its
-    share of the cores, where its metrics go."""
+    share of the cores, where its metrics go, when it is recycled; and that it is supervised (it never starts
+    children of its own)."""
     env = dict(os.environ)
     env["LABELQ_WORKER_PROCESSES"] = str(processes)
+    env[SUPERVISED_ENV] = "1"
+    for name, value in (
+        ("LABELQ_MAX_TASKS_PER_CHILD", settings and settings.max_tasks_per_child),
+        ("LABELQ_MAX_MEMORY_PER_CHILD", settings and settings.max_memory_per_child),
+    ):
+        if value:
+            env[name] = str(value)
     if metrics_dir:
         env["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # children write, the parent serves the sum
         env["LABELQ_METRICS_PORT"] = "0"
@@ -70,24 +81,41 @@ def child_environment(processes: int, metrics_dir: str | None = None) -> dict[st
     return env
 
 
-def run_processes(settings: Settings, *, loglevel: str, hostname: str) -> int:
+def run_processes(
+    settings: Settings, *, loglevel: str, hostname: str, command: Callable[[int], list[str]] | None = None
+) -> int:
     """Run single-process workers as children and keep them running: a child that exits while the host is not
     stopping is replaced (logged, and counted in `labelq_worker_process_restarts_total`), after a pause that
-    grows while replacements keep dying young. Serves the children's metrics; forwards SIGINT/SIGTERM, then
-    returns the worst exit code of the last children."""
+    grows while replacements keep dying young; a child that exits to be recycled (LABELQ_MAX_TASKS_PER_CHILD,
+    LABELQ_MAX_MEMORY_PER_CHILD) is replaced at once. Serves the children's metrics; forwards SIGINT, SIGTERM
+    and SIGQUIT, then returns the worst exit code of the last children. `command`: a child's arguments to
+    Python (default: `labelq worker --in-process`)."""
     from worker.logs import configure_logging
 
     configure_logging(settings, loglevel)
     metrics_dir = tempfile.mkdtemp(prefix="labelq-metrics-") if settings.metrics_port else None
     processes = settings.worker_processes or 1
-    env = child_environment(processes, metrics_dir)
+    env = child_environment(processes, metrics_dir, settings)
+    recycled = [
+        f"after {n} {what}"
+        for n, what in ((settings.max_tasks_per_child, "tasks"), (settings.max_memory_per_child, "KiB resident"))
+        if n
+    ]
+    log.info(
+        "labelq: %d worker process(es), one model session each%s",
+        processes,
+        f", each replaced {' or '.join(recycled)}" if recycled else "",
+    )
+
+    def labelq_worker(index: int) -> list[str]:
+        name = hostname.replace("@", f"-{index}@", 1)
+        return ["-m", "labelq.cli", "worker", "--in-process", "--loglevel", loglevel, "--hostname", name]
 
     def spawn(index: int) -> subprocess.Popen[bytes]:
-        name = hostname.replace("@", f"-{index}@", 1)
-        command = ["-m", "labelq.cli", "worker", "--in-process", "--loglevel", loglevel, "--hostname", name]
         # no thread of ours runs yet when the first children start (preexec_fn needs that); the metrics server's
         # thread only serves, so a replacement forks safely too
-        return subprocess.Popen([sys.executable, *command], env=env, preexec_fn=_die_with_parent)
+        arguments = (command or labelq_worker)(index)
+        return subprocess.Popen([sys.executable, *arguments], env=env, preexec_fn=_die_with_parent)
 
     children = [spawn(index) for index in range(processes)]
     stopping: list[int] = []
@@ -109,8 +137,8 @@ def run_processes(settings: Settings, *, loglevel: str, hostname: str) -> int:
                     child.kill()
                     child.wait()
                 raise
-        signal.signal(signal.SIGTERM, forward)
-        signal.signal(signal.SIGINT, forward)
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+            signal.signal(signum, forward)
         _supervise(children, spawn, stopping)
         return max(child.wait() for child in children)
     finally:
@@ -132,6 +160,17 @@ def _supervise(
             if code is None or stopping:
                 continue
             lived_s = time.monotonic() - started[index]
+            if code == EXIT_RECYCLE:  # it asked to be replaced: at once, and not a crash
+                log.info(
+                    "worker process %d (pid %d) recycled after %.0f s; starting its replacement",
+                    index,
+                    child.pid,
+                    lived_s,
+                )
+                metrics.PROCESS_RECYCLES.inc()
+                children[index] = spawn(index)
+                started[index] = time.monotonic()
+                continue
             quick = quick_deaths[index] = quick_deaths[index] + 1 if lived_s < RESTART_QUICK_DEATH_S else 0
             pause_s = min(RESTART_MAX_PAUSE_S, RESTART_BASE_PAUSE_S * 2**quick) if quick else 0.0
             log.error(
@@ -161,3 +200,21 @@ def _die_with_parent() -> None:
     """In a child: get SIGTERM (warm shutdown) if the parent dies, even by SIGKILL (Linux prctl)."""
     with contextlib.suppress(OSError, AttributeError):  # not Linux: the parent forwards what it can catch
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def supervise_celery(settings: Settings, flags: WorkerFlags, *, hostname: str, loglevel: str, argv: list[str]) -> int:
+    """`celery -A worker.celery_app worker -c N` (or with a recycling flag): this process supervises N children,
+    each the same command line with `-c 1` and its own node name, as `labelq worker --processes N` does."""
+    settings = settings.model_copy(
+        update={
+            "worker_processes": flags.processes,
+            "max_tasks_per_child": flags.max_tasks_per_child,
+            "max_memory_per_child": flags.max_memory_per_child_kb,
+        }
+    )
+    return run_processes(
+        settings,
+        loglevel=loglevel,
+        hostname=hostname,
+        command=lambda index: ["-m", "celery", *child_argv(argv, index, hostname)],
+    )

@@ -37,6 +37,7 @@ from schemas.transport import QUEUE_REALTIME
 from worker import metrics
 from worker.connections import connect
 from worker.engine.gate import Interrupted
+from worker.process.flags import Recycle
 from worker.process.outcomes import CeleryOutcomes
 from worker.process.runtime import Runtime, between_runs_allowance_s
 from worker.process.stats import TaskStats
@@ -95,12 +96,19 @@ class BatchLoop(threading.Thread):
         outcomes: CeleryOutcomes,
         stats: TaskStats,
         serving: Sequence[str],
+        recycle: Recycle | None = None,
+        on_recycle: Callable[[], None] | None = None,
     ) -> None:
+        """`recycle`: when this process asks to be replaced (checked between batches); then it stops as on a
+        warm shutdown and calls `on_recycle` (which tells Celery to stop, with the recycle exit code)."""
         super().__init__(name="labelq-batches", daemon=True)
         self.runtime = runtime
         self.queue = queue
         self.outcomes = outcomes
         self.stats = stats
+        self.recycle = recycle
+        self.on_recycle = on_recycle
+        self.processed = 0
         self.policies: dict[str, BatchPolicy] = {p.queue: p for p in runtime.policies}
         self.batchers: dict[str, Batcher[Item]] = {p.queue: Batcher(p) for p in runtime.policies}
         self.serving = frozenset(serving)  # replaced, never mutated: read from Celery's thread too
@@ -344,6 +352,8 @@ class BatchLoop(threading.Thread):
             self._followups(batch, publications, started_s)
             self._ack(tags)
             self.stats.settled(batch)
+            self.processed += len(batch)
+            self._maybe_recycle()
         except Interrupted as stop:  # stopping: the batch is abandoned before its next run, nothing of it written
             self.stats.abandoned(batch)
             released = self._release(tags, stop.args[1] if len(stop.args) > 1 else ())
@@ -355,6 +365,15 @@ class BatchLoop(threading.Thread):
         except Exception:  # a bug must not stop the worker, nor hold a message's batch-mates back
             log.exception("a batch of %d failed unexpectedly; answering its messages one at a time", len(items))
             self._isolate(items)
+
+    def _maybe_recycle(self) -> None:
+        reason = self.recycle.reason(self.processed) if self.recycle else None
+        if reason is None or self._stopping.is_set():
+            return
+        log.info("this worker process is recycled: %s; it stops claiming and will be replaced", reason)
+        self.stop()
+        if self.on_recycle is not None:
+            self.on_recycle()
 
     def _followups(self, batch: list[Received], publications: list[Publication], started_s: float) -> None:
         """Celery's part after the write: events, a result backend elsewhere, callbacks, chains, chords."""
