@@ -2,9 +2,9 @@
 and a documented exit code; `--debug` (or LABELQ_DEBUG=1) shows the traceback instead.
 
 Exit codes: 0 done; 1 the command's own "no" (an error result, no ready worker, rejected lines); 2 a usage or
-input problem (a flag, a file, a setting); 3 Redis unreachable; 4 a model problem (missing, corrupt, cannot be
-fetched); 70 an internal error (a bug: run again as `labelq --debug <command>` and report it). With `--debug` the
-exit code is the same. `labelq health` keeps its own scheme (2: Redis unreachable).
+input problem (a flag, a file, a setting, a Redis ACL grant missing); 3 Redis unreachable; 4 a model problem
+(missing, corrupt, cannot be fetched); 70 an internal error (a bug: run again as `labelq --debug <command>` and
+report it). With `--debug` the exit code is the same. `labelq health` keeps its own scheme (2: Redis unreachable).
 """
 
 from __future__ import annotations
@@ -27,10 +27,18 @@ REDIS_HINT = "start it, or point LABELQ_REDIS_URL (or --redis-url) at one"
 
 def describe(exc: BaseException) -> tuple[str, int]:
     """The one line and exit code for a failure no command handled itself."""
-    from producer.client import BROKER_ERRORS, SubmitError
-    from schemas.transport import RedisURLError
+    from producer.client import BROKER_ERRORS, AccessDenied, SubmitError
+    from schemas.transport import ACL_DOCS, RedisURLError, permission_denied
     from worker.errors import ConfigError, InputError, ModelError
 
+    if isinstance(exc, AccessDenied):  # says what it could not send, and where the grants are
+        return str(exc), EXIT_USAGE
+    refused = permission_denied(exc)
+    if refused:
+        return (
+            f"the Redis user in LABELQ_REDIS_URL lacks a permission ({refused}); grant the ACL in {ACL_DOCS}",
+            EXIT_USAGE,
+        )
     if isinstance(exc, RedisURLError):
         if "sentinel" in str(exc):
             return f'{exc}; set LABELQ_REDIS_TRANSPORT_OPTIONS=\'{{"master_name": "..."}}\'', EXIT_USAGE

@@ -23,6 +23,7 @@ from kombu.exceptions import OperationalError
 from schemas import ClassificationResult, ClassifyRequest, ErrorResult, parse_result
 from schemas.request import reply_queue_problem
 from schemas.transport import (
+    ACL_DOCS,
     NOTIFY_KEY,
     QUEUES,
     RESULT_KEY,
@@ -30,6 +31,7 @@ from schemas.transport import (
     WORKER_KEY,
     RedisURLError,
     parse_sentinel_url,
+    permission_denied,
     redis_url_problem,
 )
 
@@ -89,6 +91,10 @@ class SubmitError(Exception):
     def __init__(self, message: str, sent: list[str]) -> None:
         super().__init__(message)
         self.sent = sent
+
+
+class AccessDenied(SubmitError):
+    """The broker refused a command for want of an ACL grant (`sent`: the ids that did go)."""
 
 
 def _results_client(url: str, transport_options: Mapping[str, Any]) -> redis.Redis:
@@ -186,6 +192,13 @@ class Client:
                         retry = 0
                         request = next(prepared, None)
             except CONNECTION_ERRORS as exc:
+                refused = permission_denied(exc)
+                if refused:  # the broker answered, and said no: a grant is missing, retrying cannot help
+                    raise AccessDenied(
+                        f"the Redis user of {self.where()} may not do what sending needs ({refused}); "
+                        f"grant it the ACL in {ACL_DOCS}",
+                        ids,
+                    ) from exc
                 if retry >= self.retry_policy.max_retries:
                     message = (
                         f"Redis at {self.where()} unreachable through {retry} retries ({exc}); "

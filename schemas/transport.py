@@ -75,3 +75,22 @@ def redis_url_problem(url: str) -> str | None:
         if part.scheme != "unix" and database and not database.isdigit():
             return f"the database (after the host) must be a number, not {database[:40]!r}"
     return None
+
+
+ACL_DOCS = "docs/worker.md#a-redis-acl-user"  # what a labelq user must be granted
+_PERMISSION_WORDS = ("NOPERM", "no permissions to")  # Redis's ACL refusals (NoPermissionError), however wrapped
+
+
+def permission_denied(exc: BaseException) -> str | None:
+    """Redis's ACL refusal in `exc` or its causes (kombu and Celery wrap it), as Redis worded it; None when the
+    failure is something else. An ACL refusal is a configuration problem: never retried as an outage."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return None
+        names = {cls.__name__ for cls in type(seen).__mro__}
+        text = str(seen)
+        if "NoPermissionError" in names or any(word in text for word in _PERMISSION_WORDS):
+            return text
+        seen = seen.__cause__ or seen.__context__
+    return None

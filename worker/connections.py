@@ -10,7 +10,7 @@ from typing import Any
 import redis
 from redis.sentinel import Sentinel
 
-from schemas.transport import parse_sentinel_url
+from schemas.transport import ACL_DOCS, parse_sentinel_url, permission_denied
 from worker.errors import ConfigError
 from worker.settings import Settings
 
@@ -39,3 +39,45 @@ def redis_for(url: str, transport_options: dict[str, Any], **options: Any) -> re
     )
     client: redis.Redis = sentinels.master_for(master)  # type: ignore[no-untyped-call, unused-ignore]
     return client
+
+
+# Redis keys and channels a worker touches, one of each kind (kombu's and Celery's too): `check_access` tries
+# each before the worker starts, so a missing ACL grant is one line at start, not a crash once consuming
+ACCESS_KEYS = (
+    "labelq.realtime",  # the request queues (and their priority sub-lists)
+    "labelq:access-check",  # labelq's own keys: ledger, results, label sets, counters
+    "_kombu.binding.labelq.tasks",  # kombu's bindings
+    "unacked",  # kombu's shared unacked hash (an earlier labelq's entries are adopted)
+    "celery-task-meta-labelq-access-check",  # Celery's result backend
+)
+ACCESS_CHANNELS = ("/0.celery.pidbox", "/0.celeryev/worker.heartbeat", "celery-task-meta-labelq-access-check")
+
+
+def check_access(settings: Settings) -> None:
+    """Try, harmlessly, what the worker will do: read and write (DEL of a key that does not exist) each kind of
+    key, run a script, subscribe to each kind of channel. A refusal is a `ConfigError` naming what was refused
+    and where the grants are written; a Redis that does not answer is left to the worker's own retries."""
+    client = connect(settings, socket_timeout=5)
+    try:
+        pipe = client.pipeline(transaction=False)
+        for key in ACCESS_KEYS:
+            pipe.exists(key)
+            pipe.delete(key + ":labelq-access-check")
+        pipe.eval("return 1", 0)
+        pipe.execute()
+        pubsub = client.pubsub()
+        try:
+            pubsub.subscribe(*ACCESS_CHANNELS)
+            pubsub.get_message(timeout=1)
+        finally:
+            pubsub.close()
+    except redis.RedisError as exc:
+        refused = permission_denied(exc)
+        if refused is None:
+            return  # unreachable or another failure: the worker's connection retries say so themselves
+        raise ConfigError(
+            f"the Redis user in LABELQ_REDIS_URL lacks a permission the worker needs ({refused}); grant the ACL "
+            f"in {ACL_DOCS}"
+        ) from None
+    finally:
+        client.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from schemas.transport import KEY_PREFIX
 
 ENV_PREFIX = "LABELQ_"
@@ -31,6 +33,7 @@ HUGE_MAX_LENGTH = 1_000_000  # transformers writes ~1e30 for "no limit"
 
 # queues, the task name and result keys are part of the wire contract: schemas/transport.py
 CELERY_DEFAULT_QUEUE = "celery"  # where a standard Celery worker listens: callbacks and chord callbacks go there
+Role = Literal["classify", "webhooks"]  # what a worker process does: classify requests, or deliver webhooks
 QUEUE_TASKS = "labelq.tasks"  # Celery's own task queue of the classification workers (nothing is sent there)
 # kombu's unacked structures for labelq's own Celery apps (webhook tasks): labelq's keys, so kombu's sweep in a
 # labelq worker never restores another app's unacked messages on labelq's visibility timeout (kombu's defaults,

@@ -1,4 +1,4 @@
-"""`labelq worker` and `labelq webhook-worker`: start worker processes (worker/process/launcher.py)."""
+"""`labelq worker` and `labelq webhook-worker`: start worker processes (worker/process/main.py, launcher.py)."""
 
 from __future__ import annotations
 
@@ -42,10 +42,10 @@ def worker_command(
     in_process: bool,
 ) -> None:
     """Run a streaming worker: consume the request queues in mini-batches, publish every result."""
-    from worker.connections import connect
+    from worker.connections import check_access, connect
     from worker.engine.onnx import run_defaults
     from worker.errors import ConfigError
-    from worker.process import launcher
+    from worker.process import launcher, main
     from worker.process.runtime import policies
 
     settings = cli_settings(
@@ -63,12 +63,13 @@ def worker_command(
     settings = settings.model_copy(update={"worker_processes": runs.worker_processes})
     try:
         connect(settings)  # a Sentinel URL names its master (nothing connects yet)
+        check_access(settings)  # a missing ACL grant is one line now, not a crash once consuming
         policies(settings, runs)  # the batch limits fit the visibility timeout on this device
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     recycled = bool(settings.max_tasks_per_child or settings.max_memory_per_child)  # a parent replaces a process
     if in_process or (settings.worker_processes == 1 and not recycled):  # a child knows its siblings' count
-        sys.exit(launcher.run_in_process(settings, loglevel=loglevel, hostname=hostname))
+        sys.exit(main.run_in_process(settings, loglevel=loglevel, hostname=hostname))
     else:
         sys.exit(launcher.run_processes(settings, loglevel=loglevel, hostname=hostname))
 
@@ -78,6 +79,13 @@ def worker_command(
 @click.option("--hostname", default="labelq-webhooks@%h", show_default=True, help="Celery node name")
 def webhook_worker_command(loglevel: str, hostname: str) -> None:
     """Run a webhook delivery worker: signed POSTs, retries with backoff, dead letters (no model)."""
-    from worker.process import launcher
+    from worker.connections import check_access
+    from worker.errors import ConfigError
+    from worker.process import main
 
-    sys.exit(launcher.run_in_process(cli_settings(), loglevel=loglevel, hostname=hostname, role="webhooks"))
+    settings = cli_settings()
+    try:
+        check_access(settings)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    sys.exit(main.run_in_process(settings, loglevel=loglevel, hostname=hostname, role="webhooks"))

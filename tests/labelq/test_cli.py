@@ -276,12 +276,13 @@ def test_worker_on_a_cuda_host_says_how_many_processes_it_runs(monkeypatch: pyte
 
     from worker.engine import onnx
     from worker.process import launcher
+    from worker.process import main as in_process
 
     real = onnx.run_defaults
     monkeypatch.setattr(onnx, "run_defaults", lambda settings: replace(real(settings, cuda=True), worker_processes=4))
     started: list[int | None] = []
     monkeypatch.setattr(launcher, "run_processes", lambda settings, **_: started.append(settings.worker_processes) or 0)
-    monkeypatch.setattr(launcher, "run_in_process", lambda settings, **_: started.append(1) or 0)
+    monkeypatch.setattr(in_process, "run_in_process", lambda settings, **_: started.append(1) or 0)
     done = CliRunner().invoke(main, ["worker"])
     assert done.exit_code == 0, done.output
     assert started == [4] and "CUDA: 4 worker processes" in done.output

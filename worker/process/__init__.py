@@ -9,7 +9,8 @@
     stats.py          what `inspect stats`, heartbeats and `inspect active` count for classifications
     tasks.py          the webhook delivery task and its scheduler step
     flags.py          Celery's worker flags (-c, -P, --max-tasks-per-child, ...) read, honoured or refused
-    launcher.py       one worker in this process, or N as supervised children (recycled, replaced)
+    main.py           one Celery worker in this process (`labelq worker`, each supervised child)
+    launcher.py       N workers as supervised children (replaced when they die, recycled when they ask)
     runtime.py        what a process holds: settings, the warm engine, Redis, the pipeline, batch policies
 
 Contract: the layers below (ops, stream, delivery, engine) never import Celery or this package; this package

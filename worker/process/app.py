@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any, Literal
+from typing import Any
 
 from celery import Celery, signals
 from kombu import Exchange, Queue
@@ -21,11 +21,11 @@ from worker.constants import (
     KOMBU_UNACKED_KEY,
     KOMBU_UNACKED_MUTEX_KEY,
     QUEUE_TASKS,
+    Role,
 )
 from worker.errors import ConfigError
 from worker.settings import Settings
 
-Role = Literal["classify", "webhooks"]
 CELERY_CONSUMER = "celery.worker.consumer:Consumer"  # Celery's default `worker_consumer`
 
 
@@ -98,11 +98,14 @@ def _worker_flags(app: Celery) -> Any:
     def on_init(sender: Any = None, instance: Any = None, options: Any = None, **_: Any) -> None:
         if instance is None or instance.app is not app:
             return
+        from worker.connections import check_access
         from worker.process.flags import is_supervised_child, read_flags, refuse
 
         settings = app.labelq_settings
         try:
             flags = read_flags(dict(options or {}), settings.max_tasks_per_child, settings.max_memory_per_child)
+            if not is_supervised_child():  # its supervisor checked
+                check_access(settings)
         except ConfigError as exc:
             refuse(str(exc))
             return

@@ -20,7 +20,6 @@ from collections.abc import Callable
 from types import FrameType
 
 from worker.errors import ConfigError
-from worker.process.app import Role
 from worker.process.flags import EXIT_RECYCLE, SUPERVISED_ENV, WorkerFlags, child_argv
 from worker.settings import Settings
 
@@ -31,31 +30,6 @@ SUPERVISE_POLL_S = 0.2  # how often the parent looks at its children
 RESTART_QUICK_DEATH_S = 60.0  # a replacement that dies younger than this makes the next pause longer
 RESTART_BASE_PAUSE_S = 1.0  # pauses 2, 4, 8 ... s between replacements that keep dying young
 RESTART_MAX_PAUSE_S = 60.0
-CELERY_WORKER_FLAGS = ["--without-mingle", "--without-gossip"]  # no neighbour sync: faster start, same semantics
-
-
-def run_in_process(settings: Settings, *, loglevel: str, hostname: str, role: Role = "classify") -> int:
-    """Run one Celery worker here until it stops; its exit code (non-zero when it stopped on an error: Celery's
-    `worker_main` would swallow that code and exit 0, which a supervisor reads as a clean stop)."""
-    from worker.logs import configure_logging
-    from worker.process.app import create_app
-
-    configure_logging(settings, loglevel)
-    if settings.metrics_port:  # a child of run_processes gets port 0: its parent serves the host's endpoint
-        from worker import metrics
-
-        metrics.serve(settings.metrics_port)
-    app = create_app(settings, role)
-    # what `app.worker_main` does, keeping the exit code it drops (`app.start` discards click's return value)
-    from celery.bin.celery import celery as celery_command
-
-    celery_command.params[0].default = app
-    try:
-        argv = ["worker", f"--loglevel={loglevel}", "-n", hostname, *CELERY_WORKER_FLAGS]
-        code = celery_command.main(args=argv, standalone_mode=False)
-    finally:
-        celery_command.params[0].default = None
-    return code if isinstance(code, int) else 0
 
 
 def child_environment(
