@@ -7,7 +7,9 @@ the intent. Nothing here imports labelq: `labelq.classify` is a task name on the
     python examples/chatbot_router.py "I was charged twice for my subscription"
 
 `route(text)` is a chain, `classify | route_intent`; `triage(texts)` a chord whose header is classifications and
-whose callback summarises them; an invalid request's `link_error` reaches `record_failure`. labelq's workers
+whose callback summarises them; an invalid request's `link_error` reaches `record_failure` (one argument, sent
+as a task) or `report_failure` (request, exc, traceback: called in labelq's worker when LABELQ_CELERY_IMPORTS
+names this module). labelq's workers
 send what follows a classification to Celery's default queue (`celery`), where this worker listens; a signature
 that names its own queue (`.set(queue=...)`) goes there instead.
 """
@@ -55,6 +57,13 @@ def record_failure(task_id: str) -> str:
     """A `link_error`: Celery passes the failed task's id to an errback the classifying worker does not know."""
     app.backend.client.rpush("router:failures", task_id)
     return task_id
+
+
+@app.task(name="router.report_failure")
+def report_failure(request: Any, exc: Exception, traceback: Any) -> None:
+    """The errback form Celery's docs recommend: called in the worker that ran the failed task. labelq's worker
+    calls it so when it can import this module (LABELQ_CELERY_IMPORTS='["examples.chatbot_router"]')."""
+    app.backend.client.rpush("router:reports", f"{request.id} {type(exc).__name__}")
 
 
 def route(text: str) -> AsyncResult:

@@ -183,6 +183,21 @@ class Settings(BaseSettings):
     celery_events: bool = Field(
         False, description="Send Celery task events for each classification (Flower, celery events; as worker -E)"
     )
+    task_track_started: bool = Field(
+        False,
+        description="Store STARTED in the result backend when a classification's batch starts (Celery's "
+        "task_track_started: one more write per task)",
+    )
+    result_extended: bool = Field(
+        False,
+        description="Store the task's name, args, worker and queue with its result (Celery's result_extended: one "
+        "more write per task)",
+    )
+    celery_imports: tuple[str, ...] = Field(
+        (),
+        description="Modules the worker imports (Celery's imports): their tasks used as link_error errbacks are "
+        "called in the worker as (request, exc, traceback), as Celery calls an errback it knows",
+    )
 
     def celery_result_backend(self) -> str | None:
         """The `result_backend` Celery is configured with (None: disabled)."""
@@ -192,8 +207,9 @@ class Settings(BaseSettings):
 
     @property
     def results_on_broker(self) -> bool:
-        """The result backend is the broker's Redis: labelq writes it in the batch's own round trip."""
-        return self.celery_result_backend() == self.redis_url
+        """The result backend is the broker's Redis: labelq writes it in the batch's own round trip (with
+        result_extended, Celery's backend writes it, with the fields Celery adds)."""
+        return self.celery_result_backend() == self.redis_url and not self.result_extended
 
     worker_processes: int | None = Field(
         None,

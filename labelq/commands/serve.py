@@ -46,6 +46,7 @@ def worker_command(
     from worker.engine.onnx import run_defaults
     from worker.errors import ConfigError
     from worker.process import launcher, main
+    from worker.process.app import check_imports
     from worker.process.runtime import policies
 
     settings = cli_settings(
@@ -64,6 +65,7 @@ def worker_command(
     try:
         connect(settings)  # a Sentinel URL names its master (nothing connects yet)
         check_access(settings)  # a missing ACL grant is one line now, not a crash once consuming
+        check_imports(settings.celery_imports)
         policies(settings, runs)  # the batch limits fit the visibility timeout on this device
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None

@@ -107,6 +107,38 @@ def test_a_chain_a_chord_and_link_error_into_ordinary_tasks(
     print(f"\ncelery canvas: chain -> {routed}; chord over 4 -> {summary}; link_error got {failed.id}")
 
 
+def test_an_errback_of_celerys_recommended_form_is_called_with_request_exc_and_traceback(
+    start_worker: WorkerFactory, router: ModuleType, client: Client
+) -> None:
+    """`link_error` to `(request, exc, traceback)`: with its module in LABELQ_CELERY_IMPORTS, labelq's worker
+    calls it as a Celery worker that knows the errback does (it would fail with a TypeError sent as a task)."""
+    start_worker(**FAKE, celery_imports=["examples.chatbot_router"])
+    failed = router.classify("").apply_async(link_error=router.report_failure.s())
+    _wait_for(lambda: client.redis.lrange("router:reports", 0, -1), "the errback never ran")
+    assert client.redis.lrange("router:reports", 0, -1) == [f"{failed.id} EmptyText".encode()]
+
+
+def test_a_module_that_cannot_be_imported_is_named_at_start(start_worker: WorkerFactory) -> None:
+    worker = start_worker(wait=False, **FAKE, celery_imports=["examples.no_such_module"])
+    assert worker.wait(timeout=60) == 2
+
+
+def test_started_and_extended_results_are_stored_as_celery_stores_them(
+    start_worker: WorkerFactory, celery_app: Celery
+) -> None:
+    start_worker(**FAKE, fake_model_run_ms=500, task_track_started=True, result_extended=True)
+    result = celery_app.send_task("labelq.classify", args=[REQUEST], queue="labelq.realtime")
+    seen = []
+    deadline = time.monotonic() + 30
+    while not result.ready() and time.monotonic() < deadline:
+        seen.append(result.state)
+        time.sleep(0.02)
+    assert result.get(timeout=5)["top"] and "STARTED" in seen and "SUCCESS" not in seen[: seen.index("STARTED")]
+    meta = celery_app.backend.get_task_meta(result.id)
+    assert meta["status"] == "SUCCESS" and meta["name"] == "labelq.classify" and meta["queue"] == "labelq.realtime"
+    assert meta["args"][0]["text"] == REQUEST["text"] and meta["worker"].startswith("test-0@")
+
+
 def test_task_events_reach_celerys_event_receiver(
     start_worker: WorkerFactory, celery_app: Celery, tmp_path: Path
 ) -> None:

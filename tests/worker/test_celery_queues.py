@@ -152,3 +152,22 @@ def test_a_request_revoked_before_it_is_taken_is_not_classified(
     time.sleep(0.5)
     assert revoked.state == "REVOKED" and not client.redis.exists(f"labelq:result:{revoked.id}")
     assert client.redis.llen(QUEUE_REALTIME) == 0 and client.redis.hlen(INFLIGHT_KEY) == 0
+
+
+def test_celery_purge_without_q_empties_labelqs_queues_and_their_priority_lists(
+    redis_url: str, celery_app: Celery, client: Client
+) -> None:
+    for queue in (QUEUE_REALTIME, QUEUE_BULK):
+        for priority in (0, 9):  # 9: kombu's sub-list of the queue
+            celery_app.send_task("labelq.classify", args=[REQUEST], queue=queue, priority=priority)
+    lists = ReliableQueue(client.redis)
+    assert lists.waiting(QUEUE_REALTIME) == lists.waiting(QUEUE_BULK) == 2
+    done = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "worker.celery_app", "purge", "-f"],
+        env={**os.environ, "LABELQ_REDIS_URL": redis_url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0 and "Purged 4 messages" in done.stdout, done.stdout + done.stderr
+    assert lists.waiting(QUEUE_REALTIME) == lists.waiting(QUEUE_BULK) == 0

@@ -81,10 +81,14 @@ def create_app(settings: Settings, role: Role = "classify") -> Celery:
         result_expires=settings.result_expires_s,
         worker_hijack_root_logger=False,
         worker_send_task_events=settings.celery_events,
+        task_track_started=settings.task_track_started,
+        result_extended=settings.result_extended,
+        imports=settings.celery_imports,
     )
     app.labelq_settings = settings  # read by BatchConsumerStep.start
     if role == "classify":
         signals.celeryd_init.connect(_worker_flags(app), weak=False)
+        signals.import_modules.connect(_imports_checked(app), weak=False)
     register_webhook_task(app, settings)
     app.steps["consumer"].add(BatchConsumerStep if role == "classify" else WebhookSchedulerStep)
     return app
@@ -126,3 +130,35 @@ def _worker_flags(app: Celery) -> Any:
             raise SystemExit(code)
 
     return on_init
+
+
+def _imports_checked(app: Celery) -> Any:
+    """Before Celery imports LABELQ_CELERY_IMPORTS (it does so before any other worker hook): a module that
+    cannot be imported is one line and exit 2, not Celery's traceback."""
+
+    def on_import(sender: Any = None, **_: Any) -> None:
+        if sender is not app:
+            return
+        from worker.process.flags import refuse
+
+        try:
+            check_imports(tuple(app.conf.imports or ()))
+        except ConfigError as exc:
+            refuse(str(exc))
+
+    return on_import
+
+
+def check_imports(modules: tuple[str, ...]) -> None:
+    """LABELQ_CELERY_IMPORTS: each module importable, else a `ConfigError` naming it (Celery would stop with a
+    traceback while starting)."""
+    import importlib
+
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:
+            raise ConfigError(
+                f"LABELQ_CELERY_IMPORTS: {name} cannot be imported ({type(exc).__name__}: {exc}); fix the name or "
+                "the worker's PYTHONPATH"
+            ) from None

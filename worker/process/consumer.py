@@ -80,13 +80,16 @@ class BatchConsumerStep(bootsteps.StartStopStep):
                 store_results=settings.celery_result_backend() is not None and not settings.results_on_broker,
                 text_chars=settings.event_text_chars,
             )
+            adopted = outcomes.adopt_imported_tasks()
+            if adopted:
+                log.info("errbacks callable in this worker (LABELQ_CELERY_IMPORTS): %s", ", ".join(sorted(adopted)))
             self.sweep()  # what a worker that died before this one left is put back now, not at the first interval
             recycle = Recycle(settings.max_tasks_per_child, settings.max_memory_per_child)
             self.loop = BatchLoop(
                 self.runtime, self.queue, outcomes, self.stats, self._serving, recycle, on_recycle=_stop_to_recycle
             )
             self.loop.start()
-        self._announce()
+        self._announce_when_listening(c)
         self._cancel_timers()  # a reconnect restarts the steps on a cleared timer: armed again each start
         self._timers = [
             c.timer.call_repeatedly(WORKER_KEY_TTL_S / 3, self._announce),
@@ -149,6 +152,25 @@ class BatchConsumerStep(bootsteps.StartStopStep):
             raise
 
     # --- readiness ---
+
+    def _announce_when_listening(self, c: Any) -> None:
+        """Say this worker is ready once Celery's event loop has subscribed to control commands (kombu sends
+        SUBSCRIBE on the loop's first tick): a caller that sees it ready and sends `cancel_consumer` or `revoke`
+        at once is heard, not lost on a channel nobody listens to yet."""
+        hub = getattr(c, "hub", None)
+        if hub is None:
+            self._announce()
+            return
+        ticks = 0
+
+        def on_tick() -> None:
+            nonlocal ticks
+            ticks += 1
+            if ticks >= 2:  # the tick after the one that subscribed
+                hub.on_tick.discard(on_tick)
+                self._announce()
+
+        hub.on_tick.add(on_tick)
 
     def _announce(self) -> None:
         """Say this worker is ready (model loaded, consuming); the key expires if the process dies."""

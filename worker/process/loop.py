@@ -378,7 +378,7 @@ class BatchLoop(threading.Thread):
     def _followups(self, batch: list[Received], publications: list[Publication], started_s: float) -> None:
         """Celery's part after the write: events, a result backend elsewhere, callbacks, chains, chords."""
         if self.outcomes.needed or any(p.canvas.followups for p in publications):
-            self.outcomes.settled(publications, started_s, shares=_shares(batch))
+            self.outcomes.settled(publications, started_s, batch)
 
     def _isolate(self, items: list[Item]) -> None:
         """Each message of a failed batch handled alone: its batch-mates are answered now, and only the culprit
@@ -414,12 +414,6 @@ class BatchLoop(threading.Thread):
         except redis.RedisError:
             log.warning("handing %d message(s) back failed; the sweep restores them after the timeout", len(tags))
             return 0
-
-
-def _shares(batch: Sequence[Received]) -> dict[str, float]:
-    """Each task's share of its batch's runtime: its pairs over the batch's (a request's model work)."""
-    total = sum(max(1, item.pairs) for item in batch) or 1
-    return {item.message_id: max(1, item.pairs) / total for item in batch if item.message_id}
 
 
 def _quietly(action: Callable[..., Any], *args: Any, **kwargs: Any) -> None:

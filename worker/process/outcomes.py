@@ -10,11 +10,12 @@ answers again on redelivery (at least once, as Celery's `acks_late`).
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from celery import Celery, signature, states
@@ -43,6 +44,7 @@ class CeleryOutcomes:
     def __init__(self, app: Celery, consumer: Any, *, store_results: bool, text_chars: int = 100) -> None:
         self.app = app
         self.text_chars = text_chars  # of a request's text shown in its events' args (worker/process/stats.py)
+        self._hinted: set[str] = set()  # errbacks whose (request, exc, traceback) form was explained once
         self.consumer = consumer  # Celery's consumer: its event dispatcher is replaced on every reconnect
         self.store_results = store_results  # a result backend that is not the broker's Redis: through Celery
 
@@ -98,7 +100,7 @@ class CeleryOutcomes:
             for item in items:
                 if item.message_id:
                     self.app.backend.store_result(
-                        item.message_id, meta, states.STARTED, request=_context(item.message_id, item.canvas)
+                        item.message_id, meta, states.STARTED, request=self._context(item.message_id, item.canvas, item)
                     )
         dispatcher = self.dispatcher
         if dispatcher is None:
@@ -109,27 +111,30 @@ class CeleryOutcomes:
 
     # --- after the batch's write ---
 
-    def settled(
-        self, publications: Sequence[Publication], started_s: float, shares: Mapping[str, float] | None = None
-    ) -> None:
-        """`shares`: each task's share of the batch's runtime (its pairs over the batch's); its event's runtime."""
+    def settled(self, publications: Sequence[Publication], started_s: float, batch: Sequence[Received]) -> None:
+        """After a batch's write: each task's events (its runtime: its share of the batch's, by its pairs over the
+        batch's), result backend, callbacks and errbacks."""
         runtime_s = time.monotonic() - started_s
         dispatcher = self.dispatcher
+        received = {item.message_id: item for item in batch if item.message_id}
+        total = sum(max(1, item.pairs) for item in batch) or 1
         for publication in publications:
             if not publication.task_id:
                 continue
-            share = (shares or {}).get(publication.task_id, 1.0)
+            item = received.get(publication.task_id)
+            share = max(1, item.pairs) / total if item is not None else 1.0
             try:
-                self._settle(publication, runtime_s * share, dispatcher)
+                self._settle(publication, runtime_s * share, dispatcher, item)
             except Exception:  # a callback that cannot be sent must not hold the batch's acks back
                 log.exception("the Celery followups of task %s failed", publication.task_id)
 
-    def _settle(self, publication: Publication, runtime_s: float, dispatcher: Any) -> None:
+    def _settle(self, publication: Publication, runtime_s: float, dispatcher: Any, item: Received | None) -> None:
         task_id, canvas, outcome = publication.task_id, publication.canvas, publication.outcome
         assert task_id is not None
-        request = _context(task_id, canvas)
+        request = self._context(task_id, canvas, item)
         if isinstance(outcome, ErrorResult):
             exc = error_exception(outcome)
+            self._hint_errbacks(canvas)
             if self.store_results or canvas.errbacks or canvas.chord or canvas.chain:  # stores, calls errbacks,
                 # fails the chord, and marks the rest of a chain failed (so a chain's result does not wait forever)
                 self.app.backend.mark_as_failure(task_id, exc, None, request=request, call_errbacks=True)
@@ -150,6 +155,50 @@ class CeleryOutcomes:
             if len(shown) > RESULT_MAX_CHARS:  # Celery's own bound on a result's repr (resultrepr_maxsize)
                 shown = shown[: RESULT_MAX_CHARS - 3] + "..."
             dispatcher.send("task-succeeded", uuid=task_id, result=shown, runtime=runtime_s)
+
+    def _context(self, task_id: str, canvas: Canvas, item: Received | None = None) -> Context:
+        """The request Celery's backend expects, from what the message carried (with result_extended, what
+        Celery stores beside the result: name, args, worker, queue)."""
+        context = _context(task_id, canvas)
+        if item is not None:
+            request = item.parsed.request.model_dump(mode="json", exclude_defaults=True) if item.parsed else None
+            context.update(
+                args=[request] if request is not None else [],
+                kwargs={},
+                hostname=getattr(self.consumer, "hostname", None),
+                retries=0,
+                delivery_info={"routing_key": item.delivery.queue, "exchange": "", "priority": None},
+            )
+        return context
+
+    def _hint_errbacks(self, canvas: Canvas) -> None:
+        """An errback this worker cannot call in-process is sent as a task with the failed task's id, Celery's
+        one-argument form; say once how to have the (request, exc, traceback) form called instead."""
+        for errback in canvas.errbacks:
+            name = str(dict(errback).get("task", ""))
+            if name and name not in self.app.tasks and name not in self._hinted:
+                self._hinted.add(name)
+                log.info(
+                    "errback %s is not importable in this worker: sent as a task with the failed task's id (its "
+                    "one argument). For the (request, exc, traceback) form, name its module in "
+                    "LABELQ_CELERY_IMPORTS",
+                    name,
+                )
+
+    def adopt_imported_tasks(self) -> list[str]:
+        """Tasks of the modules in LABELQ_CELERY_IMPORTS, registered on this app as well (a user's `@app.task`
+        belongs to the user's app): Celery's own errback call then finds them and calls the (request, exc,
+        traceback) form in this worker, as a Celery worker that knows the errback does."""
+        adopted = []
+        for name in self.app.conf.imports or ():
+            module = importlib.import_module(name)
+            for value in vars(module).values():
+                if isinstance(value, Celery) and value is not self.app:
+                    for task_name, task in value.tasks.items():
+                        if getattr(task, "__module__", None) == name and task_name not in self.app.tasks:
+                            self.app.tasks.register(task)
+                            adopted.append(task_name)
+        return adopted
 
 
 def _context(task_id: str, canvas: Canvas) -> Context:
