@@ -210,8 +210,11 @@ class Worker:
         stop_process(self.process, timeout_s=60)
 
 
-def start_worker(url: str, env: dict[str, str], log: Path, processes: int = 1) -> Worker:
+def start_worker(url: str, env: dict[str, str], log: Path, processes: int = 1, code_dir: Path | None = None) -> Worker:
+    """A `labelq worker` (`code_dir`: another checkout's code, for an A/B against it), once it is ready."""
     full_env = {**os.environ, **env, "LABELQ_REDIS_URL": url, "LABELQ_WORKER_PROCESSES": str(processes)}
+    if code_dir is not None:
+        full_env["PYTHONPATH"] = str(code_dir)
     with log.open("wb") as handle:
         process = subprocess.Popen(
             [sys.executable, "-m", "labelq.cli", "worker", "--loglevel", "WARNING", "--hostname", "bench@%h"],
@@ -219,6 +222,7 @@ def start_worker(url: str, env: dict[str, str], log: Path, processes: int = 1) -
             stdout=handle,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            cwd=code_dir,
         )
     with Client(url) as client:
         deadline = time.monotonic() + 300

@@ -252,14 +252,14 @@ def test_sigkill_mid_batch_loses_nothing(start_worker: WorkerFactory, client: Cl
 
 @pytest.mark.slow
 @pytest.mark.reliability
-def test_sigterm_finishes_the_batch_in_hand(start_worker: WorkerFactory, client: Client) -> None:
+def test_sigterm_leaves_nothing_in_flight_and_loses_nothing(start_worker: WorkerFactory, client: Client) -> None:
     worker = start_worker(bulk_batch_size=32)
     batch = requests(300, "results:term")
     client.submit_many(batch, queue="bulk")
     wait_for_length(client, "results:term", 40)
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(timeout=30) == 0
-    assert client.redis.hlen(INFLIGHT_KEY) == 0  # nothing left half-done: finished or given back
+    assert client.redis.hlen(INFLIGHT_KEY) == 0  # nothing left half-done: answered or handed back
     start_worker()
     got = drain(client, "results:term", {r.id for r in batch}, timeout_s=60)
     tally = Tally.of(batch, got)

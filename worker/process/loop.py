@@ -354,9 +354,10 @@ class BatchLoop(threading.Thread):
             self.stats.settled(batch)
             self.processed += len(batch)
             self._maybe_recycle()
-        except Interrupted as stop:  # stopping: the batch is abandoned before its next run, nothing of it written
+        except Interrupted:  # stopping: the batch is abandoned before a model run, nothing of it written
             self.stats.abandoned(batch)
-            released = self._release(tags, stop.args[1] if len(stop.args) > 1 else ())
+            # its deliveries were counted when it started (the model runs come after): this one does not count
+            released = self._release(tags, list(dict.fromkeys(item.counter_id for item in batch)))
             log.info("a batch of %d was abandoned by the stop: %d handed back to %s", len(items), released, queue)
         except redis.RedisError:  # outcomes not (all) written: left unacked, redelivered after the timeout
             self.stats.abandoned(batch)
@@ -408,6 +409,7 @@ class BatchLoop(threading.Thread):
                 self._held.pop(tag, None)
 
     def _release(self, tags: list[str], counted: Sequence[str] = ()) -> int:
+        """Hand `tags` back; `counted`: the counter ids whose delivery is not to count (an abandoned batch's)."""
         self._forget(tags)
         try:
             return self.queue.release(tags, counted)

@@ -206,7 +206,7 @@ class Pipeline:
         """Settle a batch: every outcome written in one round trip (raises only when that write fails); returns
         what was published, for what the process layer does next (Celery callbacks, events).
         `count=False` when the batch's deliveries were counted already (a failed batch retried one by one)."""
-        self.engine.gate.before_run()  # what arrived while a bulk batch was claimed goes first (a no-op otherwise)
+        self.engine.gate.checkpoint()  # what arrived while a bulk batch was claimed goes first (a no-op otherwise)
         started_s = self.clock()
         now = datetime.fromtimestamp(started_s, UTC)
         publications: list[Publication] = []

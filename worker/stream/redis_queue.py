@@ -37,7 +37,7 @@ from typing import Any, cast
 import redis
 
 from schemas.transport import DEAD_LETTER_KEY, KEY_PREFIX
-from worker.constants import DEAD_LETTERS_MAX, DELIVERIES_TTL_S, MESSAGE_SERVED_MAX_BYTES
+from worker.constants import DEAD_LETTERS_MAX, DELIVERIES_KEY, DELIVERIES_TTL_S, MESSAGE_SERVED_MAX_BYTES
 from worker.deadletters import DeadLetter
 from worker.stream.envelopes import Envelope, unwrap
 
@@ -259,12 +259,12 @@ class ReliableQueue:
 
     def release(self, tags: Sequence[str], uncount: Sequence[str] = ()) -> int:
         """Hand held messages back now, unanswered (a stopping worker): each goes back byte for byte onto the
-        list it came from, the first claimed taken first again, in one atomic step; `uncount`: delivery counter
-        keys to step back, for messages whose delivery was counted by a batch abandoned before its end. Returns
-        how many went back (a tag swept or settled meanwhile is skipped)."""
+        list it came from, the first claimed taken first again, in one atomic step; `uncount`: the counter ids
+        (worker/stream/pipeline.py, `Received.counter_id`) whose delivery a batch abandoned before its end
+        counted, stepped back. Returns how many went back (a tag swept or settled meanwhile is skipped)."""
         if not tags:
             return 0
-        args: list[str | int] = [len(tags), *tags, *uncount]
+        args: list[str | int] = [len(tags), *tags, *(DELIVERIES_KEY + counter_id for counter_id in uncount)]
         return int(cast(int, self._release(keys=[INFLIGHT_KEY, INFLIGHT_INDEX_KEY], args=args)))
 
     def sweep(self, visibility_timeout_s: float, max_restores: int, queues: Iterable[str]) -> Swept:

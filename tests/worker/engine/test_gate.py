@@ -84,3 +84,21 @@ def test_building_a_bulk_batchs_results_passes_the_gate() -> None:
     with engine.gate.open(lambda: calls.append(1)):
         assert len(engine.answer(batch)) == 300
     assert len(calls) == 1 + 2  # before the one run, then every 128 results built
+
+
+def test_a_stop_interrupts_an_open_gate_before_its_next_run_only() -> None:
+    from worker.engine.gate import Interrupted
+
+    gate = RunGate()
+    gate.interrupt()
+    gate.before_run()  # closed (a realtime batch): it runs on
+    gate.checkpoint()
+    served: list[int] = []
+    with gate.open(lambda: served.append(1)):
+        gate.checkpoint()  # inside the writing of results: never interrupted
+        with pytest.raises(Interrupted):
+            try:
+                gate.before_run()
+            except Exception:  # what isolates one request's failure must not catch a stop
+                pytest.fail("a stop was caught as an Exception")
+    assert served == [1]  # the checkpoint served realtime work; the interrupted runs did not

@@ -217,3 +217,23 @@ def test_a_forged_entry_under_any_tag_is_dead_lettered(client: redis_lib.Redis, 
     queue.bury(swept.poison)
     assert client.hlen(INFLIGHT_KEY) == 0 and client.zcard(INFLIGHT_INDEX_KEY) == 0 and not client.exists("mylist")
     assert [letter["raw"] for letter in dead_letters(client)] == ["mylist\nzzz"]
+
+
+def test_a_stopping_worker_hands_back_what_it_holds_in_order_with_its_delivery_uncounted(
+    client: redis_lib.Redis,
+) -> None:
+    sent = [request(i) for i in range(5)]
+    client.lpush(QUEUE_BULK, *sent)  # kombu's order: the first sent is taken first
+    client.lpush(QUEUE_BULK + PRIORITY_SEP + "9", request(9))
+    queue = ReliableQueue(client)
+    held = queue.claim(QUEUE_BULK, 10)
+    assert len(held) == 6 and client.llen(QUEUE_BULK) == 0
+    client.set("labelq:deliveries:r0", 2)  # counted twice: this claim's batch and an earlier one
+    queue.ack([held[1].tag])  # answered before the stop
+    released = queue.release([m.tag for m in held], uncount=["r0", "r-never-counted"])
+    assert released == 5 and client.hlen(INFLIGHT_KEY) == 0 and client.zcard(INFLIGHT_INDEX_KEY) == 0
+    again = queue.claim(QUEUE_BULK, 10)
+    ids = [m.envelope.headers.get("id") for m in held]
+    assert [m.envelope.headers.get("id") for m in again] == [ids[0], *ids[2:]]  # in the order first taken
+    assert client.get("labelq:deliveries:r0") == b"1" and not client.exists("labelq:deliveries:r-never-counted")
+    assert queue.release([]) == 0
