@@ -6,9 +6,9 @@ control commands and heartbeats while the backlog drains; optionally the same ag
 For each model, one `labelq worker` at its defaults behind a private redis-server:
 - shutdown: a bulk backlog moved onto `labelq.bulk` at once; 3 s after the first claim, SIGTERM; reported: seconds
   from the signal to exit, the exit code, answered / back on the queue / left in the in-flight ledger / lost;
-- liveness: the same backlog again, and while it drains 100 `control.ping(timeout=1)` tries (one every 0.2 s),
-  the longest gap between the worker's heartbeats (Celery's event receiver, as Flower runs it), and how many
-  `inspect active` replies listed tasks;
+- liveness: the backlog again (MiniLM's four times as long, so it outlasts the pings), and while it drains
+  100 `control.ping(timeout=1)` tries (one every 0.2 s), the longest gap between the worker's heartbeats
+  (Celery's event receiver, as Flower runs it), and how many `inspect active` replies listed tasks;
 - throughput (with --code-dir: both checkouts, alternating, 3 rounds): the backlog's drain rate, and realtime
   latency alone (100 requests, one every 50 ms), so a change in the process layer shows against the code before.
 Writes bench/reports/lifecycle.json.
@@ -46,6 +46,7 @@ from schemas.transport import QUEUE_BULK  # noqa: E402
 from worker.stream.redis_queue import INFLIGHT_KEY  # noqa: E402
 
 BACKLOG = {"minilm-l6-int8": (3000, 77), "deberta-int8": (1500, 5)}  # requests x labels: ~40-60 s of work
+LIVENESS_SCALE = {"minilm-l6-int8": 4, "deberta-int8": 1}  # the backlog outlasts 100 pings (~25 s)
 REPORT = ROOT / "bench" / "reports" / "lifecycle.json"
 
 
@@ -58,9 +59,13 @@ def stop(process: subprocess.Popen[bytes]) -> None:
     stop_process(process, timeout_s=60)
 
 
-def backlog(model: str, prefix: str) -> list[ClassifyRequest]:
+def backlog(model: str, prefix: str, scale: int = 1) -> list[ClassifyRequest]:
+    """The model's backlog (`scale` times as many requests: texts beyond the corpus's unique ones are two of
+    them joined, so none is a cache hit)."""
     count, labels = BACKLOG[model]
-    return requests(texts(count), label_names(labels), prefix, f"bench:{prefix}")
+    base = texts(count)
+    joined = [f"{base[i % count]} {base[(7 * i + i // count + 1) % count]}" for i in range(count, count * scale)]
+    return requests([*base, *joined], label_names(labels), prefix, f"bench:{prefix}")
 
 
 def release(client: Client, batch: list[ClassifyRequest]) -> None:
@@ -114,7 +119,7 @@ def liveness(url: str, model: str, workdir: Path, code_dir: Path) -> dict[str, A
     try:
         with Client(url) as client:
             (node,) = client.workers()
-            release(client, backlog(model, "live"))
+            release(client, backlog(model, "live", LIVENESS_SCALE[model]))
             while not client.redis.hlen(INFLIGHT_KEY):
                 time.sleep(0.01)
             started = time.monotonic()
@@ -155,8 +160,8 @@ def throughput(url: str, model: str, workdir: Path, code_dir: Path, tag: str) ->
                 time.sleep(0.02)
             drain_s = time.monotonic() - started
             latencies = []
-            for i in range(100):
-                request = ClassifyRequest(id=f"rt-{tag}-{i}", text=texts(1, 3000 + i)[0], labels=label_names(5))
+            for i, text in enumerate(texts(100, 2900)):
+                request = ClassifyRequest(id=f"rt-{tag}-{i}", text=text, labels=label_names(5))
                 sent = time.monotonic()
                 client.wait(client.submit(request), timeout_s=30)
                 latencies.append(time.monotonic() - sent)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -39,6 +40,7 @@ from worker.stream.adoption import adopt
 from worker.stream.redis_queue import ReliableQueue
 
 log = logging.getLogger(__name__)
+STOP_POLL_S = 0.05  # a warm stop looks this often whether it was made cold
 
 
 class BatchConsumerStep(bootsteps.StartStopStep):
@@ -143,11 +145,17 @@ class BatchConsumerStep(bootsteps.StartStopStep):
         loop.stop(cold=cold)
         if cold:
             return
+        deadline = time.monotonic() + SHUTDOWN_WAIT_S
         try:
-            if not loop.exited.wait(SHUTDOWN_WAIT_S):
-                log.warning("the batch in progress outlived %d s; handing back what is held", SHUTDOWN_WAIT_S)
-                loop.hand_back()
-        except BaseException:  # a second signal (WorkerTerminate) while waiting: cold
+            while not loop.exited.wait(STOP_POLL_S):
+                if worker_state.should_terminate is not None:  # made cold meanwhile (a second SIGINT, SIGQUIT)
+                    loop.hand_back()
+                    return
+                if time.monotonic() > deadline:
+                    log.warning("the batch in progress outlived %d s; handing back what is held", SHUTDOWN_WAIT_S)
+                    loop.hand_back()
+                    return
+        except BaseException:  # a signal that raises (WorkerTerminate) while waiting: cold
             loop.hand_back()
             raise
 

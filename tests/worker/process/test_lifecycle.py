@@ -118,10 +118,12 @@ def test_ping_inspect_and_heartbeats_are_answered_while_batches_run(
     start_worker(**SLOW_FAKE)
     name = "test-0@" + _host()
     beats: list[float] = []
+    processed: list[int] = []
 
     def on_heartbeat(event: dict[str, Any]) -> None:
         if event.get("hostname") == name:
             beats.append(time.monotonic())
+            processed.append(int(event.get("processed") or 0))
 
     connection = celery_app.connection()
     receiver = celery_app.events.Receiver(connection, handlers={"worker-heartbeat": on_heartbeat})
@@ -149,12 +151,13 @@ def test_ping_inspect_and_heartbeats_are_answered_while_batches_run(
     print(
         f"\nduring a bulk backlog ({window_s:.0f} s): ping answered {answered}/{tries}, inspect active listed tasks "
         f"{active_seen}/{tries}, {len(in_window)} heartbeats, longest gap {max(gaps, default=0):.1f} s; "
-        f"stats total {stats.get(name, {}).get('total')}"
+        f"stats total {stats.get(name, {}).get('total')}, heartbeat processed up to {max(processed, default=0)}"
     )
     assert answered == tries
     assert active_seen >= tries * 0.8  # between two batches there may be none running
     assert gaps and max(gaps) <= 4.0  # Celery's heartbeat is every 2 s: never two missed
     assert stats[name]["total"].get("labelq.classify", 0) > 0
+    assert max(processed) > 0  # heartbeats count classifications (Flower's "processed")
 
 
 def _host() -> str:
