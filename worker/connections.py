@@ -55,8 +55,9 @@ ACCESS_CHANNELS = ("/0.celery.pidbox", "/0.celeryev/worker.heartbeat", "celery-t
 
 def check_access(settings: Settings) -> None:
     """Try, harmlessly, what the worker will do: read and write (DEL of a key that does not exist) each kind of
-    key, run a script, subscribe to each kind of channel. A refusal is a `ConfigError` naming what was refused
-    and where the grants are written; a Redis that does not answer is left to the worker's own retries."""
+    key, run a script, publish on a channel no one listens to, subscribe to each kind of channel. A refusal is a
+    `ConfigError` naming what was refused and where the grants are written; a Redis that does not answer is left
+    to the worker's own retries."""
     client = connect(settings, socket_timeout=5)
     try:
         pipe = client.pipeline(transaction=False)
@@ -64,6 +65,7 @@ def check_access(settings: Settings) -> None:
             pipe.exists(key)
             pipe.delete(key + ":labelq-access-check")
         pipe.eval("return 1", 0)
+        pipe.publish(ACCESS_CHANNELS[-1], "")  # results notify, events and control replies publish: no one listens
         pipe.execute()
         pubsub = client.pubsub()
         try:

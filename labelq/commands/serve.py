@@ -44,7 +44,6 @@ def worker_command(
     """Run a streaming worker: consume the request queues in mini-batches, publish every result."""
     from worker.connections import check_access, connect
     from worker.engine.onnx import run_defaults
-    from worker.errors import ConfigError
     from worker.process import launcher, main
     from worker.process.app import check_imports
     from worker.process.runtime import policies
@@ -62,13 +61,11 @@ def worker_command(
             err=True,
         )
     settings = settings.model_copy(update={"worker_processes": runs.worker_processes})
-    try:
-        connect(settings)  # a Sentinel URL names its master (nothing connects yet)
-        check_access(settings)  # a missing ACL grant is one line now, not a crash once consuming
-        check_imports(settings.celery_imports)
-        policies(settings, runs)  # the batch limits fit the visibility timeout on this device
-    except ConfigError as exc:
-        raise click.UsageError(str(exc)) from None
+    # each a ConfigError, one line and exit 2 (labelq/failures.py), before any model loads
+    connect(settings)  # a Sentinel URL names its master (nothing connects yet)
+    check_access(settings)  # a missing ACL grant is one line now, not a crash once consuming
+    check_imports(settings.celery_imports)
+    policies(settings, runs)  # the batch limits fit the visibility timeout on this device
     recycled = bool(settings.max_tasks_per_child or settings.max_memory_per_child)  # a parent replaces a process
     if in_process or (settings.worker_processes == 1 and not recycled):  # a child knows its siblings' count
         sys.exit(main.run_in_process(settings, loglevel=loglevel, hostname=hostname))
@@ -82,12 +79,8 @@ def worker_command(
 def webhook_worker_command(loglevel: str, hostname: str) -> None:
     """Run a webhook delivery worker: signed POSTs, retries with backoff, dead letters (no model)."""
     from worker.connections import check_access
-    from worker.errors import ConfigError
     from worker.process import main
 
     settings = cli_settings()
-    try:
-        check_access(settings)
-    except ConfigError as exc:
-        raise click.UsageError(str(exc)) from None
+    check_access(settings)  # a ConfigError: one line, exit 2
     sys.exit(main.run_in_process(settings, loglevel=loglevel, hostname=hostname, role="webhooks"))

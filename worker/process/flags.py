@@ -71,6 +71,10 @@ def read_flags(options: dict[str, Any], settings_tasks: int | None, settings_mem
     processes = int(options.get("concurrency") or 1)
     if processes < 1:
         raise ConfigError(f"-c {processes}: at least one process")
+    for flag, unit in (("max_tasks_per_child", "tasks"), ("max_memory_per_child", "KiB")):
+        given = options.get(flag)
+        if given is not None and int(given) < 1:
+            raise ConfigError(f"--{flag.replace('_', '-')} {given}: a positive number of {unit} (leave it out: never)")
     tasks = options.get("max_tasks_per_child") or settings_tasks
     memory = options.get("max_memory_per_child") or settings_memory_kb
     return WorkerFlags(processes, int(tasks) if tasks else None, int(memory) if memory else None)

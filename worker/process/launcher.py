@@ -30,6 +30,7 @@ SUPERVISE_POLL_S = 0.2  # how often the parent looks at its children
 RESTART_QUICK_DEATH_S = 60.0  # a replacement that dies younger than this makes the next pause longer
 RESTART_BASE_PAUSE_S = 1.0  # pauses 2, 4, 8 ... s between replacements that keep dying young
 RESTART_MAX_PAUSE_S = 60.0
+EXIT_USAGE = 2  # a child that exits 2 refused a setting or flag (labelq's usage code): it is not replaced
 
 
 def child_environment(
@@ -134,6 +135,13 @@ def _supervise(
             if code is None or stopping:
                 continue
             lived_s = time.monotonic() - started[index]
+            if code == EXIT_USAGE:  # a setting or flag it refused: every replacement would refuse it too
+                log.error("worker process %d refused its configuration (exit 2); stopping the others", index)
+                stopping.append(signal.SIGTERM)
+                for other in children:
+                    if other.poll() is None:
+                        other.send_signal(signal.SIGTERM)
+                return
             if code == EXIT_RECYCLE:  # it asked to be replaced: at once, and not a crash
                 log.info(
                     "worker process %d (pid %d) recycled after %.0f s; starting its replacement",

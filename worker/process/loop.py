@@ -359,9 +359,9 @@ class BatchLoop(threading.Thread):
             # its deliveries were counted when it started (the model runs come after): this one does not count
             released = self._release(tags, list(dict.fromkeys(item.counter_id for item in batch)))
             log.info("a batch of %d was abandoned by the stop: %d handed back to %s", len(items), released, queue)
-        except redis.RedisError:  # outcomes not (all) written: left unacked, redelivered after the timeout
+        except redis.RedisError:  # outcomes not (all) written: left unacked, redelivered after the timeout (or
+            # handed back at once if the worker stops first: still held)
             self.stats.abandoned(batch)
-            self._forget(tags)
             log.exception("writing a batch of %d failed; it will be delivered again", len(items))
         except Exception:  # a bug must not stop the worker, nor hold a message's batch-mates back
             log.exception("a batch of %d failed unexpectedly; answering its messages one at a time", len(items))
@@ -391,9 +391,8 @@ class BatchLoop(threading.Thread):
                 self._followups([received], self.runtime.pipeline.handle([received], count=False), started_s)
                 self._ack([message.tag])
                 self.stats.settled([received])
-            except Exception:
+            except Exception:  # still held: redelivered after the timeout, or handed back at a stop
                 self.stats.abandoned([received])
-                self._forget([message.tag])
                 log.exception("message %s failed alone; it will be delivered again", received.counter_id)
 
     # --- what is held ---
@@ -403,7 +402,7 @@ class BatchLoop(threading.Thread):
         self._forget(tags)
 
     def _forget(self, tags: list[str]) -> None:
-        """No longer this worker's to hand back: acked, or left for the sweep to restore after the timeout."""
+        """No longer this worker's to hand back: acked, or handed back."""
         with self._held_lock:
             for tag in tags:
                 self._held.pop(tag, None)

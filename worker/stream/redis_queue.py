@@ -144,7 +144,8 @@ return out
 
 # KEYS: ledger, index; ARGV: n, then n tags in the order they were claimed, then delivery counter keys to step
 # back. Puts each held message back on its list, newest first, so the oldest is taken first again; a counter is
-# stepped back only where it exists (its message's delivery in an abandoned batch does not count).
+# stepped back only where it exists (its message's delivery in an abandoned batch does not count), and deleted
+# at 0.
 _RELEASE = """
 local n = tonumber(ARGV[1])
 local released = 0
@@ -161,7 +162,7 @@ for i = n + 1, 2, -1 do
   end
 end
 for i = n + 2, #ARGV do
-  if redis.call('EXISTS', ARGV[i]) == 1 then redis.call('DECR', ARGV[i]) end
+  if redis.call('EXISTS', ARGV[i]) == 1 and redis.call('DECR', ARGV[i]) <= 0 then redis.call('DEL', ARGV[i]) end
 end
 return released
 """

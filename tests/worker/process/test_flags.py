@@ -36,6 +36,25 @@ def test_pools_that_cannot_share_a_model_and_autoscale_are_refused_by_name() -> 
     assert read_flags({"pool_cls": "celery.concurrency.solo:TaskPool", "concurrency": 3}, None, None).processes == 3
 
 
+def test_recycling_limits_below_one_are_refused_by_name() -> None:
+    for flag in ("max_tasks_per_child", "max_memory_per_child"):
+        with pytest.raises(ConfigError, match=f"--{flag.replace('_', '-')} -5: a positive number"):
+            read_flags({flag: -5}, None, None)
+
+
+def test_a_child_that_refuses_its_configuration_stops_the_supervisor_instead_of_looping() -> None:
+    from worker.process.launcher import _supervise
+
+    refusing = subprocess.Popen([sys.executable, "-c", "import sys; sys.exit(2)"])
+    sibling = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    spawned: list[int] = []
+    stopping: list[int] = []
+    started = time.monotonic()
+    _supervise([refusing, sibling], lambda index: spawned.append(index) or refusing, stopping)  # type: ignore[func-returns-value]
+    assert time.monotonic() - started < 10 and not spawned and stopping
+    assert sibling.wait(timeout=10) == -signal.SIGTERM  # the others are stopped, not left running
+
+
 def test_a_flag_wins_over_the_setting_and_either_asks_for_a_supervisor() -> None:
     flags = read_flags({"concurrency": 1, "max_tasks_per_child": 10}, 500, 2048)
     assert (flags.max_tasks_per_child, flags.max_memory_per_child_kb, flags.supervised) == (10, 2048, True)
@@ -88,7 +107,12 @@ def _celery_worker(redis_url: str, tmp_path: Path, *flags: str, **env: str) -> s
 
 @pytest.mark.parametrize(
     ("flags", "words"),
-    [(("-P", "threads"), "-P threads"), (("--autoscale", "4,1"), "--autoscale")],
+    [
+        (("-P", "threads"), "-P threads"),
+        (("--autoscale", "4,1"), "--autoscale"),
+        (("--max-tasks-per-child", "-5"), "--max-tasks-per-child -5"),
+        (("-c", "2", "--max-memory-per-child=-1"), "--max-memory-per-child -1"),
+    ],
 )
 def test_celery_refuses_a_flag_that_cannot_apply_in_one_line(
     redis_url: str, tmp_path: Path, flags: tuple[str, ...], words: str

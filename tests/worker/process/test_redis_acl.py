@@ -58,8 +58,9 @@ def test_the_documented_grant_serves_end_to_end(start_worker: WorkerFactory, red
         (["~*", "+@all"], "channels"),  # no channels (`resetchannels`, Redis 7's default for a new user)
         (["~nothing*", "&*", "+@all"], "keys"),
         (["~*", "&*", "+@all", "-@scripting"], "eval"),
+        (["~*", "&*", "+@all", "-publish"], "publish"),  # results, events and control replies publish
     ],
-    ids=["no channels", "no keys", "no scripts"],
+    ids=["no channels", "no keys", "no scripts", "no publish"],
 )
 @pytest.mark.parametrize("command", [("labelq.cli", "worker"), ("celery", "-A", "worker.celery_app", "worker")])
 def test_a_worker_missing_a_grant_says_so_in_one_line_at_start(
@@ -69,7 +70,7 @@ def test_a_worker_missing_a_grant_says_so_in_one_line_at_start(
     lines = [line for line in done.stderr.splitlines() if "permission" in line]
     assert done.returncode == 2, done.stderr[-3000:]
     assert len(lines) == 1 and refused in lines[0] and "docs/worker.md#a-redis-acl-user" in lines[0]
-    assert "Traceback" not in done.stderr and "unreachable" not in done.stderr
+    assert "Traceback" not in done.stderr and "unreachable" not in done.stderr and "Usage:" not in done.stderr
 
 
 def test_a_producer_missing_a_grant_is_refused_at_once_not_retried(redis_url: str) -> None:

@@ -230,10 +230,12 @@ def test_a_stopping_worker_hands_back_what_it_holds_in_order_with_its_delivery_u
     assert len(held) == 6 and client.llen(QUEUE_BULK) == 0
     client.set("labelq:deliveries:r0", 2)  # counted twice: this claim's batch and an earlier one
     queue.ack([held[1].tag])  # answered before the stop
-    released = queue.release([m.tag for m in held], uncount=["r0", "r-never-counted"])
+    client.set("labelq:deliveries:r2", 1)  # counted once, by this claim's batch only
+    released = queue.release([m.tag for m in held], uncount=["r0", "r2", "r-never-counted"])
     assert released == 5 and client.hlen(INFLIGHT_KEY) == 0 and client.zcard(INFLIGHT_INDEX_KEY) == 0
     again = queue.claim(QUEUE_BULK, 10)
     ids = [m.envelope.headers.get("id") for m in held]
     assert [m.envelope.headers.get("id") for m in again] == [ids[0], *ids[2:]]  # in the order first taken
-    assert client.get("labelq:deliveries:r0") == b"1" and not client.exists("labelq:deliveries:r-never-counted")
+    assert client.get("labelq:deliveries:r0") == b"1" and not client.exists("labelq:deliveries:r2")  # none at 0
+    assert not client.exists("labelq:deliveries:r-never-counted")
     assert queue.release([]) == 0
