@@ -18,22 +18,15 @@ from producer import Client
 from schemas import ClassificationResult, ClassifyRequest, ErrorResult, parse_result
 
 REPLY_QUEUE = "demo:results"
-MODERATION = (
-    [
-        {"name": "insult", "description": "you are stupid, an insult or personal attack"},
-        {"name": "threat", "description": "a threat of violence or harm"},
-        {"name": "spam", "description": "advertising spam, buy now, free offer"},
-        {"name": "friendly", "description": "a friendly, polite message"},
-    ],
-    [
-        "You are a worthless idiot and everyone knows it",
-        "Thanks so much for your help yesterday, really appreciated!",
-        "CLICK HERE to win a FREE iPhone, limited offer!!!",
-        "I know where you live and you will regret this",
-        "Have a lovely weekend, see you on Monday",
-        "Buy cheap followers now, best prices guaranteed",
-    ],
-)
+# moderation requests name the built-in label set `moderation` (hateful, offensive, spam: worker/stream/builtin/)
+MODERATION_TEXTS = [
+    "You are a worthless idiot and everyone knows it",
+    "Thanks so much for your help yesterday, really appreciated!",
+    "CLICK HERE to win a FREE iPhone, limited offer!!!",
+    "I know where you live and you will regret this",
+    "Have a lovely weekend, see you on Monday",
+    "Buy cheap followers now, best prices guaranteed",
+]
 ROUTING = (
     ["billing", "technical problem", "account access", "delivery", "praise"],
     [
@@ -52,12 +45,11 @@ def demo_requests(count: int) -> list[ClassifyRequest]:
         ClassifyRequest(
             id=f"mod-{i}",
             text=text,
-            labels=MODERATION[0],
-            multi_label=True,
+            label_set="moderation",
             reply_to=REPLY_QUEUE,
             metadata={"use": "moderation"},
         )
-        for i, text in enumerate(MODERATION[1])
+        for i, text in enumerate(MODERATION_TEXTS)
     ]
     routing = [
         ClassifyRequest(

@@ -61,7 +61,9 @@ def labelsets_put(name: str, source: Path, thresholds_file: Path | None, redis_u
         previous = None
     version = store.put(labelset)
     click.echo(f"{name} version {version}: {len(labelset.labels)} labels")
-    if previous is not None and previous.head is not None:
+    if previous is not None and previous.builtin:
+        click.echo(f"note: {name} now overrides the built-in set of that name (delete it to serve the built-in again)")
+    elif previous is not None and previous.head is not None:
         click.echo(
             f"note: version {previous.version} had a learned head; version {version} has none and scores zero-shot "
             f"(teach it again: labelq labelsets fit {name} --data ...)",
@@ -169,7 +171,12 @@ def labelsets_fit(
             progress=bar.update,
         )
     labels = tuple(label.model_copy(update={"threshold": fitted.thresholds[label.name]}) for label in base.labels)
-    taught = base.model_copy(update={"labels": labels, "multi_label": multi_label, "head": fitted.head})
+    # taught from the built-in set's labels (when none is stored): a stored set of one's own, its provenance not
+    # the built-in's
+    update = {"labels": labels, "multi_label": multi_label, "head": fitted.head}
+    if base.builtin:
+        update |= {"builtin": False, "provenance": None}
+    taught = base.model_copy(update=update)
     version = store.put(LabelSet.model_validate(taught.model_dump()))
     metrics, how = fitted.metrics, fitted.head.fitted["method"]
     card = classifier.card
@@ -204,8 +211,10 @@ def labelsets_get(name: str, version: int | None, redis_url: str) -> None:
 def labelsets_list(redis_url: str) -> None:
     """Every label set with its latest version and label count."""
     from worker.errors import InputError
+    from worker.stream.labelsets import builtin_labelsets
 
     store = _store(redis_url)
+    builtins = builtin_labelsets()
     for name in store.names():
         try:
             labelset = store.get(name)
@@ -214,15 +223,22 @@ def labelsets_list(redis_url: str) -> None:
             continue
         if labelset is not None:
             head = f"  head on {labelset.head.model}@{labelset.head.model_revision}" if labelset.head else ""
-            click.echo(f"{name}  v{labelset.version}  {len(labelset.labels)} labels{head}")
+            where = "  built-in" if labelset.builtin else ("  (overrides the built-in)" if name in builtins else "")
+            click.echo(f"{name}  v{labelset.version}  {len(labelset.labels)} labels{head}{where}")
 
 
 @labelsets.command("delete")
 @click.argument("name", callback=set_name)
 @REDIS_URL_OPTION
 def labelsets_delete(name: str, redis_url: str) -> None:
-    """Delete a label set and all its versions."""
+    """Delete a stored label set and all its versions (a built-in set of that name is then served again)."""
+    from worker.stream.labelsets import builtin_labelsets
+
+    builtin = name in builtin_labelsets()
     if not _store(redis_url).delete(name):
-        click.echo(f"no label set {name}", err=True)
+        if builtin:
+            click.echo(f"{name} is built in: it cannot be deleted (a stored set of that name overrides it)", err=True)
+        else:
+            click.echo(f"no label set {name}", err=True)
         sys.exit(1)
-    click.echo(f"deleted {name}")
+    click.echo(f"deleted {name}" + ("; the built-in set of that name is served again" if builtin else ""))

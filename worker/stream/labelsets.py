@@ -5,6 +5,10 @@ redeploying producers: a request names a set (`label_set`) instead of listing la
     labelq:labelset:<name>:v<N>   every version, JSON (kept for `get --version`)
     labelq:labelsets              the set of names
 
+Built-in sets ship in the wheel (worker/stream/builtin/, fitted by tools/fit_builtin_labelsets.py): a request
+may name one with nothing stored, and a stored set of the same name overrides it (its latest version is read
+first, every claim).
+
 Workers read the latest version of the sets the messages of a claim name in one round trip per claim, as they
 arrive (a request is costed with its set's labels and examples, exactly as the same labels inline), so a new
 version is used from the next claim on, without a restart.
@@ -12,10 +16,12 @@ version is used from the next claim on, without a restart.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections import OrderedDict
 from collections.abc import Iterable
+from importlib import resources
 from typing import Any
 
 import redis
@@ -55,6 +61,10 @@ class LabelSet(BaseModel):
     hypothesis_template: str | None = None
     multi_label: StrictBool | None = None
     head: LinearHead | None = Field(None, description="Learned from examples by `labelq labelsets fit`")
+    builtin: StrictBool = Field(False, description="Shipped with labelq (worker/stream/builtin/): no `put` needed")
+    provenance: str | None = Field(
+        None, max_length=4000, description="Where its head's data came from and under which licences"
+    )
 
     @model_validator(mode="after")
     def _head_fits(self) -> LabelSet:
@@ -101,6 +111,8 @@ class LabelSet(BaseModel):
             raise ValueError("a label set file is a mapping with a `labels` list")
         data.pop("version", None)  # what `labelq labelsets get` prints: the store numbers versions itself
         data.pop("head", None)  # likewise: a head is fitted (`labelq labelsets fit`), never written by hand
+        if data.pop("builtin", None):  # a copy of a built-in set (`get` output): its head and provenance stay
+            data.pop("provenance", None)
         labelset = cls.model_validate({**data, "name": name})
         if thresholds:
             unknown = set(thresholds) - {label.name for label in labelset.labels}
@@ -132,14 +144,15 @@ class LabelSetStore:
 
     def put(self, labelset: LabelSet) -> int:
         """Store a new version; returns its number (1, 2, ...)."""
-        body = labelset.model_dump_json(exclude={"version"})
+        body = labelset.model_dump_json(exclude={"version", "builtin"})  # a stored set is never a built-in one
         return int(self._put(keys=[LABELSET_KEY + labelset.name, LABELSET_NAMES_KEY], args=[body, labelset.name]))
 
     def get(self, name: str, version: int | None = None) -> LabelSet | None:
-        """A stored version (the latest by default), None if absent; `InputError` if it cannot be used."""
+        """A stored version (the latest by default; with none stored, the built-in set of that name), None if
+        absent; `InputError` if it cannot be used."""
         raw = self.client.get(LABELSET_KEY + name + (f":v{version}" if version else ""))
         if raw is None:
-            return None
+            return builtin_labelsets().get(name) if version is None else None
         try:
             return _load(raw)
         except (ValueError, KeyError, TypeError, RecursionError) as exc:
@@ -156,8 +169,11 @@ class LabelSetStore:
         if not wanted:
             return {}
         found: dict[str, LabelSet | Unusable] = {}
+        builtins = builtin_labelsets()
         for name, raw in zip(wanted, self.client.mget([LABELSET_KEY + name for name in wanted]), strict=True):
-            if raw is None:
+            if raw is None:  # none stored: the built-in set of that name, if labelq ships one
+                if name in builtins:
+                    found[name] = builtins[name]
                 continue
             try:
                 found[name] = self._cached(raw)
@@ -178,7 +194,12 @@ class LabelSetStore:
         return labelset
 
     def names(self) -> list[str]:
-        return sorted(n.decode() if isinstance(n, bytes) else str(n) for n in self.client.smembers(LABELSET_NAMES_KEY))
+        """Every set a request may name: the stored ones and the built-in ones."""
+        stored = {n.decode() if isinstance(n, bytes) else str(n) for n in self.client.smembers(LABELSET_NAMES_KEY)}
+        return sorted(stored | set(builtin_labelsets()))
+
+    def stored(self, name: str) -> bool:
+        return bool(self.client.exists(LABELSET_KEY + name))
 
     def delete(self, name: str) -> bool:
         keys = [
@@ -210,3 +231,15 @@ def first_problem(exc: Exception, whole: str = "") -> str:
 def _load(raw: bytes | str) -> LabelSet:
     stored = json.loads(raw)
     return LabelSet.model_validate({**stored["set"], "version": stored["version"]})
+
+
+@functools.cache
+def builtin_labelsets() -> dict[str, LabelSet]:
+    """The label sets labelq ships (`worker/stream/builtin/*.json`, written by tools/fit_builtin_labelsets.py),
+    by name: a request may name one with nothing stored; a stored set of the same name overrides it."""
+    found = {}
+    for entry in resources.files("worker.stream.builtin").iterdir():
+        if entry.name.endswith(".json"):
+            labelset = _load(entry.read_bytes())
+            found[labelset.name] = labelset.model_copy(update={"builtin": True})
+    return found
