@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from labelq.commands import demo, dlq, evaluate, labelsets, local, models, queue, serve, status
+from labelq.commands import demo, dlq, evaluate, feedback, labelsets, local, models, queue, serve, status
 from labelq.failures import ReportingGroup
 
 
@@ -27,6 +27,7 @@ for command in (
     queue.submit,
     queue.submit_file,
     queue.results,
+    feedback.feedback,
     status.workers,
     status.health,
     demo.demo,

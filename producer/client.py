@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,14 +21,17 @@ import redis.sentinel
 from celery import Celery
 from kombu.exceptions import OperationalError
 
-from schemas import ClassificationResult, ClassifyRequest, ErrorResult, parse_result
+from schemas import ClassificationResult, ClassifyRequest, Correction, CorrectionReceipt, ErrorResult, parse_result
 from schemas.request import reply_queue_problem
 from schemas.transport import (
     ACL_DOCS,
+    CELERY_RESULT_KEY,
     NOTIFY_KEY,
+    QUEUE_TASKS,
     QUEUES,
     RESULT_KEY,
     TASK_CLASSIFY,
+    TASK_CORRECT,
     WORKER_KEY,
     RedisURLError,
     parse_sentinel_url,
@@ -250,6 +254,55 @@ class Client:
     def get(self, request_id: str) -> Result | None:
         raw = self.redis.get(RESULT_KEY + request_id)
         return parse_result(raw) if raw is not None else None
+
+    def correct(
+        self,
+        request_id: str,
+        labels: Iterable[str],
+        text: str,
+        *,
+        moderator: str | None = None,
+        timeout_s: float = 30.0,
+    ) -> CorrectionReceipt | ErrorResult | None:
+        """A moderator's verdict on a result: which of its label set's labels apply to `text` (none: an empty list),
+        kept by the workers for `labelq labelsets refit`. Sent as the Celery task `labelq.correct`; returns the
+        worker's answer (a `CorrectionReceipt`, or an `ErrorResult` saying what is wrong with it), None when none
+        came within `timeout_s` (read from Celery's result backend on this Redis, the workers' default). A
+        correction that does not validate is a ValueError, before anything is sent."""
+        correction = Correction(request_id=request_id, labels=tuple(labels), text=text, moderator=moderator)
+        task_id = str(uuid.uuid4())
+        policy = self.retry_policy
+        try:
+            self._celery.send_task(
+                TASK_CORRECT,
+                args=[correction.model_dump(mode="json")],
+                task_id=task_id,
+                queue=QUEUE_TASKS,
+                retry=True,
+                retry_policy={
+                    "max_retries": policy.max_retries,
+                    "interval_start": policy.interval_start,
+                    "interval_step": policy.interval_step,
+                    "interval_max": policy.interval_max,
+                },
+            )
+        except CONNECTION_ERRORS as exc:
+            refused = permission_denied(exc)
+            if refused:
+                raise AccessDenied(f"the Redis user of {self.where()} may not send ({refused})", []) from exc
+            raise SubmitError(f"Redis at {self.where()} unreachable ({exc}); the correction was not sent", []) from exc
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            raw = self.redis.get(CELERY_RESULT_KEY + task_id)
+            if raw is not None:
+                meta = json.loads(raw)
+                if meta.get("status") == "SUCCESS" and isinstance(meta.get("result"), dict):
+                    outcome = meta["result"]
+                    if outcome.get("status") == "ok":
+                        return CorrectionReceipt.model_validate(outcome)
+                    return ErrorResult.model_validate(outcome)
+            time.sleep(0.05)
+        return None
 
     def wait(self, request_id: str, timeout_s: float = 30.0) -> Result | None:
         """The result of a request, waiting up to `timeout_s` for it; None on timeout."""

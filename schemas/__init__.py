@@ -5,6 +5,7 @@ Both sides import only this package from each other; non-Python producers use th
 """
 
 from schemas.codes import ErrorCode
+from schemas.corrections import Correction, CorrectionReceipt
 from schemas.limits import RequestLimits
 from schemas.parsing import ParsedRequest, error_from_validation, parse_request, validate_request
 from schemas.request import DEFAULT_TEMPLATE, DEFAULT_THRESHOLD, SCHEMA_VERSION, ClassifyRequest, Label
@@ -26,6 +27,8 @@ __all__ = [
     "SCHEMA_VERSION",
     "ClassificationResult",
     "ClassifyRequest",
+    "Correction",
+    "CorrectionReceipt",
     "ErrorCode",
     "ErrorDetail",
     "ErrorResult",

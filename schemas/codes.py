@@ -48,6 +48,10 @@ class ErrorCode(StrEnum):
     UNKNOWN_LABEL_SET = "unknown_label_set"  # the named label set is not stored
     INVALID_LABEL_SET = "invalid_label_set"  # the named label set is stored but cannot be used (e.g. a corrupt head)
     UNKNOWN_MODEL = "unknown_model"  # the named model is not installed on the worker
+    # a correction (schemas/corrections.py)
+    UNKNOWN_REQUEST = "unknown_request"  # no result under that id: never sent, or older than its result's TTL
+    UNKNOWN_LABEL = "unknown_label"  # a corrected label is not one of the label set's
+    NOT_TAUGHT = "not_taught"  # the request's labels came from no label set, or from one without a learned head
     WEBHOOK_REFUSED = "webhook_refused"  # the webhook URL may not be delivered to (private address, allowlist)
     EXPIRED = "expired"  # the request's deadline passed before it was classified
     INTERNAL_ERROR = "internal_error"  # a bug or a failed model run; the message says which

@@ -24,6 +24,9 @@ WEBHOOK_SCHEDULE_KEY = KEY_PREFIX + "webhooks:scheduled"  # sorted set: webhook 
 WEBHOOK_CLAIMED_KEY = KEY_PREFIX + "webhooks:claimed"  # sorted set: jobs handed to a delivery task, by claim expiry
 QUEUE_WEBHOOKS = "labelq.webhooks"  # Celery queue of webhook delivery tasks
 TASK_DELIVER_WEBHOOK = "labelq.deliver_webhook"
+TASK_CORRECT = "labelq.correct"  # a moderator's verdict on a result (schemas/corrections.py), sent to QUEUE_TASKS
+QUEUE_TASKS = "labelq.tasks"  # the classification workers' own Celery queue: corrections go there
+CELERY_RESULT_KEY = "celery-task-meta-"  # + task id: Celery's Redis result backend (Celery's own name)
 WORKER_KEY = KEY_PREFIX + "worker:"  # + node name -> JSON {model, revision, queues, pid}; exists while it is ready
 WORKER_KEY_TTL_S = 30  # refreshed every third of this; a worker that dies disappears within it
 

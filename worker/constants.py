@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from schemas import transport
 from schemas.transport import KEY_PREFIX
 
 ENV_PREFIX = "LABELQ_"
@@ -34,7 +35,9 @@ HUGE_MAX_LENGTH = 1_000_000  # transformers writes ~1e30 for "no limit"
 # queues, the task name and result keys are part of the wire contract: schemas/transport.py
 CELERY_DEFAULT_QUEUE = "celery"  # where a standard Celery worker listens: callbacks and chord callbacks go there
 Role = Literal["classify", "webhooks"]  # what a worker process does: classify requests, or deliver webhooks
-QUEUE_TASKS = "labelq.tasks"  # Celery's own task queue of the classification workers (nothing is sent there)
+QUEUE_TASKS = transport.QUEUE_TASKS  # Celery's own task queue of the classification workers (corrections)
+# a label set's corrections (worker/stream/corrections.py): + set name -> list of JSON, newest last, capped
+CORRECTIONS_KEY = KEY_PREFIX + "corrections:"
 # kombu's unacked structures for labelq's own Celery apps (webhook tasks): labelq's keys, so kombu's sweep in a
 # labelq worker never restores another app's unacked messages on labelq's visibility timeout (kombu's defaults,
 # `unacked`, `unacked_index` and `unacked_mutex`, are shared by every Celery app on the database)

@@ -174,6 +174,11 @@ class Settings(BaseSettings):
         "invalid_message and dead-lettered the first time it is claimed",
     )
     result_ttl_s: int = Field(3600, ge=1, description="How long results and result queues live in Redis")
+    corrections_max: int = Field(
+        100_000,
+        ge=1,
+        description="Moderators' corrections kept per label set (the newest; each holds its text), for refits",
+    )
     result_backend: str | None = Field(
         None,
         description="Celery result backend for AsyncResult.get(): unset = the broker's Redis (written with the "

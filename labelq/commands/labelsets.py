@@ -188,6 +188,49 @@ def labelsets_fit(
     )
 
 
+@labelsets.command("refit")
+@click.argument("name", callback=set_name)
+@click.option(
+    "--data",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The set's own training rows, fitted on with the corrections (when you have them)",
+)
+@click.option(
+    "--val",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Validation rows: the candidate must also score at least as well as the live version on them",
+)
+@click.option("--model", default=None, help="The embedding model (default: the worker's, LABELQ_MODEL)")
+@REDIS_URL_OPTION
+def labelsets_refit(name: str, data: Path | None, val: Path | None, model: str | None, redis_url: str) -> None:
+    """Fold the moderators' corrections of NAME (labelq feedback) into a candidate head; it becomes NAME's next
+    version only if it scores at least as well as the live one on held-out corrections (and --val). Exit 0
+    promoted, 1 kept as a candidate (the line says why)."""
+    from worker.engine.embedding import EmbeddingClassifier
+    from worker.errors import InputError
+    from worker.ops import training
+    from worker.ops.refit import refit
+    from worker.settings import load_settings
+    from worker.stream.corrections import CorrectionStore
+
+    training.require_fitting()
+    extra = training.read_rows(data)[0] if data else []
+    val_rows = training.read_rows(val)[0] if val else []
+    store = _store(redis_url)
+    corrections = CorrectionStore(store.client, store, load_settings().corrections_max)
+    classifier = local_engine(model).classifier(model)
+    if not isinstance(classifier, EmbeddingClassifier):
+        raise InputError(f"a head is fitted on an embedding model's vectors; {classifier.card.name} is not one")
+    outcome = refit(store, corrections, classifier, name, extra, val_rows)
+    if outcome.promoted:
+        click.echo(f"{name} version {outcome.version} promoted: {outcome.summary}")
+        return
+    click.echo(
+        f"{name}: kept as a candidate, not promoted (it scored below the live version): {outcome.summary}", err=True
+    )
+    sys.exit(1)
+
+
 @labelsets.command("get")
 @click.argument("name", callback=set_name)
 @click.option("--version", type=int, default=None, help="A past version (default: the latest)")

@@ -42,7 +42,7 @@ def create_app(settings: Settings, role: Role = "classify") -> Celery:
     """`classify`: the batching worker (pool solo, the model in-process). `webhooks`: the delivery worker
     (pool threads, `LABELQ_WEBHOOK_CONCURRENCY` deliveries at once, its own scheduler step)."""
     from worker.process.consumer import BatchConsumerStep
-    from worker.process.tasks import WebhookSchedulerStep, register_webhook_task
+    from worker.process.tasks import WebhookSchedulerStep, register_correction_task, register_webhook_task
 
     app = Celery("labelq", broker=settings.redis_url, set_as_current=False)
     app.conf.update(
@@ -90,6 +90,8 @@ def create_app(settings: Settings, role: Role = "classify") -> Celery:
         signals.celeryd_init.connect(_worker_flags(app), weak=False)
         signals.import_modules.connect(_imports_checked(app), weak=False)
     register_webhook_task(app, settings)
+    if role == "classify":
+        register_correction_task(app, settings)
     app.steps["consumer"].add(BatchConsumerStep if role == "classify" else WebhookSchedulerStep)
     return app
 

@@ -1,4 +1,5 @@
-"""Thin Celery tasks and the webhook scheduler step. The work itself lives in worker/delivery/webhook_jobs.py."""
+"""Thin Celery tasks and the webhook scheduler step. The work itself lives in worker/delivery/webhook_jobs.py
+(webhook delivery) and worker/stream/corrections.py (moderators' corrections)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,16 @@ from typing import Any
 import redis
 from celery import Celery, bootsteps
 
-from schemas.transport import QUEUE_WEBHOOKS, TASK_DELIVER_WEBHOOK
+from schemas import CorrectionReceipt
+from schemas.transport import QUEUE_WEBHOOKS, TASK_CORRECT, TASK_DELIVER_WEBHOOK
 from worker import metrics
 from worker.connections import connect
 from worker.delivery.egress import EgressPolicy
 from worker.delivery.webhook_jobs import Scheduler, WebhookDeliverer
 from worker.delivery.webhooks import RetryPolicy, WebhookHttp
 from worker.settings import Settings
+from worker.stream.corrections import CorrectionStore, record_correction
+from worker.stream.labelsets import LabelSetStore
 
 log = logging.getLogger(__name__)
 SCHEDULER_TICK_S = 0.1  # how often due webhook jobs are claimed and dispatched
@@ -91,3 +95,19 @@ class WebhookSchedulerStep(bootsteps.StartStopStep):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+
+def register_correction_task(app: Celery, settings: Settings) -> None:
+    """`labelq.correct(correction)`: a moderator's verdict kept for refits (worker/stream/corrections.py); the
+    task's result is the CorrectionReceipt or the ErrorResult, as JSON (never a task failure)."""
+    stores: list[CorrectionStore] = []
+
+    @app.task(name=TASK_CORRECT, acks_late=True)  # type: ignore[untyped-decorator]
+    def correct(correction: Any = None) -> dict[str, Any]:
+        if not stores:
+            client = connect(settings)
+            stores.append(CorrectionStore(client, LabelSetStore(client), settings.corrections_max))
+        outcome = record_correction(stores[0], correction)
+        which = outcome.request_id if isinstance(outcome, CorrectionReceipt) else outcome.id
+        log.info("correction of %s: %s", which, outcome.status)
+        return outcome.model_dump(mode="json")

@@ -4,6 +4,7 @@ redeploying producers: a request names a set (`label_set`) instead of listing la
     labelq:labelset:<name>        the latest version, JSON
     labelq:labelset:<name>:v<N>   every version, JSON (kept for `get --version`)
     labelq:labelsets              the set of names
+    labelq:labelset:<name>:candidate   a refit's candidate that was not promoted (worker/ops/refit.py)
 
 Built-in sets ship in the wheel (worker/stream/builtin/, fitted by tools/fit_builtin_labelsets.py): a request
 may name one with nothing stored, and a stored set of the same name overrides it (its latest version is read
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 
 LABELSET_KEY = KEY_PREFIX + "labelset:"
 LABELSET_NAMES_KEY = KEY_PREFIX + "labelsets"
+CANDIDATE_SUFFIX = ":candidate"  # + after a set's key: a refit's candidate that was not promoted (worker/ops/refit.py)
 
 # Atomically: next version number, store {"version": N, "set": <doc>} as the latest and as version N, remember
 # the name. The document is spliced in as text (cjson would turn empty lists into objects).
@@ -147,6 +149,14 @@ class LabelSetStore:
         body = labelset.model_dump_json(exclude={"version", "builtin"})  # a stored set is never a built-in one
         return int(self._put(keys=[LABELSET_KEY + labelset.name, LABELSET_NAMES_KEY], args=[body, labelset.name]))
 
+    def put_candidate(self, labelset: LabelSet) -> None:
+        """Keep a refit's candidate apart (it is not served; the next refit replaces it)."""
+        self.client.set(LABELSET_KEY + labelset.name + CANDIDATE_SUFFIX, labelset.model_dump_json(exclude={"builtin"}))
+
+    def candidate(self, name: str) -> LabelSet | None:
+        raw = self.client.get(LABELSET_KEY + name + CANDIDATE_SUFFIX)
+        return LabelSet.model_validate_json(raw) if raw is not None else None
+
     def get(self, name: str, version: int | None = None) -> LabelSet | None:
         """A stored version (the latest by default; with none stored, the built-in set of that name), None if
         absent; `InputError` if it cannot be used."""
@@ -205,6 +215,7 @@ class LabelSetStore:
         keys = [
             LABELSET_KEY + name,
             LABELSET_KEY + name + ":version",
+            LABELSET_KEY + name + CANDIDATE_SUFFIX,
             *self.client.scan_iter(match=LABELSET_KEY + name + ":v*"),
         ]
         removed = self.client.delete(*keys)

@@ -24,7 +24,7 @@ from typing import Any, cast
 import redis
 
 from schemas.codes import exception_name
-from schemas.transport import DEAD_LETTER_KEY, NOTIFY_KEY, RESULT_KEY
+from schemas.transport import CELERY_RESULT_KEY, DEAD_LETTER_KEY, NOTIFY_KEY, RESULT_KEY
 from worker.constants import DEAD_LETTERS_MAX, DELIVERIES_KEY, DELIVERIES_TTL_S
 from worker.deadletters import DeadLetter
 from worker.delivery.webhook_jobs import DEFAULT_SECRET, Scheduler, WebhookJob
@@ -126,7 +126,7 @@ class ResultBackend:
     """Celery's Redis result backend, on the broker's own Redis: each outcome is also stored where Celery's
     `AsyncResult(task_id)` reads it, in Celery's JSON meta, in the batch's one round trip."""
 
-    key_prefix: str = "celery-task-meta-"
+    key_prefix: str = CELERY_RESULT_KEY
     expires_s: int = 86_400  # Celery's result_expires
 
     def meta_around(self, publication: Publication, date_done: str) -> tuple[str, str]:

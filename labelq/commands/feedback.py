@@ -1,0 +1,44 @@
+"""`labelq feedback`: a moderator's verdict on a result, kept by the workers for `labelq labelsets refit`."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from labelq.commands.options import REDIS_URL_OPTION, producer
+
+
+@click.command("feedback")
+@click.argument("request_id")
+@click.option("--labels", required=True, help="Comma-separated labels that apply ('' for none)")
+@click.option("--text", required=True, help="The text that was classified (a result does not carry it)")
+@click.option("--moderator", default=None, help="Who corrected it (kept with the correction)")
+@click.option("--timeout", "timeout_s", default=30.0, show_default=True, help="Seconds to wait for a worker's answer")
+@REDIS_URL_OPTION
+def feedback(request_id: str, labels: str, text: str, moderator: str | None, timeout_s: float, redis_url: str) -> None:
+    """Correct the result of REQUEST_ID: which of its label set's labels apply. Exit 0 kept, 1 refused (the line
+    says why: unknown id, unknown label, a set without a head) or no worker answered."""
+    from pydantic import ValidationError
+
+    from schemas import CorrectionReceipt
+
+    names = [name.strip() for name in labels.split(",") if name.strip()]
+    with producer(redis_url) as client:
+        try:
+            outcome = client.correct(request_id, names, text, moderator=moderator, timeout_s=timeout_s)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            raise click.BadParameter(f"{where}: {first['msg']}") from None
+    if outcome is None:
+        click.echo(f"error: no worker answered within {timeout_s:g} s (is a labelq worker running?)", err=True)
+        sys.exit(1)
+    if isinstance(outcome, CorrectionReceipt):
+        click.echo(
+            f"kept: {outcome.label_set} (version {outcome.label_set_version} answered {outcome.request_id}) now holds "
+            f"{outcome.corrections} correction(s)"
+        )
+        return
+    click.echo(f"error {outcome.code.value} ({outcome.errors[0].field or '-'}): {outcome.message}", err=True)
+    sys.exit(1)

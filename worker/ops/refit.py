@@ -1,0 +1,146 @@
+"""Refitting a taught label set on its moderators' corrections (`labelq labelsets refit NAME`), so that a refit
+can never make things worse.
+
+The corrections (worker/stream/corrections.py, the newest of each request) are split by a hash of the request
+id: a fifth is held out, never fitted on; the rest (with `--data`, the set's own training data, when you have
+it) trains a candidate head, by the same fit as `labelq labelsets fit`, from the live version's labels and
+texts. The candidate and the live version are scored on the held-out corrections (and on `--val` rows, when
+given) as they would serve: each label's threshold, or the top label of a single-label set. The candidate
+becomes the next version only if it scores at least as well as the live one on each; else it is kept apart as
+the set's candidate (`labelq:labelset:<name>:candidate`, replaced by the next refit) and the refit says why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from worker.engine.embedding import EmbeddingClassifier
+from worker.engine.heads import LinearHead
+from worker.errors import InputError
+from worker.ops import training
+from worker.stream.corrections import CorrectionStore
+from worker.stream.labelsets import LabelSet, LabelSetStore
+
+HELD_OUT_EVERY = 5  # one correction in five (by a hash of its request id) judges the candidate
+MIN_HELD_OUT = 5
+MIN_FITTED = 10
+
+
+def held_out(request_id: str) -> bool:
+    """Whether a correction is held out of every refit of its set (stable: the same request always is)."""
+    return int(hashlib.sha1(request_id.encode()).hexdigest(), 16) % HELD_OUT_EVERY == 0
+
+
+@dataclass(frozen=True, slots=True)
+class Refit:
+    promoted: bool
+    version: int | None  # the version it was stored as, when promoted
+    live_version: int
+    corrections: int
+    held_out: int
+    fitted_rows: int
+    live_score: float  # macro-F1 on the held-out corrections
+    candidate_score: float
+    live_val: float | None = None  # on --val rows
+    candidate_val: float | None = None
+
+    @property
+    def summary(self) -> str:
+        val = (
+            f"; validation rows {self.candidate_val:.4f} (live {self.live_val:.4f})"
+            if self.live_val is not None and self.candidate_val is not None
+            else ""
+        )
+        return (
+            f"held-out corrections ({self.held_out} of {self.corrections}) macro-F1 {self.candidate_score:.4f} "
+            f"(live version {self.live_version}: {self.live_score:.4f}){val}; fitted on {self.fitted_rows} rows"
+        )
+
+
+def refit(
+    labelsets: LabelSetStore,
+    corrections: CorrectionStore,
+    classifier: EmbeddingClassifier,
+    name: str,
+    extra_rows: Sequence[training.Row] = (),
+    val_rows: Sequence[training.Row] = (),
+) -> Refit:
+    live = labelsets.get(name)
+    if live is None or live.head is None:
+        raise InputError(f"label set {name} has no learned head to refit: teach it first (labelq labelsets fit)")
+    mismatch = live.head.mismatch(classifier.card)
+    if mismatch:
+        raise InputError(f"label set {name}: {mismatch}; fit it again on this model first (labelq labelsets fit)")
+    items = corrections.read(name)
+    judges = [training.Row(c.text, c.labels) for c in items if held_out(c.request_id)]
+    rows = [training.Row(c.text, c.labels) for c in items if not held_out(c.request_id)]
+    if len(judges) < MIN_HELD_OUT or len(rows) < MIN_FITTED:
+        raise InputError(
+            f"label set {name} holds {len(items)} correction(s): a refit needs {MIN_FITTED} to fit and "
+            f"{MIN_HELD_OUT} held out (one in {HELD_OUT_EVERY}) to judge it (labelq feedback)"
+        )
+    multi_label = live.head.multi_label
+    fitted = training.fit_head(
+        classifier, live.labels, [*rows, *extra_rows], multi_label=multi_label, template=live.hypothesis_template
+    )
+    live_thresholds = [label.threshold if label.threshold is not None else 0.5 for label in live.labels]
+    new_thresholds = [fitted.thresholds[label.name] for label in live.labels]
+    names = [label.name for label in live.labels]
+    judge_vectors = training.embed_texts(classifier, [row.text for row in judges])
+    live_score = macro_f1(live.head, live_thresholds, judge_vectors, judges, names)
+    candidate_score = macro_f1(fitted.head, new_thresholds, judge_vectors, judges, names)
+    live_val = candidate_val = None
+    if val_rows:
+        val_vectors = training.embed_texts(classifier, [row.text for row in val_rows])
+        live_val = macro_f1(live.head, live_thresholds, val_vectors, val_rows, names)
+        candidate_val = macro_f1(fitted.head, new_thresholds, val_vectors, val_rows, names)
+    labels = tuple(
+        label.model_copy(update={"threshold": threshold})
+        for label, threshold in zip(live.labels, new_thresholds, strict=True)
+    )
+    candidate = live.model_copy(update={"labels": labels, "head": fitted.head, "builtin": False, "provenance": None})
+    candidate = LabelSet.model_validate(candidate.model_dump())
+    better = candidate_score >= live_score and (live_val is None or (candidate_val or 0.0) >= live_val)
+    if better:
+        version: int | None = labelsets.put(candidate)
+    else:
+        labelsets.put_candidate(candidate)
+        version = None
+    return Refit(
+        better,
+        version,
+        live.version,
+        len(items),
+        len(judges),
+        len(rows) + len(extra_rows),
+        live_score,
+        candidate_score,
+        live_val,
+        candidate_val,
+    )
+
+
+def macro_f1(
+    head: LinearHead, thresholds: Sequence[float], vectors: np.ndarray, rows: Sequence[training.Row], names: list[str]
+) -> float:
+    """Macro-F1 of a head's decisions as served: labels at or over their thresholds (multi-label), or the top
+    label (single-label); over the labels in the gold rows or the decisions."""
+    scores = np.asarray(head.scores(vectors))
+    gold = np.array([[name in row.labels for name in names] for row in rows], dtype=bool)
+    if head.multi_label:
+        decided = scores >= np.asarray(thresholds)
+    else:
+        decided = np.zeros_like(gold)
+        decided[np.arange(len(rows)), scores.argmax(axis=1)] = True
+    f1s = []
+    for column in range(len(names)):
+        positive, predicted = gold[:, column], decided[:, column]
+        if not positive.any() and not predicted.any():
+            continue
+        tp = int(np.sum(positive & predicted))
+        f1s.append(2 * tp / (int(positive.sum()) + int(predicted.sum())))
+    return float(np.mean(f1s)) if f1s else 0.0
