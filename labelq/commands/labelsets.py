@@ -231,6 +231,42 @@ def labelsets_refit(name: str, data: Path | None, val: Path | None, model: str |
     sys.exit(1)
 
 
+@labelsets.command("promote")
+@click.argument("name", callback=set_name)
+@REDIS_URL_OPTION
+def labelsets_promote(name: str, redis_url: str) -> None:
+    """Make NAME's candidate (a refit that was not promoted) its next version, as it is."""
+    store = _store(redis_url)
+    candidate = store.candidate(name)
+    if candidate is None:
+        click.echo(f"label set {name} has no candidate (labelq labelsets refit {name} keeps one)", err=True)
+        sys.exit(1)
+    version = store.put(candidate)
+    store.drop_candidate(name)
+    click.echo(f"{name} version {version}: the candidate, promoted")
+
+
+@labelsets.command("rollback")
+@click.argument("name", callback=set_name)
+@click.option("--to", "to_version", type=click.IntRange(min=1), default=None, help="The version to serve again")
+@REDIS_URL_OPTION
+def labelsets_rollback(name: str, to_version: int | None, redis_url: str) -> None:
+    """Serve an earlier version of NAME again (default: the one before the latest), stored as the next version
+    (versions only grow: what was served, and when, stays readable)."""
+    store = _store(redis_url)
+    latest = store.get(name)
+    if latest is None or latest.builtin:
+        click.echo(f"label set {name} has no stored versions to roll back", err=True)
+        sys.exit(1)
+    target = to_version or latest.version - 1
+    earlier = store.get(name, target) if target >= 1 else None
+    if earlier is None:
+        click.echo(f"label set {name} has no version {target} (latest {latest.version})", err=True)
+        sys.exit(1)
+    version = store.put(earlier)
+    click.echo(f"{name} version {version}: version {target} again (was version {latest.version})")
+
+
 @labelsets.command("get")
 @click.argument("name", callback=set_name)
 @click.option("--version", type=int, default=None, help="A past version (default: the latest)")

@@ -153,6 +153,9 @@ class LabelSetStore:
         """Keep a refit's candidate apart (it is not served; the next refit replaces it)."""
         self.client.set(LABELSET_KEY + labelset.name + CANDIDATE_SUFFIX, labelset.model_dump_json(exclude={"builtin"}))
 
+    def drop_candidate(self, name: str) -> None:
+        self.client.delete(LABELSET_KEY + name + CANDIDATE_SUFFIX)
+
     def candidate(self, name: str) -> LabelSet | None:
         raw = self.client.get(LABELSET_KEY + name + CANDIDATE_SUFFIX)
         return LabelSet.model_validate_json(raw) if raw is not None else None

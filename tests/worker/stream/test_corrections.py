@@ -145,6 +145,18 @@ def test_a_refit_that_would_do_worse_is_kept_as_a_candidate_and_says_why(redis_u
     assert latest is not None and latest.version == 1  # the live version stays
     assert store.candidate("feedback") is not None
 
+    # an operator may still choose it, and go back
+    promoted = labelq(redis_url, "promote", "feedback")
+    assert promoted.returncode == 0 and "feedback version 2: the candidate, promoted" in promoted.stdout
+    assert store.candidate("feedback") is None
+    back = labelq(redis_url, "rollback", "feedback")
+    assert back.returncode == 0 and "feedback version 3: version 1 again (was version 2)" in back.stdout
+    again = store.get("feedback")
+    first = store.get("feedback", 1)
+    assert again is not None and again.head and first and first.head and again.head.digest == first.head.digest
+    assert labelq(redis_url, "promote", "feedback").returncode == 1  # nothing left to promote
+    assert labelq(redis_url, "rollback", "feedback", "--to", "9").returncode == 1
+
 
 @pytest.mark.parametrize("count", [0, 6])
 def test_a_refit_with_too_few_corrections_is_one_line(redis_url: str, tmp_path: Path, count: int) -> None:
