@@ -47,6 +47,24 @@ REDELIVERED = Counter(
     "(put back too often, or a record it cannot restore), adopted (left in kombu's unacked hash by an earlier labelq)",
     ["outcome"],
 )
+# drift of taught and stored label sets, per set (and version): what share of results accept each label, and how
+# each label's scores are spread (sets of at most DRIFT_MAX_LABELS labels: a score a label costs a few us)
+DRIFT_MAX_LABELS = 16
+SCORE_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+LABELSET_RESULTS = Counter(
+    "labelq_labelset_results_total", "Results of requests naming a label set", ["label_set", "version", "scorer"]
+)
+LABELSET_ACCEPTED = Counter(
+    "labelq_labelset_accepted_total",
+    "Labels accepted (at or over their threshold) in results of a label set",
+    ["label_set", "version", "label"],
+)
+LABELSET_SCORE = Histogram(
+    "labelq_labelset_score",
+    f"Each label's score in results of a label set of at most {DRIFT_MAX_LABELS} labels",
+    ["label_set", "label"],
+    buckets=SCORE_BUCKETS,
+)
 QUEUE_DEPTH = Gauge("labelq_queue_depth", "Messages waiting in a queue", ["queue"], multiprocess_mode="max")
 PROCESS_RESTARTS = Counter(
     "labelq_worker_process_restarts_total",

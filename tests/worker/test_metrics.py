@@ -69,3 +69,20 @@ def test_500_requests_show_up_as_500_outcomes(start_worker: WorkerFactory, clien
         "labelq.bulk",
     }
     assert total(samples, "labelq_model_load_seconds") > 0
+
+
+def test_a_label_sets_acceptance_and_scores_are_metrics(start_worker: WorkerFactory, client: Client) -> None:
+    """Drift you can see: results of the built-in `moderation` set, by version and label."""
+    port = free_port()
+    start_worker(metrics_port=port)
+    spam = "WINNER!! You have won a 1000 pound prize. Call 09061701461 now to claim"
+    texts = [spam] * 3 + ["see you at practice tomorrow", "thanks for the lift home"]
+    ids = [client.submit(ClassifyRequest(id=f"d-{i}", text=t, label_set="moderation")) for i, t in enumerate(texts)]
+    assert all(client.wait(i, timeout_s=30) for i in ids)
+    samples = scrape(port)
+    results = samples["labelq_labelset_results_total"]
+    assert results == {(("label_set", "moderation"), ("scorer", "head"), ("version", "1")): 5.0}
+    accepted = {dict(labels)["label"]: value for labels, value in samples["labelq_labelset_accepted_total"].items()}
+    assert accepted.get("spam") == 3.0 and "hateful" not in accepted
+    counts = {dict(labels)["label"]: value for labels, value in samples["labelq_labelset_score_count"].items()}
+    assert counts == {"hateful": 5.0, "offensive": 5.0, "spam": 5.0}

@@ -327,6 +327,8 @@ class Pipeline:
             metrics.RESULTS.labels("ok" if isinstance(result, Answer) else result.code.value).inc()
             if isinstance(result, Answer):
                 model_ms = max(model_ms, result.batch_ms)
+                if result.label_set is not None:
+                    _observe_drift(result)
         metrics.observe_batch(
             queue,
             len(batch),
@@ -386,3 +388,17 @@ class Pipeline:
                 )
             publications.append(item.publication(outcome))
         return publications
+
+
+def _observe_drift(answer: Answer) -> None:
+    """A label set's result in its drift metrics: accepted labels by set and version; each label's score for sets
+    of at most DRIFT_MAX_LABELS labels."""
+    assert answer.label_set is not None
+    name, version = answer.label_set[0], str(answer.label_set[1])
+    metrics.LABELSET_RESULTS.labels(name, version, answer.scorer).inc()
+    for label, score, threshold in zip(answer.names, answer.scores, answer.thresholds, strict=True):
+        if score >= threshold:
+            metrics.LABELSET_ACCEPTED.labels(name, version, label).inc()
+    if len(answer.names) <= metrics.DRIFT_MAX_LABELS:
+        for label, score in zip(answer.names, answer.scores, strict=True):
+            metrics.LABELSET_SCORE.labels(name, label).observe(score)
