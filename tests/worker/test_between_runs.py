@@ -217,3 +217,26 @@ def _step_with_a_waiting_realtime_queue() -> tuple[BatchLoop, QueueWatcher]:
     step.policies, step.batchers = {QUEUE_REALTIME: policy}, {QUEUE_REALTIME: Batcher(policy)}
     step.serving = frozenset({QUEUE_REALTIME})  # the queues it claims (all, unless -Q or cancel_consumer said so)
     return step, watcher
+
+
+def test_a_batch_loop_that_fails_on_a_bug_stops_the_worker_instead_of_looking_alive() -> None:
+    import queue as queues
+
+    loop = BatchLoop.__new__(BatchLoop)
+    loop.policies, loop.batchers, loop.serving = {}, {}, frozenset()
+    loop._watchers, loop._held, loop._held_lock = [], {"1.0": None}, threading.Lock()
+    loop._wake, loop._stopping, loop.exited = threading.Event(), threading.Event(), threading.Event()
+    loop._commands = queues.SimpleQueue()
+    released: list[list[str]] = []
+    failures: list[int] = []
+
+    class Ledger:
+        def release(self, tags: list[str], counted: object = ()) -> int:
+            released.append(list(tags))
+            return len(tags)
+
+    loop.queue = Ledger()  # type: ignore[assignment]
+    loop._on_failure = lambda: failures.append(1)
+    loop._command(lambda: 1 / 0)  # a bug in the loop
+    loop.run()
+    assert failures == [1] and released == [["1.0"]] and loop.exited.is_set()  # what it held went back

@@ -88,7 +88,14 @@ class BatchConsumerStep(bootsteps.StartStopStep):
             self.sweep()  # what a worker that died before this one left is put back now, not at the first interval
             recycle = Recycle(settings.max_tasks_per_child, settings.max_memory_per_child)
             self.loop = BatchLoop(
-                self.runtime, self.queue, outcomes, self.stats, self._serving, recycle, on_recycle=_stop_to_recycle
+                self.runtime,
+                self.queue,
+                outcomes,
+                self.stats,
+                self._serving,
+                recycle,
+                on_recycle=_stop_to_recycle,
+                on_failure=_stop_on_failure,
             )
             self.loop.start()
         self._announce_when_listening(c)
@@ -236,6 +243,12 @@ def _stop_to_recycle() -> None:
     """Ask Celery's loop (from the batch loop's thread) for a warm shutdown whose exit code says "recycle me": the
     supervisor (worker/process/launcher.py) replaces the process at once."""
     worker_state.should_stop = EXIT_RECYCLE
+
+
+def _stop_on_failure() -> None:
+    """The batch loop ended on a bug: the process stops with a failure exit code (a supervisor replaces it),
+    rather than answer pings while consuming nothing."""
+    worker_state.should_stop = 1
 
 
 def _quietly(action: Callable[..., Any], *args: Any, **kwargs: Any) -> None:

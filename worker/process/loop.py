@@ -98,9 +98,11 @@ class BatchLoop(threading.Thread):
         serving: Sequence[str],
         recycle: Recycle | None = None,
         on_recycle: Callable[[], None] | None = None,
+        on_failure: Callable[[], None] | None = None,
     ) -> None:
         """`recycle`: when this process asks to be replaced (checked between batches); then it stops as on a
-        warm shutdown and calls `on_recycle` (which tells Celery to stop, with the recycle exit code)."""
+        warm shutdown and calls `on_recycle` (which tells Celery to stop, with the recycle exit code).
+        `on_failure`: called if the loop ends on a bug (Celery is told to stop with a failure exit code)."""
         super().__init__(name="labelq-batches", daemon=True)
         self.runtime = runtime
         self.queue = queue
@@ -108,6 +110,7 @@ class BatchLoop(threading.Thread):
         self.stats = stats
         self.recycle = recycle
         self.on_recycle = on_recycle
+        self._on_failure = on_failure
         self.processed = 0
         self.policies: dict[str, BatchPolicy] = {p.queue: p for p in runtime.policies}
         self.batchers: dict[str, Batcher[Item]] = {p.queue: Batcher(p) for p in runtime.policies}
@@ -182,12 +185,14 @@ class BatchLoop(threading.Thread):
                 self._flush_due()
                 self.poll()
         except Exception:  # a bug here must not leave what is held unacked until the timeout
-            log.exception("the batch loop failed; handing back what it holds")
+            log.exception("the batch loop failed; handing back what it holds and stopping the worker")
         finally:
             for watcher in self._watchers:
                 watcher.stop()
             self.hand_back()
             self.exited.set()
+            if not self._stopping.is_set() and self._on_failure is not None:
+                self._on_failure()  # a worker that no longer consumes must not look alive
 
     def _next_due_s(self) -> float:
         dues = [due for b in self.batchers.values() if (due := b.due_in_s(time.time())) is not None]
