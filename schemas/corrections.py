@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from schemas.limits import DEFAULT_MAX_LABEL_TEXT_CHARS, DEFAULT_MAX_LABELS, DEFAULT_MAX_TEXT_CHARS
 from schemas.request import ID_PATTERN
@@ -28,6 +28,20 @@ class Correction(BaseModel):
     )
     text: str = Field(min_length=1, max_length=DEFAULT_MAX_TEXT_CHARS, description="The text that was classified")
     moderator: str | None = Field(None, max_length=DEFAULT_MAX_LABEL_TEXT_CHARS, description="Who corrected it")
+
+    @field_validator("text")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("empty or whitespace only: the text that was classified")
+        return value
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _a_list(cls, value: object) -> object:
+        if isinstance(value, str):  # "offensive" would be read as its letters
+            raise ValueError("a list of label names (one label: a list of one)")
+        return value
 
 
 class CorrectionReceipt(BaseModel):

@@ -137,7 +137,8 @@ def main() -> None:
     labelset = LabelSet(
         name=NAME, labels=labels, multi_label=True, head=fitted.head, builtin=True, provenance=PROVENANCE
     )
-    OUT.write_text(json.dumps({"version": 1, "set": json.loads(labelset.model_dump_json(exclude={"version"}))}) + "\n")
+    # version 0: a built-in set's; a stored set of its name is numbered from 1
+    OUT.write_text(json.dumps({"version": 0, "set": json.loads(labelset.model_dump_json(exclude={"version"}))}) + "\n")
 
     # zero-shot with the same label texts, its thresholds fitted on the same val rows
     prototypes = classifier.embed([label.hypothesis_for("{}") for label in LABELS])[0].astype(np.float64)

@@ -32,12 +32,16 @@ def feedback(request_id: str, labels: str, text: str, moderator: str | None, tim
             where = ".".join(str(part) for part in first["loc"])
             raise click.BadParameter(f"{where}: {first['msg']}") from None
     if outcome is None:
-        click.echo(f"error: no worker answered within {timeout_s:g} s (is a labelq worker running?)", err=True)
+        click.echo(
+            f"error: no worker answered within {timeout_s:g} s (is a labelq worker running?); the correction stays "
+            "queued and is checked and kept when a worker takes it",
+            err=True,
+        )
         sys.exit(1)
     if isinstance(outcome, CorrectionReceipt):
         click.echo(
-            f"kept: {outcome.label_set} (version {outcome.label_set_version} answered {outcome.request_id}) now holds "
-            f"{outcome.corrections} correction(s)"
+            f"kept: {outcome.label_set} (version {outcome.label_set_version} answered {outcome.request_id}) now keeps "
+            f"{outcome.corrections} correction(s) (a refit uses the newest of each request)"
         )
         return
     click.echo(f"error {outcome.code.value} ({outcome.errors[0].field or '-'}): {outcome.message}", err=True)

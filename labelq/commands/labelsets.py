@@ -63,9 +63,10 @@ def labelsets_put(name: str, source: Path, thresholds_file: Path | None, redis_u
     click.echo(f"{name} version {version}: {len(labelset.labels)} labels")
     if previous is not None and previous.builtin:
         click.echo(f"note: {name} now overrides the built-in set of that name (delete it to serve the built-in again)")
-    elif previous is not None and previous.head is not None:
+    if previous is not None and previous.head is not None and labelset.head is None:
         click.echo(
-            f"note: version {previous.version} had a learned head; version {version} has none and scores zero-shot "
+            f"note: {'the built-in set' if previous.builtin else f'version {previous.version}'} had a learned head; "
+            f"version {version} has none and scores zero-shot "
             f"(teach it again: labelq labelsets fit {name} --data ...)",
             err=True,
         )
@@ -248,20 +249,23 @@ def labelsets_promote(name: str, redis_url: str) -> None:
 
 @labelsets.command("rollback")
 @click.argument("name", callback=set_name)
-@click.option("--to", "to_version", type=click.IntRange(min=1), default=None, help="The version to serve again")
+@click.option(
+    "--to", "to_version", type=click.IntRange(min=0), default=None, help="The version to serve again (0: the built-in)"
+)
 @REDIS_URL_OPTION
 def labelsets_rollback(name: str, to_version: int | None, redis_url: str) -> None:
-    """Serve an earlier version of NAME again (default: the one before the latest), stored as the next version
-    (versions only grow: what was served, and when, stays readable)."""
+    """Serve an earlier version of NAME again (default: the one before the latest; 0: the built-in set of that
+    name), stored as the next version (versions only grow: what was served, and when, stays readable)."""
     store = _store(redis_url)
     latest = store.get(name)
     if latest is None or latest.builtin:
         click.echo(f"label set {name} has no stored versions to roll back", err=True)
         sys.exit(1)
-    target = to_version or latest.version - 1
-    earlier = store.get(name, target) if target >= 1 else None
+    target = latest.version - 1 if to_version is None else to_version
+    earlier = store.get(name, target) if target >= 0 else None  # 0: the built-in set of that name
     if earlier is None:
-        click.echo(f"label set {name} has no version {target} (latest {latest.version})", err=True)
+        which = "built-in version (0)" if target == 0 else f"version {target}"
+        click.echo(f"label set {name} has no {which} (latest {latest.version})", err=True)
         sys.exit(1)
     version = store.put(earlier)
     click.echo(f"{name} version {version}: version {target} again (was version {latest.version})")

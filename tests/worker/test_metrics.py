@@ -81,7 +81,7 @@ def test_a_label_sets_acceptance_and_scores_are_metrics(start_worker: WorkerFact
     assert all(client.wait(i, timeout_s=30) for i in ids)
     samples = scrape(port)
     results = samples["labelq_labelset_results_total"]
-    assert results == {(("label_set", "moderation"), ("scorer", "head"), ("version", "1")): 5.0}
+    assert results == {(("label_set", "moderation"), ("scorer", "head"), ("version", "0")): 5.0}  # 0: built in
     accepted = {dict(labels)["label"]: value for labels, value in samples["labelq_labelset_accepted_total"].items()}
     assert accepted.get("spam") == 3.0 and "hateful" not in accepted
     counts = {dict(labels)["label"]: value for labels, value in samples["labelq_labelset_score_count"].items()}

@@ -1,11 +1,13 @@
 """Refitting a taught label set on its moderators' corrections (`labelq labelsets refit NAME`), so that a refit
 can never make things worse.
 
-The corrections (worker/stream/corrections.py, the newest of each request) are split by a hash of the request
-id: a fifth is held out, never fitted on; the rest (with `--data`, the set's own training data, when you have
-it) trains a candidate head, by the same fit as `labelq labelsets fit`, from the live version's labels and
-texts. The candidate and the live version are scored on the held-out corrections (and on `--val` rows, when
-given) as they would serve: each label's threshold, or the top label of a single-label set. The candidate
+The corrections (worker/stream/corrections.py: the newest of each request, those whose labels the set still
+has) are split by a hash of the request id: a fifth is held out, never fitted on; the rest (with `--data`, the
+set's own training data, when you have it) trains a candidate head, by the same fit as `labelq labelsets fit`,
+from the live version's labels and texts. A refit needs 40 corrections to fit and 20 held out, and at least 3
+positive rows of every label (the live head's own training data is not kept, so a label without them would be
+learnt away). The candidate and the live version are scored on the held-out corrections (and on `--val` rows,
+when given) as they would serve: each label's threshold, or the top label of a single-label set. The candidate
 becomes the next version only if it scores at least as well as the live one on each; else it is kept apart as
 the set's candidate (`labelq:labelset:<name>:candidate`, replaced by the next refit) and the refit says why.
 """
@@ -26,8 +28,9 @@ from worker.stream.corrections import CorrectionStore
 from worker.stream.labelsets import LabelSet, LabelSetStore
 
 HELD_OUT_EVERY = 5  # one correction in five (by a hash of its request id) judges the candidate
-MIN_HELD_OUT = 5
-MIN_FITTED = 10
+MIN_HELD_OUT = 20  # fewer held-out corrections than this are no evidence that a candidate is as good
+MIN_FITTED = 40
+MIN_POSITIVES = 3  # rows (corrections, --data) a label needs to be fitted at all: else it would be learnt away
 
 
 def held_out(request_id: str) -> bool:
@@ -70,18 +73,38 @@ def refit(
     val_rows: Sequence[training.Row] = (),
 ) -> Refit:
     live = labelsets.get(name)
-    if live is None or live.head is None:
+    if live is None:
+        raise InputError(f"no label set {name} (labelq labelsets list)")
+    if live.head is None:
         raise InputError(f"label set {name} has no learned head to refit: teach it first (labelq labelsets fit)")
     mismatch = live.head.mismatch(classifier.card)
     if mismatch:
         raise InputError(f"label set {name}: {mismatch}; fit it again on this model first (labelq labelsets fit)")
-    items = corrections.read(name)
+    names = [label.name for label in live.labels]
+    for what, given in (("--data", extra_rows), ("--val", val_rows)):
+        unknown = sorted({label for row in given for label in row.labels} - set(names))
+        if unknown:
+            raise InputError(f"{what}: labels not in label set {name}: {unknown[:5]}; its labels: {names}")
+    # corrections of labels the set no longer has (kept from a deleted set of that name) are left out
+    items = [c for c in corrections.read(name) if set(c.labels) <= set(names)]
     judges = [training.Row(c.text, c.labels) for c in items if held_out(c.request_id)]
     rows = [training.Row(c.text, c.labels) for c in items if not held_out(c.request_id)]
     if len(judges) < MIN_HELD_OUT or len(rows) < MIN_FITTED:
         raise InputError(
-            f"label set {name} holds {len(items)} correction(s): a refit needs {MIN_FITTED} to fit and "
-            f"{MIN_HELD_OUT} held out (one in {HELD_OUT_EVERY}) to judge it (labelq feedback)"
+            f"label set {name} holds {len(items)} usable correction(s) ({len(rows)} to fit, {len(judges)} held out): "
+            f"a refit needs {MIN_FITTED} to fit and {MIN_HELD_OUT} held out (one in {HELD_OUT_EVERY}) to judge it "
+            "(labelq feedback)"
+        )
+    positives = {label: 0 for label in names}
+    for row in [*rows, *extra_rows]:
+        for label in row.labels:
+            positives[label] += 1
+    thin = [label for label, count in positives.items() if count < MIN_POSITIVES]
+    if thin:
+        raise InputError(
+            f"label set {name}: {thin} have fewer than {MIN_POSITIVES} positive rows among the corrections"
+            f"{' and --data' if extra_rows else ''}; a refit would learn them away (the live head's own training "
+            "data is not kept): correct more messages that carry them, or give the set's training rows with --data"
         )
     multi_label = live.head.multi_label
     fitted = training.fit_head(
@@ -89,7 +112,6 @@ def refit(
     )
     live_thresholds = [label.threshold if label.threshold is not None else 0.5 for label in live.labels]
     new_thresholds = [fitted.thresholds[label.name] for label in live.labels]
-    names = [label.name for label in live.labels]
     judge_vectors = training.embed_texts(classifier, [row.text for row in judges])
     live_score = macro_f1(live.head, live_thresholds, judge_vectors, judges, names)
     candidate_score = macro_f1(fitted.head, new_thresholds, judge_vectors, judges, names)

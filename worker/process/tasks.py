@@ -103,11 +103,19 @@ def register_correction_task(app: Celery, settings: Settings) -> None:
     stores: list[CorrectionStore] = []
 
     @app.task(name=TASK_CORRECT, acks_late=True)  # type: ignore[untyped-decorator]
-    def correct(correction: Any = None) -> dict[str, Any]:
+    def correct(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        """One argument, the correction (or its fields as keyword arguments); anything else is answered with
+        `invalid_message`, never a task failure."""
         if not stores:
             client = connect(settings)
             stores.append(CorrectionStore(client, LabelSetStore(client), settings.corrections_max))
-        outcome = record_correction(stores[0], correction)
+        if len(args) == 1 and not kwargs:
+            message: Any = args[0]
+        elif not args and kwargs:
+            message = kwargs
+        else:
+            message = None  # not one correction: refused below
+        outcome = record_correction(stores[0], message)
         which = outcome.request_id if isinstance(outcome, CorrectionReceipt) else outcome.id
         log.info("correction of %s: %s", which, outcome.status)
         return outcome.model_dump(mode="json")

@@ -163,6 +163,8 @@ class LabelSetStore:
     def get(self, name: str, version: int | None = None) -> LabelSet | None:
         """A stored version (the latest by default; with none stored, the built-in set of that name), None if
         absent; `InputError` if it cannot be used."""
+        if version == 0:  # the built-in set of that name, stored ones or not
+            return builtin_labelsets().get(name)
         raw = self.client.get(LABELSET_KEY + name + (f":v{version}" if version else ""))
         if raw is None:
             return builtin_labelsets().get(name) if version is None else None
@@ -250,7 +252,8 @@ def _load(raw: bytes | str) -> LabelSet:
 @functools.cache
 def builtin_labelsets() -> dict[str, LabelSet]:
     """The label sets labelq ships (`worker/stream/builtin/*.json`, written by tools/fit_builtin_labelsets.py),
-    by name: a request may name one with nothing stored; a stored set of the same name overrides it."""
+    by name: a request may name one with nothing stored; a stored set of the same name overrides it. A built-in
+    set is version 0 (stored versions count from 1), so a result says which answered."""
     found = {}
     for entry in resources.files("worker.stream.builtin").iterdir():
         if entry.name.endswith(".json"):

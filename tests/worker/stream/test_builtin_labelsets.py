@@ -40,7 +40,7 @@ def test_the_builtin_is_served_with_nothing_stored(start_worker: WorkerFactory, 
     assert all(isinstance(r, ClassificationResult) for r in results.values())
     spam, benign = results["spam"], results["benign"]
     assert isinstance(spam, ClassificationResult) and isinstance(benign, ClassificationResult)
-    assert (spam.scorer, spam.label_set, spam.label_set_version) == ("head", "moderation", 1)
+    assert (spam.scorer, spam.label_set, spam.label_set_version) == ("head", "moderation", 0)  # 0: built in
     assert tuple(spam.accepted) == ("spam",) and not benign.accepted
 
 
@@ -48,10 +48,11 @@ def test_a_stored_set_overrides_the_builtin_until_it_is_deleted(redis_url: str, 
     import redis as redis_lib
 
     listed = labelq(redis_url, "list")
-    assert listed.returncode == 0 and "moderation  v1  3 labels  head on minilm-l6-int8@" in listed.stdout
+    assert listed.returncode == 0 and "moderation  v0  3 labels  head on minilm-l6-int8@" in listed.stdout
     assert "built-in" in listed.stdout
     shown = labelq(redis_url, "get", "moderation")
     assert "builtin: true" in shown.stdout and "provenance:" in shown.stdout
+    assert "builtin: true" in labelq(redis_url, "get", "moderation", "--version", "0").stdout
     refused = labelq(redis_url, "delete", "moderation")
     assert refused.returncode == 1 and "is built in: it cannot be deleted" in refused.stderr
 
@@ -59,10 +60,16 @@ def test_a_stored_set_overrides_the_builtin_until_it_is_deleted(redis_url: str, 
     own.write_text("multi_label: true\nlabels: [insult, threat]\n")
     put = labelq(redis_url, "put", "moderation", str(own))
     assert put.returncode == 0 and "overrides the built-in" in put.stdout
+    assert "the built-in set had a learned head; version 1 has none" in put.stderr
     store = LabelSetStore(redis_lib.Redis.from_url(redis_url))
     served = store.latest(["moderation"])["moderation"]
     assert not isinstance(served, str) and [label.name for label in served.labels] == ["insult", "threat"]
     assert "(overrides the built-in)" in labelq(redis_url, "list").stdout
+
+    back = labelq(redis_url, "rollback", "moderation", "--to", "0")  # the built-in's head, as version 2
+    assert back.returncode == 0 and "moderation version 2: version 0 again (was version 1)" in back.stdout
+    restored = store.get("moderation")
+    assert restored is not None and restored.version == 2 and restored.head is not None and not restored.builtin
 
     deleted = labelq(redis_url, "delete", "moderation")
     assert deleted.returncode == 0 and "built-in set of that name is served again" in deleted.stdout

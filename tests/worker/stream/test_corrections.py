@@ -40,7 +40,7 @@ def test_a_correction_is_kept_with_its_text_and_bad_ones_are_answered_with_why(
     _classified(client, ClassifyRequest(id="m1", text=SPAM, label_set="moderation"))
     receipt = client.correct("m1", ["spam", "offensive"], SPAM, moderator="ana")
     assert isinstance(receipt, CorrectionReceipt)
-    assert (receipt.label_set, receipt.label_set_version, receipt.corrections) == ("moderation", 1, 1)
+    assert (receipt.label_set, receipt.label_set_version, receipt.corrections) == ("moderation", 0, 1)
     kept = json.loads(client.redis.lrange(CORRECTIONS_KEY + "moderation", 0, -1)[0])
     assert (kept["text"], kept["labels"], kept["moderator"], kept["accepted"]) == (
         SPAM,
@@ -72,9 +72,18 @@ def test_a_correction_is_kept_with_its_text_and_bad_ones_are_answered_with_why(
         time.sleep(0.05)
     meta = json.loads(raw)
     assert meta["status"] == "SUCCESS" and meta["result"]["code"] == "invalid_message"
+    good = {"request_id": "m1", "labels": ["spam"], "text": SPAM}
+    for args, kwargs, code in [([good, 5], {}, "invalid_message"), ([], good, None)]:
+        sent = celery_app.send_task(TASK_CORRECT, args=args, kwargs=kwargs, queue=QUEUE_TASKS)
+        deadline = time.monotonic() + 30
+        while (raw := client.redis.get(CELERY_RESULT_KEY + sent.id)) is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        outcome = json.loads(raw)
+        assert outcome["status"] == "SUCCESS" and outcome["result"].get("code") == code, outcome  # never a failure
 
     cli = labelq_feedback(redis_url, "m1", "--labels", "spam", "--text", SPAM)
-    assert cli.returncode == 0 and "kept: moderation (version 1 answered m1) now holds 2 correction(s)" in cli.stdout
+    assert cli.returncode == 0 and "kept: moderation (version 0 answered m1) now keeps 3 correction(s)" in cli.stdout
     bad = labelq_feedback(redis_url, "nope", "--labels", "spam", "--text", "x")
     assert bad.returncode == 1 and bad.stderr.startswith("error unknown_request (request_id): no result under id")
 
@@ -89,8 +98,8 @@ def labelq_feedback(redis_url: str, *args: str) -> subprocess.CompletedProcess[s
     )
 
 
-COMPLAINTS = [f"my order {i} arrived broken and support ignored me, awful" for i in range(30)]
-THANKS = [f"thank you so much, order {i} came early and works great" for i in range(30)]
+COMPLAINTS = [f"my order {i} arrived broken and support ignored me, awful" for i in range(75)]
+THANKS = [f"thank you so much, order {i} came early and works great" for i in range(75)]
 
 
 def _teach_feedback(redis_url: str, tmp_path: Path) -> LabelSetStore:
@@ -158,11 +167,42 @@ def test_a_refit_that_would_do_worse_is_kept_as_a_candidate_and_says_why(redis_u
     assert labelq(redis_url, "rollback", "feedback", "--to", "9").returncode == 1
 
 
-@pytest.mark.parametrize("count", [0, 6])
+@pytest.mark.parametrize("count", [0, 60])
 def test_a_refit_with_too_few_corrections_is_one_line(redis_url: str, tmp_path: Path, count: int) -> None:
     store = _teach_feedback(redis_url, tmp_path)
     if count:
         _correct(store, _items(lambda rid: False)[:count])
     done = labelq(redis_url, "refit", "feedback")
-    assert done.returncode == 2 and "a refit needs 10 to fit and 5 held out" in done.stderr
+    assert done.returncode == 2 and "a refit needs 40 to fit and 20 held out" in done.stderr
     assert done.stderr.count("\n") == 1
+
+
+def test_a_refit_that_would_learn_a_label_away_is_refused(redis_url: str, tmp_path: Path) -> None:
+    """Corrections that never carry a label (moderators only ever flag `complaint`): refitting on them would
+    teach the head that `thanks` never applies, since the live head's own training rows are not kept."""
+    store = _teach_feedback(redis_url, tmp_path)
+    _correct(store, [(rid, text, "complaint") for rid, text, _ in _items(lambda rid: False)])
+    done = labelq(redis_url, "refit", "feedback")
+    assert done.returncode == 2 and "['thanks'] have fewer than 3 positive rows" in done.stderr
+    latest = store.get("feedback")
+    assert latest is not None and latest.version == 1
+
+
+def test_validation_rows_must_carry_the_sets_labels(redis_url: str, tmp_path: Path) -> None:
+    store = _teach_feedback(redis_url, tmp_path)
+    _correct(store, _items(lambda rid: False))
+    val = tmp_path / "val.jsonl"
+    val.write_text(json.dumps({"text": "x", "label": "nope"}) + "\n")
+    done = labelq(redis_url, "refit", "feedback", "--val", str(val))
+    assert done.returncode == 2 and "--val: labels not in label set feedback: ['nope']" in done.stderr
+
+
+def test_a_correction_is_a_list_of_labels_and_a_text_that_is_not_blank() -> None:
+    from pydantic import ValidationError
+
+    from schemas import Correction
+
+    with pytest.raises(ValidationError, match="a list of label names"):
+        Correction(request_id="r1", labels="offensive", text="x")  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="whitespace only"):
+        Correction(request_id="r1", labels=(), text="   ")
