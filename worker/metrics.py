@@ -65,6 +65,17 @@ LABELSET_SCORE = Histogram(
     ["label_set", "label"],
     buckets=SCORE_BUCKETS,
 )
+LABELSET_SHADOW = Counter(
+    "labelq_labelset_shadow_total",
+    "Results of a label set whose candidate runs in shadow: whether the candidate accepted the same labels",
+    ["label_set", "agreement"],
+)
+LABELSET_CORRECTED = Counter(
+    "labelq_labelset_corrected_total",
+    "Corrections of a label set's results: whether the live version's decision (scorer=live) and its shadow's "
+    "(scorer=shadow) accepted exactly the corrected labels",
+    ["label_set", "scorer", "outcome"],
+)
 QUEUE_DEPTH = Gauge("labelq_queue_depth", "Messages waiting in a queue", ["queue"], multiprocess_mode="max")
 PROCESS_RESTARTS = Counter(
     "labelq_worker_process_restarts_total",

@@ -244,7 +244,29 @@ def labelsets_promote(name: str, redis_url: str) -> None:
         sys.exit(1)
     version = store.put(candidate)
     store.drop_candidate(name)
+    store.shadow_off(name)  # it is live now
     click.echo(f"{name} version {version}: the candidate, promoted")
+
+
+@labelsets.command("shadow")
+@click.argument("name", callback=set_name)
+@click.option("--off", is_flag=True, help="Stop scoring the candidate in shadow")
+@REDIS_URL_OPTION
+def labelsets_shadow(name: str, off: bool, redis_url: str) -> None:
+    """Score NAME's candidate (a refit that was not promoted) in shadow beside the live version on live traffic:
+    never published; its agreement, and which was right where moderators correct, are metrics."""
+    store = _store(redis_url)
+    if off:
+        click.echo(f"{name}: shadow off" if store.shadow_off(name) else f"{name}: no candidate was in shadow")
+        return
+    candidate = store.shadow_on(name)
+    if candidate is None:
+        click.echo(f"label set {name} has no candidate (labelq labelsets refit {name} keeps one)", err=True)
+        sys.exit(1)
+    click.echo(
+        f"{name}: its candidate runs in shadow from the workers' next claim (labelq_labelset_shadow_total, "
+        "labelq_labelset_corrected_total); promote or --off when you have seen enough"
+    )
 
 
 @labelsets.command("rollback")

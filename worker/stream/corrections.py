@@ -1,7 +1,7 @@
 """Moderators' corrections, kept per label set for `labelq labelsets refit` (worker/ops/refit.py).
 
     labelq:corrections:<set>   list of JSON, newest last: {request_id, text, labels, label_set_version, accepted,
-                               moderator, at}; the newest LABELQ_CORRECTIONS_MAX are kept (LTRIM as each comes)
+                               shadow_accepted, moderator, at}; the newest LABELQ_CORRECTIONS_MAX are kept
 
 A correction is checked against what labelq answered: the result stored under its request id (so an id older than
 LABELQ_RESULT_TTL_S is unknown), the label set that result came from (it must have a learned head: what a refit
@@ -23,8 +23,10 @@ from pydantic import ValidationError
 from schemas import Correction, CorrectionReceipt, ErrorCode, ErrorResult
 from schemas.result import parse_result, single_error
 from schemas.transport import RESULT_KEY
+from worker import metrics
 from worker.constants import CORRECTIONS_KEY
 from worker.stream.labelsets import LabelSetStore, Unusable
+from worker.stream.shadow import SHADOW_DECISION_KEY
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,12 +84,21 @@ class CorrectionStore:
             return single_error(
                 rid, ErrorCode.WRONG_TYPE, f"{name} is single-label: give exactly one of {names}", "labels"
             )
+        corrected = set(correction.labels)
+        outcome = "right" if set(result.accepted) == corrected else "wrong"
+        metrics.LABELSET_CORRECTED.labels(name, "live", outcome).inc()
+        shadow_raw = self.client.get(f"{SHADOW_DECISION_KEY}{name}:{rid}")
+        shadow_accepted = _accepted(shadow_raw)
+        if shadow_accepted is not None:
+            outcome = "right" if set(shadow_accepted) == corrected else "wrong"
+            metrics.LABELSET_CORRECTED.labels(name, "shadow", outcome).inc()
         kept: dict[str, Any] = {
             "request_id": rid,
             "text": correction.text,
             "labels": list(dict.fromkeys(correction.labels)),
             "label_set_version": result.label_set_version,
             "accepted": list(result.accepted),
+            "shadow_accepted": shadow_accepted,  # the candidate's decision, when one ran in shadow
             "moderator": correction.moderator,
             "at": round(time.time(), 3),
         }
@@ -138,3 +149,14 @@ def record_correction(store: CorrectionStore, message: Any) -> CorrectionReceipt
             where,
         )
     return store.record(correction)
+
+
+def _accepted(raw: bytes | str | None) -> list[str] | None:
+    """A shadow's kept decision (worker/stream/shadow.py), None when there is none (or it does not parse)."""
+    if raw is None:
+        return None
+    try:
+        accepted = json.loads(raw)["accepted"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return [str(label) for label in accepted] if isinstance(accepted, list) else None

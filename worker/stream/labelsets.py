@@ -5,6 +5,7 @@ redeploying producers: a request names a set (`label_set`) instead of listing la
     labelq:labelset:<name>:v<N>   every version, JSON (kept for `get --version`)
     labelq:labelsets              the set of names
     labelq:labelset:<name>:candidate   a refit's candidate that was not promoted (worker/ops/refit.py)
+    labelq:labelset:<name>:shadow      the candidate running in shadow (worker/stream/shadow.py)
 
 Built-in sets ship in the wheel (worker/stream/builtin/, fitted by tools/fit_builtin_labelsets.py): a request
 may name one with nothing stored, and a stored set of the same name overrides it (its latest version is read
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 LABELSET_KEY = KEY_PREFIX + "labelset:"
 LABELSET_NAMES_KEY = KEY_PREFIX + "labelsets"
 CANDIDATE_SUFFIX = ":candidate"  # + after a set's key: a refit's candidate that was not promoted (worker/ops/refit.py)
+SHADOW_SUFFIX = ":shadow"  # + after a set's key: the candidate scored in shadow beside the live version
 
 # Atomically: next version number, store {"version": N, "set": <doc>} as the latest and as version N, remember
 # the name. The document is spliced in as text (cjson would turn empty lists into objects).
@@ -180,12 +182,26 @@ class LabelSetStore:
     def latest(self, names: Iterable[str]) -> dict[str, LabelSet | Unusable]:
         """The latest version of each named set that exists (one round trip); a stored document that does not
         validate (a corrupt or forged head, say) is `Unusable`, with the reason."""
+        return self.latest_with_shadows(names)[0]
+
+    def latest_with_shadows(self, names: Iterable[str]) -> tuple[dict[str, LabelSet | Unusable], dict[str, LabelSet]]:
+        """`latest`, and the candidates running in shadow beside them (`shadow_on`), in the same round trip; a
+        shadow that does not validate is left out (logged)."""
         wanted = sorted(set(names))
         if not wanted:
-            return {}
+            return {}, {}
         found: dict[str, LabelSet | Unusable] = {}
+        shadows: dict[str, LabelSet] = {}
         builtins = builtin_labelsets()
-        for name, raw in zip(wanted, self.client.mget([LABELSET_KEY + name for name in wanted]), strict=True):
+        keys = [LABELSET_KEY + name for name in wanted] + [LABELSET_KEY + name + SHADOW_SUFFIX for name in wanted]
+        raws = self.client.mget(keys)
+        for name, raw in zip(wanted, raws[len(wanted) :], strict=True):
+            if raw is not None:
+                try:
+                    shadows[name] = self._cached(raw)
+                except Exception as exc:  # hostile or stale: never scored
+                    log.error("the shadow of label set %s is unusable (%s): not scored", name, first_problem(exc))
+        for name, raw in zip(wanted, raws[: len(wanted)], strict=True):
             if raw is None:  # none stored: the built-in set of that name, if labelq ships one
                 if name in builtins:
                     found[name] = builtins[name]
@@ -196,7 +212,20 @@ class LabelSetStore:
                 reason = first_problem(exc)
                 log.error("label set %s is unusable (%s); requests naming it get invalid_label_set", name, reason)
                 found[name] = Unusable(reason)
-        return found
+        return found, shadows
+
+    def shadow_on(self, name: str) -> LabelSet | None:
+        """Run the set's candidate in shadow: scored beside the live version on live traffic, never published.
+        None when it has no candidate."""
+        candidate = self.candidate(name)
+        if candidate is None:
+            return None
+        body = candidate.model_dump_json(exclude={"version", "builtin"})
+        self.client.set(LABELSET_KEY + name + SHADOW_SUFFIX, '{"version":0,"set":' + body + "}")
+        return candidate
+
+    def shadow_off(self, name: str) -> bool:
+        return bool(self.client.delete(LABELSET_KEY + name + SHADOW_SUFFIX))
 
     def _cached(self, raw: bytes | str) -> LabelSet:
         """Parse each stored version once: the MGET per batch stays, the validation does not."""
@@ -221,6 +250,7 @@ class LabelSetStore:
             LABELSET_KEY + name,
             LABELSET_KEY + name + ":version",
             LABELSET_KEY + name + CANDIDATE_SUFFIX,
+            LABELSET_KEY + name + SHADOW_SUFFIX,
             *self.client.scan_iter(match=LABELSET_KEY + name + ":v*"),
         ]
         removed = self.client.delete(*keys)

@@ -27,9 +27,10 @@ from worker.deadletters import DeadLetter
 from worker.engine.engine import Engine, error_for
 from worker.engine.heads import LinearHead
 from worker.engine.results import Answer, Answered
-from worker.stream.labelsets import LabelSetStore, Unusable
+from worker.stream.labelsets import LabelSet, LabelSetStore, Unusable
 from worker.stream.messages import NO_CANVAS, Canvas, Delivery, UndecodableMessage, decode
 from worker.stream.publishing import Publication, Publisher
+from worker.stream.shadow import score_shadows
 
 log = logging.getLogger(__name__)
 _ID = re.compile(ID_PATTERN)
@@ -53,6 +54,7 @@ class Received:
     pairs: int = 0  # model sequences it will cost (Engine.cost): what the batcher's pair budget counts
     canvas: Canvas = NO_CANVAS  # callbacks, chain, chord: what Celery asks to happen after it
     expires: datetime | None = None  # Celery's `expires`, when earlier than the request's deadline
+    shadow: LabelSet | None = None  # its label set's candidate, scored in shadow (worker/stream/shadow.py)
 
     @property
     def counter_id(self) -> str:
@@ -262,6 +264,12 @@ class Pipeline:
                 to_classify.append(item)
         classified = self._classify(to_classify, started_s)
         publications += classified
+        shadowed = [
+            (p.outcome, item.shadow)
+            for item, p in zip(to_classify, classified, strict=True)
+            if item.shadow is not None and isinstance(p.outcome, Answer) and p.outcome.scorer == "head"
+        ]
+        score_shadows(self.engine, self.publisher.client, self.publisher.result_ttl_s, shadowed)
         # a bulk batch lets realtime work through while its results are written too; any other: one round trip
         gate = self.engine.gate
         self.publisher.publish(publications, dead, ids, between=gate.checkpoint if gate.is_open else None)
@@ -274,7 +282,7 @@ class Pipeline:
         named = {r.parsed.request.label_set for r in batch if r.parsed and r.parsed.request.label_set}
         if not named:
             return list(batch)
-        found = self.labelsets.latest(n for n in named if n) if self.labelsets else {}
+        found, shadows = self.labelsets.latest_with_shadows(n for n in named if n) if self.labelsets else ({}, {})
         resolved = []
         for item in batch:
             request = item.parsed.request if item.parsed else None
@@ -301,8 +309,15 @@ class Pipeline:
                 resolved.append(replace(item, error=error))
                 continue
             parsed = ParsedRequest(applied, item.parsed.truncated if item.parsed else False)
+            shadow = shadows.get(labelset.name)
+            if shadow is not None and (
+                labelset.head is None or shadow.head is None or shadow.head.labels != labelset.head.labels
+            ):
+                shadow = None  # only a candidate of the same labels shadows a taught set
             resolved.append(
-                replace(item, parsed=parsed, label_set=(labelset.name, labelset.version), head=labelset.head)
+                replace(
+                    item, parsed=parsed, label_set=(labelset.name, labelset.version), head=labelset.head, shadow=shadow
+                )
             )
         return resolved
 

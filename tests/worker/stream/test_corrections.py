@@ -206,3 +206,36 @@ def test_a_correction_is_a_list_of_labels_and_a_text_that_is_not_blank() -> None
         Correction(request_id="r1", labels="offensive", text="x")  # type: ignore[arg-type]
     with pytest.raises(ValidationError, match="whitespace only"):
         Correction(request_id="r1", labels=(), text="   ")
+
+
+def test_a_candidate_in_shadow_is_scored_beside_the_live_version_and_judged_by_corrections(
+    start_worker: WorkerFactory, client: Client, redis_url: str, tmp_path: Path
+) -> None:
+    from labelq.local_redis import free_port
+    from tests.worker.test_metrics import scrape
+
+    store = _teach_feedback(redis_url, tmp_path)
+    _correct(store, _items(lambda rid: not held_out(rid)))  # a refit that learns the opposite: kept as candidate
+    assert labelq(redis_url, "refit", "feedback").returncode == 1
+    shadow = labelq(redis_url, "shadow", "feedback")
+    assert shadow.returncode == 0 and "runs in shadow" in shadow.stdout
+    port = free_port()
+    start_worker(metrics_port=port)
+    texts = {"s-c": "my parcel came smashed and nobody answers my emails", "s-t": "thanks, it arrived early and works"}
+    for rid, text in texts.items():
+        result = _classified(client, ClassifyRequest(id=rid, text=text, label_set="feedback"))
+        assert (result.label_set_version, result.scorer) == (1, "head")  # published: the live version's
+    shadows = {dict(k)["agreement"]: v for k, v in scrape(port)["labelq_labelset_shadow_total"].items()}
+    assert sum(shadows.values()) == 2 and shadows.get("disagree", 0) >= 1  # the candidate decides the opposite
+    assert client.redis.exists("labelq:shadow:feedback:s-c")
+
+    receipt = client.correct("s-c", ["complaint"], texts["s-c"])
+    assert isinstance(receipt, CorrectionReceipt)
+    judged = {
+        (dict(k)["scorer"], dict(k)["outcome"]): v for k, v in scrape(port)["labelq_labelset_corrected_total"].items()
+    }
+    assert judged == {("live", "right"): 1.0, ("shadow", "wrong"): 1.0}
+
+    assert labelq(redis_url, "shadow", "feedback", "--off").returncode == 0
+    _classified(client, ClassifyRequest(id="s-after", text=texts["s-t"], label_set="feedback"))
+    assert sum(scrape(port)["labelq_labelset_shadow_total"].values()) == 2  # off: no longer scored
