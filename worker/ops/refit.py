@@ -30,6 +30,7 @@ from worker.stream.labelsets import LabelSet, LabelSetStore
 HELD_OUT_EVERY = 5  # one correction in five (by a hash of its request id) judges the candidate
 MIN_HELD_OUT = 20  # fewer held-out corrections than this are no evidence that a candidate is as good
 MIN_FITTED = 40
+CORRECTION_WEIGHT = 10  # a correction's weight (as copies) beside --data rows
 MIN_POSITIVES = 3  # rows (corrections, --data) a label needs to be fitted at all: else it would be learnt away
 
 
@@ -71,7 +72,9 @@ def refit(
     name: str,
     extra_rows: Sequence[training.Row] = (),
     val_rows: Sequence[training.Row] = (),
+    vectors: dict[str, np.ndarray] | None = None,
 ) -> Refit:
+    """`vectors`: text -> vector already computed (bench/feedback_loop.py embeds each text once)."""
     live = labelsets.get(name)
     if live is None:
         raise InputError(f"no label set {name} (labelq labelsets list)")
@@ -107,17 +110,25 @@ def refit(
             "data is not kept): correct more messages that carry them, or give the set's training rows with --data"
         )
     multi_label = live.head.multi_label
+    # with the set's own training rows beside them, each correction counts CORRECTION_WEIGHT times: a few hundred
+    # corrections are the new domain's only voice among thousands of rows
+    weighted = [*rows * (CORRECTION_WEIGHT if extra_rows else 1), *extra_rows]
     fitted = training.fit_head(
-        classifier, live.labels, [*rows, *extra_rows], multi_label=multi_label, template=live.hypothesis_template
+        classifier,
+        live.labels,
+        weighted,
+        multi_label=multi_label,
+        template=live.hypothesis_template,
+        vectors=vectors,
     )
     live_thresholds = [label.threshold if label.threshold is not None else 0.5 for label in live.labels]
     new_thresholds = [fitted.thresholds[label.name] for label in live.labels]
-    judge_vectors = training.embed_texts(classifier, [row.text for row in judges])
+    judge_vectors = _vectors(classifier, [row.text for row in judges], vectors)
     live_score = macro_f1(live.head, live_thresholds, judge_vectors, judges, names)
     candidate_score = macro_f1(fitted.head, new_thresholds, judge_vectors, judges, names)
     live_val = candidate_val = None
     if val_rows:
-        val_vectors = training.embed_texts(classifier, [row.text for row in val_rows])
+        val_vectors = _vectors(classifier, [row.text for row in val_rows], vectors)
         live_val = macro_f1(live.head, live_thresholds, val_vectors, val_rows, names)
         candidate_val = macro_f1(fitted.head, new_thresholds, val_vectors, val_rows, names)
     labels = tuple(
@@ -166,3 +177,9 @@ def macro_f1(
         tp = int(np.sum(positive & predicted))
         f1s.append(2 * tp / (int(positive.sum()) + int(predicted.sum())))
     return float(np.mean(f1s)) if f1s else 0.0
+
+
+def _vectors(classifier: EmbeddingClassifier, texts: list[str], known: dict[str, np.ndarray] | None) -> np.ndarray:
+    if known is not None and all(text in known for text in texts):
+        return np.stack([known[text] for text in texts])
+    return training.embed_texts(classifier, texts)

@@ -21,6 +21,7 @@ from schemas.transport import CELERY_RESULT_KEY, QUEUE_TASKS, TASK_CORRECT
 from tests.conftest import WorkerFactory
 from tests.worker.stream.test_labelsets import TEACHING, labelq
 from worker.constants import CORRECTIONS_KEY
+from worker.engine.engine import Engine
 from worker.ops.refit import held_out
 from worker.stream.labelsets import LabelSetStore
 
@@ -239,3 +240,31 @@ def test_a_candidate_in_shadow_is_scored_beside_the_live_version_and_judged_by_c
     assert labelq(redis_url, "shadow", "feedback", "--off").returncode == 0
     _classified(client, ClassifyRequest(id="s-after", text=texts["s-t"], label_set="feedback"))
     assert sum(scrape(port)["labelq_labelset_shadow_total"].values()) == 2  # off: no longer scored
+
+
+def test_beside_the_sets_own_rows_each_correction_weighs_more(
+    redis_url: str, tmp_path: Path, minilm_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from worker.ops import refit as refitting
+    from worker.ops import training
+    from worker.stream.corrections import CorrectionStore
+
+    store = _teach_feedback(redis_url, tmp_path)
+    items = _items(lambda rid: False)
+    _correct(store, items)
+    fitted_on: list[int] = []
+    real = training.fit_head
+
+    def counting(*args: object, **kwargs: object) -> training.Fitted:
+        fitted_on.append(len(args[2]))  # type: ignore[arg-type]
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(training, "fit_head", counting)
+    extra = [training.Row(text, (label,)) for label, texts in TEACHING.items() for text in texts]
+    classifier = minilm_engine.classifier()
+    corrections = CorrectionStore(store.client, store, 1000)
+    outcome = refitting.refit(store, corrections, classifier, "feedback", extra)  # type: ignore[arg-type]
+    fitting = outcome.fitted_rows - len(extra)
+    assert fitted_on == [fitting * refitting.CORRECTION_WEIGHT + len(extra)]
+    refitting.refit(store, corrections, classifier, "feedback")  # type: ignore[arg-type]
+    assert fitted_on[-1] == fitting  # alone, a correction is one row
