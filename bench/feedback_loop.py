@@ -17,7 +17,6 @@ Writes bench/reports/feedback-loop.json and docs/img/feedback-loop.png.
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import random
@@ -33,11 +32,8 @@ sys.path.insert(0, str(ROOT))
 
 from labelq.local_redis import RedisServer, find_redis_server  # noqa: E402
 from worker.constants import CORRECTIONS_KEY  # noqa: E402
-from worker.engine.embedding import EmbeddingClassifier  # noqa: E402
-from worker.engine.engine import Engine  # noqa: E402
 from worker.ops import training  # noqa: E402
 from worker.ops.refit import refit  # noqa: E402
-from worker.settings import load_settings  # noqa: E402
 from worker.stream.corrections import CorrectionStore  # noqa: E402
 from worker.stream.labelsets import LabelSet, LabelSetStore  # noqa: E402
 
@@ -66,19 +62,14 @@ def hateful_f1(labelset: LabelSet, rows: list[training.Row], vectors: dict[str, 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
-    args = parser.parse_args()
-    training.require_fitting()
     started = time.monotonic()
-    classifier = Engine(load_settings()).classifier()
-    assert isinstance(classifier, EmbeddingClassifier)
-    base_train = [row for d in BASE for row in builtin.rows_of(args.data, d, "train")]
-    base_val = [row for d in BASE for row in builtin.rows_of(args.data, d, "val")]
-    stream = builtin.rows_of(args.data, DOMAIN, "train")
+    data, classifier = builtin.prepare(__doc__.splitlines()[0])
+    base_train = [row for d in BASE for row in builtin.rows_of(data, d, "train")]
+    base_val = [row for d in BASE for row in builtin.rows_of(data, d, "val")]
+    stream = builtin.rows_of(data, DOMAIN, "train")
     random.Random(7).shuffle(stream)
-    domain_test = builtin.rows_of(args.data, DOMAIN, "test")
-    other_test = builtin.rows_of(args.data, "hatexplain", "test")
+    domain_test = builtin.rows_of(data, DOMAIN, "test")
+    other_test = builtin.rows_of(data, "hatexplain", "test")
     every = (base_train, base_val, stream, domain_test, other_test)
     texts = list(dict.fromkeys(row.text for rows in every for row in rows))
     print(f"embedding {len(texts)} texts", file=sys.stderr)

@@ -107,26 +107,31 @@ def gold_matrix(rows: Sequence[training.Row]) -> np.ndarray:
     return np.array([[name in row.labels for name in CATEGORIES] for row in rows], dtype=bool)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def prepare(description: str) -> tuple[Path, EmbeddingClassifier]:
+    """The data directory (`--data`) and the embedded model, for this script and bench/feedback_loop.py."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     args = parser.parse_args()
     training.require_fitting()
-    started = time.monotonic()
-    engine = Engine(load_settings())
-    classifier = engine.classifier()
+    classifier = Engine(load_settings()).classifier()
     assert isinstance(classifier, EmbeddingClassifier), "the embedded model is an embedding model"
-    train = [row for dataset in MAPPINGS for row in rows_of(args.data, dataset, "train")]
-    val = [row for dataset in MAPPINGS for row in rows_of(args.data, dataset, "val")]
-    tests = {dataset: rows_of(args.data, dataset, "test") for dataset in MAPPINGS}
+    return args.data, classifier
+
+
+def main() -> None:
+    started = time.monotonic()
+    data, classifier = prepare(__doc__.splitlines()[0])
+    train = [row for dataset in MAPPINGS for row in rows_of(data, dataset, "train")]
+    val = [row for dataset in MAPPINGS for row in rows_of(data, dataset, "val")]
+    tests = {dataset: rows_of(data, dataset, "test") for dataset in MAPPINGS}
     tweeteval = [
         training.Row(item["text"], ("offensive",) if item["label"] == "offensive" else ())
-        for item in map(json.loads, (args.data / "tweeteval_offensive.jsonl").read_text().splitlines())
+        for item in map(json.loads, (data / "tweeteval_offensive.jsonl").read_text().splitlines())
     ]
     digest = hashlib.sha256()
     for dataset in MAPPINGS:
         for split in ("train", "val"):
-            digest.update((args.data / "moderation" / dataset / f"{split}.jsonl").read_bytes())
+            digest.update((data / "moderation" / dataset / f"{split}.jsonl").read_bytes())
     texts = list(dict.fromkeys(row.text for rows in (train, val, tweeteval, *tests.values()) for row in rows))
     print(f"embedding {len(texts)} texts", file=sys.stderr)
     vectors = dict(zip(texts, training.embed_texts(classifier, texts), strict=True))
