@@ -129,9 +129,6 @@ class CorrectionStore:
             newest[corrected.request_id] = corrected
         return list(newest.values())
 
-    def count(self, name: str) -> int:
-        return int(self.client.llen(CORRECTIONS_KEY + name))
-
 
 def record_correction(store: CorrectionStore, message: Any) -> CorrectionReceipt | ErrorResult:
     """A correction as any Celery client sends it (the task's one argument): parsed at the boundary, a malformed
