@@ -29,7 +29,6 @@ import queue as queues
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import redis
 
@@ -420,10 +419,3 @@ class BatchLoop(threading.Thread):
         except redis.RedisError:
             log.warning("handing %d message(s) back failed; the sweep restores them after the timeout", len(tags))
             return 0
-
-
-def _quietly(action: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-    try:
-        action(*args, **kwargs)
-    except (OSError, redis.RedisError):  # shutting down or Redis away: nothing to lose here
-        log.debug("ignored during shutdown or reconnect", exc_info=True)
