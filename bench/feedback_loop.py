@@ -56,7 +56,7 @@ def hateful_f1(labelset: LabelSet, rows: list[training.Row], vectors: dict[str, 
     names = [label.name for label in labelset.labels]
     i = names.index("hateful")
     scores = np.asarray(labelset.head.scores(np.stack([vectors[row.text] for row in rows])))[:, i]
-    threshold = labelset.labels[i].threshold if labelset.labels[i].threshold is not None else 0.5
+    threshold = labelset.thresholds[i]
     gold = np.array(["hateful" in row.labels for row in rows])
     return float(builtin.f1(scores >= threshold, gold))
 

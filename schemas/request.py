@@ -167,6 +167,10 @@ class Label(BaseModel):
         """Only a name: the wire's bare-string shorthand says all of it."""
         return self.description is None and self.hypothesis is None and self.threshold is None and not self.examples
 
+    def threshold_or(self, default: float) -> float:
+        """This label's threshold, else `default` (the request's global one, or DEFAULT_THRESHOLD)."""
+        return default if self.threshold is None else self.threshold
+
     def hypothesis_for(self, template: str) -> str:
         """The hypothesis of this label: its own sentence, else the template filled with its text."""
         return self.hypothesis if self.hypothesis else fill_template(template, self.hypothesis_text)
@@ -425,9 +429,7 @@ class ClassifyRequest(BaseModel):
         default = float(self.thresholds) if isinstance(self.thresholds, float | int) else DEFAULT_THRESHOLD
         if not per_label and all(label.threshold is None for label in self.labels):
             return (default,) * len(self.labels)  # the common case, without a lookup per label
-        return tuple(
-            per_label.get(label.name, default if label.threshold is None else label.threshold) for label in self.labels
-        )
+        return tuple(per_label.get(label.name, label.threshold_or(default)) for label in self.labels)
 
     @property
     def webhook_url(self) -> str | None:

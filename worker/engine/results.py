@@ -59,6 +59,11 @@ class Answer:
         return self.request.id
 
     @property
+    def accepted(self) -> tuple[str, ...]:
+        """Labels at or over their threshold, in label order (the published result lists them by score)."""
+        return tuple(n for n, s, t in zip(self.names, self.scores, self.thresholds, strict=True) if s >= t)
+
+    @property
     def top(self) -> str:
         return self.names[self.order[0]]
 

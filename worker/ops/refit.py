@@ -121,7 +121,7 @@ def refit(
         template=live.hypothesis_template,
         vectors=vectors,
     )
-    live_thresholds = [label.threshold if label.threshold is not None else 0.5 for label in live.labels]
+    live_thresholds = live.thresholds
     new_thresholds = [fitted.thresholds[label.name] for label in live.labels]
     judge_vectors = _vectors(classifier, [row.text for row in judges], vectors)
     live_score = macro_f1(live.head, live_thresholds, judge_vectors, judges, names)

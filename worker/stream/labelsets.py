@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, 
 
 from schemas import ClassifyRequest, Label
 from schemas.limits import DEFAULT_MAX_LABEL_TEXT_CHARS, DEFAULT_MAX_LABELS
-from schemas.request import LABEL_SET_NAME_PATTERN, expand_label_shorthand, template_problem
+from schemas.request import DEFAULT_THRESHOLD, LABEL_SET_NAME_PATTERN, expand_label_shorthand, template_problem
 from schemas.transport import KEY_PREFIX
 from worker.engine.heads import LinearHead
 from worker.errors import InputError
@@ -128,6 +128,11 @@ class LabelSet(BaseModel):
             )
             labelset = labelset.model_copy(update={"labels": labels})
         return labelset
+
+    @property
+    def thresholds(self) -> tuple[float, ...]:
+        """Each label's threshold as a request naming the set is served with (no threshold of its own)."""
+        return tuple(label.threshold_or(DEFAULT_THRESHOLD) for label in self.labels)
 
     def apply_to(self, request: ClassifyRequest) -> ClassifyRequest:
         """The request with this set's labels; the set's template and multi_label unless the request set them."""

@@ -411,9 +411,8 @@ def _observe_drift(answer: Answer) -> None:
     assert answer.label_set is not None
     name, version = answer.label_set[0], str(answer.label_set[1])
     metrics.LABELSET_RESULTS.labels(name, version, answer.scorer).inc()
-    for label, score, threshold in zip(answer.names, answer.scores, answer.thresholds, strict=True):
-        if score >= threshold:
-            metrics.LABELSET_ACCEPTED.labels(name, version, label).inc()
+    for label in answer.accepted:
+        metrics.LABELSET_ACCEPTED.labels(name, version, label).inc()
     if len(answer.names) <= metrics.DRIFT_MAX_LABELS:
         for label, score in zip(answer.names, answer.scores, strict=True):
             metrics.LABELSET_SCORE.labels(name, label).observe(score)

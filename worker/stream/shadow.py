@@ -49,12 +49,12 @@ def score_shadows(engine: Engine, client: redis.Redis, ttl_s: int, shadowed: Seq
             for (answer, shadow), vector in zip(group, vectors, strict=True):
                 assert shadow.head is not None
                 scores = np.asarray(shadow.head.scores(vector[None, :]))[0]
-                thresholds = [label.threshold if label.threshold is not None else 0.5 for label in shadow.labels]
-                accepted = [label.name for label, score, t in zip(shadow.labels, scores, thresholds, strict=True)
-                            if score >= t]  # fmt: skip
-                live = [name for name, score, t in zip(answer.names, answer.scores, answer.thresholds, strict=True)
-                        if score >= t]  # fmt: skip
-                agreement = "agree" if set(accepted) == set(live) else "disagree"
+                accepted = [
+                    label.name
+                    for label, score, t in zip(shadow.labels, scores, shadow.thresholds, strict=True)
+                    if score >= t
+                ]
+                agreement = "agree" if set(accepted) == set(answer.accepted) else "disagree"
                 metrics.LABELSET_SHADOW.labels(shadow.name, agreement).inc()
                 key = f"{SHADOW_DECISION_KEY}{shadow.name}:{answer.id}"
                 pipe.set(key, json.dumps({"accepted": accepted}), ex=ttl_s)
