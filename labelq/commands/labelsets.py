@@ -72,6 +72,24 @@ def labelsets_put(name: str, source: Path, thresholds_file: Path | None, redis_u
         )
 
 
+def _embedding_classifier(model: str | None) -> Any:
+    """The embedding model a head is fitted on (`fit`, `refit`): `--model`, else the worker's; an `InputError`
+    for a model that is not installed or not an embedding model."""
+    from worker.engine.embedding import EmbeddingClassifier
+    from worker.errors import InputError, RequestRejected
+
+    try:
+        classifier = local_engine(model).classifier(model)
+    except RequestRejected as exc:
+        raise InputError(f"{exc.message} (--model or LABELQ_MODEL)") from None
+    if not isinstance(classifier, EmbeddingClassifier):
+        raise InputError(
+            f"a head is fitted on an embedding model's vectors; {classifier.card.name} is {classifier.card.kind} "
+            "(--model minilm-l6-int8, or set LABELQ_MODEL)"
+        )
+    return classifier
+
+
 def _read_labelset(name: str, source: Path, thresholds: dict[str, float] | None = None) -> Any:
     """A label set from a YAML file; any problem is one `InputError` naming the file and the line or field."""
     from pydantic import ValidationError
@@ -130,8 +148,7 @@ def labelsets_fit(
 ) -> None:
     """Teach label set NAME from labelled examples: fit a head on the embedding model's vectors and store it as
     NAME's next version (needs the `fit` extra: pip install 'labelq[fit]')."""
-    from worker.engine.embedding import EmbeddingClassifier
-    from worker.errors import InputError, RequestRejected
+    from worker.errors import InputError
     from worker.ops import training
     from worker.stream.labelsets import LabelSet
 
@@ -148,16 +165,7 @@ def labelsets_fit(
     if base.multi_label is not None and base.multi_label != multi_label:
         mode = "multi-label" if base.multi_label else "single-label"
         raise InputError(f"label set {name} is {mode}; {data} is {'multi' if multi_label else 'single'}-label data")
-    engine = local_engine(model)
-    try:
-        classifier = engine.classifier(model)
-    except RequestRejected as exc:
-        raise InputError(f"{exc.message} (--model or LABELQ_MODEL)") from None
-    if not isinstance(classifier, EmbeddingClassifier):
-        raise InputError(
-            f"a head is fitted on an embedding model's vectors; {classifier.card.name} is {classifier.card.kind} "
-            "(--model minilm-l6-int8, or set LABELQ_MODEL)"
-        )
+    classifier = _embedding_classifier(model)
     texts = len({row.text for row in [*rows, *val_rows]})
     with click.progressbar(length=texts, label=f"embedding {texts} texts", file=sys.stderr) as bar:
         fitted = training.fit_head(
@@ -207,8 +215,6 @@ def labelsets_refit(name: str, data: Path | None, val: Path | None, model: str |
     """Fold the moderators' corrections of NAME (labelq feedback) into a candidate head; it becomes NAME's next
     version only if it scores at least as well as the live one on held-out corrections (and --val). Exit 0
     promoted, 1 kept as a candidate (the line says why)."""
-    from worker.engine.embedding import EmbeddingClassifier
-    from worker.errors import InputError
     from worker.ops import training
     from worker.ops.refit import refit
     from worker.settings import load_settings
@@ -219,9 +225,7 @@ def labelsets_refit(name: str, data: Path | None, val: Path | None, model: str |
     val_rows = training.read_rows(val)[0] if val else []
     store = _store(redis_url)
     corrections = CorrectionStore(store.client, store, load_settings().corrections_max)
-    classifier = local_engine(model).classifier(model)
-    if not isinstance(classifier, EmbeddingClassifier):
-        raise InputError(f"a head is fitted on an embedding model's vectors; {classifier.card.name} is not one")
+    classifier = _embedding_classifier(model)
     outcome = refit(store, corrections, classifier, name, extra, val_rows)
     if outcome.promoted:
         click.echo(f"{name} version {outcome.version} promoted: {outcome.summary}")
