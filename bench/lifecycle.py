@@ -43,7 +43,7 @@ from labelq.processes import stop_process  # noqa: E402
 from producer import Client  # noqa: E402
 from schemas import ClassifyRequest  # noqa: E402
 from schemas.transport import QUEUE_BULK  # noqa: E402
-from worker.stream.redis_queue import INFLIGHT_KEY  # noqa: E402
+from worker.stream.redis_queue import INFLIGHT_KEY, ReliableQueue  # noqa: E402
 
 BACKLOG = {"minilm-l6-int8": (3000, 77), "deberta-int8": (1500, 5)}  # requests x labels: ~40-60 s of work
 LIVENESS_SCALE = {"minilm-l6-int8": 4, "deberta-int8": 1}  # the backlog outlasts 100 pings (~25 s)
@@ -75,7 +75,7 @@ def release(client: Client, batch: list[ClassifyRequest]) -> None:
 
 
 def queued(client: Client) -> int:
-    return sum(int(client.redis.llen(key)) for key in client.redis.scan_iter(QUEUE_BULK + "*"))
+    return ReliableQueue(client.redis).waiting(QUEUE_BULK)  # the plain list and its priority lists
 
 
 def shutdown(url: str, model: str, workdir: Path, code_dir: Path) -> dict[str, Any]:

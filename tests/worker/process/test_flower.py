@@ -18,6 +18,7 @@ import httpx
 import pytest
 from celery import Celery
 
+from labelq.local_redis import free_port
 from tests.conftest import WorkerFactory
 
 pytest.importorskip("flower", reason="Flower is part of the test extra: pip install -e '.[test]'")
@@ -29,15 +30,9 @@ SETTINGS = {  # the embedded MiniLM: a request's cost (its share of a batch) is 
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def flower(redis_url: str, tmp_path: Path) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     with (tmp_path / "flower.log").open("wb") as log:
         process = subprocess.Popen(
             [

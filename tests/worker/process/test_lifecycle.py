@@ -19,7 +19,7 @@ from schemas import ClassifyRequest, parse_result
 from schemas.transport import QUEUE_BULK
 from tests.conftest import WorkerFactory
 from tests.worker.test_streaming import wait_for_length
-from worker.stream.redis_queue import INFLIGHT_KEY
+from worker.stream.redis_queue import INFLIGHT_KEY, ReliableQueue
 
 BACKLOG = 3000
 SLOW_FAKE = {
@@ -47,7 +47,7 @@ def _backlog(client: Client, reply_to: str, count: int = BACKLOG) -> set[str]:
 
 
 def _queued(client: Client) -> int:
-    return sum(int(client.redis.llen(key)) for key in client.redis.keys(QUEUE_BULK + "*"))
+    return ReliableQueue(client.redis).waiting(QUEUE_BULK)  # the plain list and its priority lists
 
 
 def _answered(client: Client, queue: str) -> int:
