@@ -1,10 +1,7 @@
 """How the `labelq` command reports a failure: one line on stderr that says what failed, where, and what to do,
-and a documented exit code; `--debug` (or LABELQ_DEBUG=1) shows the traceback instead.
-
-Exit codes: 0 done; 1 the command's own "no" (an error result, no ready worker, rejected lines); 2 a usage or
-input problem (a flag, a file, a setting, a Redis ACL grant missing); 3 Redis unreachable; 4 a model problem
-(missing, corrupt, cannot be fetched); 70 an internal error (a bug: run again as `labelq --debug <command>` and
-report it). With `--debug` the exit code is the same. `labelq health` keeps its own scheme (2: Redis unreachable).
+and an exit code from the one table, README.md "Errors and exit codes" (the constants below are its numbers;
+tests/labelq/test_exit_codes.py checks both); `--debug` (or LABELQ_DEBUG=1) shows the traceback instead, with
+the same exit code.
 """
 
 from __future__ import annotations
