@@ -26,6 +26,7 @@ from schemas.request import reply_queue_problem
 from schemas.transport import (
     ACL_DOCS,
     CELERY_RESULT_KEY,
+    KEY_PREFIX,
     NOTIFY_KEY,
     QUEUE_TASKS,
     QUEUES,
@@ -318,32 +319,99 @@ class Client:
 
     def results(self, reply_queue: str, *, follow: bool = False, poll_s: float = 1.0) -> Iterator[Result]:
         """Take results off a result queue (a Redis list) in order; with `follow`, wait for more forever.
+
+        Nothing is lost however the reader stops: each item is moved (LMOVE, atomic) from the queue onto this
+        reader's holding list in Redis and taken off it for good only when the caller asks for the next one, so
+        an item the caller did not finish with (an exception, a signal, a closed pipe, `break`, the generator
+        closed) is put back at the head of the queue when the generator closes: at least once, never lost. A
+        reader killed outright (SIGKILL) leaves its item held; the next reader of the queue puts it back once the
+        dead reader's lease (READER_LEASE_S) has lapsed. Close the generator (`contextlib.closing`) rather than
+        leave it to the garbage collector.
+
         A name no request may reply to (a Celery queue, kombu's keys: `reply_queue_problem`) or a key that is not
         a list is a ValueError before anything is taken; an item that is not a labelq result is put back at the
-        head of the queue and raised as `UnreadableResult`, so nothing this reads is lost."""
+        head of the queue and raised as `UnreadableResult`."""
         problem = reply_queue_problem(reply_queue)
         if problem:
             raise ValueError(problem)
-        kind = self.redis.type(reply_queue)
-        kind = kind.decode() if isinstance(kind, bytes) else str(kind)
+        kind = key_type(self.redis, reply_queue)
         if kind not in ("list", "none"):
             raise ValueError(f"{reply_queue!r} is a Redis {kind}, not a result queue (a list)")
-        while True:
-            if follow:
-                popped = self.redis.blpop([reply_queue], timeout=poll_s)
-                if popped is None:
-                    continue
-                raw = popped[1]
-            else:
-                taken = self.redis.lpop(reply_queue)
-                if taken is None:
-                    return
-                raw = taken  # type: ignore[assignment]
-            yield self._readable(reply_queue, raw)
-
-    def _readable(self, reply_queue: str, raw: bytes | str) -> Result:
+        reader = _Reader(self.redis, reply_queue)
+        reader.put_back_orphans()
         try:
-            return parse_result(raw)
-        except ValueError as exc:  # pydantic's ValidationError is one
-            self.redis.lpush(reply_queue, raw)  # back at the head, where it was
-            raise UnreadableResult(reply_queue, exc) from None
+            while True:
+                raw = reader.take(poll_s if follow else None)
+                if raw is None:
+                    if follow:
+                        continue
+                    return
+                try:
+                    result = parse_result(raw)
+                except ValueError as exc:  # pydantic's ValidationError is one; the finally puts it back
+                    raise UnreadableResult(reply_queue, exc) from None
+                yield result
+                reader.done(raw)  # the caller came back for the next: it has finished with this one
+        finally:
+            reader.close()
+
+
+READERS_KEY = KEY_PREFIX + "readers:"  # + queue -> set of the tokens of readers that may hold its items
+READING_KEY = KEY_PREFIX + "reading:"  # + reader token -> list: the items that reader holds, oldest first
+READER_KEY = KEY_PREFIX + "reader:"  # + reader token -> lease (the queue's name): the reader is alive
+READER_LEASE_S = 60  # renewed each time a reader takes or waits: a reader silent for this long is gone
+
+
+def key_type(client: redis.Redis, key: str) -> str:
+    """Redis's TYPE of `key` as text: `none` (no such key), `list`, `string`, `stream`, ..."""
+    kind = client.type(key)
+    return kind.decode() if isinstance(kind, bytes) else str(kind)
+
+
+class _Reader:
+    """One reader of a result queue: its holding list, its lease, its entry in the queue's set of readers."""
+
+    def __init__(self, client: redis.Redis, queue: str) -> None:
+        self.redis = client
+        self.queue = queue
+        self.token = uuid.uuid4().hex
+        self.held = READING_KEY + self.token
+        self.lease = READER_KEY + self.token
+
+    def take(self, wait_s: float | None) -> bytes | None:
+        """The item at the head of the queue, moved onto the holding list (None: the queue is empty, or stayed
+        empty for `wait_s`)."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.set(self.lease, self.queue, ex=READER_LEASE_S)
+        pipe.sadd(READERS_KEY + self.queue, self.token)
+        pipe.execute()
+        if wait_s is None:
+            raw = self.redis.lmove(self.queue, self.held, "LEFT", "RIGHT")
+        else:
+            raw = self.redis.blmove(self.queue, self.held, wait_s, "LEFT", "RIGHT")  # type: ignore[arg-type]
+        return raw  # type: ignore[return-value]
+
+    def done(self, raw: bytes) -> None:
+        self.redis.lrem(self.held, 1, raw)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        """Everything still held back at the head of the queue, in its order; then the lease goes."""
+        _put_back(self.redis, self.held, self.queue)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.srem(READERS_KEY + self.queue, self.token)
+        pipe.delete(self.lease)
+        pipe.execute()
+
+    def put_back_orphans(self) -> None:
+        """Items held by readers of this queue that are gone (their lease lapsed): back at the head of the queue."""
+        for member in self.redis.smembers(READERS_KEY + self.queue):
+            token = member.decode() if isinstance(member, bytes) else str(member)
+            if not self.redis.exists(READER_KEY + token):
+                _put_back(self.redis, READING_KEY + token, self.queue)
+                self.redis.srem(READERS_KEY + self.queue, token)
+
+
+def _put_back(client: redis.Redis, held: str, queue: str) -> None:
+    """Move `held`'s items to the head of `queue`, last first, so they stand there in the order they were taken."""
+    while client.lmove(held, queue, "RIGHT", "LEFT") is not None:
+        pass

@@ -3,8 +3,13 @@ the producer's `Client`."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TextIO
 
 import click
 
@@ -98,17 +103,105 @@ def submit_file(source: Path, queue: str, reply_to: str | None, redis_url: str) 
 @click.option("--follow", is_flag=True, help="Keep waiting for new results")
 @REDIS_URL_OPTION
 def results(reply_queue: str, follow: bool, redis_url: str) -> None:
-    """Print (and take off) the results on a result queue, one JSON line each. An item that is not a labelq result
-    stops the command (exit 1) and stays at the head of the queue; a name that is no result queue is exit 2."""
+    """Print (and take off) the results on a result queue, one JSON line each. A result is taken off only once it
+    is written (into a pipe: once the reading process has read it), so a closed pipe (`| head -1`: exit 0),
+    SIGINT or SIGTERM (exit 130 or 143) at any instant leaves every result not yet read on the queue, in order.
+    An item that is not a labelq result stops the command (exit 1) and stays at the head of the queue; a name
+    that is no result queue, or a key of another type, is exit 2."""
     from producer import UnreadableResult
     from worker.errors import InputError
 
-    with producer(redis_url) as client:
+    with producer(redis_url) as client, _signals_stop() as stop:
+        taken = client.results(reply_queue, follow=follow)
         try:
-            for result in client.results(reply_queue, follow=follow):
+            for result in taken:
                 click.echo(result.model_dump_json())
-        except UnreadableResult as exc:
+                if not _read_by_the_other_end(sys.stdout):
+                    raise BrokenPipeError
+        except UnreadableResult as exc:  # it was put back at the head
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
         except ValueError as exc:  # not a name a result queue may have, or a key of another type
             raise InputError(f"{exc}; name the result queue your requests give as reply_to") from None
+        except BrokenPipeError:  # the reader is gone (`| head`): a quiet end, as `yes | head` is
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+            sys.exit(0)
+        except Stopped as exc:
+            sys.exit(128 + exc.signum)
+        finally:
+            stop.quiet()  # putting back is not interrupted
+            taken.close()  # what it holds (a result not yet read) back at the head of the queue, in order
+
+
+class Stopped(BaseException):
+    """SIGINT or SIGTERM arrived: the command ends, putting back what it holds (not an error: a BaseException)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+class _SignalStop:
+    """SIGINT and SIGTERM raise `Stopped` once; after the first, or `quiet()`, both are ignored so that putting
+    back what is held cannot itself be interrupted."""
+
+    STOPPING = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.previous = {signum: signal.getsignal(signum) for signum in self.STOPPING}
+        for signum in self.STOPPING:
+            signal.signal(signum, self._raise)
+
+    def _raise(self, signum: int, _frame: object) -> None:
+        self.quiet()
+        raise Stopped(signum)
+
+    def quiet(self) -> None:
+        for signum in self.STOPPING:
+            signal.signal(signum, signal.SIG_IGN)
+
+    def restore(self) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+
+@contextlib.contextmanager
+def _signals_stop() -> Iterator[_SignalStop]:
+    stop = _SignalStop()
+    try:
+        yield stop
+    finally:
+        stop.restore()
+
+
+def _read_by_the_other_end(stream: TextIO, poll_s: float = 0.0005) -> bool:
+    """Once `stream` is flushed: for a pipe, wait until the process at its other end has read everything written
+    (True) or closed it with bytes unread (False); anything else (a terminal, a file) took it when flushed."""
+    import array
+    import select
+    import stat
+    import time
+
+    try:
+        import fcntl
+        import termios
+
+        fd = stream.fileno()
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            return True
+    except (ImportError, OSError, ValueError):  # no FIONREAD here, or no file descriptor (a test runner's stream)
+        return True
+    closed = select.poll()
+    closed.register(fd, select.POLLERR)
+    unread = array.array("i", [0])
+    while True:
+        try:
+            fcntl.ioctl(fd, termios.FIONREAD, unread)
+        except OSError:  # a system that cannot tell
+            return True
+        if unread[0] == 0:
+            return True
+        if closed.poll(0):
+            return False
+        time.sleep(poll_s)
+        poll_s = min(poll_s * 2, 0.05)
