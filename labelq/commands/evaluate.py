@@ -13,6 +13,7 @@ from labelq.commands.options import (
     REDIS_URL_OPTION,
     SHORTLIST_OPTION,
     broker,
+    cli_settings,
     local_engine,
 )
 
@@ -73,7 +74,7 @@ def eval_command(
     examples = ev.read_examples(data)[: limit or None]
     if (labels_file is None) == (label_set is None):
         raise click.UsageError("give --labels-file or --label-set (one of them)")
-    stored = LabelSetStore(broker(redis_url)).get(label_set) if label_set else None
+    stored = LabelSetStore(broker(redis_url), cli_settings().limits()).get(label_set) if label_set else None
     if label_set and stored is None:
         raise InputError(f"no label set {label_set} in {redis_url} (labelq labelsets list)")
     if stored and (shots or descriptions or template):

@@ -13,6 +13,7 @@ import click
 from labelq.commands.options import (
     REDIS_URL_OPTION,
     broker,
+    cli_settings,
     local_engine,
 )
 
@@ -31,11 +32,16 @@ def set_name(ctx: click.Context | None, param: click.Parameter | None, value: st
     return value
 
 
-def _store(redis_url: str) -> Any:
+def _limits() -> Any:
+    """What a label set is held to here: the limits the workers' settings give a request (LABELQ_MAX_LABELS, ...),
+    so a set the command stores is one the workers, configured alike, serve."""
+    return cli_settings().limits()
 
+
+def _store(redis_url: str) -> Any:
     from worker.stream.labelsets import LabelSetStore
 
-    return LabelSetStore(broker(redis_url))
+    return LabelSetStore(broker(redis_url), _limits())
 
 
 @labelsets.command("put")
@@ -98,10 +104,13 @@ def _read_labelset(name: str, source: Path, thresholds: dict[str, float] | None 
     from worker.stream.labelsets import LabelSet, first_problem
 
     try:
-        return LabelSet.from_yaml(name, source.read_text(), thresholds)
+        return LabelSet.from_yaml(name, source.read_text(), thresholds, _limits())
     except ValidationError as exc:
         problem = first_problem(exc, whole="the file")
-        raise InputError(f"{source}: {problem} (a label set is a mapping with a `labels` list)") from None
+        shape = (
+            "" if exc.errors()[0]["type"] == "too_many_labels" else " (a label set is a mapping with a `labels` list)"
+        )
+        raise InputError(f"{source}: {problem}{shape}") from None
     except ValueError as exc:
         raise InputError(f"{source}: {exc}") from None
 
@@ -117,7 +126,7 @@ def _labelset_from_data(name: str, rows: list[Any], data: Path) -> Any:
     if not names:
         raise InputError(f"{data}: no row names a label; a new label set needs at least one")
     try:
-        return LabelSet(name=name, labels=names)
+        return LabelSet.model_validate({"name": name, "labels": names}, context=_limits())
     except ValidationError as exc:
         raise InputError(f"{data}: its labels cannot make label set {name!r}: {first_problem(exc)}") from None
 
@@ -186,7 +195,7 @@ def labelsets_fit(
     if base.builtin:
         update |= {"builtin": False, "provenance": None}
     taught = base.model_copy(update=update)
-    version = store.put(LabelSet.model_validate(taught.model_dump()))
+    version = store.put(LabelSet.model_validate(taught.model_dump(), context=store.limits))
     metrics, how = fitted.metrics, fitted.head.fitted["method"]
     card = classifier.card
     click.echo(f"{name} version {version}: {how} head on {card.name}@{card.revision} from {len(rows)} rows")

@@ -136,7 +136,7 @@ def refit(
         for label, threshold in zip(live.labels, new_thresholds, strict=True)
     )
     candidate = live.model_copy(update={"labels": labels, "head": fitted.head, "builtin": False, "provenance": None})
-    candidate = LabelSet.model_validate(candidate.model_dump())
+    candidate = LabelSet.model_validate(candidate.model_dump(), context=labelsets.limits)
     better = candidate_score >= live_score and (live_val is None or (candidate_val or 0.0) >= live_val)
     if better:
         version: int | None = labelsets.put(candidate)

@@ -142,7 +142,7 @@ class Runtime:
             limits=settings.limits(),
             max_deliveries=settings.max_deliveries,
             webhook_guard=webhook_guard(settings),
-            labelsets=LabelSetStore(client),
+            labelsets=LabelSetStore(client, settings.limits()),  # a set is held to the limits a request is
             budgets={policy.queue: policy.max_pairs for policy in batch_policies},
             log_texts=settings.log_texts,
         )

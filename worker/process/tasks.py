@@ -108,7 +108,7 @@ def register_correction_task(app: Celery, settings: Settings) -> None:
         `invalid_message`, never a task failure."""
         if not stores:
             client = connect(settings)
-            stores.append(CorrectionStore(client, LabelSetStore(client), settings.corrections_max))
+            stores.append(CorrectionStore(client, LabelSetStore(client, settings.limits()), settings.corrections_max))
         if len(args) == 1 and not kwargs:
             message: Any = args[0]
         elif not args and kwargs:

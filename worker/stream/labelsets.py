@@ -14,6 +14,11 @@ first, every claim).
 Workers read the latest version of the sets the messages of a claim name in one round trip per claim, as they
 arrive (a request is costed with its set's labels and examples, exactly as the same labels inline), so a new
 version is used from the next claim on, without a restart.
+
+A set is held to the limits a request carrying its labels is held to (`RequestLimits`, from the worker's settings:
+LABELQ_MAX_LABELS, LABELQ_MAX_LABEL_CHARS, ...), given as the validation context: `LabelSetStore(client, limits)`,
+`LabelSet.from_yaml(..., limits=...)`, `LabelSet.model_validate(data, context=limits)`. Without one, the
+defaults (100 labels). A stored set over the reader's limits is `Unusable`, with the limit it exceeds.
 """
 
 from __future__ import annotations
@@ -28,10 +33,19 @@ from typing import Any
 
 import redis
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
-from schemas import ClassifyRequest, Label
-from schemas.limits import DEFAULT_MAX_LABEL_TEXT_CHARS, DEFAULT_MAX_LABELS
+from schemas import ClassifyRequest, Label, RequestLimits
 from schemas.request import DEFAULT_THRESHOLD, LABEL_SET_NAME_PATTERN, expand_label_shorthand, template_problem
 from schemas.transport import KEY_PREFIX
 from worker.engine.heads import LinearHead
@@ -61,7 +75,7 @@ class LabelSet(BaseModel):
 
     name: str = Field(pattern=LABEL_SET_NAME_PATTERN)  # what a request may name: no ':' to reach other keys
     version: int = 0
-    labels: tuple[Label, ...] = Field(min_length=1, max_length=DEFAULT_MAX_LABELS)
+    labels: tuple[Label, ...] = Field(min_length=1)  # at most the reader's max_labels (`_shorthand`)
     hypothesis_template: str | None = None
     multi_label: StrictBool | None = None
     head: LinearHead | None = Field(None, description="Learned from examples by `labelq labelsets fit`")
@@ -82,15 +96,24 @@ class LabelSet(BaseModel):
 
     @field_validator("hypothesis_template")
     @classmethod
-    def _template(cls, value: str | None) -> str | None:
-        problem = template_problem(value, DEFAULT_MAX_LABEL_TEXT_CHARS) if value is not None else None
+    def _template(cls, value: str | None, info: ValidationInfo) -> str | None:
+        limit = limits_of(info).max_label_text_chars
+        problem = template_problem(value, limit) if value is not None else None
         if problem is not None:
             raise ValueError(problem)
         return value
 
     @field_validator("labels", mode="before")
     @classmethod
-    def _shorthand(cls, value: Any) -> Any:
+    def _shorthand(cls, value: Any, info: ValidationInfo) -> Any:
+        limit = limits_of(info).max_labels
+        if isinstance(value, list | tuple) and len(value) > limit:  # counted before any label is validated
+            raise PydanticCustomError(
+                "too_many_labels",
+                "{count} labels; the limit is {limit} (LABELQ_MAX_LABELS: set it alike on the workers and where "
+                "labelq commands run)",
+                {"count": len(value), "limit": limit},
+            )
         return expand_label_shorthand(value)
 
     @field_validator("labels")
@@ -102,9 +125,12 @@ class LabelSet(BaseModel):
         return value
 
     @classmethod
-    def from_yaml(cls, name: str, text: str, thresholds: dict[str, float] | None = None) -> LabelSet:
+    def from_yaml(
+        cls, name: str, text: str, thresholds: dict[str, float] | None = None, limits: RequestLimits | None = None
+    ) -> LabelSet:
         """A label set from YAML (`labels:` with name, description, hypothesis, threshold; optional
-        `hypothesis_template`, `multi_label`); `thresholds` (e.g. fitted by `labelq eval`) override."""
+        `hypothesis_template`, `multi_label`); `thresholds` (e.g. fitted by `labelq eval`) override; `limits`: the
+        reader's (default: `RequestLimits()`)."""
         try:
             data = yaml.safe_load(text) or {}
         except yaml.YAMLError as exc:
@@ -117,7 +143,7 @@ class LabelSet(BaseModel):
         data.pop("head", None)  # likewise: a head is fitted (`labelq labelsets fit`), never written by hand
         if data.pop("builtin", None):  # a copy of a built-in set (`get` output): its head and provenance stay
             data.pop("provenance", None)
-        labelset = cls.model_validate({**data, "name": name})
+        labelset = cls.model_validate({**data, "name": name}, context=limits)
         if thresholds:
             unknown = set(thresholds) - {label.name for label in labelset.labels}
             if unknown:
@@ -145,10 +171,14 @@ class LabelSet(BaseModel):
 
 
 class LabelSetStore:
-    def __init__(self, client: redis.Redis, cache_size: int = 256) -> None:
+    def __init__(self, client: redis.Redis, limits: RequestLimits | None = None, cache_size: int = 256) -> None:
+        """`limits`: what a stored set must satisfy to be used here (the worker's or the command's settings,
+        `Settings.limits()`); default `RequestLimits()`."""
         self.client = client
+        self.limits = limits or RequestLimits()
         self._put = client.register_script(_PUT)
-        self._parsed: OrderedDict[bytes | str, LabelSet] = OrderedDict()  # stored document -> parsed set
+        # stored document -> the parsed set, or why it cannot be used (said once, not at every claim)
+        self._parsed: OrderedDict[bytes | str, LabelSet | Unusable] = OrderedDict()
         self._cache_size = cache_size
 
     def put(self, labelset: LabelSet) -> int:
@@ -165,7 +195,7 @@ class LabelSetStore:
 
     def candidate(self, name: str) -> LabelSet | None:
         raw = self.client.get(LABELSET_KEY + name + CANDIDATE_SUFFIX)
-        return LabelSet.model_validate_json(raw) if raw is not None else None
+        return LabelSet.model_validate_json(raw, context=self.limits) if raw is not None else None
 
     def get(self, name: str, version: int | None = None) -> LabelSet | None:
         """A stored version (the latest by default; with none stored, the built-in set of that name), None if
@@ -176,7 +206,7 @@ class LabelSetStore:
         if raw is None:
             return builtin_labelsets().get(name) if version is None else None
         try:
-            return _load(raw)
+            return _load(raw, self.limits)
         except (ValueError, KeyError, TypeError, RecursionError) as exc:
             which = f"version {version}" if version else "latest version"
             raise InputError(
@@ -202,21 +232,16 @@ class LabelSetStore:
         raws = self.client.mget(keys)
         for name, raw in zip(wanted, raws[len(wanted) :], strict=True):
             if raw is not None:
-                try:
-                    shadows[name] = self._cached(raw)
-                except Exception as exc:  # hostile or stale: never scored
-                    log.error("the shadow of label set %s is unusable (%s): not scored", name, first_problem(exc))
+                shadow = self._cached(raw, f"the shadow of label set {name}", "not scored")
+                if not isinstance(shadow, Unusable):  # hostile or stale: never scored
+                    shadows[name] = shadow
         for name, raw in zip(wanted, raws[: len(wanted)], strict=True):
             if raw is None:  # none stored: the built-in set of that name, if labelq ships one
                 if name in builtins:
                     found[name] = builtins[name]
                 continue
-            try:
-                found[name] = self._cached(raw)
-            except Exception as exc:  # a stored document is hostile input: not written by `put`, or tampered with
-                reason = first_problem(exc)
-                log.error("label set %s is unusable (%s); requests naming it get invalid_label_set", name, reason)
-                found[name] = Unusable(reason)
+            # a stored document is hostile input: not written by `put`, tampered with, or over this worker's limits
+            found[name] = self._cached(raw, f"label set {name}", "requests naming it get invalid_label_set")
         return found, shadows
 
     def shadow_on(self, name: str) -> LabelSet | None:
@@ -232,15 +257,21 @@ class LabelSetStore:
     def shadow_off(self, name: str) -> bool:
         return bool(self.client.delete(LABELSET_KEY + name + SHADOW_SUFFIX))
 
-    def _cached(self, raw: bytes | str) -> LabelSet:
-        """Parse each stored version once: the MGET per batch stays, the validation does not."""
+    def _cached(self, raw: bytes | str, what: str, consequence: str) -> LabelSet | Unusable:
+        """Parse each stored version once: the MGET per batch stays, the validation does not. One that cannot be
+        used is `Unusable`, logged once (`what` is unusable (why); `consequence`), not at every claim naming it."""
         if raw in self._parsed:
             self._parsed.move_to_end(raw)
             return self._parsed[raw]
-        labelset = self._parsed[raw] = _load(raw)
+        try:
+            parsed: LabelSet | Unusable = _load(raw, self.limits)
+        except Exception as exc:  # hostile input: whatever it is, it is that set's problem, never the batch's
+            parsed = Unusable(first_problem(exc))
+            log.error("%s is unusable (%s); %s", what, parsed, consequence)
+        self._parsed[raw] = parsed
         while len(self._parsed) > self._cache_size:
             self._parsed.popitem(last=False)
-        return labelset
+        return parsed
 
     def names(self) -> list[str]:
         """Every set a request may name: the stored ones and the built-in ones."""
@@ -279,9 +310,14 @@ def first_problem(exc: Exception, whole: str = "") -> str:
     return f"not a stored label set ({type(exc).__name__})"
 
 
-def _load(raw: bytes | str) -> LabelSet:
+def limits_of(info: ValidationInfo) -> RequestLimits:
+    """The limits a set is read under: the validation context's, else the defaults."""
+    return info.context if isinstance(info.context, RequestLimits) else RequestLimits()
+
+
+def _load(raw: bytes | str, limits: RequestLimits | None = None) -> LabelSet:
     stored = json.loads(raw)
-    return LabelSet.model_validate({**stored["set"], "version": stored["version"]})
+    return LabelSet.model_validate({**stored["set"], "version": stored["version"]}, context=limits)
 
 
 @functools.cache
