@@ -94,9 +94,7 @@ def reading(data: dict[str, Any]) -> list[str]:
         "5-16% faster than 8 on an Intel Xeon with 32 slower, and on an AMD EPYC 64 against 16 at 1.03 / 0.99 / "
         "0.99 / 0.92 of the time for int8 at 2 / 5 / 20 / 77 labels: no size wins everywhere, so 16 stays the "
         "default. Run by run, a round's engine / raw ranges "
-        f"{round_span('raw', 'engine')} across every model and label count; when the harness ran each way's "
-        "round in turn, seconds apart, a single round ranged 0.74-1.29 on an AMD EPYC and each of two runs of "
-        "unchanged engine code missed 0.95 at three or four points. End to end "
+        f"{round_span('raw', 'engine')} across every model and label count. End to end "
         f"({_span(ratios(deberta, 'e2e'))} of the engine on DeBERTa) is another process, timed next to each "
         f"round of the engine (before it every other round): a round's ratio ranges "
         f"{round_span('engine', 'e2e')} here, MiniLM's short rounds (a second or two) the widest (so MiniLM "
@@ -601,8 +599,8 @@ def cuda_reading(cuda: dict[str, Any]) -> list[str]:
         f"which a CPU hides behind a model that costs milliseconds a pair. At 2 labels a {size}-request batch "
         f"holds only {2 * size} pairs (*raw on the worker's batches / raw* {two['raw_s'] / two['raw_batches_s']:.2f})"
         + (
-            ", half a best run: since this run a worker on CUDA cuts bulk batches of up to 1,024 requests or 4,096 "
-            "pairs (a CPU's: 1,024), not yet measured there. "
+            ", half a best run: a worker on CUDA cuts bulk batches of up to 1,024 requests or 4,096 pairs (a "
+            "CPU's: 1,024), which this run did not measure. "
             if size < 1024
             else ". "
         )
@@ -614,8 +612,8 @@ def cuda_reading(cuda: dict[str, Any]) -> list[str]:
         f"pipeline with batch_size 32; at 10% load a 5-label request is answered in {pct(ten, 50):.0f} ms p50 / "
         f"{pct(ten, 99):.0f} ms p99 (the model alone {cuda['alone_ms']['deberta-fp32']:.1f} ms).",
         "",
-        "Since this run (not yet measured on a GPU): `labelq worker` on a CUDA host runs 4 processes sharing the "
-        "device by default, so the device runs while each does its Python; the Python per pair is now 11-22 µs "
+        "Not measured on a GPU yet: `labelq worker` on a CUDA host runs 4 processes sharing the "
+        "device by default, so the device runs while each does its Python; the Python per pair is 11-22 µs "
         "with the model stubbed on a CPU, and `bench/python_overhead.py` predicts one process at 0.38-0.75 of raw "
         "(2-77 labels) and four at the device's own rate (bench/reports/python-overhead.json, `gpu_ceiling`).",
         "",
@@ -667,7 +665,7 @@ def mixed_section(results: list[dict[str, Any]]) -> list[str]:
         "onto `labelq.bulk` at once while 5-label realtime requests arrive (Poisson) at 10% of the worker's capacity "
         "(model sequences a second on the backlog alone) until it has drained. *Between runs*: the default, realtime "
         "served between the bulk batch's model runs; *batch ends*: `LABELQ_REALTIME_BETWEEN_RUNS=false`, realtime "
-        "waits for the bulk batch (the behaviour before). One model run: the median (and longest) model run of one "
+        "waits for the bulk batch. One model run: the median (and longest) model run of one "
         "bulk batch of the backlog at the worker's defaults (16 sequences or 256 padded tokens a run on a CPU), timed "
         f"in process. Between runs, the backlog alone, realtime alone and the two together alternate for {rounds} "
         "rounds in the same worker: the bulk ratio is of the medians (the range is round by round), and realtime "
@@ -739,8 +737,8 @@ def mixed_section(results: list[dict[str, Any]]) -> list[str]:
 
 
 def lifecycle_section(report: dict[str, Any]) -> list[str]:
-    """bench/lifecycle.py: SIGTERM during a backlog, liveness while it drains, throughput A/B against the code
-    before the batch loop had its own thread."""
+    """bench/lifecycle.py: SIGTERM during a backlog, liveness while it drains. The report's throughput A/B against
+    the code before the batch loop had its own thread is a change's cost, kept in CHANGELOG.md, not here."""
     lines = [
         "## Stopping and liveness at the defaults",
         "",
@@ -762,29 +760,6 @@ def lifecycle_section(report: dict[str, Any]) -> list[str]:
             f"{live['inspect_active_listed_tasks_of_100']} of 100 | {live['longest_heartbeat_gap_s']:.2f} s "
             f"(Celery's interval: 2 s) |"
         )
-    ab = [(model, found["throughput_ab"]) for model, found in report["models"].items() if "throughput_ab" in found]
-    if ab:
-        lines += [
-            "",
-            "Throughput and realtime latency against the code before (the batch loop on Celery's event loop, "
-            "commit c2c9f5c), the two workers alternating for 3 rounds in one run: the backlog's drain rate and "
-            "100 realtime 5-label requests one at a time (50 ms apart), medians of the rounds, this / before (a rate "
-            "above 1 is faster, a latency below 1 is faster; this machine moves 10-30% between runs):",
-            "",
-            "| model | backlog requests/s | realtime p50 | realtime p99 |",
-            "|---|---|---|---|",
-        ]
-        for model, found in ab:
-            ratio = found["median_ratio_this_over_other"]
-            rounds = found["rounds"]
-            rates = {tag: [r["requests_per_s"] for r in rounds[tag]] for tag in ("this", "other")}
-            spread = f"{min(rates['this']):.0f}-{max(rates['this']):.0f} against {min(rates['other']):.0f}-" + (
-                f"{max(rates['other']):.0f}"
-            )
-            lines.append(
-                f"| {model} | {ratio['requests_per_s']:.2f} (rounds {spread}) | {ratio['realtime_p50_ms']:.2f} | "
-                f"{ratio['realtime_p99_ms']:.2f} |"
-            )
     return [*lines, ""]
 
 
