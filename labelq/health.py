@@ -1,17 +1,25 @@
-"""`labelq health`: is the service able to answer? Redis, ready workers and their models, queue depths."""
+"""`labelq health`: is the service able to answer? Redis, ready workers and their models, queue depths.
+
+Its exit code follows the table every command follows (README.md, "Errors and exit codes"): 0 healthy; 1
+unhealthy (no ready worker, workers of different models on one queue, a worker record it cannot read); 2 one of
+labelq's keys holds another Redis type (a stream where a queue's list belongs); 3 Redis unreachable or refusing
+the password."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import redis
 
+from labelq.failures import EXIT_REDIS, EXIT_USAGE
 from producer import Client
 from schemas.transport import DEAD_LETTER_KEY, QUEUES, WEBHOOK_CLAIMED_KEY, WEBHOOK_SCHEDULE_KEY
+from worker.connections import key_type_problems
 from worker.stream.redis_queue import ReliableQueue
 
-HEALTHY, NO_WORKER, REDIS_DOWN = 0, 1, 2  # exit codes
+HEALTHY, UNHEALTHY, WRONG_KEY_TYPE, REDIS_DOWN = 0, 1, EXIT_USAGE, EXIT_REDIS  # exit codes
 
 
 @dataclass
@@ -20,15 +28,44 @@ class Health:
     workers: dict[str, dict[str, Any]] = field(default_factory=dict)  # ready workers, as they announce themselves
     pinged: list[str] = field(default_factory=list)  # Celery nodes that answered a ping
     depths: dict[str, int] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)  # why it is unhealthy though workers are ready, one line each
+    wrong_keys: list[str] = field(default_factory=list)  # "key 'labelq.realtime' is a stream, not a list"
 
     @property
     def status(self) -> int:
         if self.redis != "ok":
             return REDIS_DOWN
-        return HEALTHY if self.workers else NO_WORKER
+        if self.wrong_keys:
+            return WRONG_KEY_TYPE
+        return UNHEALTHY if self.problems or not self.workers else HEALTHY
+
+    @property
+    def verdict(self) -> str:
+        if self.status == HEALTHY:
+            return "healthy"
+        if self.status == REDIS_DOWN:
+            return "redis unreachable"
+        if self.status == WRONG_KEY_TYPE:
+            return "a key of the wrong type"
+        return "no ready worker" if not self.workers else "unhealthy"
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "status": ["healthy", "no ready worker", "redis unreachable"][self.status]}
+        return {**asdict(self), "status": self.verdict}
+
+
+def mixed_models(workers: dict[str, dict[str, Any]]) -> list[str]:
+    """One line for each queue served by workers of different models: a request naming a model could land on a
+    worker without it, and results would come from both."""
+    serving: dict[str, list[str]] = defaultdict(list)
+    for name, info in sorted(workers.items()):
+        for queue in info["queues"]:
+            serving[str(queue)].append(name)
+    lines = []
+    for queue, names in sorted(serving.items()):
+        if len({workers[name]["model"] for name in names}) > 1:
+            who = ", ".join(f"{name} (model {workers[name]['model']})" for name in names)
+            lines.append(f"queue {queue} is served by workers with different models: {who}; run one model per queue")
+    return lines
 
 
 def check(redis_url: str, ping_timeout_s: float = 1.0, transport_options: dict[str, Any] | None = None) -> Health:
@@ -39,6 +76,9 @@ def check(redis_url: str, ping_timeout_s: float = 1.0, transport_options: dict[s
         client.close()
         return Health(redis=f"{type(exc).__name__}: {exc}")
     try:
+        wrong = key_type_problems(client.redis, transport_options or {})
+        if wrong:  # every depth below would fail WRONGTYPE
+            return Health(redis="ok", wrong_keys=wrong)
         requests = ReliableQueue(client.redis, transport_options)  # a queue's priority sub-lists count too
         depths = {name: requests.waiting(queue) for name, queue in QUEUES.items()}
         depths |= {
@@ -48,6 +88,13 @@ def check(redis_url: str, ping_timeout_s: float = 1.0, transport_options: dict[s
             "dead_letters": int(client.redis.llen(DEAD_LETTER_KEY)),
         }
         pinged = sorted(name for reply in client.ping_workers(ping_timeout_s) for name in reply)
-        return Health(redis="ok", workers=client.workers(), pinged=pinged, depths=depths)
+        workers, unreadable = client.read_workers()
+        problems = [
+            f"unreadable worker record at {key}: {why}; a worker of another labelq version? delete the key if no "
+            "worker owns it"
+            for key, why in sorted(unreadable.items())
+        ]
+        problems += mixed_models(workers)
+        return Health(redis="ok", workers=workers, pinged=pinged, depths=depths, problems=problems)
     finally:
         client.close()

@@ -102,6 +102,37 @@ class AccessDenied(SubmitError):
     """The broker refused a command for want of an ACL grant (`sent`: the ids that did go)."""
 
 
+class WrongKeyType(Exception):
+    """A key sending needs holds another Redis type (a stream where a queue's list belongs): sending cannot
+    succeed, so it is not retried. `key` and `kind` name it (`kind` None when Redis said WRONGTYPE of a key this
+    could not find again); `sent`: the ids that did go."""
+
+    def __init__(self, key: str, kind: str | None, sent: list[str]) -> None:
+        what = f"key {key!r} is a {kind}, not a list" if kind else f"a key of queue {key!r} holds the wrong type"
+        super().__init__(
+            f"{what}: requests cannot be sent there (WRONGTYPE); labelq keeps its queues there: move or delete that "
+            "key, or give labelq a database of its own (the /N of the Redis URL)"
+        )
+        self.key, self.kind, self.sent = key, kind, sent
+
+
+def wrong_type(exc: BaseException) -> bool:
+    """Redis said WRONGTYPE somewhere in `exc` or its causes (kombu wraps it as an OperationalError)."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if "WRONGTYPE" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+# kombu's Redis transport defaults: a message of priority >= 3 goes to the queue's name + sep + step
+KOMBU_PRIORITY_SEP = "\x06\x16"
+KOMBU_PRIORITY_STEPS = (0, 3, 6, 9)
+
+
 def _results_client(url: str, transport_options: Mapping[str, Any]) -> redis.Redis:
     """The Redis results are read from: the broker itself, through Sentinel when the URL says so."""
     problem = redis_url_problem(url)
@@ -132,6 +163,7 @@ class Client:
         """`redis_url` as the workers have it (`redis://`, `rediss://`, or `sentinel://...;sentinel://...` with
         `transport_options={"master_name": ...}`, kombu's form)."""
         options = dict(transport_options or {})
+        self.transport_options = options
         self.redis = _results_client(redis_url, options)
         self.retry_policy = retry_policy or RetryPolicy()
         self._celery = Celery("labelq-producer", broker=redis_url, set_as_current=False)
@@ -197,6 +229,8 @@ class Client:
                         retry = 0
                         request = next(prepared, None)
             except CONNECTION_ERRORS as exc:
+                if wrong_type(exc):  # a key of another type where the queue's list belongs: it stays so
+                    raise self._wrong_key(queue, ids) from None
                 refused = permission_denied(exc)
                 if refused:  # the broker answered, and said no: a grant is missing, retrying cannot help
                     raise AccessDenied(
@@ -214,6 +248,16 @@ class Client:
                 retry += 1
         return ids
 
+    def _wrong_key(self, queue: str, sent: list[str]) -> WrongKeyType:
+        """Which of the queue's lists (the plain one, kombu's priority sub-lists) is of another type."""
+        sep = str(self.transport_options.get("sep", KOMBU_PRIORITY_SEP))
+        steps = sorted({0, *(int(s) for s in self.transport_options.get("priority_steps", KOMBU_PRIORITY_STEPS))})
+        for key in (f"{queue}{sep}{step}" if step else queue for step in steps):
+            kind = key_type(self.redis, key)
+            if kind not in ("list", "none"):
+                return WrongKeyType(key, kind, sent)
+        return WrongKeyType(queue, None, sent)
+
     def _send(self, request: ClassifyRequest, queue: str, producer: Any) -> None:
         """One message onto `queue`, a list name as it is (`submit_many` checked it is labelq's)."""
         self._celery.send_task(
@@ -230,14 +274,32 @@ class Client:
         )
 
     def workers(self) -> dict[str, dict[str, Any]]:
-        """Ready workers by node name (model loaded, consuming), as they announce themselves."""
-        found = {}
+        """Ready workers by node name (model loaded, consuming), as they announce themselves; a record that is
+        not one (`read_workers`) is left out."""
+        return self.read_workers()[0]
+
+    def read_workers(self) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+        """(ready workers by node name, {key: why} for each `labelq:worker:*` key that holds no worker record:
+        not JSON, not {model, revision, queues, pid}, or not a string at all)."""
+        found: dict[str, dict[str, Any]] = {}
+        unreadable: dict[str, str] = {}
         for key in self.redis.scan_iter(match=WORKER_KEY + "*"):
-            raw = self.redis.get(key)
-            if raw is not None:
-                name = key.decode() if isinstance(key, bytes) else str(key)
-                found[name.removeprefix(WORKER_KEY)] = json.loads(raw)
-        return found
+            name = key.decode(errors="backslashreplace") if isinstance(key, bytes) else str(key)
+            try:
+                raw = self.redis.get(key)
+            except redis.ResponseError as exc:
+                if not wrong_type(exc):
+                    raise
+                unreadable[name] = f"a Redis {key_type(self.redis, name)}, not a worker record"
+                continue
+            if raw is None:  # gone since the scan (its worker stopped)
+                continue
+            problem, record = _worker_record(raw)
+            if record is None:
+                unreadable[name] = problem
+            else:
+                found[name.removeprefix(WORKER_KEY)] = record
+        return found, unreadable
 
     def ping_workers(self, timeout_s: float = 1.0) -> list[dict[str, Any]]:
         """Celery's broadcast ping: one reply per live worker node (classification and webhook workers)."""
@@ -288,6 +350,8 @@ class Client:
                 },
             )
         except CONNECTION_ERRORS as exc:
+            if wrong_type(exc):
+                raise self._wrong_key(QUEUE_TASKS, []) from None
             refused = permission_denied(exc)
             if refused:
                 raise AccessDenied(f"the Redis user of {self.where()} may not send ({refused})", []) from exc
@@ -366,6 +430,21 @@ def key_type(client: redis.Redis, key: str) -> str:
     """Redis's TYPE of `key` as text: `none` (no such key), `list`, `string`, `stream`, ..."""
     kind = client.type(key)
     return kind.decode() if isinstance(kind, bytes) else str(kind)
+
+
+def _worker_record(raw: bytes | str) -> tuple[str, dict[str, Any] | None]:
+    """A worker's announcement (schemas/transport.py WORKER_KEY: {model, revision, queues, pid}), or why not."""
+    try:
+        record = json.loads(raw)
+    except ValueError as exc:  # not JSON (or not UTF-8)
+        return f"not JSON ({exc})"[:120], None
+    if not isinstance(record, dict):
+        return f"JSON {type(record).__name__}, not an object", None
+    fields = {"model": str, "revision": str, "queues": list, "pid": int}
+    wrong = [name for name, kind in fields.items() if not isinstance(record.get(name), kind)]
+    if wrong:
+        return f"no {', '.join(wrong)} of the right type in {{model, revision, queues, pid}}", None
+    return "", record
 
 
 class _Reader:

@@ -10,7 +10,17 @@ from typing import Any
 import redis
 from redis.sentinel import Sentinel
 
-from schemas.transport import ACL_DOCS, parse_sentinel_url, permission_denied
+from schemas.transport import (
+    ACL_DOCS,
+    DEAD_LETTER_KEY,
+    QUEUE_TASKS,
+    QUEUE_WEBHOOKS,
+    QUEUES,
+    WEBHOOK_CLAIMED_KEY,
+    WEBHOOK_SCHEDULE_KEY,
+    parse_sentinel_url,
+    permission_denied,
+)
 from worker.errors import ConfigError
 from worker.settings import Settings
 
@@ -83,3 +93,61 @@ def check_access(settings: Settings) -> None:
         ) from None
     finally:
         client.close()
+    check_key_types(settings)  # the keys it may touch are of the types it needs
+
+
+# kombu's Redis transport defaults (worker/stream/redis_queue.py reads the same options): a message of priority
+# >= 3 goes to the queue's name + sep + step; LABELQ_REDIS_TRANSPORT_OPTIONS may change both
+_KOMBU_PRIORITY_SEP = "\x06\x16"
+_KOMBU_PRIORITY_STEPS = (0, 3, 6, 9)
+
+
+def expected_key_types(transport_options: dict[str, Any]) -> dict[str, str]:
+    """The keys labelq's queues and records live at, and the Redis type each must be (when it exists): every
+    queue's list and its priority sub-lists, the dead-letter list, the webhook schedules."""
+    sep = str(transport_options.get("sep", _KOMBU_PRIORITY_SEP))
+    steps = sorted({0, *(int(step) for step in transport_options.get("priority_steps", _KOMBU_PRIORITY_STEPS))})
+    expected = {
+        f"{queue}{sep}{step}" if step else queue: "list"
+        for queue in (*QUEUES.values(), QUEUE_TASKS, QUEUE_WEBHOOKS)
+        for step in steps
+    }
+    return expected | {DEAD_LETTER_KEY: "list", WEBHOOK_SCHEDULE_KEY: "zset", WEBHOOK_CLAIMED_KEY: "zset"}
+
+
+def key_type_problems(client: redis.Redis, transport_options: dict[str, Any]) -> list[str]:
+    """Each of labelq's keys that holds another type than labelq keeps there, as "key 'labelq.realtime' is a
+    stream, not a list" (every command on it would fail WRONGTYPE); empty when all are right or absent."""
+    expected = expected_key_types(transport_options)
+    pipe = client.pipeline(transaction=False)
+    for key in expected:
+        pipe.type(key)
+    found = [kind.decode() if isinstance(kind, bytes) else str(kind) for kind in pipe.execute()]
+    return [
+        f"key {key!r} is a {kind}, not a {want}"
+        for (key, want), kind in zip(expected.items(), found, strict=True)
+        if kind not in (want, "none")
+    ]
+
+
+WRONG_TYPE_HINT = (
+    "labelq keeps its queues there: move or delete that key, or give labelq a database of its own "
+    "(the /N of LABELQ_REDIS_URL)"
+)
+
+
+def check_key_types(settings: Settings, client: redis.Redis | None = None) -> None:
+    """A queue (or another of labelq's keys) of another type is a `ConfigError` naming it: a worker would say it
+    is ready and fail on every claim. A Redis that does not answer is left to the worker's own retries."""
+    own = client is None
+    client = client or connect(settings, socket_timeout=5)
+    try:
+        problems = key_type_problems(client, settings.redis_transport_options)
+    except redis.RedisError:
+        return
+    finally:
+        if own:
+            client.close()
+    if problems:
+        more = f" (and {len(problems) - 1} more such keys)" if len(problems) > 1 else ""
+        raise ConfigError(f"{problems[0]}{more}; {WRONG_TYPE_HINT}")

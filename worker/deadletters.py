@@ -50,3 +50,22 @@ class DeadLetter:
         if len(self.raw) > DEAD_LETTER_RAW_MAX_BYTES:
             record |= {"raw_truncated": True, "raw_bytes": len(self.raw)}
         return json.dumps(record)
+
+
+def parse_stored(raw: bytes | str) -> tuple[str, dict[str, Any]]:
+    """(text, record) of an item of the dead-letter list; a ValueError saying why when the item is no dead letter
+    (not UTF-8, not JSON, not an object with a string `id` and `reason`), as something else may have pushed it."""
+    try:
+        text = raw.decode() if isinstance(raw, bytes) else str(raw)
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not UTF-8 text: {exc.reason} at byte {exc.start}") from None
+    try:
+        record = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"not JSON: {exc}") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"JSON {type(record).__name__}, not an object")
+    missing = [name for name in ("id", "reason") if not isinstance(record.get(name), str)]
+    if missing:
+        raise ValueError(f"no {' or '.join(missing)}")
+    return text, record

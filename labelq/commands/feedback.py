@@ -18,10 +18,13 @@ from labelq.commands.options import REDIS_URL_OPTION, producer
 @REDIS_URL_OPTION
 def feedback(request_id: str, labels: str, text: str, moderator: str | None, timeout_s: float, redis_url: str) -> None:
     """Correct the result of REQUEST_ID: which of its label set's labels apply. Exit 0 kept, 1 refused (the line
-    says why: unknown id, unknown label, a set without a head) or no worker answered."""
+    says why: unknown id, unknown label, a set without a head) or no worker answered; 2 when the workers' task
+    queue (labelq.tasks) is a Redis key of another type."""
     from pydantic import ValidationError
 
+    from producer import WrongKeyType
     from schemas import CorrectionReceipt
+    from worker.errors import InputError
 
     names = [name.strip() for name in labels.split(",") if name.strip()]
     with producer(redis_url) as client:
@@ -31,6 +34,8 @@ def feedback(request_id: str, labels: str, text: str, moderator: str | None, tim
             first = exc.errors()[0]
             where = ".".join(str(part) for part in first["loc"])
             raise click.BadParameter(f"{where}: {first['msg']}") from None
+        except WrongKeyType as exc:  # the workers' task queue is a key of another type: exit 2, not an outage
+            raise InputError(f"the correction was not sent: {exc}") from None
     if outcome is None:
         click.echo(
             f"error: no worker answered within {timeout_s:g} s (is a labelq worker running?); the correction stays "

@@ -45,10 +45,13 @@ def submit(
     timeout_s: float,
     redis_url: str,
 ) -> None:
-    """Send one request to the workers; print its id (or, with --wait, its result)."""
+    """Send one request to the workers; print its id (or, with --wait, its result). Exit 1 when the request is
+    refused, its result is an error, or (--wait) no result came within --timeout."""
     from pydantic import ValidationError
 
+    from producer import WrongKeyType
     from schemas import error_from_validation
+    from worker.errors import InputError
 
     with producer(redis_url) as client:
         try:
@@ -59,13 +62,19 @@ def submit(
         except ValidationError as exc:  # one line on stderr, as every command's refusal is
             print_result(error_from_validation(exc, None), as_json=False)
             sys.exit(1)
+        except WrongKeyType as exc:  # a key of another type where the queue belongs: exit 2, not an outage
+            raise InputError(str(exc)) from None
         if not wait:
             click.echo(request_id)
             return
         result = client.wait(request_id, timeout_s)
-    if result is None:
-        click.echo(f"no result for {request_id} within {timeout_s:g} s", err=True)
-        sys.exit(2)
+    if result is None:  # the command's own "no": nothing answered in time (is a worker running?)
+        click.echo(
+            f"error: no result for {request_id} within {timeout_s:g} s (is a labelq worker running? `labelq "
+            "health`); the request stays queued and is answered when a worker takes it",
+            err=True,
+        )
+        sys.exit(1)
     click.echo(result.model_dump_json(indent=2))
     sys.exit(1 if isinstance(result, ErrorResult) else 0)
 
@@ -79,6 +88,9 @@ def submit_file(source: Path, queue: str, reply_to: str | None, redis_url: str) 
     """Send every request in SOURCE (JSON lines, the wire format); invalid lines are reported, not sent, and the
     command exits 1 when there was any."""
 
+    from producer import WrongKeyType
+    from worker.errors import InputError
+
     lines = [line for line in source.read_bytes().splitlines() if line.strip()]
     sent, rejected = 0, []
     with producer(redis_url) as client, click.progressbar(lines, label="submitting", file=sys.stderr) as bar:
@@ -90,7 +102,10 @@ def submit_file(source: Path, queue: str, reply_to: str | None, redis_url: str) 
             request = parsed.request
             if reply_to and request.reply_to is None:
                 request = request.model_copy(update={"reply_to": reply_to})
-            client.submit(request, queue=queue)
+            try:
+                client.submit(request, queue=queue)
+            except WrongKeyType as exc:  # every later line would fail alike: stop, saying how far it got
+                raise InputError(f"{exc} (line {number}; {sent} sent before it)") from None
             sent += 1
     for problem in rejected:
         click.echo(problem, err=True)

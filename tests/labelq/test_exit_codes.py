@@ -10,8 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from labelq import failures
 from labelq.local_redis import RedisServer, find_redis_server, free_port
 
@@ -84,7 +82,6 @@ def test_an_error_result_is_1() -> None:
     assert "unknown_model" in done.stderr + done.stdout
 
 
-@pytest.mark.xfail(strict=True, reason="fixed by the helper making `submit --wait` with no answer exit 1")
 def test_submit_wait_with_no_worker_is_1(redis_url: str) -> None:
     done = labelq("submit", "hello", "--labels", "a,b", "--wait", "--timeout", "0.5", redis_url=redis_url)
     assert_exit(done, 1)
@@ -117,7 +114,6 @@ def test_redis_unreachable_is_3() -> None:
     assert_exit(labelq("dlq", "list", redis_url=url), 3)
 
 
-@pytest.mark.xfail(strict=True, reason="fixed by the helper making `labelq health` exit 3 when Redis is down")
 def test_health_with_redis_down_is_3() -> None:
     assert_exit(labelq("health", redis_url=unreachable()), 3)
 

@@ -18,9 +18,9 @@ def health(redis_url: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_redis_down_is_exit_2() -> None:
+def test_redis_down_is_exit_3() -> None:
     done = health(f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
-    assert done.returncode == 2
+    assert done.returncode == 3
     report = json.loads(done.stdout)
     assert report["status"] == "redis unreachable" and "Connection" in report["redis"]
 

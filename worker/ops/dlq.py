@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -11,6 +10,7 @@ import redis
 
 from schemas.transport import DEAD_LETTER_KEY, QUEUE_WEBHOOKS
 from worker.constants import DELIVERIES_KEY
+from worker.deadletters import parse_stored
 from worker.delivery.webhook_jobs import Scheduler, WebhookJob
 from worker.stream.messages import Delivery, UndecodableMessage, decode
 
@@ -19,12 +19,19 @@ class NotReplayable(ValueError):
     """This dead letter cannot be sent again as it is (the message says why)."""
 
 
-def read(client: redis.Redis, reason: str | None = None) -> list[tuple[str, dict[str, Any]]]:
-    """(stored JSON, parsed) for every dead letter, oldest first, optionally of one reason."""
+def read(
+    client: redis.Redis, reason: str | None = None, skipped: list[tuple[int, bytes, str]] | None = None
+) -> list[tuple[str, dict[str, Any]]]:
+    """(stored JSON, parsed) for every dead letter, oldest first, optionally of one reason. An item that is no
+    dead letter is left where it is and out of the rows; `skipped` gets (its index, its bytes, why)."""
     rows = []
-    for raw in client.lrange(DEAD_LETTER_KEY, 0, -1):
-        text = raw.decode() if isinstance(raw, bytes) else str(raw)
-        letter = json.loads(text)
+    for index, raw in enumerate(client.lrange(DEAD_LETTER_KEY, 0, -1)):
+        try:
+            text, letter = parse_stored(raw)
+        except ValueError as exc:
+            if skipped is not None:
+                skipped.append((index, raw if isinstance(raw, bytes) else str(raw).encode(), str(exc)))
+            continue
         if reason is None or letter.get("reason") == reason:
             rows.append((text, letter))
     return rows
