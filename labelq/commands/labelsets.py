@@ -151,12 +151,27 @@ def _labelset_from_data(name: str, rows: list[Any], data: Path) -> Any:
 )
 @click.option("--model", default=None, help="The embedding model (default: the worker's, LABELQ_MODEL)")
 @click.option("--seed", default=0, show_default=True, help="For holding rows apart")
+@click.option(
+    "--keep-labels-without-rows",
+    "keep_unseen",
+    is_flag=True,
+    help="Store the set's labels that have no rows in --data with threshold 1.0: accepted only at a score of 1.0 "
+    "(default: refuse)",
+)
 @REDIS_URL_OPTION
 def labelsets_fit(
-    name: str, data: Path, val: Path | None, labels_from: Path | None, model: str | None, seed: int, redis_url: str
+    name: str,
+    data: Path,
+    val: Path | None,
+    labels_from: Path | None,
+    model: str | None,
+    seed: int,
+    keep_unseen: bool,
+    redis_url: str,
 ) -> None:
     """Teach label set NAME from labelled examples: fit a head on the embedding model's vectors and store it as
-    NAME's next version (needs the `fit` extra: pip install 'labelq[fit]')."""
+    NAME's next version (needs the `fit` extra: pip install 'labelq[fit]'). Every label of the set needs rows in
+    --data, unless --keep-labels-without-rows."""
     from worker.errors import InputError
     from worker.ops import training
     from worker.stream.labelsets import LabelSet
@@ -174,6 +189,14 @@ def labelsets_fit(
     if base.multi_label is not None and base.multi_label != multi_label:
         mode = "multi-label" if base.multi_label else "single-label"
         raise InputError(f"label set {name} is {mode}; {data} is {'multi' if multi_label else 'single'}-label data")
+    with_rows = {label for row in rows for label in row.labels}
+    unseen = [label.name for label in base.labels if label.name not in with_rows]
+    if unseen and not keep_unseen:
+        raise InputError(
+            f"{data}: no rows of {_some(unseen)} (label set {name}): no threshold can be fitted for a label without "
+            "rows; add rows of them, fit a set without them (--labels-from), or --keep-labels-without-rows to store "
+            "them with threshold 1.0 (accepted only at a score of 1.0)"
+        )
     classifier = _embedding_classifier(model)
     texts = len({row.text for row in [*rows, *val_rows]})
     with click.progressbar(length=texts, label=f"embedding {texts} texts", file=sys.stderr) as bar:
@@ -188,7 +211,12 @@ def labelsets_fit(
             data_sha256=training.file_digest(data),
             progress=bar.update,
         )
-    labels = tuple(label.model_copy(update={"threshold": fitted.thresholds[label.name]}) for label in base.labels)
+    # each label's fitted threshold; a label without validating rows keeps its own (none: the requests' default);
+    # a label without rows at all is never accepted
+    thresholds = {**fitted.thresholds, **dict.fromkeys(unseen, NEVER_ACCEPTED)}
+    labels = tuple(
+        label.model_copy(update={"threshold": thresholds.get(label.name, label.threshold)}) for label in base.labels
+    )
     # taught from the built-in set's labels (when none is stored): a stored set of one's own, its provenance not
     # the built-in's
     update = {"labels": labels, "multi_label": multi_label, "head": fitted.head}
@@ -204,6 +232,29 @@ def labelsets_fit(
         f"validation ({metrics['validation']}, {metrics['validation_rows']} rows): macro-F1 {metrics['macro_f1']:.4f}"
         f"{accuracy}; zero-shot with the set's label texts: {metrics['zero_shot_macro_f1']:.4f}"
     )
+    if unseen:
+        click.echo(
+            f"note: {_some(unseen)} had no rows: stored with threshold 1.0 (accepted only at a score of 1.0)", err=True
+        )
+    unfitted = [n for n in (label.name for label in base.labels) if n not in thresholds]
+    if unfitted:
+        click.echo(
+            f"note: no validation rows of {_some(unfitted)}: their thresholds were not fitted (each keeps its own, "
+            "else the requests' default)",
+            err=True,
+        )
+
+
+# `fit --keep-labels-without-rows`: a label no row taught gets the highest threshold there is, accepted only at a
+# score of exactly 1.0 (a head's float64 sigmoid or softmax reaches it only past a logit margin of about 37)
+NEVER_ACCEPTED = 1.0
+
+
+def _some(names: list[str], shown: int = 5) -> str:
+    """Label names for one line: the first few, and how many more."""
+    listed = ", ".join(names[:shown])
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return f"{len(names)} label{'s' if len(names) != 1 else ''} ({listed}{more})"
 
 
 @labelsets.command("refit")

@@ -205,15 +205,26 @@ def fit_thresholds(report: Report, gold: Sequence[str], names: Iterable[str]) ->
     """Per label, the score threshold that maximises that label's one-vs-rest F1 on labelled data."""
     names = list(names)
     scores = np.array([[row.get(name, 0.0) for name in names] for row in report.scores])  # not shortlisted: 0
-    positive = np.array([[g == name for name in names] for g in gold], dtype=bool)
-    return dict(zip(names, best_thresholds(scores.reshape(len(gold), len(names)), positive), strict=True))
+    positive = np.array([[g == name for name in names] for g in gold], dtype=bool).reshape(len(gold), len(names))
+    fitted = best_thresholds(scores.reshape(len(gold), len(names)), positive)
+    # a label the data does not hold has no evidence: left out (`put --thresholds-from` keeps the set's own)
+    seen = [bool(positive[:, column].any()) for column in range(len(names))]
+    return {name: t for name, t, held in zip(names, fitted, seen, strict=True) if held}
+
+
+NO_EVIDENCE_THRESHOLD = 1.0  # a label without positive rows: accepted at a score of 1.0 only, never its lowest
 
 
 def best_thresholds(scores: np.ndarray, gold: np.ndarray) -> list[float]:
-    """Per label (column of [rows, labels] scores and gold flags), the threshold that maximises its F1."""
+    """Per label (column of [rows, labels] scores and gold flags), the threshold that maximises its F1. A label
+    with no positive rows has no such threshold (every one scores F1 0, the lowest score first: it would accept
+    the label on every text): it gets NO_EVIDENCE_THRESHOLD, and callers leave it out where they can."""
     fitted = []
     for column in range(scores.shape[1]):
         values, positive = scores[:, column], gold[:, column]
+        if not positive.any():
+            fitted.append(NO_EVIDENCE_THRESHOLD)
+            continue
         best_f1, best_threshold = -1.0, 0.5
         for threshold in np.unique(np.round(values, 4)):
             accepted = values >= threshold

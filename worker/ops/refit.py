@@ -121,8 +121,15 @@ def refit(
         template=live.hypothesis_template,
         vectors=vectors,
     )
-    live_thresholds = live.thresholds
-    new_thresholds = [fitted.thresholds[label.name] for label in live.labels]
+    # a label the fit's validation rows held no positive of has no threshold fitted: it keeps the live one (never
+    # the lowest score it could find, which would accept it on every text)
+    labels = tuple(
+        label.model_copy(update={"threshold": fitted.thresholds.get(label.name, label.threshold)})
+        for label in live.labels
+    )
+    candidate = live.model_copy(update={"labels": labels, "head": fitted.head, "builtin": False, "provenance": None})
+    candidate = LabelSet.model_validate(candidate.model_dump(), context=labelsets.limits)
+    live_thresholds, new_thresholds = live.thresholds, candidate.thresholds
     judge_vectors = _vectors(classifier, [row.text for row in judges], vectors)
     live_score = macro_f1(live.head, live_thresholds, judge_vectors, judges, names)
     candidate_score = macro_f1(fitted.head, new_thresholds, judge_vectors, judges, names)
@@ -131,12 +138,6 @@ def refit(
         val_vectors = _vectors(classifier, [row.text for row in val_rows], vectors)
         live_val = macro_f1(live.head, live_thresholds, val_vectors, val_rows, names)
         candidate_val = macro_f1(fitted.head, new_thresholds, val_vectors, val_rows, names)
-    labels = tuple(
-        label.model_copy(update={"threshold": threshold})
-        for label, threshold in zip(live.labels, new_thresholds, strict=True)
-    )
-    candidate = live.model_copy(update={"labels": labels, "head": fitted.head, "builtin": False, "provenance": None})
-    candidate = LabelSet.model_validate(candidate.model_dump(), context=labelsets.limits)
     better = candidate_score >= live_score and (live_val is None or (candidate_val or 0.0) >= live_val)
     if better:
         version: int | None = labelsets.put(candidate)

@@ -16,7 +16,9 @@ Validation rows are the `--val` file; else, with 2,000 rows or more, a stratifie
 else 5-fold cross-validation. The candidates (zero-shot alone, prototypes, logistic regression) are scored on
 them, a more complex kind chosen only when it does strictly better; the final head is fitted on all the data
 (the held-apart rows included). Per-label thresholds are fitted on the validation rows too, and their metrics
-are stored with the head.
+are stored with the head. A label with no positive validation rows has no threshold fitted (`Fitted.thresholds`
+leaves it out: the F1-best threshold of a label never seen would be its lowest score, accepting it on every
+text); the caller keeps the one it had.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import numpy as np
 
 from schemas import Label
 from worker.engine.embedding import EmbeddingClassifier
-from worker.engine.heads import LinearHead
+from worker.engine.heads import MAX_HEAD_LABELS, LinearHead
 from worker.engine.scoring import softmax
 from worker.errors import InputError
 from worker.ops.evaluation import best_thresholds, f1_by_label, read_text_lines
@@ -60,7 +62,7 @@ class Row:
 @dataclass(frozen=True, slots=True)
 class Fitted:
     head: LinearHead
-    thresholds: dict[str, float]
+    thresholds: dict[str, float]  # fitted on validation rows: only the labels that have positive ones there
     metrics: dict[str, Any]
 
 
@@ -190,6 +192,8 @@ def fit_head(
     names = [label.name for label in labels]
     if len(names) < 2 and not multi_label:
         raise InputError("a single-label head needs two labels at least (one label is a yes/no: make it multi-label)")
+    if len(names) > MAX_HEAD_LABELS:
+        raise InputError(f"a head holds at most {MAX_HEAD_LABELS} labels; this set has {len(names)}")
     unknown = sorted({name for row in [*rows, *val_rows] for name in row.labels} - set(names))
     if unknown:
         raise InputError(f"labels in the data but not in the label set: {unknown[:5]}")
@@ -241,7 +245,10 @@ def fit_head(
     else:
         weights, bias = _fit(rows, table, prototypes, names, method.c, multi_label)
         weights, bias = weights + method.share * prior.weights, bias + method.share * prior.bias
-    thresholds = dict(zip(names, best_thresholds(check_scores, gold), strict=True))
+    seen = [
+        bool(gold[:, column].any()) for column in range(len(names))
+    ]  # a label no validating row holds has no evidence for a threshold
+    thresholds = {n: t for n, t, s in zip(names, best_thresholds(check_scores, gold), seen, strict=True) if s}
     metrics = {
         "validation": validation,
         "validation_rows": len(checked),

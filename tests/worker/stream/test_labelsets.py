@@ -218,12 +218,14 @@ def test_fit_starts_from_a_label_set_file_and_keeps_its_descriptions(redis_url: 
         "labels:\n  - name: complaint\n    description: an angry complaint\n  - name: thanks\n"
         "  - name: question\n    description: a question about how something works\n"
     )
-    done = labelq(redis_url, "fit", "feedback", "--data", str(data), "--labels-from", str(labels))
+    kept = ("--keep-labels-without-rows",)  # `question` has no rows (tests/worker/ops/test_thresholds_need_rows.py)
+    done = labelq(redis_url, "fit", "feedback", "--data", str(data), "--labels-from", str(labels), *kept)
     assert done.returncode == 0, done.stderr
     stored = yaml.safe_load(labelq(redis_url, "get", "feedback").stdout)
     assert [label["name"] for label in stored["labels"]] == ["complaint", "thanks", "question"]
     assert stored["labels"][0]["description"] == "an angry complaint"
     assert stored["head"]["labels"] == ["complaint", "thanks", "question"]  # a label without rows: its text alone
+    assert stored["labels"][2]["threshold"] == 1.0
     multi = tmp_path / "multi.jsonl"
     multi.write_text(json.dumps({"text": "x", "label": ["complaint"]}) + "\n")
     refused = labelq(redis_url, "fit", "feedback", "--data", str(multi))
