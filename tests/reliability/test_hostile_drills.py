@@ -31,7 +31,7 @@ pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 PER_EXAMPLE = 20  # envelopes a hypothesis example pushes at once
 EXAMPLES = 1000  # 20,000 envelopes
 CHUNK = 500  # after every this many, a good request that must be answered promptly
-PROMPT_S = 10.0  # the good request behind each chunk is answered within this
+PROMPT_S = 30.0  # the good request behind each chunk is answered within this (about 1 s on an idle 2-core machine)
 ALLOWED_PREFIX = "fuzz:"  # the drill's worker takes result queues under this prefix only
 
 ANY_TEXT = st.text(alphabet=st.characters(codec=None, exclude_categories=()), max_size=30)  # lone surrogates too
@@ -154,6 +154,7 @@ def stray_keys(client: Client) -> list[str]:
     return [key for key in keys if not key.startswith(allowed)]
 
 
+@pytest.mark.timeout(1200)  # about 120 s on an idle 2-core machine, 190 s with both cores busy
 def test_20000_hostile_envelopes(start_worker: WorkerFactory, client: Client) -> None:
     worker = start_worker(**FAKE, reply_queue_prefixes=[ALLOWED_PREFIX])
     client.redis.hset("fuzz:hash", "a", "b")  # an allowed name that is not a list

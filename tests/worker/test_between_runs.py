@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 import threading
 import time
 
@@ -36,6 +37,23 @@ SLOW_FAKE = {
 BULK = 200
 
 
+def _held_bulk_batch(
+    start_worker: WorkerFactory, client: Client, tag: str, reply_to: str, **settings: object
+) -> tuple[subprocess.Popen[bytes], list[str]]:
+    """A bulk batch of BULK requests that a worker holds, claimed whole and running (4 s of 40 ms runs at two
+    pairs a run), whatever the machine's load: the requests are queued before the worker starts, so its first claim
+    takes all of them, and this returns once the ledger holds them all (not after a guessed sleep: on a loaded
+    machine a sleep let the worker claim a part, finish it, and write results the drills assert are not there)."""
+    bulk_ids = _bulk(client, tag, reply_to)
+    worker = start_worker(**{**SLOW_FAKE, "max_pairs_per_run": 2, **settings})
+    deadline = time.monotonic() + 60
+    while client.redis.hlen(INFLIGHT_KEY) < BULK:
+        assert time.monotonic() < deadline, f"the worker held {client.redis.hlen(INFLIGHT_KEY)} of {BULK}"
+        assert worker.poll() is None, "the worker died"
+        time.sleep(0.02)
+    return worker, bulk_ids
+
+
 def _bulk(client: Client, tag: str, reply_to: str, count: int = BULK) -> list[str]:
     requests = [
         ClassifyRequest(id=f"{tag}-{i}", text=f"refund for order {i}", labels=["refund", "bug"], reply_to=reply_to)
@@ -45,9 +63,7 @@ def _bulk(client: Client, tag: str, reply_to: str, count: int = BULK) -> list[st
 
 
 def test_a_realtime_request_waits_one_model_run_not_a_bulk_batch(start_worker: WorkerFactory, client: Client) -> None:
-    start_worker(**SLOW_FAKE)
-    bulk_ids = _bulk(client, "backfill", "results:backfill")
-    time.sleep(0.4)  # the bulk batch is claimed and running (2 s of runs)
+    _, bulk_ids = _held_bulk_batch(start_worker, client, "backfill", "results:backfill")  # 4 s of runs
     latencies = []
     for i in range(3):
         started = time.monotonic()
@@ -56,7 +72,7 @@ def test_a_realtime_request_waits_one_model_run_not_a_bulk_batch(start_worker: W
         latencies.append(time.monotonic() - started)
         assert isinstance(result, ClassificationResult) and result.top == "refund"
         assert client.redis.llen("results:backfill") == 0, "the bulk batch was over before realtime was served"
-    # one run (40 ms) plus the realtime batch's own wait and a round trip; a bulk batch would be 2,000 ms
+    # one run (40 ms) plus the realtime batch's own wait and a round trip; a bulk batch would be 4,000 ms
     assert max(latencies) < 0.5, latencies
     seen = drain_all(client, "results:backfill", set(bulk_ids), timeout_s=60)
     assert set(seen) == set(bulk_ids) and max(seen.values()) == 1  # the bulk batch itself is whole, once
@@ -114,9 +130,7 @@ def test_sigkill_during_a_bulk_batch_interrupted_by_realtime_work(start_worker: 
     """The drill of issue 22: realtime requests served between the runs of a bulk batch, then the worker is
     SIGKILLed before the bulk batch ends. Nothing is lost; a repeat is a duplicate by id at most."""
     drill = {**SLOW_FAKE, "visibility_timeout_s": 60, "unacked_restore_interval_s": 1}
-    victim = start_worker(**drill)
-    bulk_ids = _bulk(client, "killed", "results:killed")
-    time.sleep(0.4)
+    victim, bulk_ids = _held_bulk_batch(start_worker, client, "killed", "results:killed", **drill)
     realtime_ids = []
     for i in range(5):
         realtime_ids.append(
