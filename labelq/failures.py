@@ -38,7 +38,9 @@ def describe(exc: BaseException) -> tuple[str, int]:
         )
     if isinstance(exc, RedisURLError):
         if "sentinel" in str(exc):
-            return f'{exc}; set LABELQ_REDIS_TRANSPORT_OPTIONS=\'{{"master_name": "..."}}\'', EXIT_USAGE
+            return f"{exc}; set LABELQ_REDIS_TRANSPORT_OPTIONS=master_name=...", EXIT_USAGE
+        if "URL parameter" in str(exc):
+            return f"{exc}; fix it in LABELQ_REDIS_URL (or --redis-url)", EXIT_USAGE
         return f"{exc}; set LABELQ_REDIS_URL (or --redis-url) to redis://host:port/db", EXIT_USAGE
     if isinstance(exc, SubmitError):
         return f"{exc}; {REDIS_HINT}", EXIT_REDIS
@@ -51,11 +53,12 @@ def describe(exc: BaseException) -> tuple[str, int]:
     if isinstance(exc, InputError | ConfigError):
         return str(exc), EXIT_USAGE
     if isinstance(exc, pydantic.ValidationError):
+        if exc.title == "Settings":  # settings: named as the environment variables the user set
+            from worker.settings import settings_problem
+
+            return settings_problem(exc), EXIT_USAGE
         first = exc.errors()[0]
         loc = first.get("loc", ())
-        if exc.title == "Settings" and len(loc) == 1:  # a setting: named as the environment variable the user set
-            variable = f"LABELQ_{loc[0]}".upper()
-            return f"invalid {variable}: {first.get('msg', '').removeprefix('Value error, ')}", EXIT_USAGE
         where = ".".join(str(part) for part in loc) or "settings"
         return f"invalid setting {where}: {first.get('msg')} (LABELQ_* environment variables)", EXIT_USAGE
     if isinstance(exc, json.JSONDecodeError):
@@ -70,7 +73,19 @@ def describe(exc: BaseException) -> tuple[str, int]:
 
 
 class ReportingGroup(click.Group):
-    """A click group whose subcommands' failures become one line and an exit code (see the module docstring)."""
+    """A click group whose subcommands' failures become one line and an exit code (see the module docstring).
+    Before a subcommand runs (not for its --help), the environment's `LABELQ_*` names are checked: a misspelt one
+    is one line and exit 2, not a setting silently left at its default (worker/settings.py, check_environment)."""
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        name, command, rest = super().resolve_command(ctx, args)
+        if not ctx.resilient_parsing and not any(arg in ctx.help_option_names for arg in rest):
+            from worker.settings import check_environment
+
+            check_environment()
+        return name, command, rest
 
     def invoke(self, ctx: click.Context) -> object:
         try:

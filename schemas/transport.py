@@ -9,7 +9,7 @@ pushed onto `labelq:notify:<id>` when it is written, and the result JSON RPUSHed
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 TASK_CLASSIFY = "labelq.classify"
 QUEUE_REALTIME = "labelq.realtime"  # moderation and chat routing: small batches, a few ms of waiting at most
@@ -57,15 +57,42 @@ def parse_sentinel_url(url: str) -> SentinelUrl | None:
 
 
 REDIS_SCHEMES = ("redis", "rediss", "unix", "sentinel")
+SSL_CERT_REQS = ("none", "optional", "required")  # ssl_cert_reqs= in a rediss:// URL, as redis-py reads it
+_TRUE_FALSE = ("1", "0", "true", "false", "yes", "no", "y", "n", "t", "f")  # redis-py's booleans, any case
+# The query parameters of a Redis URL that redis-py, kombu and Celery read, by the kind of value each takes.
+# Any other name reaches redis-py's connection as a keyword it does not take (a TypeError), so it is refused
+# here, before anything connects. `ssl_*` ones configure TLS: only rediss:// (kombu's sentinel:// too) has it.
+URL_PARAMETERS: dict[str, str] = {
+    **dict.fromkeys(("db", "socket_read_size", "max_connections", "health_check_interval", "protocol"), "integer"),
+    **dict.fromkeys(("ssl_min_version",), "integer"),
+    **dict.fromkeys(("socket_timeout", "socket_connect_timeout", "timeout"), "number"),
+    **dict.fromkeys(
+        ("socket_keepalive", "retry_on_timeout", "legacy_responses", "decode_responses", "ssl_check_hostname"),
+        "boolean",
+    ),
+    **dict.fromkeys(("ssl_validate_ocsp", "ssl_validate_ocsp_stapled"), "boolean"),
+    "ssl_cert_reqs": "choice",
+    **dict.fromkeys(
+        (
+            "username", "password", "client_name", "lib_name", "lib_version", "encoding", "encoding_errors",
+            "retry_on_error", "ssl_keyfile", "ssl_certfile", "ssl_ca_certs", "ssl_ca_path", "ssl_ca_data",
+            "ssl_password", "ssl_ciphers", "ssl_include_verify_flags", "ssl_exclude_verify_flags",
+        ),
+        "text",
+    ),
+}  # fmt: skip
 
 
 class RedisURLError(ValueError):
     """A Redis URL that cannot work. The message says why without repeating the URL (it may hold a password)."""
 
 
-def redis_url_problem(url: str) -> str | None:
-    """Why `url` cannot reach a Redis, or None: a scheme Redis clients know, ports that are numbers, and a
-    database that is a number (redis-py would quietly use 0 for `/abc`)."""
+def redis_url_problem(url: str, *, tls_needs_cert_reqs: bool = False) -> str | None:
+    """Why `url` cannot reach a Redis, or None: a scheme Redis clients know, ports that are numbers, a database
+    that is a number (redis-py would quietly use 0 for `/abc`), and query parameters that redis-py, kombu and
+    Celery take, each with a value of its kind (`ssl_cert_reqs=bogus` ended in a KeyError inside kombu).
+    `tls_needs_cert_reqs`: a rediss:// URL must say `ssl_cert_reqs` (Celery's Redis result backend refuses one
+    that does not). The message never repeats the URL's password."""
     parts = [urlsplit(part.strip()) for part in url.split(";") if part.strip()] or [urlsplit(url)]
     for part in parts:
         if part.scheme not in REDIS_SCHEMES:
@@ -77,7 +104,44 @@ def redis_url_problem(url: str) -> str | None:
         database = part.path.strip("/")
         if part.scheme != "unix" and database and not database.isdigit():
             return f"the database (after the host) must be a number, not {database[:40]!r}"
+        problem = _query_problem(part.scheme, part.query)
+        if problem:
+            return problem
+        if tls_needs_cert_reqs and part.scheme == "rediss" and "ssl_cert_reqs" not in dict(parse_qsl(part.query)):
+            return (
+                "a rediss:// URL needs the URL parameter ssl_cert_reqs: add ?ssl_cert_reqs=required (or optional, "
+                "none) to say whether the server's certificate is checked"
+            )
     return None
+
+
+def _query_problem(scheme: str, query: str) -> str | None:
+    """Why a URL's query (`a=1&b=2`) cannot work, naming the parameter; values are echoed only where they cannot
+    be secret (numbers, booleans, choices)."""
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        kind = URL_PARAMETERS.get(name)
+        if kind is None:
+            return f"unknown URL parameter {name[:40]!r} (accepted: {', '.join(sorted(URL_PARAMETERS))})"
+        if name.startswith("ssl_") and scheme in ("redis", "unix"):
+            return f"the URL parameter {name} applies to TLS: use a rediss:// URL, or drop it"
+        shown = repr(value[:40])
+        if kind == "choice" and value not in SSL_CERT_REQS:
+            return f"the URL parameter {name} must be one of {', '.join(SSL_CERT_REQS)}, not {shown}"
+        if kind == "boolean" and value.lower() not in _TRUE_FALSE:
+            return f"the URL parameter {name} must be true or false, not {shown}"
+        if kind == "integer" and not value.strip().lstrip("-").isdigit():
+            return f"the URL parameter {name} must be a whole number, not {shown}"
+        if kind == "number" and not _is_number(value):
+            return f"the URL parameter {name} must be a number (seconds), not {shown}"
+    return None
+
+
+def _is_number(value: str) -> bool:
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
 
 
 ACL_DOCS = "docs/worker.md#a-redis-acl-user"  # what a labelq user must be granted

@@ -18,8 +18,10 @@ from schemas.transport import (
     QUEUES,
     WEBHOOK_CLAIMED_KEY,
     WEBHOOK_SCHEDULE_KEY,
+    RedisURLError,
     parse_sentinel_url,
     permission_denied,
+    redis_url_problem,
 )
 from worker.errors import ConfigError
 from worker.settings import Settings
@@ -31,6 +33,11 @@ def connect(settings: Settings, **options: Any) -> redis.Redis:
 
 
 def redis_for(url: str, transport_options: dict[str, Any], **options: Any) -> redis.Redis:
+    """A client of the Redis at `url` (a `--redis-url` flag as much as the setting); a URL that cannot work is a
+    `RedisURLError` saying why, never naming its password."""
+    problem = redis_url_problem(url)
+    if problem:
+        raise RedisURLError(f"invalid Redis URL: {problem}")
     sentinel = parse_sentinel_url(url)
     if sentinel is None:
         return redis.Redis.from_url(url, **options)

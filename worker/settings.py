@@ -1,12 +1,26 @@
-"""One settings object for the whole worker side, read from `LABELQ_*` environment variables."""
+"""One settings object for the whole worker side, read from `LABELQ_*` environment variables.
+
+Read at start, all of it, and refused in one line (a `ConfigError`, exit 2) when it cannot work: a `LABELQ_*`
+name that is no setting (with the nearest one that is), a value of the wrong kind, a list or map in a form it
+does not take, a webhook secret that cannot sign. No message repeats a value that may be secret (the Redis URL's
+password, webhook secrets): pydantic's errors here hide their input.
+
+List settings take `a,b,c` or a JSON array; map settings take `name=value,name=value` or a JSON object.
+"""
 
 from __future__ import annotations
 
+import difflib
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from schemas import RequestLimits
 from schemas.limits import (
@@ -17,14 +31,96 @@ from schemas.limits import (
     DEFAULT_MAX_METADATA_BYTES,
     DEFAULT_MAX_TEXT_CHARS,
 )
+from schemas.request import SECRET_NAME_PATTERN
 from schemas.transport import redis_url_problem
+from schemas.webhooks import SECRET_PREFIX, secret_key
 from worker.constants import BUILTIN_EMBEDDING_MODEL, ENV_PREFIX, MESSAGE_SERVED_MAX_BYTES
+from worker.errors import ConfigError
+
+# `LABELQ_*` names read outside `Settings`: known, so never reported as unknown (each where it is read)
+OTHER_ENV = (
+    "LABELQ_DEBUG",  # labelq/cli.py: `labelq --debug`, a failure's traceback
+    "LABELQ_SUPERVISED",  # worker/process/flags.py: set by a worker's supervisor in the children it starts
+)
+SETTINGS_DOCS = "docs/configuration.md"
+SECRET_FIELDS = ("webhook_secrets",)  # settings whose values, and keys, are never repeated in a message
+
+
+@dataclass(frozen=True, slots=True)
+class EnvForms:
+    """On a list or map setting: the forms its environment variable takes, named when a value is refused."""
+
+    accepted: str
+
+
+LIST_FORMS = EnvForms('a comma-separated list (a,b) or a JSON array (["a", "b"])')
+MAP_FORMS = EnvForms('name=value pairs separated by commas (a=1,b=2) or a JSON object ({"a": 1})')
+
+
+def _env_list(value: object) -> object:
+    """A list setting as typed in the environment: `a,b` (spaces around items ignored, empty: none), or JSON."""
+    if not isinstance(value, str):
+        return value  # given in code (load_settings(providers=(...))): pydantic checks it
+    text = value.strip()
+    if text.startswith(("[", "{")):  # JSON (an object is refused: not a list)
+        return _json(text, list, LIST_FORMS)
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
+def _env_map(value: object, *, typed: bool = False) -> object:
+    """A map setting as typed in the environment: `name=value,name=value` (each value as written; `typed`: a
+    number, true/false or null in JSON's spelling becomes one), or a JSON object."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if text.startswith(("{", "[")):  # JSON (an array is refused: not a map)
+        return _json(text, dict, MAP_FORMS)
+    pairs: dict[str, object] = {}
+    for item in (item.strip() for item in text.split(",")):
+        if not item:
+            continue
+        name, equals, given = item.partition("=")
+        if not equals or not name.strip():
+            # the item is never echoed: it may be a secret
+            raise ValueError(f"item {len(pairs) + 1} is not name=value; write {MAP_FORMS.accepted}")
+        pairs[name.strip()] = _scalar(given.strip()) if typed else given.strip()
+    return pairs
+
+
+def _scalar(text: str) -> object:
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        return text
+    return parsed if isinstance(parsed, int | float | bool) or parsed is None else text
+
+
+def _json(text: str, kind: type, forms: EnvForms) -> object:
+    try:
+        parsed = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"not valid JSON ({exc.args[0].split(':')[0]}); write {forms.accepted}") from None
+    if not isinstance(parsed, kind):
+        raise ValueError(f"JSON, but not {'an array' if kind is list else 'an object'}; write {forms.accepted}")
+    return parsed
+
+
+# list and map settings: plain forms or JSON (NoDecode: pydantic-settings would take JSON only and fail on the rest)
+StrList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_env_list), LIST_FORMS]
+FloatList = Annotated[tuple[float, ...], NoDecode, BeforeValidator(_env_list), LIST_FORMS]
+AnyMap = Annotated[dict[str, Any], NoDecode, BeforeValidator(lambda v: _env_map(v, typed=True)), MAP_FORMS]
+SecretMap = Annotated[dict[str, SecretStr], NoDecode, BeforeValidator(_env_map), MAP_FORMS]
 
 
 class Settings(BaseSettings):
     """Every knob of labelq. Environment: `LABELQ_<NAME>` (e.g. `LABELQ_MODEL`, `LABELQ_TOKEN_BUDGET`)."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        frozen=True,
+        extra="ignore",
+        hide_input_in_errors=True,  # an input may be a secret
+    )
 
     # models
     model: str = Field(BUILTIN_EMBEDDING_MODEL, description="Default model: a model name or the embedded default")
@@ -50,7 +146,7 @@ class Settings(BaseSettings):
         0.0, ge=0, description="The `fake` model's time per run of requests (drills of what happens between runs)"
     )
     # onnxruntime
-    providers: tuple[str, ...] = Field((), description="onnxruntime providers; empty: CUDA when available, else CPU")
+    providers: StrList = Field((), description="onnxruntime providers; empty: CUDA when available, else CPU")
     cuda_mem_limit_mb: int | None = Field(
         None, ge=1, description="CUDA: the most device memory one worker process's onnxruntime arena may hold"
     )
@@ -96,7 +192,7 @@ class Settings(BaseSettings):
         description="Longest label description, hypothesis, example and hypothesis template (characters)",
     )
     max_metadata_bytes: int = Field(DEFAULT_MAX_METADATA_BYTES, ge=0, description="Largest metadata, as JSON bytes")
-    reply_queue_prefixes: tuple[str, ...] = Field(
+    reply_queue_prefixes: StrList = Field(
         (), description="If set, a result queue (reply_to) must start with one of these (e.g. one per tenant)"
     )
     # embedding classifier
@@ -113,9 +209,10 @@ class Settings(BaseSettings):
         "redis://127.0.0.1:6379/0",
         description="Broker and results Redis (rediss:// for TLS; sentinel://host:port;sentinel://... for Sentinel)",
     )
-    redis_transport_options: dict[str, Any] = Field(
+    redis_transport_options: AnyMap = Field(
         default_factory=dict,
-        description='kombu transport options, JSON; with Sentinel the master\'s name: {"master_name": "mymaster"}',
+        description="kombu transport options (name=value,... or JSON); with Sentinel the master's name: "
+        "master_name=mymaster",
     )
     realtime_batch_size: int = Field(16, ge=1, description="Most requests in one realtime batch")
     realtime_max_wait_ms: float = Field(
@@ -198,7 +295,7 @@ class Settings(BaseSettings):
         description="Store the task's name, args, worker and queue with its result (Celery's result_extended: one "
         "more write per task)",
     )
-    celery_imports: tuple[str, ...] = Field(
+    celery_imports: StrList = Field(
         (),
         description="Modules the worker imports (Celery's imports): their tasks used as link_error errbacks are "
         "called in the worker as (request, exc, traceback), as Celery calls an errback it knows",
@@ -224,20 +321,19 @@ class Settings(BaseSettings):
     )
 
     # webhooks (delivered by `labelq webhook-worker`)
-    webhook_secrets: dict[str, SecretStr] = Field(
+    webhook_secrets: SecretMap = Field(
         default_factory=dict,
-        description='Signing secrets by name, JSON: {"default": "whsec_..."}; requests name one, never carry it',
+        description="Signing secrets by name (name=whsec_...,... or JSON), each `whsec_` + base64 of the key bytes; "
+        "requests name one, never carry it",
     )
     webhook_timeout_s: float = Field(
         5.0, gt=0, description="Deadline of one webhook attempt as a whole (connect, headers and body together)"
     )
-    webhook_retry_delays_s: tuple[float, ...] = Field(
+    webhook_retry_delays_s: FloatList = Field(
         (5.0, 30.0, 120.0, 600.0, 1800.0, 7200.0), description="Backoff before each retry (x0.8-1.2 jitter)"
     )
-    webhook_allowed_hosts: tuple[str, ...] = Field(
-        (), description="If set, webhook hosts must match one (exact or *.domain)"
-    )
-    webhook_private_hosts: tuple[str, ...] = Field(
+    webhook_allowed_hosts: StrList = Field((), description="If set, webhook hosts must match one (exact or *.domain)")
+    webhook_private_hosts: StrList = Field(
         (), description="Hosts allowed to resolve to loopback/private/link-local addresses (default: none)"
     )
     webhook_concurrency: int = Field(
@@ -261,6 +357,34 @@ class Settings(BaseSettings):
             raise ValueError(problem)
         return value
 
+    @field_validator("webhook_secrets")
+    @classmethod
+    def _secrets_that_sign(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        """Each secret can sign: `whsec_` + base64 of at least one key byte (named, never shown), under a name a
+        request can give. A name is echoed only once it is known to be a name, not a secret typed without one."""
+        for name, secret in value.items():
+            if name.startswith(SECRET_PREFIX) or not re.fullmatch(SECRET_NAME_PATTERN, name):
+                raise ValueError(
+                    "each secret needs a name of letters, digits, '_', '.' or '-' (at most 64), as a request's "
+                    f"webhook_secret names it: write default={SECRET_PREFIX}...,other={SECRET_PREFIX}..."
+                )
+            problem = webhook_secret_problem(secret.get_secret_value())
+            if problem:
+                raise ValueError(f"the secret named {name!r} {problem}")
+        return value
+
+    @model_validator(mode="after")
+    def _tls_says_its_certificate_check(self) -> Settings:
+        """Celery's Redis result backend refuses a rediss:// URL without ssl_cert_reqs (a traceback at start); a
+        LABELQ_RESULT_BACKEND on Redis is checked as the Redis URL is."""
+        backend = self.celery_result_backend()
+        if backend and backend.startswith(("redis://", "rediss://")):
+            problem = redis_url_problem(backend, tls_needs_cert_reqs=True)
+            if problem:
+                variable = "LABELQ_RESULT_BACKEND" if self.result_backend else "LABELQ_REDIS_URL"
+                raise ValueError(f"{variable}: {problem}")
+        return self
+
     def limits(self) -> RequestLimits:
         return RequestLimits(
             max_labels=self.max_labels,
@@ -274,13 +398,89 @@ class Settings(BaseSettings):
         )
 
 
+def webhook_secret_problem(secret: str) -> str | None:
+    """Why `secret` cannot sign a webhook, or None; the message never repeats the secret."""
+    if not secret.startswith(SECRET_PREFIX):
+        return f"does not start with {SECRET_PREFIX!r} (a secret is {SECRET_PREFIX} + base64 of the key bytes)"
+    try:
+        key = secret_key(secret)
+    except ValueError:
+        return f"is not {SECRET_PREFIX!r} followed by base64 (e.g. {SECRET_PREFIX} + `openssl rand -base64 32`)"
+    return None if key else "has no key bytes after 'whsec_'"
+
+
 def load_settings(**overrides: object) -> Settings:
-    """Settings from the environment, with explicit overrides (CLI flags, tests) on top."""
-    return Settings(**overrides)  # type: ignore[arg-type]
+    """Settings from the environment, with explicit overrides (CLI flags, tests) on top; a `ConfigError` saying
+    in one line what cannot work (an unknown `LABELQ_*` name, a value that does not parse), naming no secret."""
+    check_environment()
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except (ValidationError, SettingsError) as exc:
+        raise ConfigError(settings_problem(exc)) from None
+
+
+def known_env_names() -> frozenset[str]:
+    """Every `LABELQ_*` name labelq reads: the settings and `OTHER_ENV`."""
+    return frozenset({ENV_PREFIX + name.upper() for name in Settings.model_fields} | set(OTHER_ENV))
+
+
+def unknown_env_problem(environ: Mapping[str, str]) -> str | None:
+    """The `LABELQ_*` names in `environ` that labelq does not read (a misspelt one would leave its setting at the
+    default), each with the nearest known name; None when every name is known. Names match in any case, as
+    pydantic-settings reads them."""
+    known = known_env_names()
+    unknown = sorted(name for name in environ if name.upper().startswith(ENV_PREFIX) and name.upper() not in known)
+    if not unknown:
+        return None
+    named = []
+    for name in unknown:
+        near = difflib.get_close_matches(name.upper(), known, n=1, cutoff=0.6)
+        named.append(f"{name} (did you mean {near[0]}?)" if near else name)
+    what = "unknown setting" if len(unknown) == 1 else "unknown settings"
+    return f"{what} {', '.join(named)}: fix or unset it; every setting is listed in {SETTINGS_DOCS}"
+
+
+def check_environment(environ: Mapping[str, str] | None = None) -> None:
+    """A `ConfigError` when the environment holds a `LABELQ_*` name labelq does not read (see unknown_env_problem).
+    Run by `load_settings` and by every `labelq` command before it starts."""
+    problem = unknown_env_problem(os.environ if environ is None else environ)
+    if problem:
+        raise ConfigError(problem)
+
+
+def settings_problem(exc: ValidationError | SettingsError) -> str:
+    """The one line for settings that do not validate: each variable named as the user set it, what is wrong,
+    and, for a list or map, the forms it takes. Never the value (it may be a secret)."""
+    if isinstance(exc, SettingsError):  # pydantic-settings could not decode a value
+        field = str(exc).split('"')[1] if '"' in str(exc) else ""
+        return f"invalid {ENV_PREFIX}{field.upper()}: its value cannot be read" + _forms(field)
+    problems = []
+    for error in exc.errors():
+        loc = error.get("loc", ())
+        message = str(error.get("msg", "")).removeprefix("Value error, ")
+        if not loc:  # a check across settings: its message names the variable
+            problems.append(message)
+            continue
+        field, *inner = (str(part) for part in loc)
+        if field in SECRET_FIELDS:  # a key there may be a secret typed without its name
+            where = ""
+        else:
+            where = (
+                f" (item {int(inner[0]) + 1})" if inner and inner[0].isdigit() else f" ({inner[0]!r})" if inner else ""
+            )
+        forms = _forms(field) if inner else ""  # an item of a list or map: say how the whole is written
+        problems.append(f"invalid {ENV_PREFIX}{field.upper()}{where}: {message}{forms}")
+    return "; ".join(problems)
+
+
+def _forms(field: str) -> str:
+    info = Settings.model_fields.get(field)
+    forms = [item for item in info.metadata if isinstance(item, EnvForms)] if info else []
+    return f"; write {forms[0].accepted}" if forms else ""
 
 
 def settings_table() -> str:
-    """The README's configuration table, generated from `Settings` (a test fails when the README drifts)."""
+    """docs/configuration.md's table, generated from `Settings` (a test fails when the page drifts)."""
     rows = ["| variable | default | what it does |", "|---|---|---|"]
     for name, field in Settings.model_fields.items():
         default = field.default
@@ -288,6 +488,8 @@ def settings_table() -> str:
             default = "~/.cache/labelq/models"
         if field.default_factory is not None:
             default = field.default_factory()  # type: ignore[call-arg]
+        if isinstance(default, tuple):  # as it is typed: a,b
+            default = ",".join(f"{item:g}" if isinstance(item, float) else str(item) for item in default)
         unset = "(the broker's Redis)" if name == "result_backend" else "(by device)"
         shown = "(empty)" if default in ((), "", {}) else unset if default is None else f"`{default}`"
         rows.append(f"| `{ENV_PREFIX}{name.upper()}` | {shown} | {field.description} |")

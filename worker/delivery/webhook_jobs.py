@@ -37,7 +37,7 @@ from schemas.transport import (
 from worker.constants import DEAD_LETTERS_MAX
 from worker.deadletters import DeadLetter
 from worker.delivery.egress import EgressPolicy
-from worker.delivery.webhooks import Attempt, RetryPolicy, WebhookHttp, attempt_delivery
+from worker.delivery.webhooks import SECRET_INVALID, Attempt, RetryPolicy, WebhookHttp, attempt_delivery
 
 log = logging.getLogger(__name__)
 DEFAULT_SECRET = "default"
@@ -104,7 +104,13 @@ class Scheduler:
         return int(self.client.zcard(WEBHOOK_SCHEDULE_KEY)), int(self.client.zcard(WEBHOOK_CLAIMED_KEY))
 
 
-REFUSALS = ("webhook_private_address", "webhook_host_not_allowed", "webhook_url_invalid", "webhook_secret_unknown")
+REFUSALS = (
+    "webhook_private_address",
+    "webhook_host_not_allowed",
+    "webhook_url_invalid",
+    "webhook_secret_unknown",
+    SECRET_INVALID,
+)
 
 
 def dead_letter_reason(last: Attempt) -> str:

@@ -10,6 +10,7 @@ endless body costs nothing). Its outcome decides what happens next:
     network error, timeout, 429, 5xx     retry after the next backoff delay (or Retry-After, if longer)
     410 Gone                             give up: the receiver asked to stop
     3xx, other 4xx, refused egress       give up: retrying cannot help
+    a secret that cannot sign            give up (webhook_secret_invalid): no attempt is made
     retries exhausted                    give up
 
 Giving up writes a dead letter with every attempt's outcome. The classification is never re-run.
@@ -33,6 +34,7 @@ from worker.delivery.egress import EgressPolicy, EgressRefused
 from worker.settings import Settings
 
 Outcome = Literal["delivered", "retry", "give_up", "deferred"]  # deferred: not attempted (its receiver is busy)
+SECRET_INVALID = "webhook_secret_invalid"  # the dead-letter reason of a delivery its secret cannot sign
 RESPONSE_MAX_BYTES = 65_536  # of a receiver's response body, read only so a short one leaves the connection reusable
 
 
@@ -160,10 +162,14 @@ def attempt_delivery(
 ) -> Attempt:
     now = time.time()
     try:
+        signed = headers_for(secret, message_id, body)
+    except ValueError:  # the settings refuse such a secret at start; one that reaches here fails every attempt alike
+        return Attempt(now, "give_up", error=f"{SECRET_INVALID}: the webhook secret is not 'whsec_' followed by base64")
+    try:
         target = policy.check(url)
     except EgressRefused as exc:  # a name that does not resolve may resolve later; the rest is final
         return Attempt(now, "retry" if exc.reason == "webhook_dns_failed" else "give_up", error=f"{exc.reason}: {exc}")
-    headers = {**headers_for(secret, message_id, body), "host": target.host_header, "user-agent": "labelq-webhook/1"}
+    headers = {**signed, "host": target.host_header, "user-agent": "labelq-webhook/1"}
     extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
     try:
         response = http.post(

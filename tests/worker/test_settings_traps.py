@@ -1,0 +1,299 @@
+"""Settings that used to be traps: a misspelt name silently ignored, lists and maps that only took JSON (exit 70
+otherwise), a webhook secret that could never sign (a job claimed forever), a Redis URL parameter that ended in a
+KeyError. Each is one line and exit 2 at start now, or works."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import typing
+from pathlib import Path
+
+import httpx
+import pytest
+import redis as redis_lib
+
+from schemas import ErrorCode, parse_result
+from schemas.transport import DEAD_LETTER_KEY, RESULT_KEY, WEBHOOK_CLAIMED_KEY, redis_url_problem
+from tests.schemas.test_webhook_signatures import SECRET
+from worker.delivery.egress import EgressPolicy
+from worker.delivery.webhook_jobs import Scheduler, WebhookDeliverer, WebhookJob
+from worker.delivery.webhooks import RetryPolicy, WebhookHttp
+from worker.errors import ConfigError
+from worker.settings import EnvForms, Settings, check_environment, known_env_names, load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.upper().startswith("LABELQ_")}
+
+
+def run(*command: str, timeout_s: float = 120, **env: str) -> subprocess.CompletedProcess[str]:
+    """A command in a child process whose LABELQ_* environment is exactly `env`."""
+    return subprocess.run(
+        [sys.executable, "-m", *command],
+        env={**CLEAN_ENV, "PYTHONPATH": str(ROOT), **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        cwd=ROOT,
+    )
+
+
+def one_line(done: subprocess.CompletedProcess[str], code: int = 2) -> str:
+    """The single stderr line of a refusal (no traceback), its exit code checked."""
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == code and len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    return lines[0]
+
+
+@pytest.fixture
+def environ(monkeypatch: pytest.MonkeyPatch) -> typing.Callable[..., None]:
+    """Set LABELQ_* variables for load_settings() in this process (others removed for the test)."""
+    for name in list(os.environ):
+        if name.upper().startswith("LABELQ_"):
+            monkeypatch.delenv(name)
+
+    def put(**variables: str) -> None:
+        for name, value in variables.items():
+            monkeypatch.setenv(name, value)
+
+    return put
+
+
+# 1. unknown LABELQ_* names
+
+
+@pytest.mark.parametrize(
+    ("typed", "meant"),
+    [("LABELQ_REDIS_ULR", "LABELQ_REDIS_URL"), ("LABELQ_REALTIME_MAX_WAIT", "LABELQ_REALTIME_MAX_WAIT_MS")],
+)
+def test_a_misspelt_name_is_refused_with_the_nearest_known_one(typed: str, meant: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        check_environment({typed: "50", "LABELQ_MODEL": "fake", "PATH": "/bin"})
+    assert f"{typed} (did you mean {meant}?)" in str(refused.value)
+    check_environment({meant: "50", "LABELQ_DEBUG": "1", "LABELQ_SUPERVISED": "1", "OTHER_ULR": "x"})
+
+
+def test_every_labelq_name_the_code_reads_is_known() -> None:
+    """LABELQ_* names written in the code (os.environ reads, click envvars, the compose file) are settings or
+    listed in worker.settings.OTHER_ENV: a name read elsewhere is never reported as unknown."""
+    sources = [*ROOT.glob("labelq/**/*.py"), *ROOT.glob("worker/**/*.py"), *ROOT.glob("producer/**/*.py")]
+    sources += [ROOT / "docker-compose.yml", ROOT / "Dockerfile"]
+    read = {
+        name
+        for path in sources
+        if path.exists()
+        for name in re.findall(r"\bLABELQ_[A-Z0-9_]*[A-Z0-9]\b", path.read_text())
+    }
+    assert read and read <= known_env_names(), read - known_env_names()
+
+
+def test_commands_and_workers_refuse_a_misspelt_name_at_start() -> None:
+    env = {"LABELQ_REDIS_ULR": "redis://elsewhere:6379/0"}
+    for command in (
+        ("labelq.cli", "health"),
+        ("labelq.cli", "worker"),
+        ("labelq.cli", "webhook-worker"),
+        ("celery", "-A", "worker.celery_app", "worker"),
+    ):
+        line = one_line(run(*command, **env))
+        assert "unknown setting LABELQ_REDIS_ULR (did you mean LABELQ_REDIS_URL?)" in line, command
+    helped = run("labelq.cli", "health", "--help", **env)  # help still shows
+    assert helped.returncode == 0 and "Usage:" in helped.stdout
+
+
+# 2. lists and maps in the forms people type
+
+LIST_FIELDS = {
+    name: info
+    for name, info in Settings.model_fields.items()
+    if typing.get_origin(info.annotation) in (tuple, list, dict)
+}
+
+
+def test_every_list_and_map_setting_takes_plain_forms() -> None:
+    assert set(LIST_FIELDS) >= {"webhook_private_hosts", "webhook_retry_delays_s", "webhook_secrets"}
+    missing = [name for name, info in LIST_FIELDS.items() if not any(isinstance(m, EnvForms) for m in info.metadata)]
+    assert not missing, f"list/map settings without plain forms (use StrList, FloatList, AnyMap...): {missing}"
+
+
+PLAIN_AND_JSON = {
+    "providers": ("CUDAExecutionProvider, CPUExecutionProvider", '["CUDAExecutionProvider", "CPUExecutionProvider"]'),
+    "reply_queue_prefixes": ("tenant-a.,tenant-b.", '["tenant-a.", "tenant-b."]'),
+    "celery_imports": ("json", '["json"]'),
+    "webhook_allowed_hosts": ("hooks.example.com,*.example.org", '["hooks.example.com", "*.example.org"]'),
+    "webhook_private_hosts": ("127.0.0.1", '["127.0.0.1"]'),
+    "webhook_retry_delays_s": ("1,1", "[1, 1]"),
+    "redis_transport_options": ("master_name=mymaster,visibility_timeout=30", '{"master_name": "mymaster", '
+                                '"visibility_timeout": 30}'),
+    "webhook_secrets": (f"default={SECRET},other={SECRET}", json.dumps({"default": SECRET, "other": SECRET})),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(LIST_FIELDS))
+def test_plain_and_json_forms_read_the_same(name: str, environ: typing.Callable[..., None]) -> None:
+    plain, as_json = PLAIN_AND_JSON[name]  # a new list or map setting gets a row here
+    variable = f"LABELQ_{name.upper()}"
+    environ(**{variable: plain})
+    from_plain = getattr(load_settings(), name)
+    environ(**{variable: as_json})
+    from_json = getattr(load_settings(), name)
+    environ(**{variable: ""})
+    assert from_plain == from_json and from_plain and not getattr(load_settings(), name)
+
+
+def test_plain_forms_have_the_values_people_mean(environ: typing.Callable[..., None]) -> None:
+    environ(
+        LABELQ_WEBHOOK_PRIVATE_HOSTS="127.0.0.1",
+        LABELQ_WEBHOOK_RETRY_DELAYS_S="1,1",
+        LABELQ_REDIS_TRANSPORT_OPTIONS="master_name=mymaster,visibility_timeout=30,retry_on_timeout=true",
+        LABELQ_WEBHOOK_SECRETS=f"default={SECRET}",  # base64's '=' padding stays in the value
+    )
+    settings = load_settings()
+    assert settings.webhook_private_hosts == ("127.0.0.1",)
+    assert settings.webhook_retry_delays_s == (1.0, 1.0)
+    assert settings.redis_transport_options == {
+        "master_name": "mymaster",
+        "visibility_timeout": 30,
+        "retry_on_timeout": True,
+    }
+    assert settings.webhook_secrets["default"].get_secret_value() == SECRET
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "said"),
+    [
+        ("LABELQ_WEBHOOK_RETRY_DELAYS_S", "1,soon", "(item 2): Input should be a valid number"),
+        ("LABELQ_WEBHOOK_RETRY_DELAYS_S", "[1, 2", "not valid JSON"),
+        ("LABELQ_WEBHOOK_PRIVATE_HOSTS", '{"a": 1}', None),  # JSON, but a map: neither form of a list
+        ("LABELQ_REDIS_TRANSPORT_OPTIONS", "mymaster", "item 1 is not name=value"),
+        ("LABELQ_REDIS_TRANSPORT_OPTIONS", '{"master_name": ', "not valid JSON"),
+        ("LABELQ_WEBHOOK_SECRETS", SECRET, "item 1 is not name=value"),
+    ],
+)
+def test_other_forms_are_refused_naming_the_variable_and_the_forms(
+    variable: str, value: str, said: str | None, environ: typing.Callable[..., None]
+) -> None:
+    environ(**{variable: value})
+    with pytest.raises(ConfigError) as refused:
+        load_settings()
+    message = str(refused.value)
+    assert message.startswith(f"invalid {variable}") and "\n" not in message, message
+    assert said is None or said in message
+    assert "comma" in message and "JSON" in message, message  # the forms it takes
+    assert SECRET not in message
+
+
+def test_a_list_in_a_plain_form_is_read_by_a_command() -> None:
+    done = run(
+        "labelq.cli", "health", LABELQ_WEBHOOK_PRIVATE_HOSTS="127.0.0.1", LABELQ_REDIS_URL="redis://127.0.0.1:1/0"
+    )
+    assert done.returncode == 3, done.stderr  # got past the settings: Redis unreachable (nothing on port 1)
+    line = one_line(run("labelq.cli", "health", LABELQ_WEBHOOK_RETRY_DELAYS_S="1,soon"))
+    assert "LABELQ_WEBHOOK_RETRY_DELAYS_S" in line and "internal error" not in line
+
+
+# 3. webhook secrets
+
+
+@pytest.mark.parametrize(
+    ("secret", "said"),
+    [
+        ("hunter2", "does not start with 'whsec_'"),
+        ("whsec_not base64!", "is not 'whsec_' followed by base64"),
+        ("whsec_abc", "is not 'whsec_' followed by base64"),  # padding missing
+        ("whsec_", "has no key bytes"),
+    ],
+)
+def test_a_secret_that_cannot_sign_is_refused_at_start_naming_the_setting_not_the_secret(
+    secret: str, said: str, environ: typing.Callable[..., None]
+) -> None:
+    environ(LABELQ_WEBHOOK_SECRETS=json.dumps({"default": SECRET, "billing": secret}))
+    with pytest.raises(ConfigError) as refused:
+        load_settings()
+    message = str(refused.value)
+    assert message.startswith("invalid LABELQ_WEBHOOK_SECRETS") and "'billing'" in message and said in message
+    assert secret.removeprefix("whsec_") not in message or not secret.removeprefix("whsec_")
+
+
+def test_both_workers_refuse_a_bad_secret_at_start() -> None:
+    env = {"LABELQ_WEBHOOK_SECRETS": "default=whsec_hunter2!!"}
+    for command in (("labelq.cli", "worker"), ("labelq.cli", "webhook-worker")):
+        line = one_line(run(*command, **env))
+        assert "LABELQ_WEBHOOK_SECRETS" in line and "hunter2" not in line
+
+
+def test_a_delivery_that_cannot_be_signed_is_a_dead_letter_not_a_retry(redis_url: str) -> None:
+    """A secret that reaches delivery unusable (the webhook worker's own settings check it at start; a deliverer
+    built in code may hold anything) is a dead letter at once: the claim is dropped, nothing is sent."""
+    sent: list[httpx.Request] = []
+    http = WebhookHttp(transport=httpx.MockTransport(lambda request: sent.append(request) or httpx.Response(200)))
+    client = redis_lib.Redis.from_url(redis_url)
+    deliverer = WebhookDeliverer(
+        client,
+        http,
+        egress=EgressPolicy(resolver=lambda host, port: ["93.184.216.34"]),
+        retry=RetryPolicy(delays_s=(1.0, 1.0)),
+        secrets={"default": "whsec_not base64!"},
+        timeout_s=1.0,
+        result_ttl_s=60,
+    )
+    try:
+        pipe = client.pipeline()
+        job = WebhookJob(request_id="r1", url="https://hooks.example.com/h", body='{"status": "ok", "id": "r1"}')
+        Scheduler(client).schedule(pipe, job, time.time() - 1)
+        pipe.execute()
+        [claimed] = Scheduler(client).claim_due(time.time(), limit=10, claim_s=30)
+        attempt = deliverer.run(claimed)
+    finally:
+        http.close()
+    assert attempt.outcome == "give_up" and attempt.error and attempt.error.startswith("webhook_secret_invalid")
+    assert not sent and client.zcard(WEBHOOK_CLAIMED_KEY) == 0 and Scheduler(client).pending() == (0, 0)
+    [letter] = [json.loads(item) for item in client.lrange(DEAD_LETTER_KEY, 0, -1)]
+    assert letter["reason"] == "webhook_secret_invalid" and "not base64!" not in json.dumps(letter)
+    stored = parse_result(client.get(RESULT_KEY + "r1") or b"")
+    assert getattr(stored, "code", None) == ErrorCode.WEBHOOK_REFUSED
+
+
+# 4. Redis URL parameters
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("rediss://h:6380/0?ssl_cert_reqs=bogus", "ssl_cert_reqs must be one of none, optional, required"),
+        ("redis://h:6379/0?ssl_cert_reqs=required", "ssl_cert_reqs applies to TLS"),
+        ("redis://h:6379/0?socket_timeout=soon", "socket_timeout must be a number"),
+        ("redis://h:6379/0?health_check_interval=1.5", "health_check_interval must be a whole number"),
+        ("redis://h:6379/0?retry_on_timeout=maybe", "retry_on_timeout must be true or false"),
+        ("redis://h:6379/0?sockettimeout=1", "unknown URL parameter 'sockettimeout'"),
+    ],
+)
+def test_a_url_parameter_that_cannot_work_is_named(url: str, said: str) -> None:
+    problem = redis_url_problem(url)
+    assert problem and said in problem
+
+
+def test_url_parameters_that_work_pass() -> None:
+    for url in (
+        "rediss://:pw@h:6380/0?ssl_cert_reqs=required&ssl_check_hostname=false&socket_timeout=2.5",
+        "redis://h:6379/0?health_check_interval=10&retry_on_timeout=true&client_name=labelq",
+        "unix:///tmp/redis.sock?db=2",
+    ):
+        assert redis_url_problem(url) is None, url
+
+
+def test_bad_url_parameters_are_one_line_exit_2_in_commands_and_workers() -> None:
+    for url, said in (
+        ("rediss://127.0.0.1:6379/0?ssl_cert_reqs=bogus", "ssl_cert_reqs must be one of none, optional, required"),
+        ("redis://127.0.0.1:6379/0?socket_timeout=soon", "socket_timeout must be a number"),
+        ("rediss://127.0.0.1:6379/0", "needs the URL parameter ssl_cert_reqs"),  # Celery's backend requires it
+    ):
+        for command in (("labelq.cli", "health"), ("celery", "-A", "worker.celery_app", "worker")):
+            line = one_line(run(*command, LABELQ_REDIS_URL=url))
+            assert said in line and "LABELQ_REDIS_URL" in line, (command, line)
+    flagged = one_line(run("labelq.cli", "dlq", "list", "--redis-url", "redis://127.0.0.1:6379/0?foo=1"))
+    assert "unknown URL parameter 'foo'" in flagged
