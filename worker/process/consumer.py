@@ -7,7 +7,9 @@ message only after its outcome is written; and runs the model in the worker proc
 per process, scale by processes), on a thread of its own so Celery's event loop keeps answering control
 commands and sending heartbeats while batches run.
 
-This step builds the runtime (the model loads and warms up before the worker says it is ready), starts the loop,
+This step checks that no live worker serves another model on its queues (worker/process/fleet.py: one model per
+queue; before the model loads, and again under a short lock held until this worker's ready record is written),
+builds the runtime (the model loads and warms up before the worker says it is ready), starts the loop,
 announces readiness and sweeps expired claims on Celery's timer, and stops the loop when the worker stops:
 warm (SIGTERM, `control.shutdown`): the model run in progress ends, what it answered is written and acked, the
 rest is handed back to its queue at once; cold (SIGQUIT): what is held is handed back without waiting. A broker
@@ -30,8 +32,12 @@ from celery.worker import state as worker_state
 
 from schemas.transport import QUEUE_WEBHOOKS, QUEUES, WORKER_KEY, WORKER_KEY_TTL_S
 from worker import metrics
+from worker.connections import connect
 from worker.constants import SHUTDOWN_WAIT_S
+from worker.errors import ConfigError
 from worker.process.flags import EXIT_RECYCLE, Recycle
+from worker.process.fleet import ModelLock, check_one_model
+from worker.process.launcher import EXIT_USAGE  # a refused configuration: its supervisor does not replace it
 from worker.process.loop import BatchLoop
 from worker.process.outcomes import CeleryOutcomes
 from worker.process.runtime import Runtime
@@ -57,6 +63,7 @@ class BatchConsumerStep(bootsteps.StartStopStep):
         self.queue: ReliableQueue
         self._timers: list[Any] = []
         self._node = ""
+        self._model_lock: ModelLock | None = None  # held from the last model check to the first ready record
         # the request queues this worker claims: those `celery worker -Q` named, else all; add_consumer and
         # cancel_consumer change it (worker/process/task_consumer.py)
         self._serving = list(getattr(parent, "labelq_queues", None) or QUEUES.values())
@@ -65,11 +72,14 @@ class BatchConsumerStep(bootsteps.StartStopStep):
     # --- lifecycle ---
 
     def start(self, c: Any) -> None:
+        self._node = c.hostname
         if self.runtime is None:
+            self._check_one_model(c.app.labelq_settings)  # before the model loads: a mixed fleet fails fast
             self.runtime = Runtime.start(c.app.labelq_settings)
         settings = self.runtime.settings
-        self._node = c.hostname
         if self.loop is None:  # first start (a reconnect restarts Celery's steps; the loop goes on)
+            self._model_lock = ModelLock(self.runtime.publisher.client)
+            self._check_one_model(settings, self._model_lock)  # again: another may have become ready meanwhile
             self.queue = ReliableQueue(
                 self.runtime.publisher.client,
                 settings.redis_transport_options,
@@ -117,7 +127,15 @@ class BatchConsumerStep(bootsteps.StartStopStep):
         return [queue for queue in QUEUES.values() if queue in self._serving]
 
     def serve(self, queue: str) -> None:
-        """`control.add_consumer(queue)`: claim `queue` (again)."""
+        """`control.add_consumer(queue)`: claim `queue` (again), unless a live worker serves another model there."""
+        if self.runtime is not None:
+            try:
+                check_one_model(self.runtime.publisher.client, self._node, self.runtime.settings.model, [queue])
+            except ConfigError as exc:
+                log.error("add_consumer %s refused: %s", queue, exc)
+                return
+            except redis.RedisError:
+                log.warning("the model check of add_consumer %s could not read Redis; serving it", queue)
         if self.loop is None:
             self._serving = [*self._serving, queue]
         else:
@@ -166,6 +184,29 @@ class BatchConsumerStep(bootsteps.StartStopStep):
             loop.hand_back()
             raise
 
+    # --- one model per queue ---
+
+    def _check_one_model(self, settings: Any, lock: ModelLock | None = None) -> None:
+        """Refuse to start (one line, exit 2) when a live worker serves another model on this worker's queues.
+        With `lock`: taken first and kept until this worker's ready record is written (`_announce`), so a worker
+        starting at the same moment checks after that record exists. Redis unreachable: the check is skipped
+        (the worker's own connection retries say so)."""
+        client = lock.client if lock is not None else connect(settings, socket_timeout=5)
+        try:
+            if lock is not None:
+                lock.acquire()
+            check_one_model(client, self._node, settings.model, self._serving)
+        except ConfigError as exc:
+            if lock is not None:
+                lock.release()
+            log.error("refusing to start: %s", exc)  # Celery owns stderr now: its log is where this is read
+            raise SystemExit(EXIT_USAGE) from None
+        except redis.RedisError as exc:
+            log.warning("the one-model-per-queue check could not read Redis (%s); starting without it", exc)
+        finally:
+            if lock is None:
+                client.close()
+
     # --- readiness ---
 
     def _announce_when_listening(self, c: Any) -> None:
@@ -197,6 +238,9 @@ class BatchConsumerStep(bootsteps.StartStopStep):
         for queue in served:
             _quietly(lambda queue=queue: metrics.QUEUE_DEPTH.labels(queue).set(self.queue.waiting(queue)))
         _quietly(self.runtime.publisher.client.set, WORKER_KEY + self._node, json.dumps(info), ex=WORKER_KEY_TTL_S)
+        if self._model_lock is not None:  # the record a worker starting now will check against is written
+            _quietly(self._model_lock.release)
+            self._model_lock = None
 
     def _retire(self) -> None:
         if self.runtime is not None and self._node:
