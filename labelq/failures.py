@@ -24,7 +24,7 @@ REDIS_HINT = "start it, or point LABELQ_REDIS_URL (or --redis-url) at one"
 
 def describe(exc: BaseException) -> tuple[str, int]:
     """The one line and exit code for a failure no command handled itself."""
-    from producer.client import BROKER_ERRORS, AccessDenied, SubmitError
+    from producer.client import BROKER_ERRORS, AccessDenied, SubmitError, WrongKeyType, wrong_type
     from schemas.transport import ACL_DOCS, RedisURLError, permission_denied
     from worker.errors import ConfigError, InputError, ModelError
 
@@ -42,6 +42,14 @@ def describe(exc: BaseException) -> tuple[str, int]:
         if "URL parameter" in str(exc):
             return f"{exc}; fix it in LABELQ_REDIS_URL (or --redis-url)", EXIT_USAGE
         return f"{exc}; set LABELQ_REDIS_URL (or --redis-url) to redis://host:port/db", EXIT_USAGE
+    if isinstance(exc, WrongKeyType):  # names the key and its type; sending there cannot succeed
+        return str(exc), EXIT_USAGE
+    if wrong_type(exc):  # a WRONGTYPE no command named: still a key of another type, not a password or a network
+        return (
+            f"a Redis key holds another type than labelq keeps there ({exc}); find it with redis-cli TYPE, and move "
+            "it or give labelq a database of its own (the /N of the Redis URL)",
+            EXIT_USAGE,
+        )
     if isinstance(exc, SubmitError):
         return f"{exc}; {REDIS_HINT}", EXIT_REDIS
     if isinstance(exc, BROKER_ERRORS):

@@ -220,3 +220,16 @@ def test_a_redis_url_given_as_a_flag_is_checked_too() -> None:
 def test_a_result_queue_name_refused_for_its_first_character_says_so(redis_url: str) -> None:
     code, output = run(["results", "_kombu.binding.labelq.realtime"], LABELQ_REDIS_URL=redis_url)
     assert code == 2 and "a letter or digit, then" in output, output
+
+
+def test_a_key_of_another_type_that_no_command_named_is_a_usage_error_not_the_password(redis_url: str) -> None:
+    """Redis's WRONGTYPE reached the generic line "check the password" (exit 3); it is a key of another type
+    where labelq keeps its own, exit 2, whatever command met it."""
+    import redis
+
+    with redis.Redis.from_url(redis_url) as r:
+        r.rpush("labelq:labelset:intents", "not a label set")
+    result = CliRunner().invoke(main, ["labelsets", "get", "intents"], env={"LABELQ_REDIS_URL": redis_url})
+    assert result.exit_code == 2, result.output
+    assert_one_line(result.output)
+    assert "another type" in result.output and "password" not in result.output
