@@ -14,8 +14,9 @@ from labelq.failures import ReportingGroup
 def main(debug: bool) -> None:
     """labelq: zero-shot text classification as a streaming service on message queues.
 
-    A failure is one line on stderr and an exit code: 1 the command's own no, 2 usage or input, 3 Redis
-    unreachable, 4 a model problem, 70 an internal error (--debug shows the traceback)."""
+    A failure is one line on stderr and an exit code (the table: README "Errors and exit codes"): 1 the
+    command's own no or a partial listing, 2 usage or input, 3 Redis unreachable, 4 a model problem, 70 an
+    internal error (--debug shows the traceback)."""
 
 
 for command in (

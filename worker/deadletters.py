@@ -4,7 +4,7 @@ Stored as JSON objects on the Redis list `labelq:dead` (oldest first): `id`, `re
 `detail`, `error`, `attempts` (webhooks), `headers`, `raw`, `at`. Reasons are stable words:
 `undecodable`, `invalid_request`, `too_many_deliveries`, `unrestorable` (an in-flight record labelq did not
 write), `webhook_refused`, `webhook_private_address`,
-`webhook_host_not_allowed`, `webhook_url_invalid`, `webhook_secret_unknown`, `webhook_gone`,
+`webhook_host_not_allowed`, `webhook_url_invalid`, `webhook_secret_unknown`, `webhook_secret_invalid`, `webhook_gone`,
 `webhook_rejected`, `webhook_retries_exhausted`.
 """
 
