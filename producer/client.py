@@ -37,6 +37,7 @@ from schemas.transport import (
     RedisURLError,
     parse_sentinel_url,
     permission_denied,
+    priority_lists,
     redis_url_problem,
 )
 
@@ -126,11 +127,6 @@ def wrong_type(exc: BaseException) -> bool:
             return True
         seen = seen.__cause__ or seen.__context__
     return False
-
-
-# kombu's Redis transport defaults: a message of priority >= 3 goes to the queue's name + sep + step
-KOMBU_PRIORITY_SEP = "\x06\x16"
-KOMBU_PRIORITY_STEPS = (0, 3, 6, 9)
 
 
 def _results_client(url: str, transport_options: Mapping[str, Any]) -> redis.Redis:
@@ -250,9 +246,7 @@ class Client:
 
     def _wrong_key(self, queue: str, sent: list[str]) -> WrongKeyType:
         """Which of the queue's lists (the plain one, kombu's priority sub-lists) is of another type."""
-        sep = str(self.transport_options.get("sep", KOMBU_PRIORITY_SEP))
-        steps = sorted({0, *(int(s) for s in self.transport_options.get("priority_steps", KOMBU_PRIORITY_STEPS))})
-        for key in (f"{queue}{sep}{step}" if step else queue for step in steps):
+        for key in priority_lists(queue, self.transport_options):
             kind = key_type(self.redis, key)
             if kind not in ("list", "none"):
                 return WrongKeyType(key, kind, sent)

@@ -8,7 +8,9 @@ pushed onto `labelq:notify:<id>` when it is written, and the result JSON RPUSHed
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 TASK_CLASSIFY = "labelq.classify"
@@ -17,6 +19,21 @@ QUEUE_BULK = "labelq.bulk"  # backfills: large batches, throughput first
 QUEUES = {"realtime": QUEUE_REALTIME, "bulk": QUEUE_BULK}
 
 KEY_PREFIX = "labelq:"
+
+# kombu's Redis transport: a message of priority >= 3 goes to the queue's name + sep + step (its defaults here;
+# LABELQ_REDIS_TRANSPORT_OPTIONS / a Client's transport_options may change both)
+PRIORITY_SEP = "\x06\x16"
+PRIORITY_STEPS = (0, 3, 6, 9)  # step 0 is the plain list
+
+
+def priority_lists(queue: str, transport_options: Mapping[str, Any] | None = None) -> list[str]:
+    """Every Redis list a queue's messages may be on: the plain list, then kombu's priority sub-lists."""
+    options = transport_options or {}
+    sep = str(options.get("sep", PRIORITY_SEP))
+    steps = sorted({0, *(int(step) for step in options.get("priority_steps", PRIORITY_STEPS))})
+    return [f"{queue}{sep}{step}" if step else queue for step in steps]
+
+
 RESULT_KEY = KEY_PREFIX + "result:"  # + request id -> the result JSON (SET with TTL)
 NOTIFY_KEY = KEY_PREFIX + "notify:"  # + request id -> a list that gets one element once the result exists
 DEAD_LETTER_KEY = KEY_PREFIX + "dead"  # list of dead letters (JSON), oldest first

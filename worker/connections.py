@@ -21,6 +21,7 @@ from schemas.transport import (
     RedisURLError,
     parse_sentinel_url,
     permission_denied,
+    priority_lists,
     redis_url_problem,
 )
 from worker.errors import ConfigError
@@ -103,21 +104,13 @@ def check_access(settings: Settings) -> None:
     check_key_types(settings)  # the keys it may touch are of the types it needs
 
 
-# kombu's Redis transport defaults (worker/stream/redis_queue.py reads the same options): a message of priority
-# >= 3 goes to the queue's name + sep + step; LABELQ_REDIS_TRANSPORT_OPTIONS may change both
-_KOMBU_PRIORITY_SEP = "\x06\x16"
-_KOMBU_PRIORITY_STEPS = (0, 3, 6, 9)
-
-
 def expected_key_types(transport_options: dict[str, Any]) -> dict[str, str]:
     """The keys labelq's queues and records live at, and the Redis type each must be (when it exists): every
     queue's list and its priority sub-lists, the dead-letter list, the webhook schedules."""
-    sep = str(transport_options.get("sep", _KOMBU_PRIORITY_SEP))
-    steps = sorted({0, *(int(step) for step in transport_options.get("priority_steps", _KOMBU_PRIORITY_STEPS))})
     expected = {
-        f"{queue}{sep}{step}" if step else queue: "list"
+        key: "list"
         for queue in (*QUEUES.values(), QUEUE_TASKS, QUEUE_WEBHOOKS)
-        for step in steps
+        for key in priority_lists(queue, transport_options)
     }
     return expected | {DEAD_LETTER_KEY: "list", WEBHOOK_SCHEDULE_KEY: "zset", WEBHOOK_CLAIMED_KEY: "zset"}
 

@@ -36,7 +36,7 @@ from typing import Any, cast
 
 import redis
 
-from schemas.transport import DEAD_LETTER_KEY, KEY_PREFIX
+from schemas.transport import DEAD_LETTER_KEY, KEY_PREFIX, PRIORITY_SEP, PRIORITY_STEPS, priority_lists
 from worker.constants import DEAD_LETTERS_MAX, DELIVERIES_KEY, DELIVERIES_TTL_S, MESSAGE_SERVED_MAX_BYTES
 from worker.deadletters import DeadLetter
 from worker.stream.envelopes import Envelope, unwrap
@@ -47,8 +47,6 @@ INFLIGHT_KEY = KEY_PREFIX + "inflight"  # hash: tag -> list + "\n" + the message
 INFLIGHT_INDEX_KEY = KEY_PREFIX + "inflight:index"  # sorted set: tag -> claimed at (epoch seconds)
 INFLIGHT_SEQ_KEY = KEY_PREFIX + "inflight:seq"  # claims are numbered from this counter (tags: claim.n)
 RESTORES_KEY = KEY_PREFIX + "restores:"  # + sha1 of a message's bytes -> times the sweep put it back
-PRIORITY_SEP = "\x06\x16"  # kombu's Redis transport: a prioritised message goes to queue + sep + step
-PRIORITY_STEPS = (0, 3, 6, 9)  # kombu's default `priority_steps`; step 0 is the plain list
 CLAIM_MAX_BYTES = 8 * 1024 * 1024  # one claim returns at most this much (plus one message), whatever its count
 SWEEP_MAX = 1000  # entries one sweep looks at (the next sweep takes the rest)
 
@@ -206,12 +204,6 @@ def _list_for(queue: str, sep: str, step: int) -> str:
     return f"{queue}{sep}{step}" if step else queue
 
 
-def priority_lists(queue: str, sep: str = PRIORITY_SEP, steps: Sequence[int] = PRIORITY_STEPS) -> list[str]:
-    """The Redis lists kombu puts `queue`'s messages on, in the order its consumer reads them: the plain list
-    (priority step 0), then one sub-list per further step."""
-    return [_list_for(queue, sep, step) for step in sorted(set(steps) | {0})]
-
-
 class ReliableQueue:
     def __init__(
         self,
@@ -223,7 +215,7 @@ class ReliableQueue:
     ) -> None:
         """`transport_options`: kombu's (`sep`, `priority_steps`), so the sub-lists are the ones producers use."""
         self.client = client
-        options = transport_options or {}
+        options = self.transport_options = transport_options or {}
         self.sep = str(options.get("sep", PRIORITY_SEP))
         self.steps = tuple(int(step) for step in options.get("priority_steps", PRIORITY_STEPS))
         self.max_message_bytes = max_message_bytes
@@ -233,7 +225,8 @@ class ReliableQueue:
         self._release = client.register_script(_RELEASE)
 
     def lists(self, queue: str) -> list[str]:
-        return priority_lists(queue, self.sep, self.steps)
+        """The Redis lists kombu puts `queue`'s messages on, in the order its consumer reads them."""
+        return priority_lists(queue, self.transport_options)
 
     def list_for(self, queue: str, priority: int) -> str:
         """The list kombu puts a message of `priority` (0-9) on: that of the highest step not above it."""

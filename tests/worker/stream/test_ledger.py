@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 import redis as redis_lib
 
-from schemas.transport import DEAD_LETTER_KEY, QUEUE_BULK, QUEUE_REALTIME, QUEUE_WEBHOOKS
+from schemas.transport import DEAD_LETTER_KEY, PRIORITY_SEP, QUEUE_BULK, QUEUE_REALTIME, QUEUE_WEBHOOKS
 from tests.worker.test_streaming import raw_celery_message
 from worker.stream import adoption
 from worker.stream.adoption import KOMBU_UNACKED_INDEX_KEY, KOMBU_UNACKED_KEY, adopt
 from worker.stream.envelopes import unwrap
 from worker.stream.messages import Delivery, UndecodableMessage, decode
-from worker.stream.redis_queue import INFLIGHT_INDEX_KEY, INFLIGHT_KEY, INFLIGHT_SEQ_KEY, PRIORITY_SEP, ReliableQueue
+from worker.stream.redis_queue import INFLIGHT_INDEX_KEY, INFLIGHT_KEY, INFLIGHT_SEQ_KEY, ReliableQueue
 
 HOSTILE = {
     "hex number in a header": b'{"body": "e30=", "headers": {"id": "h1", "n": 0x10}, "properties": {}}',
