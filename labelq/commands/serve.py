@@ -43,6 +43,7 @@ def worker_command(
 ) -> None:
     """Run a streaming worker: consume the request queues in mini-batches, publish every result."""
     from worker.connections import check_access, connect
+    from worker.engine.engine import check_model
     from worker.engine.onnx import run_defaults
     from worker.process import launcher, main
     from worker.process.app import check_imports
@@ -61,6 +62,7 @@ def worker_command(
             err=True,
         )
     settings = settings.model_copy(update={"worker_processes": runs.worker_processes})
+    check_model(settings)  # not installed: one line, exit 4 (labelq/failures.py), before anything starts
     # each a ConfigError, one line and exit 2 (labelq/failures.py), before any model loads
     connect(settings)  # a Sentinel URL names its master (nothing connects yet)
     check_access(settings)  # a missing ACL grant is one line now, not a crash once consuming

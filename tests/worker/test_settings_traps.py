@@ -297,3 +297,12 @@ def test_bad_url_parameters_are_one_line_exit_2_in_commands_and_workers() -> Non
             assert said in line and "LABELQ_REDIS_URL" in line, (command, line)
     flagged = one_line(run("labelq.cli", "dlq", "list", "--redis-url", "redis://127.0.0.1:6379/0?foo=1"))
     assert "unknown URL parameter 'foo'" in flagged
+
+
+def test_a_worker_whose_model_is_not_installed_refuses_to_start_in_one_line(redis_url: str) -> None:
+    """Found by an outside check: `labelq worker` with LABELQ_MODEL naming a model not installed started, connected,
+    then died on Celery's "Unrecoverable error" traceback (exit 1); it is a model problem, one line, exit 4."""
+    env = {"LABELQ_REDIS_URL": redis_url, "LABELQ_MODEL": "no-such/model"}
+    for command in (("labelq.cli", "worker"), ("celery", "-A", "worker.celery_app", "worker")):
+        line = one_line(run(*command, **env), code=4)
+        assert "model 'no-such/model' is not installed" in line, command

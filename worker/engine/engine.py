@@ -27,7 +27,7 @@ from worker.engine.onnx import OnnxModel, RunDefaults, SessionSpec, run_defaults
 from worker.engine.result_cache import ResultCache, cache_key
 from worker.engine.results import Answer, Answered, LabelColumns, Scored, build_answer, label_columns
 from worker.engine.shortlist import Shortlisted, shortlist, shortlist_size, unchanged
-from worker.errors import ModelError, RequestRejected
+from worker.errors import ModelError, ModelNotFound, RequestRejected
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,19 @@ def load_classifier(card: ModelCard, settings: Settings, runs: RunDefaults, gate
 def error_for(request: ClassifyRequest, code: ErrorCode, message: str, field: str | None = None) -> ErrorResult:
     """An ErrorResult answering `request` (its id and metadata echoed)."""
     return single_error(request.id, code, message, field, request.metadata)
+
+
+def check_model(settings: Settings) -> None:
+    """The worker's model is installed and laid out as a model (`ModelNotFound` / `ModelLayoutError` otherwise):
+    read from its directory, nothing loaded, so a worker refuses a wrong LABELQ_MODEL before it starts."""
+    if settings.model == FAKE_MODEL and settings.enable_fake_model:
+        return
+    try:
+        ModelRegistry(settings.models_dir).card(settings.model)
+    except ModelNotFound as exc:  # a request's error code elsewhere; here the worker's own model is missing
+        raise ModelError(
+            f"{exc}; install it (labelq models pull, or a directory under LABELQ_MODELS_DIR) or set LABELQ_MODEL"
+        ) from None
 
 
 class Engine:

@@ -23,7 +23,7 @@ from worker.constants import (
     QUEUE_TASKS,
     Role,
 )
-from worker.errors import ConfigError
+from worker.errors import ConfigError, ModelError
 from worker.settings import Settings
 
 CELERY_CONSUMER = "celery.worker.consumer:Consumer"  # Celery's default `worker_consumer`
@@ -105,15 +105,20 @@ def _worker_flags(app: Celery) -> Any:
         if instance is None or instance.app is not app:
             return
         from worker.connections import check_access
-        from worker.process.flags import is_supervised_child, read_flags, refuse
+        from worker.engine.engine import check_model
+        from worker.process.flags import EXIT_MODEL, is_supervised_child, read_flags, refuse
 
         settings = app.labelq_settings
         try:
             flags = read_flags(dict(options or {}), settings.max_tasks_per_child, settings.max_memory_per_child)
             if not is_supervised_child():  # its supervisor checked
+                check_model(settings)
                 check_access(settings)
         except ConfigError as exc:
             refuse(str(exc))
+            return
+        except ModelError as exc:
+            refuse(f"model: {exc}", EXIT_MODEL)
             return
         app.labelq_settings = settings.model_copy(
             update={

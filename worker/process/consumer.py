@@ -35,9 +35,12 @@ from worker import metrics
 from worker.connections import connect
 from worker.constants import SHUTDOWN_WAIT_S
 from worker.errors import ConfigError
-from worker.process.flags import EXIT_RECYCLE, Recycle
+from worker.process.flags import (
+    EXIT_RECYCLE,
+    EXIT_USAGE,  # a refused configuration: its supervisor does not replace it
+    Recycle,
+)
 from worker.process.fleet import ModelLock, check_one_model
-from worker.process.launcher import EXIT_USAGE  # a refused configuration: its supervisor does not replace it
 from worker.process.loop import BatchLoop
 from worker.process.outcomes import CeleryOutcomes
 from worker.process.runtime import Runtime

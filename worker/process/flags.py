@@ -25,6 +25,7 @@ from typing import Any
 from worker.errors import ConfigError
 
 SUPERVISED_ENV = "LABELQ_SUPERVISED"  # set in a supervised child: it runs one worker, never supervises
+EXIT_USAGE, EXIT_MODEL = 2, 4  # labelq's exit codes (README "Errors and exit codes"): a setting, a model
 EXIT_RECYCLE = 75  # a child that exits to be recycled (EX_TEMPFAIL): replaced at once, not counted as a crash
 ACCEPTED_POOLS = ("solo", "prefork", "processes")  # Celery's pool modules that mean "processes" here
 # flags a child gets from the supervisor's command line in place of the supervisor's own
@@ -104,11 +105,11 @@ def is_supervised_child() -> bool:
     return os.environ.get(SUPERVISED_ENV) == "1"
 
 
-def refuse(message: str) -> None:
-    """One line on stderr and exit 2 (a usage problem), before anything starts."""
+def refuse(message: str, code: int = EXIT_USAGE) -> None:
+    """One line on stderr and exit 2 (a usage problem; EXIT_MODEL: a model problem), before anything starts."""
     sys.stderr.write(f"error: {message}\n")
     sys.stderr.flush()
-    raise SystemExit(2)
+    raise SystemExit(code)
 
 
 @dataclass(frozen=True, slots=True)

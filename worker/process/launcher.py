@@ -20,7 +20,7 @@ from collections.abc import Callable
 from types import FrameType
 
 from worker.errors import ConfigError
-from worker.process.flags import EXIT_RECYCLE, SUPERVISED_ENV, WorkerFlags, child_argv
+from worker.process.flags import EXIT_RECYCLE, EXIT_USAGE, SUPERVISED_ENV, WorkerFlags, child_argv
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,6 @@ SUPERVISE_POLL_S = 0.2  # how often the parent looks at its children
 RESTART_QUICK_DEATH_S = 60.0  # a replacement that dies younger than this makes the next pause longer
 RESTART_BASE_PAUSE_S = 1.0  # pauses 2, 4, 8 ... s between replacements that keep dying young
 RESTART_MAX_PAUSE_S = 60.0
-EXIT_USAGE = 2  # a child that exits 2 refused a setting or flag (labelq's usage code): it is not replaced
 
 
 def child_environment(
