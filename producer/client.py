@@ -22,6 +22,7 @@ from celery import Celery
 from kombu.exceptions import OperationalError
 
 from schemas import ClassificationResult, ClassifyRequest, Correction, CorrectionReceipt, ErrorResult, parse_result
+from schemas.limits import RequestLimits
 from schemas.request import reply_queue_problem
 from schemas.transport import (
     ACL_DOCS,
@@ -155,9 +156,13 @@ class Client:
         *,
         retry_policy: RetryPolicy | None = None,
         transport_options: Mapping[str, Any] | None = None,
+        limits: RequestLimits | None = None,
     ) -> None:
         """`redis_url` as the workers have it (`redis://`, `rediss://`, or `sentinel://...;sentinel://...` with
-        `transport_options={"master_name": ...}`, kombu's form)."""
+        `transport_options={"master_name": ...}`, kombu's form). `limits`: what the workers accept (their
+        LABELQ_MAX_LABELS and the rest, `Settings.limits()`); a request given as a mapping is checked against them
+        (the defaults when None: 100 labels)."""
+        self.limits = limits or RequestLimits()
         options = dict(transport_options or {})
         self.transport_options = options
         self.redis = _results_client(redis_url, options)
@@ -192,11 +197,10 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    @staticmethod
-    def prepare(request: ClassifyRequest | Mapping[str, Any]) -> ClassifyRequest:
-        """Validate (a mapping is parsed like a wire message) and stamp `submitted_at`."""
+    def prepare(self, request: ClassifyRequest | Mapping[str, Any]) -> ClassifyRequest:
+        """Validate (a mapping is parsed like a wire message, under `limits`) and stamp `submitted_at`."""
         if not isinstance(request, ClassifyRequest):
-            request = ClassifyRequest.model_validate(dict(request))
+            request = ClassifyRequest.model_validate(dict(request), context=self.limits)
         if request.submitted_at is None:
             request = request.model_copy(update={"submitted_at": datetime.now(UTC)})
         return request

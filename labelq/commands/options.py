@@ -25,10 +25,12 @@ def broker(redis_url: str) -> Any:
 
 
 def producer(redis_url: str) -> Any:
-    """A producer `Client` of the broker at `redis_url`, with the workers' transport options."""
+    """A producer `Client` of the broker at `redis_url`, with the workers' transport options and request limits
+    (LABELQ_MAX_LABELS and the rest, read here as the workers read them)."""
     from producer import Client
 
-    return Client(redis_url, transport_options=cli_settings().redis_transport_options)
+    settings = cli_settings()
+    return Client(redis_url, transport_options=settings.redis_transport_options, limits=settings.limits())
 
 
 def local_engine(model: str | None, **overrides: Any) -> Any:

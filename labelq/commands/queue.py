@@ -95,7 +95,7 @@ def submit_file(source: Path, queue: str, reply_to: str | None, redis_url: str) 
     sent, rejected = 0, []
     with producer(redis_url) as client, click.progressbar(lines, label="submitting", file=sys.stderr) as bar:
         for number, line in enumerate(bar, 1):
-            parsed = parse_request(line)
+            parsed = parse_request(line, client.limits)
             if isinstance(parsed, ErrorResult):
                 rejected.append(f"line {number}: {parsed.code.value} ({parsed.field}): {parsed.message}")
                 continue

@@ -67,6 +67,20 @@ def test_a_150_label_set_is_put_and_served_by_a_worker_configured_for_it(
     )
     answered = client.wait(client.submit(inline), timeout_s=30)
     assert isinstance(answered, ClassificationResult) and answered.top == "intent_007"
+    # and sent as a sender writes it, a mapping or `labelq submit`: checked under the limits it is given, not 100
+    with Client(redis_url, limits=RequestLimits(max_labels=200)) as sender:
+        mapped = sender.submit({"id": "mapped", "text": "intent_011", "labels": INTENTS})
+        assert isinstance(client.wait(mapped, timeout_s=30), ClassificationResult)
+    env = {**os.environ, "LABELQ_REDIS_URL": redis_url, "LABELQ_MAX_LABELS": "200"}
+    submitted = subprocess.run(
+        [sys.executable, "-m", "labelq.cli", "submit", "intent_099", "--labels", ",".join(INTENTS), "--wait"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    assert json.loads(submitted.stdout)["top"] == "intent_099"
 
 
 def test_a_set_over_the_limit_is_one_line_where_it_is_put_and_an_error_result_where_it_is_served(
