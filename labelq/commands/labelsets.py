@@ -378,22 +378,27 @@ def labelsets_get(name: str, version: int | None, redis_url: str) -> None:
 @labelsets.command("list")
 @REDIS_URL_OPTION
 def labelsets_list(redis_url: str) -> None:
-    """Every label set with its latest version and label count."""
+    """Every label set with its latest version and label count. A stored set that cannot be read is named on
+    stderr and skipped; the listing then exits 1 (partial)."""
     from worker.errors import InputError
     from worker.stream.labelsets import builtin_labelsets
 
     store = _store(redis_url)
     builtins = builtin_labelsets()
+    skipped = 0
     for name in store.names():
         try:
             labelset = store.get(name)
         except InputError as exc:  # one broken set does not hide the others
-            click.echo(f"{name}  unusable: {exc}")
+            click.echo(f"skipped {name}: {exc}", err=True)
+            skipped += 1
             continue
         if labelset is not None:
             head = f"  head on {labelset.head.model}@{labelset.head.model_revision}" if labelset.head else ""
             where = "  built-in" if labelset.builtin else ("  (overrides the built-in)" if name in builtins else "")
             click.echo(f"{name}  v{labelset.version}  {len(labelset.labels)} labels{head}{where}")
+    if skipped:
+        sys.exit(1)
 
 
 @labelsets.command("delete")

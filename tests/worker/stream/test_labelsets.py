@@ -262,7 +262,7 @@ def test_what_an_outside_check_of_teaching_found(redis_url: str, tmp_path: Path)
     for name in ("", "a:version", "bad name/../x"):
         done = labelq(redis_url, "fit", name, "--data", str(good))
         assert done.returncode == 2 and "label set name" in done.stderr, name
-    # one unusable set does not hide the others in `list`
+    # one unusable set does not hide the others in `list`: named on stderr, skipped, exit 1 (a partial listing)
     import redis as redis_lib
 
     from worker.stream.labelsets import LABELSET_KEY, LABELSET_NAMES_KEY
@@ -271,7 +271,8 @@ def test_what_an_outside_check_of_teaching_found(redis_url: str, tmp_path: Path)
     store.set(LABELSET_KEY + "aaa-broken", b"\xff\xfe{")
     store.sadd(LABELSET_NAMES_KEY, "aaa-broken")
     listed = labelq(redis_url, "list")
-    assert listed.returncode == 0 and "aaa-broken  unusable" in listed.stdout and "bom  v1" in listed.stdout
+    assert listed.returncode == 1 and "skipped aaa-broken: " in listed.stderr and "bom  v1" in listed.stdout
+    assert "aaa-broken" not in listed.stdout
     # what `get` prints of a taught set can be `put` back (as a version without a head)
     shown = tmp_path / "shown.yaml"
     shown.write_text(labelq(redis_url, "get", "bom").stdout)
