@@ -7,6 +7,7 @@ the same exit code.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import traceback
 
@@ -100,6 +101,9 @@ class ReportingGroup(click.Group):
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.Abort, KeyboardInterrupt, SystemExit):
             raise
+        except BrokenPipeError:  # the reader of stdout is gone (`labelq demo | head`): a quiet end, as `yes | head`
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+            ctx.exit(0)
         except Exception as exc:
             message, code = describe(exc)
             if ctx.params.get("debug"):  # the traceback instead of the line; the exit code stays the documented one

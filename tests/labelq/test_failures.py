@@ -233,3 +233,27 @@ def test_a_key_of_another_type_that_no_command_named_is_a_usage_error_not_the_pa
     assert result.exit_code == 2, result.output
     assert_one_line(result.output)
     assert "another type" in result.output and "password" not in result.output
+
+
+def test_a_listing_into_a_pipe_that_closes_early_ends_quietly(redis_url: str) -> None:
+    """Found by an outside check: `labelq demo | head -3` ended in "internal error (BrokenPipeError)", exit 70;
+    any command whose reader goes away ends quietly with exit 0, as `yes | head` does."""
+    import os
+    import subprocess
+    import sys
+
+    import redis
+
+    letter = {"id": "x", "reason": "invalid_request", "queue": "labelq.bulk", "detail": "d" * 200, "raw": "{}"}
+    with redis.Redis.from_url(redis_url) as r:
+        r.rpush("labelq:dead", *[json.dumps({**letter, "id": f"dead-{i}"}) for i in range(3000)])  # > a pipe's 64 KiB
+    labelq = f"{sys.executable} -m labelq.cli"
+    done = subprocess.run(
+        ["bash", "-c", f"{labelq} dlq list | head -1; exit ${{PIPESTATUS[0]}}"],
+        env={**os.environ, "LABELQ_REDIS_URL": redis_url},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0 and done.stderr == "", (done.returncode, done.stderr)
+    assert done.stdout.count("\n") == 1
