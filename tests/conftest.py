@@ -131,3 +131,13 @@ def start_worker(redis_url: str, tmp_path: Path, client: Client) -> Iterator[Wor
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)  # the worker and any worker processes it started
         process.wait()
+
+
+@pytest.fixture(autouse=True)
+def _leaks_are_the_leaking_tests() -> Iterator[None]:
+    """Collect garbage after every test, so an unclosed socket or file (a ResourceWarning, an error here) fails the
+    test that left it, not whichever later test happens to run the collector (with four test processes, any)."""
+    yield
+    import gc
+
+    gc.collect()
