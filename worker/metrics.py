@@ -7,10 +7,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, Metric, start_http_server
 from prometheus_client import multiprocess as prometheus_multiprocess
+from prometheus_client.registry import Collector
 
 from worker.errors import ConfigError
 
@@ -90,13 +91,27 @@ PROCESS_RECYCLES = Counter(
 MODEL_LOAD = Gauge("labelq_model_load_seconds", "Time to load and warm the model", ["model"], multiprocess_mode="max")
 
 
+class _ChildrenCollector(Collector):
+    """The children's multiprocess files, summed, less the parent's own counters: each child defines them too (at
+    0, never counted), and a second family of the same name makes the scrape invalid (promtool: "second HELP line")
+    and leaves Prometheus the children's 0, dropping the parent's count as a duplicate sample."""
+
+    def __init__(self, path: str) -> None:
+        self._children = prometheus_multiprocess.MultiProcessCollector(None, path=path)  # type: ignore[no-untyped-call]
+
+    def collect(self) -> Iterable[Metric]:
+        parents = {PROCESS_RESTARTS._name, PROCESS_RECYCLES._name}
+        families: Iterable[Metric] = self._children.collect()  # type: ignore[no-untyped-call]
+        return [family for family in families if family.name not in parents]
+
+
 def serve(port: int, multiprocess_dir: str | None = None) -> None:
     """Start the endpoint in a background thread (of the parent, with a multiprocess directory). A port that
     cannot be bound (taken, or privileged) is a `ConfigError` naming the setting."""
     registry = REGISTRY
     if multiprocess_dir:
         registry = CollectorRegistry()
-        prometheus_multiprocess.MultiProcessCollector(registry, path=multiprocess_dir)  # type: ignore[no-untyped-call]
+        registry.register(_ChildrenCollector(multiprocess_dir))
         registry.register(PROCESS_RESTARTS)
         registry.register(PROCESS_RECYCLES)
     try:
