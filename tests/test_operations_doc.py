@@ -1,10 +1,11 @@
-"""docs/operations.md names every Prometheus metric the code registers."""
+"""docs/operations.md names every Prometheus metric the code registers, and says what to do for every shipped alert."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
+import yaml
 from prometheus_client import Counter
 from prometheus_client.metrics import MetricWrapperBase
 
@@ -46,3 +47,23 @@ def test_every_metric_constructed_anywhere_in_the_code_has_a_row() -> None:
 def test_the_page_lists_no_metric_the_code_does_not_have() -> None:
     registered = {exposed(m) for m in vars(metrics).values() if isinstance(m, MetricWrapperBase)}
     assert documented() <= registered, f"in docs/operations.md, not in the code: {sorted(documented() - registered)}"
+
+
+def shipped_alerts() -> set[str]:
+    groups = yaml.safe_load((ROOT / "deploy" / "prometheus" / "alerts.yml").read_text())["groups"]
+    return {rule["alert"] for group in groups for rule in group["rules"]}
+
+
+def test_every_shipped_alert_has_a_row_saying_what_to_do_and_the_page_names_no_other() -> None:
+    section = PAGE.split("\n## Alerts and dashboard\n", 1)[1].split("\n## ", 1)[0]  # the runbook_url's anchor
+    rows = {re.match(r"\| `(\w+)` \| (page|ticket) \|", line) for line in section.splitlines()}
+    documented_alerts = {row.group(1) for row in rows if row}
+    assert documented_alerts == shipped_alerts()
+    named = set(re.findall(r"`(Labelq[A-Za-z]+)`", PAGE))
+    assert named <= shipped_alerts(), f"named in docs/operations.md, not in alerts.yml: {named - shipped_alerts()}"
+
+
+def test_each_alert_row_gives_the_severity_the_rule_has() -> None:
+    groups = yaml.safe_load((ROOT / "deploy" / "prometheus" / "alerts.yml").read_text())["groups"]
+    for rule in (rule for group in groups for rule in group["rules"]):
+        assert f"| `{rule['alert']}` | {rule['labels']['severity']} |" in PAGE, rule["alert"]
