@@ -7,6 +7,7 @@ result = client.wait(request_id, timeout_s=5)
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 import uuid
@@ -20,6 +21,7 @@ import redis
 import redis.sentinel
 from celery import Celery
 from kombu.exceptions import OperationalError
+from kombu.utils.json import dumps as kombu_dumps
 
 from schemas import ClassificationResult, ClassifyRequest, Correction, CorrectionReceipt, ErrorResult, parse_result
 from schemas.limits import RequestLimits
@@ -72,6 +74,12 @@ def queue_name(queue: str) -> str:
 # What a producer retries on: the broker unreachable (a restart, a failover), not a request it refuses
 BROKER_ERRORS = (OperationalError, redis.ConnectionError, redis.TimeoutError)  # the broker did not answer
 CONNECTION_ERRORS = (*BROKER_ERRORS, OSError)
+# a refusal Redis answers (WRONGTYPE, NOPERM: never retried; READONLY, OOM: retried as an outage); kombu wraps the
+# ones it sends as an OperationalError, `submit_many`'s own LPUSH meets them as they are
+SEND_ERRORS = (*CONNECTION_ERRORS, redis.ResponseError)
+
+SEND_CHUNK_MESSAGES = 500  # `submit_many` sends at most this many messages in one round trip
+SEND_CHUNK_BYTES = 4 * 1024 * 1024  # and at most this many bytes (plus one message)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +175,7 @@ class Client:
         self.transport_options = options
         self.redis = _results_client(redis_url, options)
         self.retry_policy = retry_policy or RetryPolicy()
+        self._lists_checked: set[str] = set()  # queues whose lists `submit_many` found to be lists (or absent)
         self._celery = Celery("labelq-producer", broker=redis_url, set_as_current=False)
         self._celery.conf.update(
             task_serializer="json",
@@ -212,41 +221,72 @@ class Client:
     def submit_many(
         self, requests: Iterable[ClassifyRequest | Mapping[str, Any]], *, queue: str = "realtime"
     ) -> list[str]:
-        """Send requests in order; returns their ids. A broker that goes away is retried by `retry_policy`
-        (a message whose send failed is sent again: at least once, duplicates by id at worst); `SubmitError`
-        when it stays away. A queue that is not labelq's is a `ValueError`, before anything is sent."""
+        """Send requests in order; returns their ids. The messages are Celery's own (built by `send_task`, byte
+        for byte what it sends) and go in chunks, up to SEND_CHUNK_MESSAGES (or SEND_CHUNK_BYTES) in one round
+        trip, one LPUSH a chunk. A broker that goes away is retried by `retry_policy` (a chunk whose send failed
+        is sent again: at least once, duplicates by id at worst); `SubmitError` when it stays away. A queue that
+        is not labelq's is a `ValueError`, before anything is sent; a request that does not validate is raised
+        once the requests before it are sent."""
         queue = queue_name(queue)
         prepared = (self.prepare(item) for item in requests)
-        ids: list[str] = []
-        request = next(prepared, None)
+        sent: list[str] = []
+        pending: list[_Envelope] = []  # built, not sent yet
+        request, problem = _next(prepared)
         retry = 0
-        while request is not None:
+        while request is not None or pending:
             try:
                 with self._celery.producer_or_acquire() as producer:
-                    while request is not None:
-                        self._send(request, queue, producer)
-                        ids.append(request.id)
-                        retry = 0
-                        request = next(prepared, None)
-            except CONNECTION_ERRORS as exc:
+                    if queue not in self._lists_checked:
+                        self._check_lists(producer, queue, sent)
+                    with _Caught(producer.channel) as caught:
+                        size = sum(len(envelope.payload) for envelope in pending)
+                        while request is not None and len(pending) < SEND_CHUNK_MESSAGES and size < SEND_CHUNK_BYTES:
+                            self._send(request, queue, producer)
+                            for key, payload in caught.take():
+                                pending.append(_Envelope(request.id, key, payload))
+                                size += len(payload)
+                            request, problem = _next(prepared)
+                    done, pending, refusal = _push(producer, pending)
+                    sent += dict.fromkeys(envelope.request_id for envelope in done)  # once each, in order
+                    if refusal is not None:
+                        raise refusal
+                    retry = 0
+            except SEND_ERRORS as exc:
                 if wrong_type(exc):  # a key of another type where the queue's list belongs: it stays so
-                    raise self._wrong_key(queue, ids) from None
+                    raise self._wrong_key(queue, sent) from None
                 refused = permission_denied(exc)
                 if refused:  # the broker answered, and said no: a grant is missing, retrying cannot help
                     raise AccessDenied(
                         f"the Redis user of {self.where()} may not do what sending needs ({refused}); "
                         f"grant it the ACL in {ACL_DOCS}",
-                        ids,
+                        sent,
                     ) from exc
                 if retry >= self.retry_policy.max_retries:
                     message = (
                         f"Redis at {self.where()} unreachable through {retry} retries ({exc}); "
-                        f"{len(ids)} of the requests were sent, the rest were not"
+                        f"{len(sent)} of the requests were sent, the rest were not"
                     )
-                    raise SubmitError(message, ids) from exc
+                    raise SubmitError(message, sent) from exc
                 time.sleep(self.retry_policy.delay_s(retry))
                 retry += 1
-        return ids
+        if problem is not None:
+            raise problem
+        return sent
+
+    def _check_lists(self, producer: Any, queue: str, sent: list[str]) -> None:
+        """Once a client and queue: every list of the queue (the plain one, kombu's priority sub-lists) is a list
+        or absent, else `WrongKeyType` before anything more is sent. (kombu's own declaration looks at them only
+        the first time a process's connection to this Redis declares the queue; a chunk pushes the plain list.)"""
+        keys = priority_lists(queue, self.transport_options)
+        with producer.channel.conn_or_acquire() as client:
+            pipe = client.pipeline(transaction=False)
+            for key in keys:
+                pipe.type(key)
+            kinds = [kind.decode() if isinstance(kind, bytes) else str(kind) for kind in pipe.execute()]
+        for key, kind in zip(keys, kinds, strict=True):
+            if kind not in ("list", "none"):
+                raise WrongKeyType(key, kind, sent)
+        self._lists_checked.add(queue)
 
     def _wrong_key(self, queue: str, sent: list[str]) -> WrongKeyType:
         """Which of the queue's lists (the plain one, kombu's priority sub-lists) is of another type."""
@@ -257,7 +297,8 @@ class Client:
         return WrongKeyType(queue, None, sent)
 
     def _send(self, request: ClassifyRequest, queue: str, producer: Any) -> None:
-        """One message onto `queue`, a list name as it is (`submit_many` checked it is labelq's)."""
+        """One message onto `queue`, a list name as it is (`submit_many` checked it is labelq's), through Celery's
+        `send_task`: sent at once, or caught for a chunk when `producer`'s channel is inside `_Caught`."""
         self._celery.send_task(
             TASK_CLASSIFY,
             args=[request.to_wire()],
@@ -416,6 +457,79 @@ class Client:
                 reader.done(raw)  # the caller came back for the next: it has finished with this one
         finally:
             reader.close()
+
+
+@dataclass(frozen=True, slots=True)
+class _Envelope:
+    """One message as kombu would have pushed it: its request, the list it goes on and its bytes (JSON text)."""
+
+    request_id: str
+    key: str
+    payload: str
+
+
+class _Caught:
+    """A kombu Redis channel whose last step is caught: inside, Celery's `send_task` runs all of Celery's and
+    kombu's own code (headers, body, properties, priority, the delivery tag, the envelope's JSON) and, where
+    kombu's `_put` would LPUSH the envelope at once, the list and the bytes are kept instead, exactly as `_put`
+    makes them, for `_push` to send a chunk in one round trip."""
+
+    def __init__(self, channel: Any) -> None:
+        self.channel = channel
+        self.caught: list[tuple[str, str]] = []
+
+    def __enter__(self) -> _Caught:
+        self.channel._put = self._put  # shadows the class's method on this channel only, until __exit__
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        del self.channel._put
+
+    def _put(self, queue: str, message: dict[str, Any], **kwargs: Any) -> None:
+        """kombu's Redis `Channel._put`, less the LPUSH: the list of the message's priority, its JSON."""
+        channel = self.channel
+        key = channel._q_for_pri(queue, channel._get_message_priority(message, reverse=False))
+        self.caught.append((str(key), kombu_dumps(message)))
+
+    def take(self) -> list[tuple[str, str]]:
+        """What the sends since the last `take` would have pushed: (list, envelope) each."""
+        taken, self.caught = self.caught, []
+        return taken
+
+
+def _next(prepared: Iterator[ClassifyRequest]) -> tuple[ClassifyRequest | None, Exception | None]:
+    """The next request, or None at the end or when it does not validate (then with the reason: the requests
+    before it are sent first)."""
+    try:
+        return next(prepared, None), None
+    except Exception as exc:  # raised as it is, by `submit_many`, once what came before it is sent
+        return None, exc
+
+
+def _push(
+    producer: Any, pending: list[_Envelope]
+) -> tuple[list[_Envelope], list[_Envelope], redis.ResponseError | None]:
+    """Send `pending` in one round trip on `producer`'s own Redis connection: one LPUSH of the consecutive
+    envelopes bound for the same list (in order: LPUSH key a b c is LPUSH a, b, then c), all of it or none of it
+    each. Returns (sent, not sent, the first refusal Redis answered); a connection lost raises."""
+    if not pending:
+        return [], [], None
+    groups = [list(group) for _, group in itertools.groupby(pending, key=lambda envelope: envelope.key)]
+    with producer.channel.conn_or_acquire() as client:
+        pipe = client.pipeline(transaction=False)
+        for group in groups:
+            pipe.lpush(group[0].key, *(envelope.payload for envelope in group))
+        replies = pipe.execute(raise_on_error=False)
+    sent: list[_Envelope] = []
+    unsent: list[_Envelope] = []
+    refusal: redis.ResponseError | None = None
+    for group, reply in zip(groups, replies, strict=True):
+        if isinstance(reply, redis.ResponseError):
+            unsent += group
+            refusal = refusal or reply
+        else:
+            sent += group
+    return sent, unsent, refusal
 
 
 READERS_KEY = KEY_PREFIX + "readers:"  # + queue -> set of the tokens of readers that may hold its items
