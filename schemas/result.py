@@ -10,6 +10,11 @@ from pydantic.dataclasses import dataclass
 from schemas.codes import ErrorCode
 from schemas.request import SCHEMA_VERSION, MetadataValue
 
+# Keys a worker with tracing on (docs/operations.md, "Tracing") adds to a result's `metadata`: the request's trace id
+# (32 hex digits) and its span's W3C `traceparent`. Absent when tracing is off; older readers see plain metadata.
+TRACE_ID_KEY = "labelq.trace_id"
+TRACEPARENT_KEY = "labelq.traceparent"
+
 
 # A pydantic dataclass, not a model: the worker builds one per label of every request, and a 77-label result
 # validates in half the time (docs/benchmarks.md). Same fields, JSON and schema.
@@ -71,6 +76,12 @@ class ClassificationResult(BaseModel):
     timings: Timings
     metadata: dict[str, MetadataValue] = Field(default_factory=dict)
 
+    @property
+    def trace_id(self) -> str | None:
+        """The request's trace id when the worker traced it (`metadata["labelq.trace_id"]`), else None."""
+        value = self.metadata.get(TRACE_ID_KEY)
+        return value if isinstance(value, str) else None
+
 
 class ErrorDetail(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -95,6 +106,12 @@ class ErrorResult(BaseModel):
     message: str = Field(description="For humans")
     errors: tuple[ErrorDetail, ...] = Field((), description="Every problem found, the first one repeated")
     metadata: dict[str, MetadataValue] = Field(default_factory=dict)
+
+    @property
+    def trace_id(self) -> str | None:
+        """The request's trace id when the worker traced it (`metadata["labelq.trace_id"]`), else None."""
+        value = self.metadata.get(TRACE_ID_KEY)
+        return value if isinstance(value, str) else None
 
 
 def single_error(

@@ -34,6 +34,7 @@ from schemas.transport import (
     WEBHOOK_CLAIMED_KEY,
     WEBHOOK_SCHEDULE_KEY,
 )
+from worker import tracing
 from worker.constants import DEAD_LETTERS_MAX
 from worker.deadletters import DeadLetter
 from worker.delivery.egress import EgressPolicy
@@ -131,6 +132,9 @@ def refusal(job: WebhookJob, last: Attempt) -> ErrorResult | None:
     return single_error(job.request_id, ErrorCode.WEBHOOK_REFUSED, last.error, "reply_to")
 
 
+WEBHOOK_SERVICE_NAME = "labelq-webhook-worker"  # its traces' service, unless OTEL_SERVICE_NAME names one
+
+
 class WebhookDeliverer:
     """Runs one claimed job: attempt, then drop the claim and reschedule, dead-letter or finish, atomically."""
 
@@ -157,6 +161,7 @@ class WebhookDeliverer:
         self.result_ttl_s = result_ttl_s
         self.per_receiver = per_receiver
         self.scheduler = Scheduler(client)
+        tracing.configure(WEBHOOK_SERVICE_NAME)  # this process's tracing, when OTEL_* asks for it
         self._busy: Counter[str] = Counter()  # receiver -> attempts in progress in this process
         self._busy_lock = threading.Lock()
 
@@ -181,15 +186,17 @@ class WebhookDeliverer:
             if not self._enter(receiver):
                 return self._defer(claimed_json, job, receiver)
             try:
-                attempt = attempt_delivery(
-                    self.http,
-                    self.egress,
-                    url=job.url,
-                    body=job.body.encode(),
-                    message_id=job.message_id,
-                    secret=secret,
-                    timeout_s=self.timeout_s,
-                )
+                with tracing.webhook(job.body, job.url, len(job.attempts) + 1) as span:
+                    attempt = attempt_delivery(
+                        self.http,
+                        self.egress,
+                        url=job.url,
+                        body=job.body.encode(),
+                        message_id=job.message_id,
+                        secret=secret,
+                        timeout_s=self.timeout_s,
+                    )
+                    tracing.attempted(span, attempt.outcome, attempt.status, attempt.error)
             finally:
                 self._leave(receiver)
         job = job.with_attempt(attempt)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from schemas import ClassificationResult, ClassifyRequest, ErrorCode, ErrorResult, ParsedRequest, parse_request
 from schemas.result import single_error
+from worker import tracing
 from worker.engine.classifier import Classifier
 from worker.engine.embedding import EmbeddingClassifier
 from worker.engine.fake import FAKE_MODEL, FakeClassifier
@@ -292,9 +293,12 @@ class Engine:
     ) -> list[Scored | ErrorResult]:
         """Score a group; if the run fails, retry one by one so only the request that breaks it fails."""
         try:
-            if heads is not None and isinstance(classifier, EmbeddingClassifier):
-                return list(classifier.score_heads(requests, heads))
-            return list(classifier.score(requests))
+            with tracing.model_run(classifier.card.name, len(requests), sum(len(r.labels) for r in requests)) as span:
+                if heads is not None and isinstance(classifier, EmbeddingClassifier):
+                    return list(classifier.score_heads(requests, heads))
+                scored: list[Scored | ErrorResult] = list(classifier.score(requests))
+                tracing.ran(span, getattr(classifier, "last_plan", None))
+                return scored
         except Exception as exc:  # onnxruntime and tokenizers raise untyped errors; isolate, never propagate
             if len(requests) > 1:
                 return [

@@ -31,7 +31,7 @@ from celery.bootsteps import CLOSE
 from celery.worker import state as worker_state
 
 from schemas.transport import QUEUE_WEBHOOKS, QUEUES, WORKER_KEY, WORKER_KEY_TTL_S
-from worker import metrics
+from worker import metrics, tracing
 from worker.connections import connect
 from worker.constants import SHUTDOWN_WAIT_S
 from worker.errors import ConfigError
@@ -100,6 +100,7 @@ class BatchConsumerStep(bootsteps.StartStopStep):
                 log.info("errbacks callable in this worker (LABELQ_CELERY_IMPORTS): %s", ", ".join(sorted(adopted)))
             self.sweep()  # what a worker that died before this one left is put back now, not at the first interval
             recycle = Recycle(settings.max_tasks_per_child, settings.max_memory_per_child)
+            tracing.configure()  # this process's tracing, when OTEL_* asks for it (worker/tracing.py)
             self.loop = BatchLoop(
                 self.runtime,
                 self.queue,

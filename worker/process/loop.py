@@ -29,13 +29,17 @@ import queue as queues
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import redis
 
+from schemas import ErrorResult, ParsedRequest
 from schemas.transport import QUEUE_REALTIME
-from worker import metrics
+from worker import metrics, tracing
 from worker.connections import connect
 from worker.engine.gate import Interrupted
+from worker.engine.results import Answer
 from worker.process.flags import Recycle
 from worker.process.outcomes import CeleryOutcomes
 from worker.process.runtime import Runtime, between_runs_allowance_s
@@ -46,6 +50,9 @@ from worker.stream.messages import Delivery
 from worker.stream.pipeline import Received
 from worker.stream.publishing import Publication
 from worker.stream.redis_queue import Claimed, ReliableQueue
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
 
 log = logging.getLogger(__name__)
 WATCH_BLOCK_S = 1  # a watcher re-checks its stop flag at least this often
@@ -123,6 +130,8 @@ class BatchLoop(threading.Thread):
         # claim from landing after a cold stop took the list
         self._held: dict[str, None] = {}
         self._held_lock = threading.Lock()
+        self.tracing = tracing.active  # None: tracing off (worker/tracing.py)
+        self._spans: dict[str, Span] = {}  # tag -> its request's span, ended when acked or handed back
         self._allowance_s = 0.0  # realtime work a bulk batch may let through between its runs (seconds)
         self._allowance_left_s = 0.0
         bulk = [p for p in runtime.policies if p.queue != QUEUE_REALTIME]
@@ -321,6 +330,8 @@ class BatchLoop(threading.Thread):
             for m in kept
         ]
         received = self.runtime.pipeline.receive_many(deliveries)
+        if self.tracing is not None:
+            received = self._traced(self.tracing, received, kept)
         self.outcomes.received(received)
         for item, message in zip(received, kept, strict=True):
             self.batchers[queue].add((item, message), item.pairs, item.enqueued_at_s)
@@ -342,6 +353,17 @@ class BatchLoop(threading.Thread):
         items = self.batchers[queue].take()
         if not items:
             return
+        spans = [span for _, message in items if (span := self._spans.get(message.tag)) is not None]
+        if self.tracing is None or not spans:
+            self._settle(queue, items)
+            return
+        with self.tracing.batch(queue, spans) as batch_span:
+            for span in spans:
+                self.tracing.link(span, batch_span)
+            self._settle(queue, items)
+
+    def _settle(self, queue: str, items: list[Item]) -> None:
+        """Classify, write and ack a batch."""
         started_s = time.monotonic()
         batch = [received for received, _ in items]
         tags = [message.tag for _, message in items]
@@ -354,6 +376,8 @@ class BatchLoop(threading.Thread):
             else:
                 publications = self.runtime.pipeline.handle(batch)
             self._followups(batch, publications, started_s)
+            if self._spans:
+                self._describe(items, publications)
             self._ack(tags)
             self.stats.settled(batch)
             self.processed += len(batch)
@@ -410,12 +434,59 @@ class BatchLoop(threading.Thread):
         with self._held_lock:
             for tag in tags:
                 self._held.pop(tag, None)
+                if self._spans and (span := self._spans.pop(tag, None)) is not None:
+                    span.end()
+
+    def _describe(self, items: list[Item], publications: list[Publication]) -> None:
+        outcomes = {p.task_id: p.outcome for p in publications}
+        for received, message in items:
+            if (span := self._spans.get(message.tag)) is not None:
+                _describe(span, received, outcomes.get(received.message_id))
+
+    def _traced(self, tracing: tracing.Tracing, received: list[Received], kept: list[Claimed]) -> list[Received]:
+        """Each request's span begun (as of its arrival in the queue, the child of its sender's span), its trace id
+        and traceparent put into its metadata, so the result and the webhook carry them."""
+        traced = []
+        for item, message in zip(received, kept, strict=True):
+            span = tracing.start_request(item.delivery.headers, item.enqueued_at_s, item.delivery.queue)
+            self._spans[message.tag] = span
+            ids = tracing.ids(span)
+            if item.error is not None:
+                item = replace(item, error=item.error.model_copy(update={"metadata": item.error.metadata | ids}))
+            elif item.parsed is not None:
+                request = item.parsed.request
+                request = request.model_copy(update={"metadata": request.metadata | ids})
+                item = replace(item, parsed=ParsedRequest(request, item.parsed.truncated))
+            traced.append(item)
+        return traced
 
     def _release(self, tags: list[str], counted: Sequence[str] = ()) -> int:
         """Hand `tags` back; `counted`: the counter ids whose delivery is not to count (an abandoned batch's)."""
+        for tag in tags:
+            if self._spans and (span := self._spans.get(tag)) is not None:
+                span.set_attribute("labelq.outcome", "handed_back")
         self._forget(tags)
         try:
             return self.queue.release(tags, counted)
         except redis.RedisError:
             log.warning("handing %d message(s) back failed; the sweep restores them after the timeout", len(tags))
             return 0
+
+
+def _describe(span: Span, received: Received, outcome: object) -> None:
+    """A request span's attributes once its batch is settled: queue wait, outcome, label set, scorer."""
+    if received.message_id:
+        span.set_attribute("messaging.message.id", received.message_id)
+    if isinstance(outcome, Answer):
+        span.set_attribute("labelq.outcome", "ok")
+        span.set_attribute("labelq.scorer", outcome.scorer)
+        span.set_attribute("labelq.model", outcome.model)
+        if outcome.queue_ms is not None:
+            span.set_attribute("labelq.queue_wait_ms", round(outcome.queue_ms, 3))
+        if outcome.label_set is not None:
+            span.set_attribute("labelq.label_set", outcome.label_set[0])
+            span.set_attribute("labelq.label_set_version", outcome.label_set[1])
+    elif isinstance(outcome, ErrorResult):
+        span.set_attribute("labelq.outcome", outcome.code.value)
+    else:
+        span.set_attribute("labelq.outcome", "dead_lettered")

@@ -22,7 +22,7 @@ from schemas import ClassifyRequest, ErrorCode, ErrorResult, ParsedRequest, Requ
 from schemas.parsing import peek_field
 from schemas.request import ID_PATTERN, QUEUE_NAME_PATTERN, reply_queue_problem
 from schemas.result import single_error
-from worker import metrics
+from worker import metrics, tracing
 from worker.deadletters import DeadLetter
 from worker.engine.engine import Engine, error_for
 from worker.engine.heads import LinearHead
@@ -272,7 +272,8 @@ class Pipeline:
         score_shadows(self.engine, self.publisher.client, self.publisher.result_ttl_s, shadowed)
         # a bulk batch lets realtime work through while its results are written too; any other: one round trip
         gate = self.engine.gate
-        self.publisher.publish(publications, dead, ids, between=gate.checkpoint if gate.is_open else None)
+        with tracing.result_write(len(publications) + len(dead)):
+            self.publisher.publish(publications, dead, ids, between=gate.checkpoint if gate.is_open else None)
         self._observe(batch, outcomes, list(zip(to_classify, classified, strict=True)), started_s)
         self._log(batch, publications, dead, started_s)
         return publications
