@@ -224,3 +224,24 @@ def test_one_trace_from_an_instrumented_celery_sender_to_the_webhook(
     assert result.trace_id == f"{published.context.trace_id:032x}"
     stored = client.get("traced-1")
     assert stored is not None and stored.trace_id == result.trace_id
+
+
+def test_a_json_log_line_inside_a_span_carries_its_trace_id(spans: InMemorySpanExporter) -> None:
+    import logging
+
+    from pythonjsonlogger.json import JsonFormatter
+
+    from worker.logs import JSON_FIELDS
+
+    active = tracing.active
+    assert active is not None
+    formatter = JsonFormatter(JSON_FIELDS, style="{")
+    record = logging.LogRecord("labelq", logging.INFO, __file__, 1, "batch %s", ("b1",), None)
+    span = active.start_request({"traceparent": f"00-{SENDER_TRACE}-{SENDER_SPAN}-01"}, time.time(), "q")
+    with active.batch("q", [span]):
+        assert tracing.TraceIdFilter().filter(record)
+    span.end()
+    line = json.loads(formatter.format(record))
+    assert line["trace_id"] == SENDER_TRACE and len(line["span_id"]) == 16
+    outside = logging.LogRecord("labelq", logging.INFO, __file__, 1, "idle", (), None)
+    assert tracing.TraceIdFilter().filter(outside) and "trace_id" not in json.loads(formatter.format(outside))
