@@ -781,7 +781,9 @@ def broker_section(report: dict[str, Any]) -> list[str]:
         f"{report['runs']} runs (producing: every backlog a run sends), the range in brackets. A consuming phase is a "
         "backlog renamed onto its queue in front of an idle, ready worker, ended when the queue and the in-flight "
         "ledger are empty; *idle share* is what the idle worker costs Redis anyway (its watchers' blocking waits, "
-        "Celery's heartbeats) over the phase's seconds, included in the figure.",
+        "Celery's heartbeats) over the phase's seconds, included in the figure. *One round trip a message* is the "
+        "same requests sent one `send_task` each (how `submit_many` sent before it pushed up to 500 in one LPUSH), "
+        "in the same runs.",
         "",
         "| phase | Redis CPU, us per message | idle share, us | commands per message | the commands, per message |",
         "|---|---|---|---|---|",
@@ -790,11 +792,11 @@ def broker_section(report: dict[str, Any]) -> list[str]:
         f = phases[phase]
         low, high = f["redis_cpu_us_range"]
         idle = f"{f['idle_share_us']:.1f}" if "idle_share_us" in f else ""
-        top = ", ".join(f"`{command}` {n:g}" for command, n in f["by_command"].items() if n >= 0.01)
+        commands = f"{f['commands']:.2f}" if f["commands"] >= 0.1 else f"{f['commands']:.3f}"
+        shown = {command: n for command, n in f["by_command"].items() if n >= 0.01} or f["by_command"]
+        top = ", ".join(f"`{command}` {n:g}" for command, n in shown.items())
         top = top.replace("|", "\\|")  # pubsub|numsub: a subcommand's name, not a column
-        lines.append(
-            f"| {name} | **{f['redis_cpu_us']:.1f}** ({low:.1f}-{high:.1f}) | {idle} | {f['commands']:.2f} | {top} |"
-        )
+        lines.append(f"| {name} | **{f['redis_cpu_us']:.1f}** ({low:.1f}-{high:.1f}) | {idle} | {commands} | {top} |")
     lines += [
         "",
         f"Producing and consuming `labelq.bulk` together: {report['end_to_end_bulk_us']:.1f} us of Redis CPU a "
