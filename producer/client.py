@@ -23,6 +23,7 @@ from celery import Celery
 from kombu.exceptions import OperationalError
 from kombu.utils.json import dumps as kombu_dumps
 
+from producer import tracing
 from schemas import ClassificationResult, ClassifyRequest, Correction, CorrectionReceipt, ErrorResult, parse_result
 from schemas.limits import RequestLimits
 from schemas.request import reply_queue_problem
@@ -310,6 +311,7 @@ class Client:
             # carried, decoded and stored again with every message); monitors show this
             argsrepr=f"[<request {request.id}>]",
             kwargsrepr="{}",
+            headers=tracing.send_headers(request.id, queue),  # W3C traceparent when tracing is on (producer/tracing.py)
         )
 
     def workers(self) -> dict[str, dict[str, Any]]:

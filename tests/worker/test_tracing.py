@@ -245,3 +245,35 @@ def test_a_json_log_line_inside_a_span_carries_its_trace_id(spans: InMemorySpanE
     assert line["trace_id"] == SENDER_TRACE and len(line["span_id"]) == 16
     outside = logging.LogRecord("labelq", logging.INFO, __file__, 1, "idle", (), None)
     assert tracing.TraceIdFilter().filter(outside) and "trace_id" not in json.loads(formatter.format(outside))
+
+
+def test_client_submit_puts_its_span_into_the_message_and_the_worker_continues_it(
+    start_worker: WorkerFactory, client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The producer side (producer/tracing.py): Client.submit sends a traceparent header; the result's trace id is
+    the producer span's, a child of the caller's current span."""
+    import os
+
+    from producer import tracing as producer_tracing
+
+    collector = OtlpReceiver()
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector.url)
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
+    try:
+        start_worker(enable_fake_model=True, model="fake")
+        sender = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(sender))
+        monkeypatch.setattr(producer_tracing, "_tracer", provider.get_tracer("test"))
+        monkeypatch.setattr(producer_tracing, "_checked_pid", os.getpid())
+        with provider.get_tracer("app").start_as_current_span("caller") as caller:
+            client.submit({"id": "from-client", "text": "a refund please", "labels": ["refund", "praise"]})
+        result = client.wait("from-client", 30)
+        assert result is not None and result.trace_id == f"{caller.get_span_context().trace_id:032x}"
+        sent = {span.name: span for span in sender.get_finished_spans()}["apply_async/labelq.classify"]
+        assert sent.parent and sent.parent.span_id == caller.get_span_context().span_id
+        assert wait_until(lambda: collector.named("labelq.request"), 30)
+        [req] = collector.named("labelq.request")
+        assert req.parent_span_id == sent.context.span_id.to_bytes(8, "big")
+    finally:
+        collector.close()
