@@ -5,9 +5,11 @@
 
 The classification worker schedules a job in the same Redis round trip that stores the result (before the
 ack). A webhook worker's scheduler claims due jobs atomically (a Lua script moves them from scheduled to
-claimed) and sends one Celery task per job; the task attempts the delivery and, in one transaction, drops the
-claim and either reschedules the job (with its attempts so far), or dead-letters it, or is done. A claim that
-expires (the delivering process died) goes back to scheduled: at-least-once, never lost, never re-classified.
+claimed) and sends one Celery task per job; the task attempts the delivery and, in one script, writes the job's
+next state (rescheduled with its attempts so far, or dead-lettered, or nothing once delivered) and drops the claim
+last: a write that fails (a key of another type, a due time Redis refuses) stops the script before the claim goes,
+so the job stays claimed. A claim that expires (the delivering process died, or settling it failed) goes back to
+scheduled: at-least-once, never lost, never re-classified.
 """
 
 from __future__ import annotations
@@ -61,6 +63,18 @@ for _, job in ipairs(stale) do
   redis.call('ZADD', KEYS[2], ARGV[1], job)
 end
 return #stale
+"""
+# KEYS: claimed, scheduled, dead letters, result; ARGV: the claimed job, the rescheduled job ('' none), its due time,
+# a dead letter ('' none), dead letters kept, a result ('' none), its ttl. The claim is dropped last: an error in
+# any write before it ends the script with the job still claimed (a claim that expires is put back).
+_SETTLE = """
+if ARGV[2] ~= '' then redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2]) end
+if ARGV[4] ~= '' then
+  redis.call('RPUSH', KEYS[3], ARGV[4])
+  redis.call('LTRIM', KEYS[3], -tonumber(ARGV[5]), -1)
+end
+if ARGV[6] ~= '' then redis.call('SET', KEYS[4], ARGV[6], 'EX', ARGV[7]) end
+return redis.call('ZREM', KEYS[1], ARGV[1])
 """
 
 
@@ -201,10 +215,10 @@ class WebhookDeliverer:
                 self._leave(receiver)
         job = job.with_attempt(attempt)
         delay = self.retry.next_delay_s(job.attempt_records())
-        pipe = self.client.pipeline(transaction=True)
-        pipe.zrem(WEBHOOK_CLAIMED_KEY, claimed_json)
+        rescheduled = letter = result = ""
+        due_s = 0.0
         if attempt.outcome == "retry" and delay is not None:
-            self.scheduler.schedule(pipe, job, time.time() + delay)
+            rescheduled, due_s = job.model_dump_json(), time.time() + delay
         elif attempt.outcome != "delivered":
             letter = DeadLetter(
                 dead_letter_reason(attempt),
@@ -213,14 +227,27 @@ class WebhookDeliverer:
                 job.request_id,
                 detail=attempt.error or f"HTTP {attempt.status}",
                 attempts=list(job.attempts),
-            )
-            pipe.rpush(DEAD_LETTER_KEY, letter.to_json(time.time()))
-            pipe.ltrim(DEAD_LETTER_KEY, -DEAD_LETTERS_MAX, -1)
+            ).to_json(time.time())
             refused = refusal(job, attempt)
             if refused is not None and job.request_id:
-                pipe.set(RESULT_KEY + job.request_id, refused.model_dump_json(), ex=self.result_ttl_s)
-        pipe.execute()
+                result = refused.model_dump_json()
+        self._settle(claimed_json, job.request_id, rescheduled, due_s, letter, result)
         return attempt
+
+    def _settle(
+        self,
+        claimed_json: str,
+        request_id: str | None,
+        rescheduled: str = "",
+        due_s: float = 0.0,
+        letter: str = "",
+        result: str = "",
+    ) -> None:
+        """Write a claimed job's next state, then drop its claim, in one script (_SETTLE): when a write fails the
+        claim stays, the error propagates, and the job comes back when the claim expires."""
+        keys = (WEBHOOK_CLAIMED_KEY, WEBHOOK_SCHEDULE_KEY, DEAD_LETTER_KEY, RESULT_KEY + (request_id or ""))
+        argv = (claimed_json, rescheduled, repr(due_s), letter, DEAD_LETTERS_MAX, result, self.result_ttl_s)
+        self.client.eval(_SETTLE, len(keys), *keys, *argv)
 
     def _enter(self, receiver: str) -> bool:
         with self._busy_lock:
@@ -238,10 +265,7 @@ class WebhookDeliverer:
     def _defer(self, claimed_json: str, job: WebhookJob, receiver: str) -> Attempt:
         """Back to the schedule, due in DEFER_S, with no attempt counted: its receiver has as many deliveries
         in progress here as it may."""
-        pipe = self.client.pipeline(transaction=True)
-        pipe.zrem(WEBHOOK_CLAIMED_KEY, claimed_json)
-        self.scheduler.schedule(pipe, job, time.time() + DEFER_S)
-        pipe.execute()
+        self._settle(claimed_json, job.request_id, job.model_dump_json(), time.time() + DEFER_S)
         return Attempt(
             time.time(), "deferred", error=f"deferred: {self.per_receiver} deliveries to {receiver} in progress"
         )
