@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator, model_validator
@@ -107,7 +109,7 @@ def _json(text: str, kind: type, forms: EnvForms) -> object:
 
 # list and map settings: plain forms or JSON (NoDecode: pydantic-settings would take JSON only and fail on the rest)
 StrList = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_env_list), LIST_FORMS]
-FloatList = Annotated[tuple[float, ...], NoDecode, BeforeValidator(_env_list), LIST_FORMS]
+DelayList = Annotated[tuple[Annotated[float, Field(ge=0)], ...], NoDecode, BeforeValidator(_env_list), LIST_FORMS]
 AnyMap = Annotated[dict[str, Any], NoDecode, BeforeValidator(lambda v: _env_map(v, typed=True)), MAP_FORMS]
 SecretMap = Annotated[dict[str, SecretStr], NoDecode, BeforeValidator(_env_map), MAP_FORMS]
 
@@ -120,6 +122,8 @@ class Settings(BaseSettings):
         frozen=True,
         extra="ignore",
         hide_input_in_errors=True,  # an input may be a secret
+        allow_inf_nan=False,  # no setting takes nan or inf (a nan delay once lost webhook jobs)
+        env_ignore_empty=True,  # an empty value (Compose's `VAR=`) means unset: the default
     )
 
     # models
@@ -329,7 +333,7 @@ class Settings(BaseSettings):
     webhook_timeout_s: float = Field(
         5.0, gt=0, description="Deadline of one webhook attempt as a whole (connect, headers and body together)"
     )
-    webhook_retry_delays_s: FloatList = Field(
+    webhook_retry_delays_s: DelayList = Field(
         (5.0, 30.0, 120.0, 600.0, 1800.0, 7200.0), description="Backoff before each retry (x0.8-1.2 jitter)"
     )
     webhook_allowed_hosts: StrList = Field((), description="If set, webhook hosts must match one (exact or *.domain)")
@@ -353,6 +357,23 @@ class Settings(BaseSettings):
     @classmethod
     def _a_redis_url(cls, value: str) -> str:
         problem = redis_url_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("redis_transport_options")
+    @classmethod
+    def _known_transport_options(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for name, option in value.items():
+            problem = transport_option_problem(name, option)
+            if problem:
+                raise ValueError(problem)
+        return value
+
+    @field_validator("result_backend")
+    @classmethod
+    def _a_celery_backend(cls, value: str | None) -> str | None:
+        problem = result_backend_problem(value)
         if problem:
             raise ValueError(problem)
         return value
@@ -396,6 +417,100 @@ class Settings(BaseSettings):
             max_metadata_bytes=self.max_metadata_bytes,
             reply_queue_prefixes=self.reply_queue_prefixes,
         )
+
+
+def _positive(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+def _non_negative_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+# kombu's Redis transport options (kombu.transport.redis Channel and SentinelChannel) and Celery's retry policy,
+# each with the value it takes: an unknown name would do nothing, a wrong kind fails at start with a traceback
+TRANSPORT_OPTIONS: dict[str, tuple[str, Any]] = {
+    **dict.fromkeys(
+        (
+            "visibility_timeout",
+            "socket_timeout",
+            "socket_connect_timeout",
+            "unacked_restore_interval",
+            "unacked_restore_throttle",
+            "health_check_interval",
+            "polling_interval",
+            "interval_start",
+            "interval_step",
+            "interval_max",
+        ),
+        ("a number above 0, in seconds", _positive),
+    ),
+    **dict.fromkeys(
+        ("unacked_mutex_expire", "max_connections", "unacked_restore_limit"), ("a whole number above 0", _positive)
+    ),
+    **dict.fromkeys(("max_retries", "min_other_sentinels"), ("a whole number, 0 or more", _non_negative_int)),
+    **dict.fromkeys(
+        (
+            "master_name",
+            "sep",
+            "global_keyprefix",
+            "unacked_key",
+            "unacked_index_key",
+            "unacked_mutex_key",
+            "body_encoding",
+            "deadletter_queue",
+            "client_name",
+        ),
+        ("a string", lambda v: isinstance(v, str) and v != ""),
+    ),
+    **dict.fromkeys(
+        ("ack_emulation", "socket_keepalive", "retry_on_timeout", "sentinel_fanout_compat"),
+        ("true or false", lambda v: isinstance(v, bool)),
+    ),
+    "fanout_prefix": ("true, false or a string", lambda v: isinstance(v, bool | str)),
+    "fanout_patterns": ("true, false or a string", lambda v: isinstance(v, bool | str)),
+    "queue_order_strategy": ("round_robin, priority or sorted", lambda v: v in ("round_robin", "priority", "sorted")),
+    "priority_steps": (
+        "a JSON array of whole numbers 0-9 (e.g. [0,3,6,9])",
+        lambda v: isinstance(v, list) and all(_non_negative_int(i) and i <= 9 for i in v),
+    ),
+    "sentinel_kwargs": ("a JSON object", lambda v: isinstance(v, dict)),
+    "socket_keepalive_options": ("a JSON object", lambda v: isinstance(v, dict)),
+}
+
+
+def transport_option_problem(name: str, value: object) -> str | None:
+    """Why `name=value` cannot be a Redis transport option, or None."""
+    known = TRANSPORT_OPTIONS.get(name)
+    if known is None:
+        near = difflib.get_close_matches(name, TRANSPORT_OPTIONS, n=1, cutoff=0.6)
+        hint = f" (did you mean {near[0]}?)" if near else ""
+        return f"unknown transport option {name!r}{hint}; known: {', '.join(sorted(TRANSPORT_OPTIONS))}"
+    what, check = known
+    return None if check(value) else f"transport option {name!r} must be {what}"
+
+
+RESULT_BACKENDS = (
+    "leave it unset (the broker's Redis), set it to 'disabled', or a Celery backend URL (redis://, rediss://, "
+    "sentinel://)"
+)
+
+
+def result_backend_problem(value: str | None) -> str | None:
+    """Why Celery could not load `value` as its result backend, or None (Celery's own lookup, no connection)."""
+    if value is None or value == "disabled":
+        return None
+    scheme = value.partition("://")[0] if "://" in value else ""
+    if not scheme:
+        return f"not a URL: {RESULT_BACKENDS}"
+    from celery.app.backends import by_url  # here, not at import: settings import no Celery
+
+    try:
+        by_url(value, SimpleNamespace(override_backends={}))
+    except Exception:
+        name = scheme.split("+")[0]
+        return f"Celery has no result backend {name!r} (or its package is not installed): {RESULT_BACKENDS}"
+    return None
 
 
 def webhook_secret_problem(secret: str) -> str | None:
@@ -468,9 +583,21 @@ def settings_problem(exc: ValidationError | SettingsError) -> str:
             where = (
                 f" (item {int(inner[0]) + 1})" if inner and inner[0].isdigit() else f" ({inner[0]!r})" if inner else ""
             )
-        forms = _forms(field) if inner else ""  # an item of a list or map: say how the whole is written
+        forms = _forms(field) if inner else _example(field, str(error.get("type", "")))
         problems.append(f"invalid {ENV_PREFIX}{field.upper()}{where}: {message}{forms}")
     return "; ".join(problems)
+
+
+def _example(field: str, error_type: str) -> str:
+    """For a scalar that did not parse as its kind: what to write, with the default as the example."""
+    info = Settings.model_fields.get(field)
+    if info is None or not error_type.endswith(("_parsing", "_type", "finite_number")):
+        return ""
+    kind = {"int": "a whole number", "float": "a number", "bool": "true or false"}.get(error_type.split("_")[0], "")
+    example = info.default if isinstance(info.default, int | float) and not isinstance(info.default, bool) else None
+    if not kind:
+        return ""
+    return f"; set it to {kind}" + (f", e.g. {example:g}" if example is not None else "") + " (or unset it)"
 
 
 def _forms(field: str) -> str:

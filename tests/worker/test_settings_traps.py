@@ -306,3 +306,95 @@ def test_a_worker_whose_model_is_not_installed_refuses_to_start_in_one_line(redi
     for command in (("labelq.cli", "worker"), ("celery", "-A", "worker.celery_app", "worker")):
         line = one_line(run(*command, **env), code=4)
         assert "model 'no-such/model' is not installed" in line, command
+
+
+# nan, inf and negatives; transport options; the result backend; empty values (issue 32)
+
+FLOAT_SETTINGS = [
+    name
+    for name, field in Settings.model_fields.items()
+    if "float" in str(field.annotation)  # float, float | None, tuple of floats
+]
+
+
+def test_float_settings_are_found() -> None:
+    assert {"realtime_max_wait_ms", "webhook_retry_delays_s", "embedding_center"} <= set(FLOAT_SETTINGS)
+
+
+@pytest.mark.parametrize("name", FLOAT_SETTINGS)
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_no_float_setting_takes_nan_or_inf(name: str, value: str, environ: typing.Callable[..., None]) -> None:
+    variable = "LABELQ_" + name.upper()
+    environ(**{variable: value})
+    with pytest.raises(ConfigError, match=f"^invalid {variable}"):
+        load_settings()
+
+
+@pytest.mark.parametrize("value", ["nan,-5", "5,inf", "-1", "[1, -0.5]"])
+def test_webhook_retry_delays_are_finite_and_not_negative(value: str, environ: typing.Callable[..., None]) -> None:
+    environ(LABELQ_WEBHOOK_RETRY_DELAYS_S=value)
+    with pytest.raises(ConfigError, match=r"^invalid LABELQ_WEBHOOK_RETRY_DELAYS_S"):
+        load_settings()
+
+
+def test_webhook_worker_refuses_a_nan_delay_in_one_line() -> None:
+    line = one_line(run("labelq.cli", "webhook-worker", LABELQ_WEBHOOK_RETRY_DELAYS_S="nan,-5"))
+    assert "LABELQ_WEBHOOK_RETRY_DELAYS_S" in line
+
+
+def test_an_infinite_realtime_wait_is_refused_naming_it() -> None:
+    line = one_line(run("labelq.cli", "worker", LABELQ_REALTIME_MAX_WAIT_MS="inf"))
+    assert "LABELQ_REALTIME_MAX_WAIT_MS" in line and "MAX_PAIRS" not in line
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ("visibility_timeout=abc", "'visibility_timeout'"),
+        ("visibility_timeout=0", "'visibility_timeout'"),
+        ("socket_timeout=-1", "'socket_timeout'"),
+        ('{"master_name": 3}', "'master_name'"),
+        ('{"priority_steps": "abc"}', "'priority_steps'"),
+        ("visiblity_timeout=30", "did you mean visibility_timeout"),
+    ],
+)
+def test_transport_options_are_checked(options: str, named: str, environ: typing.Callable[..., None]) -> None:
+    environ(LABELQ_REDIS_TRANSPORT_OPTIONS=options)
+    with pytest.raises(ConfigError, match=r"^invalid LABELQ_REDIS_TRANSPORT_OPTIONS") as refused:
+        load_settings()
+    assert named in str(refused.value)
+
+
+def test_good_transport_options_pass(environ: typing.Callable[..., None]) -> None:
+    environ(LABELQ_REDIS_TRANSPORT_OPTIONS='{"master_name": "m", "visibility_timeout": 30, "priority_steps": [0, 9]}')
+    assert load_settings().redis_transport_options["visibility_timeout"] == 30
+
+
+def test_health_refuses_a_bad_transport_option_in_one_line() -> None:
+    line = one_line(run("labelq.cli", "health", LABELQ_REDIS_TRANSPORT_OPTIONS="visibility_timeout=abc"))
+    assert "LABELQ_REDIS_TRANSPORT_OPTIONS" in line and "visibility_timeout" in line
+
+
+@pytest.mark.parametrize("backend", ["bogus://x", "not a url"])
+def test_an_unknown_result_backend_is_refused(backend: str, environ: typing.Callable[..., None]) -> None:
+    environ(LABELQ_RESULT_BACKEND=backend)
+    with pytest.raises(ConfigError, match=r"^invalid LABELQ_RESULT_BACKEND"):
+        load_settings()
+
+
+@pytest.mark.parametrize("backend", ["disabled", "redis://127.0.0.1:6379/1", "rpc://"])
+def test_known_result_backends_pass(backend: str, environ: typing.Callable[..., None]) -> None:
+    environ(LABELQ_RESULT_BACKEND=backend)
+    assert load_settings().result_backend == backend
+
+
+@pytest.mark.parametrize("name", ["PREFER_QUANTIZED", "TOKEN_BUDGET", "REALTIME_MAX_WAIT_MS", "RESULT_BACKEND"])
+def test_an_empty_value_means_the_default(name: str, environ: typing.Callable[..., None]) -> None:
+    environ(**{"LABELQ_" + name: ""})
+    assert getattr(load_settings(), name.lower()) == Settings.model_fields[name.lower()].default
+
+
+def test_a_scalar_that_does_not_parse_says_what_to_write(environ: typing.Callable[..., None]) -> None:
+    environ(LABELQ_REALTIME_BATCH_SIZE="x")
+    with pytest.raises(ConfigError, match=r"set it to a whole number, e\.g\. 16"):
+        load_settings()
