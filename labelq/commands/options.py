@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import click
@@ -37,11 +36,16 @@ def local_engine(model: str | None, **overrides: Any) -> Any:
     """An engine in this process with its model loaded now: a model that cannot load fails the command (exit 4,
     with its path and why), not each request."""
     from worker.engine.engine import Engine
-    from worker.errors import RequestRejected
+    from worker.errors import ModelError, ModelNotFound
 
     engine = Engine(cli_settings(model=model, **overrides), allow_paths=True)
-    with contextlib.suppress(RequestRejected):  # a model name this machine lacks: each request says unknown_model
+    try:
         engine.classifier(model)
+    except ModelNotFound as exc:  # the command's own model (--model or LABELQ_MODEL): a model problem, exit 4
+        raise ModelError(
+            f"{exc}; install it (labelq models pull, or a directory under LABELQ_MODELS_DIR) or set --model / "
+            "LABELQ_MODEL"
+        ) from None
     return engine
 
 

@@ -68,7 +68,6 @@ def test_classify_with_a_model_directory_and_by_name(runner: CliRunner) -> None:
         (["--labels", "a,a"], ErrorCode.DUPLICATE_LABELS),
         (["--labels", "a", "--template", "no placeholder"], ErrorCode.INVALID_TEMPLATE),
         (["--labels", "a", "--threshold", "3"], ErrorCode.THRESHOLD_OUT_OF_RANGE),
-        (["--labels", "a", "--model", "nobody/missing"], ErrorCode.UNKNOWN_MODEL),
         (["--labels", ","], ErrorCode.EMPTY_LABEL),
     ],
 )

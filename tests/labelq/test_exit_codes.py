@@ -77,9 +77,9 @@ def test_no_ready_worker_is_1(redis_url: str) -> None:
 
 
 def test_an_error_result_is_1() -> None:
-    done = labelq("classify", "hello", "--labels", "a,b", LABELQ_MODEL="no-such-model")  # answered unknown_model
+    done = labelq("classify", "hello world", "--labels", "a,b", LABELQ_MAX_TEXT_CHARS="5")  # answered text_too_long
     assert_exit(done, 1)
-    assert "unknown_model" in done.stderr + done.stdout
+    assert "text_too_long" in done.stderr + done.stdout
 
 
 def test_submit_wait_with_no_worker_is_1(redis_url: str) -> None:
@@ -144,3 +144,12 @@ def test_a_corrupt_model_is_4(tmp_path: Path) -> None:
     )
     assert_exit(done, 4)
     assert done.stderr.startswith("error: model:") and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_model_that_is_not_installed_is_4_for_classify_as_for_a_worker() -> None:
+    """Found by an outside check: `classify` with LABELQ_MODEL naming a model not installed exited 1 (an
+    unknown_model error result, no what-to-do) while a worker refused the same setting with 4."""
+    done = labelq("classify", "hello", "--labels", "a,b", LABELQ_MODEL="no-such-model")
+    assert_exit(done, 4)
+    assert "model 'no-such-model' is not installed" in done.stderr and "LABELQ_MODEL" in done.stderr
+    assert_exit(labelq("classify", "hello", "--labels", "a,b", "--model", "nobody/missing", "--json"), 4)
