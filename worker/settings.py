@@ -11,6 +11,7 @@ List settings take `a,b,c` or a JSON array; map settings take `name=value,name=v
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import json
 import math
 import os
@@ -18,7 +19,6 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator, model_validator
@@ -496,21 +496,55 @@ RESULT_BACKENDS = (
 )
 
 
+# Celery's result backends by URL scheme (celery.app.backends.BACKEND_ALIASES; a test keeps them equal), each with
+# the package it needs (None: none beyond Celery's own); settings import no Celery, so the lookup is written here
+CELERY_RESULT_BACKENDS: dict[str, str | None] = {
+    "redis": "redis",
+    "rediss": "redis",
+    "sentinel": "redis",
+    "rpc": None,
+    "cache": None,
+    "disabled": None,
+    "file": None,
+    "db": "sqlalchemy",
+    "database": "sqlalchemy",
+    "mongodb": "pymongo",
+    "elasticsearch": "elasticsearch",
+    "cassandra": "cassandra",
+    "couchbase": "couchbase",
+    "couchdb": "pycouchdb",
+    "cosmosdbsql": "pydocumentdb",
+    "riak": "riak",
+    "consul": "consul",
+    "dynamodb": "boto3",
+    "azureblockblob": "azure.storage.blob",
+    "arangodb": "pyArango",
+    "s3": "boto3",
+    "gs": "google.cloud.storage",
+}
+
+
 def result_backend_problem(value: str | None) -> str | None:
-    """Why Celery could not load `value` as its result backend, or None (Celery's own lookup, no connection)."""
+    """Why Celery could not load `value` as its result backend (no such scheme, or its package missing), or None;
+    no connection is made."""
     if value is None or value == "disabled":
         return None
-    scheme = value.partition("://")[0] if "://" in value else ""
-    if not scheme:
+    if "://" not in value:
         return f"not a URL: {RESULT_BACKENDS}"
-    from celery.app.backends import by_url  # here, not at import: settings import no Celery
-
-    try:
-        by_url(value, SimpleNamespace(override_backends={}))
-    except Exception:
-        name = scheme.split("+")[0]
-        return f"Celery has no result backend {name!r} (or its package is not installed): {RESULT_BACKENDS}"
+    scheme = value.partition("://")[0].split("+")[0]
+    if scheme not in CELERY_RESULT_BACKENDS:
+        return f"Celery has no result backend {scheme!r}: {RESULT_BACKENDS}"
+    package = CELERY_RESULT_BACKENDS[scheme]
+    if package and not _installed(package):
+        return f"Celery's {scheme!r} result backend needs the package {package}, which is not installed: install it"
     return None
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:  # a parent package is missing
+        return False
 
 
 def webhook_secret_problem(secret: str) -> str | None:

@@ -266,10 +266,9 @@ def test_a_delivery_that_cannot_be_signed_is_a_dead_letter_not_a_retry(redis_url
     [
         ("rediss://h:6380/0?ssl_cert_reqs=bogus", "ssl_cert_reqs must be one of none, optional, required"),
         ("redis://h:6379/0?ssl_cert_reqs=required", "ssl_cert_reqs applies to TLS"),
-        ("redis://h:6379/0?socket_timeout=soon", "socket_timeout must be a number"),
-        ("redis://h:6379/0?health_check_interval=1.5", "health_check_interval must be a whole number"),
-        ("redis://h:6379/0?retry_on_timeout=maybe", "retry_on_timeout must be true or false"),
-        ("redis://h:6379/0?sockettimeout=1", "unknown URL parameter 'sockettimeout'"),
+        ("redis://h:6379/0?socket_timeout=soon", "socket_timeout is not accepted"),
+        ("rediss://h:6380/0?ssl_check_hostname=maybe", "ssl_check_hostname must be true or false"),
+        ("redis://h:6379/0?sockettimeout=1", "URL parameter sockettimeout is not accepted"),
     ],
 )
 def test_a_url_parameter_that_cannot_work_is_named(url: str, said: str) -> None:
@@ -279,9 +278,9 @@ def test_a_url_parameter_that_cannot_work_is_named(url: str, said: str) -> None:
 
 def test_url_parameters_that_work_pass() -> None:
     for url in (
-        "rediss://:pw@h:6380/0?ssl_cert_reqs=required&ssl_check_hostname=false&socket_timeout=2.5",
-        "redis://h:6379/0?health_check_interval=10&retry_on_timeout=true&client_name=labelq",
-        "unix:///tmp/redis.sock?db=2",
+        "rediss://:pw@h:6380/0?ssl_cert_reqs=required&ssl_check_hostname=false",
+        "redis://h:6379/0",
+        "unix:///tmp/redis.sock",
     ):
         assert redis_url_problem(url) is None, url
 
@@ -289,14 +288,14 @@ def test_url_parameters_that_work_pass() -> None:
 def test_bad_url_parameters_are_one_line_exit_2_in_commands_and_workers() -> None:
     for url, said in (
         ("rediss://127.0.0.1:6379/0?ssl_cert_reqs=bogus", "ssl_cert_reqs must be one of none, optional, required"),
-        ("redis://127.0.0.1:6379/0?socket_timeout=soon", "socket_timeout must be a number"),
+        ("redis://127.0.0.1:6379/0?socket_timeout=soon", "socket_timeout is not accepted"),
         ("rediss://127.0.0.1:6379/0", "needs the URL parameter ssl_cert_reqs"),  # Celery's backend requires it
     ):
         for command in (("labelq.cli", "health"), ("celery", "-A", "worker.celery_app", "worker")):
             line = one_line(run(*command, LABELQ_REDIS_URL=url))
             assert said in line and "LABELQ_REDIS_URL" in line, (command, line)
     flagged = one_line(run("labelq.cli", "dlq", "list", "--redis-url", "redis://127.0.0.1:6379/0?foo=1"))
-    assert "unknown URL parameter 'foo'" in flagged
+    assert "URL parameter foo is not accepted" in flagged
 
 
 def test_a_worker_whose_model_is_not_installed_refuses_to_start_in_one_line(redis_url: str) -> None:
@@ -375,7 +374,15 @@ def test_health_refuses_a_bad_transport_option_in_one_line() -> None:
     assert "LABELQ_REDIS_TRANSPORT_OPTIONS" in line and "visibility_timeout" in line
 
 
-@pytest.mark.parametrize("backend", ["bogus://x", "not a url"])
+def test_the_result_backends_are_celerys() -> None:
+    from celery.app.backends import BACKEND_ALIASES
+
+    from worker.settings import CELERY_RESULT_BACKENDS
+
+    assert set(CELERY_RESULT_BACKENDS) == set(BACKEND_ALIASES)
+
+
+@pytest.mark.parametrize("backend", ["bogus://x", "not a url", "mongodb://h/db"])
 def test_an_unknown_result_backend_is_refused(backend: str, environ: typing.Callable[..., None]) -> None:
     environ(LABELQ_RESULT_BACKEND=backend)
     with pytest.raises(ConfigError, match=r"^invalid LABELQ_RESULT_BACKEND"):
