@@ -26,9 +26,18 @@ REDIS_HINT = "start it, or point LABELQ_REDIS_URL (or --redis-url) at one"
 def describe(exc: BaseException) -> tuple[str, int]:
     """The one line and exit code for a failure no command handled itself."""
     from producer.client import BROKER_ERRORS, AccessDenied, SubmitError, WrongKeyType, wrong_type
-    from schemas.transport import ACL_DOCS, RedisURLError, permission_denied
+    from schemas.transport import ACL_DOCS, RedisURLError, database_missing, permission_denied
+    from worker.connections import RedisRefused
     from worker.errors import ConfigError, InputError, ModelError
 
+    if isinstance(exc, RedisRefused):  # a worker's start-up check: the password or user was refused
+        return str(exc), EXIT_REDIS
+    own_line = isinstance(exc, RedisURLError | ConfigError) and "DB index" in str(exc)  # it names the /N already
+    if own_line and isinstance(exc, ConfigError):
+        return str(exc), EXIT_USAGE
+    missing = str(exc) if own_line else database_missing(exc)
+    if missing:  # the URL's /N is past the server's databases: a setting, whichever command met it
+        return f"{missing}; fix it in LABELQ_REDIS_URL (or --redis-url)", EXIT_USAGE
     if isinstance(exc, AccessDenied):  # says what it could not send, and where the grants are
         return str(exc), EXIT_USAGE
     refused = permission_denied(exc)

@@ -15,7 +15,14 @@ import redis
 
 from labelq.failures import EXIT_REDIS, EXIT_USAGE
 from producer import Client
-from schemas.transport import DEAD_LETTER_KEY, QUEUES, WEBHOOK_CLAIMED_KEY, WEBHOOK_SCHEDULE_KEY
+from schemas.transport import (
+    DEAD_LETTER_KEY,
+    QUEUES,
+    WEBHOOK_CLAIMED_KEY,
+    WEBHOOK_SCHEDULE_KEY,
+    RedisURLError,
+    database_missing,
+)
 from worker.connections import key_type_problems
 from worker.stream.redis_queue import ReliableQueue
 
@@ -74,6 +81,9 @@ def check(redis_url: str, ping_timeout_s: float = 1.0, transport_options: dict[s
         client.redis.ping()
     except redis.RedisError as exc:
         client.close()
+        missing = database_missing(exc, client.redis.connection_pool.connection_kwargs.get("db", 0))
+        if missing:  # Redis answered: the URL's /N is past its databases, a setting (exit 2), not an outage
+            raise RedisURLError(missing) from None
         return Health(redis=f"{type(exc).__name__}: {exc}")
     try:
         wrong = key_type_problems(client.redis, transport_options or {})

@@ -39,6 +39,7 @@ from schemas.transport import (
     TASK_CORRECT,
     WORKER_KEY,
     RedisURLError,
+    database_missing,
     parse_sentinel_url,
     permission_denied,
     priority_lists,
@@ -197,6 +198,12 @@ class Client:
             f"{where}:{kwargs['port']}/{kwargs.get('db', 0)}" if "port" in kwargs else f"{where}/{kwargs.get('db', 0)}"
         )
 
+    def _check_database(self, exc: BaseException) -> None:
+        """A `RedisURLError` when `exc` is Redis saying the URL's /N does not exist: a setting, never retried."""
+        missing = database_missing(exc, self.redis.connection_pool.connection_kwargs.get("db", 0))
+        if missing:
+            raise RedisURLError(missing) from None
+
     def close(self) -> None:
         self.redis.close()
         self._celery.close()
@@ -255,6 +262,7 @@ class Client:
             except SEND_ERRORS as exc:
                 if wrong_type(exc):  # a key of another type where the queue's list belongs: it stays so
                     raise self._wrong_key(queue, sent) from None
+                self._check_database(exc)
                 refused = permission_denied(exc)
                 if refused:  # the broker answered, and said no: a grant is missing, retrying cannot help
                     raise AccessDenied(
@@ -393,6 +401,7 @@ class Client:
         except CONNECTION_ERRORS as exc:
             if wrong_type(exc):
                 raise self._wrong_key(QUEUE_TASKS, []) from None
+            self._check_database(exc)
             refused = permission_denied(exc)
             if refused:
                 raise AccessDenied(f"the Redis user of {self.where()} may not send ({refused})", []) from exc

@@ -76,28 +76,32 @@ def parse_sentinel_url(url: str) -> SentinelUrl | None:
 REDIS_SCHEMES = ("redis", "rediss", "unix", "sentinel")
 SSL_CERT_REQS = ("none", "optional", "required")  # ssl_cert_reqs= in a rediss:// URL, as redis-py reads it
 _TRUE_FALSE = ("1", "0", "true", "false", "yes", "no", "y", "n", "t", "f")  # redis-py's booleans, any case
-# The query parameters of a Redis URL that redis-py, kombu and Celery read, by the kind of value each takes.
-# Any other name reaches redis-py's connection as a keyword it does not take (a TypeError), so it is refused
-# here, before anything connects. `ssl_*` ones configure TLS: only rediss:// (kombu's sentinel:// too) has it.
+# The query parameters a Redis URL may carry: only those every reader of the one URL takes. redis-py's from_url
+# reads many more, but the same URL is Celery's broker URL, and kombu's Connection takes a query parameter as its
+# own keyword (socket_timeout=5 was a TypeError in `labelq health`, `submit` and the worker): only the `ssl_*`
+# ones, which kombu gathers into its TLS options, reach all of kombu, Celery's result backend and redis-py.
+# They configure TLS: only rediss:// (kombu's sentinel:// too) has it.
 URL_PARAMETERS: dict[str, str] = {
-    **dict.fromkeys(("db", "socket_read_size", "max_connections", "health_check_interval", "protocol"), "integer"),
-    **dict.fromkeys(("ssl_min_version",), "integer"),
-    **dict.fromkeys(("socket_timeout", "socket_connect_timeout", "timeout"), "number"),
-    **dict.fromkeys(
-        ("socket_keepalive", "retry_on_timeout", "legacy_responses", "decode_responses", "ssl_check_hostname"),
-        "boolean",
-    ),
-    **dict.fromkeys(("ssl_validate_ocsp", "ssl_validate_ocsp_stapled"), "boolean"),
+    **dict.fromkeys(("ssl_check_hostname", "ssl_validate_ocsp", "ssl_validate_ocsp_stapled"), "boolean"),
     "ssl_cert_reqs": "choice",
     **dict.fromkeys(
         (
-            "username", "password", "client_name", "lib_name", "lib_version", "encoding", "encoding_errors",
-            "retry_on_error", "ssl_keyfile", "ssl_certfile", "ssl_ca_certs", "ssl_ca_path", "ssl_ca_data",
-            "ssl_password", "ssl_ciphers", "ssl_include_verify_flags", "ssl_exclude_verify_flags",
+            "ssl_keyfile", "ssl_certfile", "ssl_ca_certs", "ssl_ca_path", "ssl_ca_data", "ssl_password",
+            "ssl_ciphers",
         ),
         "text",
     ),
 }  # fmt: skip
+# redis-py's connection settings kombu reads from its transport options (not from the URL): where to put them
+TRANSPORT_OPTION_PARAMETERS = (
+    "socket_timeout", "socket_connect_timeout", "socket_keepalive", "max_connections", "health_check_interval",
+    "retry_on_timeout", "client_name",
+)  # fmt: skip
+_ELSEWHERE = {
+    "db": "give the database as the URL's path instead: redis://host:port/N",
+    "username": "give it before the host instead: redis://user:password@host:port/N",
+    "password": "give it before the host instead: redis://user:password@host:port/N",
+}
 
 
 class RedisURLError(ValueError):
@@ -138,7 +142,15 @@ def _query_problem(scheme: str, query: str) -> str | None:
     for name, value in parse_qsl(query, keep_blank_values=True):
         kind = URL_PARAMETERS.get(name)
         if kind is None:
-            return f"unknown URL parameter {name[:40]!r} (accepted: {', '.join(sorted(URL_PARAMETERS))})"
+            accepted = f"accepted in the URL: {', '.join(sorted(URL_PARAMETERS))}"
+            if name in _ELSEWHERE:
+                return f"the URL parameter {name} is not accepted: {_ELSEWHERE[name]} ({accepted})"
+            if name in TRANSPORT_OPTION_PARAMETERS:
+                return (
+                    f"the URL parameter {name} is not accepted (Celery's broker connection does not read it from the "
+                    f"URL): set it in LABELQ_REDIS_TRANSPORT_OPTIONS instead ({accepted})"
+                )
+            return f"the URL parameter {name[:40]} is not accepted, an unknown one here ({accepted})"
         if name.startswith("ssl_") and scheme in ("redis", "unix"):
             return f"the URL parameter {name} applies to TLS: use a rediss:// URL, or drop it"
         shown = repr(value[:40])
@@ -146,19 +158,7 @@ def _query_problem(scheme: str, query: str) -> str | None:
             return f"the URL parameter {name} must be one of {', '.join(SSL_CERT_REQS)}, not {shown}"
         if kind == "boolean" and value.lower() not in _TRUE_FALSE:
             return f"the URL parameter {name} must be true or false, not {shown}"
-        if kind == "integer" and not value.strip().lstrip("-").isdigit():
-            return f"the URL parameter {name} must be a whole number, not {shown}"
-        if kind == "number" and not _is_number(value):
-            return f"the URL parameter {name} must be a number (seconds), not {shown}"
     return None
-
-
-def _is_number(value: str) -> bool:
-    try:
-        float(value)
-    except ValueError:
-        return False
-    return True
 
 
 ACL_DOCS = "docs/worker.md#a-redis-acl-user"  # what a labelq user must be granted
@@ -178,3 +178,48 @@ def permission_denied(exc: BaseException) -> str | None:
             return text
         seen = seen.__cause__ or seen.__context__
     return None
+
+
+def _in_chain(exc: BaseException, words: tuple[str, ...]) -> str | None:
+    """The text of the first of `exc` and its causes that holds one of `words` (kombu and Celery wrap Redis's)."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return None
+        if any(word in str(seen) for word in words):
+            return str(seen)
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def url_database(url: str) -> str | None:
+    """The /N of a Redis URL (its first, for sentinel://), None when it names none."""
+    path = urlsplit(url.split(";")[0].strip()).path.strip("/")
+    return path if path.isdigit() else None
+
+
+def database_missing(exc: BaseException, database: object = None) -> str | None:
+    """Redis's "DB index is out of range" in `exc` or its causes, as one line naming the URL's /`database` (past
+    the server's `databases`); None for any other failure. A setting: never retried."""
+    if _in_chain(exc, ("DB index is out of range", "invalid DB index")) is None:
+        return None
+    where = f" /{database}" if database is not None else ""
+    return (
+        f"the Redis URL's database{where} does not exist on that Redis (DB index is out of range): use a smaller /N "
+        "(the server has `databases` of them, 16 by default)"
+    )
+
+
+_AUTH_WORDS = ("invalid username-password pair", "WRONGPASS", "NOAUTH", "without any password configured")
+
+
+def password_refused(exc: BaseException) -> bool:
+    """Whether `exc` (or a cause) is Redis refusing the URL's user or password (or asking for one it lacks)."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if "AuthenticationError" in {cls.__name__ for cls in type(seen).__mro__}:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return _in_chain(exc, _AUTH_WORDS) is not None

@@ -19,13 +19,23 @@ from schemas.transport import (
     WEBHOOK_CLAIMED_KEY,
     WEBHOOK_SCHEDULE_KEY,
     RedisURLError,
+    database_missing,
     parse_sentinel_url,
+    password_refused,
     permission_denied,
     priority_lists,
     redis_url_problem,
+    url_database,
 )
-from worker.errors import ConfigError
+from worker.errors import ConfigError, LabelqError
 from worker.settings import Settings
+
+
+class RedisRefused(LabelqError):
+    """Redis answered and refused the URL's user or password: the worker stops at start (exit 3, README's table)
+    instead of Celery's "Trying again" forever. The message never shows the password."""
+
+    exit_code = 3
 
 
 def connect(settings: Settings, **options: Any) -> redis.Redis:
@@ -92,6 +102,14 @@ def check_access(settings: Settings) -> None:
         finally:
             pubsub.close()
     except redis.RedisError as exc:
+        missing = database_missing(exc, url_database(settings.redis_url))
+        if missing:  # a setting: retrying cannot help
+            raise ConfigError(f"{missing}; fix it in LABELQ_REDIS_URL") from None
+        if password_refused(exc):
+            raise RedisRefused(
+                f"Redis refused the user or password in LABELQ_REDIS_URL ({type(exc).__name__}); check them "
+                "(redis://user:password@host:port/N)"
+            ) from None
         refused = permission_denied(exc)
         if refused is None:
             return  # unreachable or another failure: the worker's connection retries say so themselves

@@ -104,7 +104,7 @@ def _worker_flags(app: Celery) -> Any:
     def on_init(sender: Any = None, instance: Any = None, options: Any = None, **_: Any) -> None:
         if instance is None or instance.app is not app:
             return
-        from worker.connections import check_access
+        from worker.connections import RedisRefused, check_access
         from worker.engine.engine import check_model
         from worker.process.flags import EXIT_MODEL, is_supervised_child, read_flags, refuse
 
@@ -116,6 +116,9 @@ def _worker_flags(app: Celery) -> Any:
                 check_access(settings)
         except ConfigError as exc:
             refuse(str(exc))
+            return
+        except RedisRefused as exc:  # a wrong password: exit 3, not Celery's retries forever
+            refuse(str(exc), exc.exit_code)
             return
         except ModelError as exc:
             refuse(f"model: {exc}", EXIT_MODEL)
