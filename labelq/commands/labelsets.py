@@ -189,6 +189,7 @@ def labelsets_fit(
     if base.multi_label is not None and base.multi_label != multi_label:
         mode = "multi-label" if base.multi_label else "single-label"
         raise InputError(f"label set {name} is {mode}; {data} is {'multi' if multi_label else 'single'}-label data")
+    training.check_data_labels([label.name for label in base.labels], [*rows, *val_rows])  # before any embedding
     with_rows = {label for row in rows for label in row.labels}
     unseen = [label.name for label in base.labels if label.name not in with_rows]
     if unseen and not keep_unseen:

@@ -174,6 +174,13 @@ def zero_shot(classifier: EmbeddingClassifier, prototypes: np.ndarray, multi_lab
     return ZeroShot(prototypes / classifier.temperature, np.zeros(len(prototypes)))
 
 
+def check_data_labels(names: Sequence[str], rows: Sequence[Row]) -> None:
+    """Every label the rows name is one of the set's (`InputError` naming the others otherwise)."""
+    unknown = sorted({name for row in rows for name in row.labels} - set(names))
+    if unknown:
+        raise InputError(f"labels in the data but not in the label set: {unknown[:5]}")
+
+
 def fit_head(
     classifier: EmbeddingClassifier,
     labels: Sequence[Label],
@@ -194,9 +201,7 @@ def fit_head(
         raise InputError("a single-label head needs two labels at least (one label is a yes/no: make it multi-label)")
     if len(names) > MAX_HEAD_LABELS:
         raise InputError(f"a head holds at most {MAX_HEAD_LABELS} labels; this set has {len(names)}")
-    unknown = sorted({name for row in [*rows, *val_rows] for name in row.labels} - set(names))
-    if unknown:
-        raise InputError(f"labels in the data but not in the label set: {unknown[:5]}")
+    check_data_labels(names, [*rows, *val_rows])
     splits, validation = folds(rows, val_rows, seed)
     texts = list(dict.fromkeys([r.text for r in rows] + [r.text for r in val_rows]))
     known = vectors or {}

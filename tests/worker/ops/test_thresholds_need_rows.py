@@ -94,6 +94,21 @@ def test_fit_refuses_labels_without_rows_unless_told_to_keep_them_never_accepted
         assert not {"card_arrival", "refund_not_showing_up"} & set(result.accepted), result
 
 
+def test_a_label_in_the_data_but_not_in_the_set_is_said_first_and_before_any_embedding(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """Found by an outside check: with a set label that has no rows and a data label the set lacks, only the first
+    was said; with --keep-labels-without-rows the second came after 'embedding N texts' began."""
+    data, labels = _data(tmp_path)
+    with data.open("a") as extra:
+        extra.write(json.dumps({"text": "what a lovely day", "label": "weather"}) + "\n")
+    for keep in ((), ("--keep-labels-without-rows",)):
+        refused = labelq(redis_url, "fit", "feedback", "--data", str(data), "--labels-from", str(labels), *keep)
+        assert refused.returncode == 2, refused.stderr
+        assert "labels in the data but not in the label set: ['weather']" in refused.stderr
+        assert "embedding" not in refused.stderr and "Traceback" not in refused.stderr
+
+
 def test_a_refit_keeps_the_live_threshold_of_a_label_it_could_not_fit_one_for(
     redis_url: str, tmp_path: Path, minilm_engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
