@@ -21,7 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from schemas import RequestLimits
@@ -123,7 +131,6 @@ class Settings(BaseSettings):
         extra="ignore",
         hide_input_in_errors=True,  # an input may be a secret
         allow_inf_nan=False,  # no setting takes nan or inf (a nan delay once lost webhook jobs)
-        env_ignore_empty=True,  # an empty value (Compose's `VAR=`) means unset: the default
     )
 
     # models
@@ -352,6 +359,18 @@ class Settings(BaseSettings):
         description="Most deliveries to one receiver (host and port) a webhook worker runs at once; its other jobs "
         "wait a second, unattempted, so one slow receiver cannot hold every delivery thread",
     )
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object, info: ValidationInfo) -> object:
+        """An empty value of a scalar setting (Compose passes `VAR=`) is its default. Not for lists and maps, where
+        empty means none (LABELQ_WEBHOOK_RETRY_DELAYS_S= : no retries), so not pydantic-settings' env_ignore_empty."""
+        if value != "" or info.field_name is None:
+            return value
+        field = cls.model_fields[info.field_name]
+        if any(isinstance(item, EnvForms) for item in field.metadata):
+            return value
+        return field.get_default(call_default_factory=True)
 
     @field_validator("redis_url")
     @classmethod

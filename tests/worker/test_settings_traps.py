@@ -401,6 +401,11 @@ def test_an_empty_value_means_the_default(name: str, environ: typing.Callable[..
     assert getattr(load_settings(), name.lower()) == Settings.model_fields[name.lower()].default
 
 
+def test_an_empty_list_is_still_none(environ: typing.Callable[..., None]) -> None:
+    environ(LABELQ_WEBHOOK_RETRY_DELAYS_S="")  # no retries, not the default backoff
+    assert load_settings().webhook_retry_delays_s == ()
+
+
 def test_a_scalar_that_does_not_parse_says_what_to_write(environ: typing.Callable[..., None]) -> None:
     environ(LABELQ_REALTIME_BATCH_SIZE="x")
     with pytest.raises(ConfigError, match=r"set it to a whole number, e\.g\. 16"):
