@@ -25,7 +25,7 @@ REDIS_HINT = "start it, or point LABELQ_REDIS_URL (or --redis-url) at one"
 
 def describe(exc: BaseException) -> tuple[str, int]:
     """The one line and exit code for a failure no command handled itself."""
-    from producer.client import BROKER_ERRORS, AccessDenied, SubmitError, WrongKeyType, wrong_type
+    from producer.client import BROKER_ERRORS, AccessDenied, PasswordRefused, SubmitError, WrongKeyType, wrong_type
     from schemas.transport import ACL_DOCS, RedisURLError, database_missing, permission_denied
     from worker.connections import RedisRefused
     from worker.errors import ConfigError, InputError, ModelError
@@ -52,6 +52,8 @@ def describe(exc: BaseException) -> tuple[str, int]:
         if "URL parameter" in str(exc):
             return f"{exc}; fix it in LABELQ_REDIS_URL (or --redis-url)", EXIT_USAGE
         return f"{exc}; set LABELQ_REDIS_URL (or --redis-url) to redis://host:port/db", EXIT_USAGE
+    if isinstance(exc, PasswordRefused):  # says where, and never the password
+        return str(exc), EXIT_REDIS
     if isinstance(exc, WrongKeyType):  # names the key and its type; sending there cannot succeed
         return str(exc), EXIT_USAGE
     if wrong_type(exc):  # a WRONGTYPE no command named: still a key of another type, not a password or a network

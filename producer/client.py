@@ -114,6 +114,24 @@ class AccessDenied(SubmitError):
     """The broker refused a command for want of an ACL grant (`sent`: the ids that did go)."""
 
 
+class PasswordRefused(SubmitError):
+    """Redis refused the URL's password or user: retrying cannot help (`sent`: the ids that did go)."""
+
+
+def password_refused(exc: BaseException) -> bool:
+    """Redis said the password or user is wrong, somewhere in `exc` or its causes (kombu wraps it)."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if isinstance(seen, redis.AuthenticationError) or any(
+            sign in str(seen) for sign in ("WRONGPASS", "invalid username-password", "invalid password")
+        ):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 class WrongKeyType(Exception):
     """A key sending needs holds another Redis type (a stream where a queue's list belongs): sending cannot
     succeed, so it is not retried. `key` and `kind` name it (`kind` None when Redis said WRONGTYPE of a key this
@@ -263,6 +281,12 @@ class Client:
                 if wrong_type(exc):  # a key of another type where the queue's list belongs: it stays so
                     raise self._wrong_key(queue, sent) from None
                 self._check_database(exc)
+                if password_refused(exc):  # it answered, and said no to the URL's password or user
+                    raise PasswordRefused(
+                        f"Redis at {self.where()} refused the password or user in its URL; check them in "
+                        f"LABELQ_REDIS_URL ({len(sent)} of the requests were sent, the rest were not)",
+                        sent,
+                    ) from None
                 refused = permission_denied(exc)
                 if refused:  # the broker answered, and said no: a grant is missing, retrying cannot help
                     raise AccessDenied(

@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from labelq import failures
@@ -127,6 +128,12 @@ def test_a_wrong_password_is_3() -> None:
         done = labelq("workers", redis_url=wrong)
         assert_exit(done, 3)
         assert "wrong-password" not in done.stderr + done.stdout  # never a secret
+        # sending: refused at once, not retried as an outage for 10 retries (about 15 s) first
+        started = time.monotonic()
+        sent = labelq("submit", "hello", "--labels", "a,b", redis_url=wrong)
+        assert_exit(sent, 3)
+        assert "refused the password or user" in sent.stderr and "wrong-password" not in sent.stderr + sent.stdout
+        assert time.monotonic() - started < 10, "a refused password was retried"
     finally:
         server.close()
 
