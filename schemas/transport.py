@@ -19,6 +19,10 @@ QUEUE_BULK = "labelq.bulk"  # backfills: large batches, throughput first
 QUEUES = {"realtime": QUEUE_REALTIME, "bulk": QUEUE_BULK}
 
 KEY_PREFIX = "labelq:"
+# a worker's in-flight ledger (worker/stream/redis_queue.py): what it claimed and has not settled
+INFLIGHT_KEY = KEY_PREFIX + "inflight"  # hash: tag -> list + "\n" + the message's bytes
+INFLIGHT_INDEX_KEY = KEY_PREFIX + "inflight:index"  # sorted set: tag -> claimed at (epoch seconds)
+INFLIGHT_SEQ_KEY = KEY_PREFIX + "inflight:seq"  # claims are numbered from this counter (tags: claim.n)
 
 # kombu's Redis transport: a message of priority >= 3 goes to the queue's name + sep + step (its defaults here;
 # LABELQ_REDIS_TRANSPORT_OPTIONS / a Client's transport_options may change both)

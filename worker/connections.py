@@ -13,6 +13,9 @@ from redis.sentinel import Sentinel
 from schemas.transport import (
     ACL_DOCS,
     DEAD_LETTER_KEY,
+    INFLIGHT_INDEX_KEY,
+    INFLIGHT_KEY,
+    INFLIGHT_SEQ_KEY,
     QUEUE_TASKS,
     QUEUE_WEBHOOKS,
     QUEUES,
@@ -124,13 +127,14 @@ def check_access(settings: Settings) -> None:
 
 def expected_key_types(transport_options: dict[str, Any]) -> dict[str, str]:
     """The keys labelq's queues and records live at, and the Redis type each must be (when it exists): every
-    queue's list and its priority sub-lists, the dead-letter list, the webhook schedules."""
+    queue's list and its priority sub-lists, the dead-letter list, the webhook schedules, the in-flight ledger."""
+    ledger = {INFLIGHT_KEY: "hash", INFLIGHT_INDEX_KEY: "zset", INFLIGHT_SEQ_KEY: "string"}
     expected = {
         key: "list"
         for queue in (*QUEUES.values(), QUEUE_TASKS, QUEUE_WEBHOOKS)
         for key in priority_lists(queue, transport_options)
     }
-    return expected | {DEAD_LETTER_KEY: "list", WEBHOOK_SCHEDULE_KEY: "zset", WEBHOOK_CLAIMED_KEY: "zset"}
+    return expected | ledger | {DEAD_LETTER_KEY: "list", WEBHOOK_SCHEDULE_KEY: "zset", WEBHOOK_CLAIMED_KEY: "zset"}
 
 
 def key_type_problems(client: redis.Redis, transport_options: dict[str, Any]) -> list[str]:

@@ -79,15 +79,12 @@ def labelsets_put(name: str, source: Path, thresholds_file: Path | None, redis_u
 
 
 def _embedding_classifier(model: str | None) -> Any:
-    """The embedding model a head is fitted on (`fit`, `refit`): `--model`, else the worker's; an `InputError`
-    for a model that is not installed or not an embedding model."""
+    """The embedding model a head is fitted on (`fit`, `refit`): `--model`, else the worker's; a `ModelError`
+    (exit 4) for a model that is not installed, an `InputError` for one that is not an embedding model."""
     from worker.engine.embedding import EmbeddingClassifier
-    from worker.errors import InputError, RequestRejected
+    from worker.errors import InputError
 
-    try:
-        classifier = local_engine(model).classifier(model)
-    except RequestRejected as exc:
-        raise InputError(f"{exc.message} (--model or LABELQ_MODEL)") from None
+    classifier = local_engine(model).classifier(model)
     if not isinstance(classifier, EmbeddingClassifier):
         raise InputError(
             f"a head is fitted on an embedding model's vectors; {classifier.card.name} is {classifier.card.kind} "

@@ -161,6 +161,13 @@ def test_a_stream_where_a_queue_belongs_is_named_by_health_and_submit_exit_2(red
     assert labelq("submit", "hello", "--labels", "a,b", "--queue", "bulk", redis_url=redis_url).returncode == 0
 
 
+def test_a_ledger_key_of_another_type_is_named_too(redis_url: str, r: redis_py.Redis) -> None:
+    """Found by an outside check: a string at labelq:inflight was 'a Redis key holds another type' with no key."""
+    r.set("labelq:inflight", "x")
+    line = one_line_error(labelq("health", redis_url=redis_url))
+    assert "key 'labelq:inflight' is a string, not a hash" in line
+
+
 def test_the_client_raises_wrong_key_type_at_once_never_retrying(redis_url: str, r: redis_py.Redis) -> None:
     r.xadd("labelq.bulk\x06\x169", {"not": "a list"})  # kombu's sub-list for priority 9
     r.set("labelq.tasks", "x")

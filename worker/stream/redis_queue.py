@@ -36,16 +36,22 @@ from typing import Any, cast
 
 import redis
 
-from schemas.transport import DEAD_LETTER_KEY, KEY_PREFIX, PRIORITY_SEP, PRIORITY_STEPS, priority_lists
+from schemas.transport import (
+    DEAD_LETTER_KEY,
+    INFLIGHT_INDEX_KEY,
+    INFLIGHT_KEY,
+    INFLIGHT_SEQ_KEY,
+    KEY_PREFIX,
+    PRIORITY_SEP,
+    PRIORITY_STEPS,
+    priority_lists,
+)
 from worker.constants import DEAD_LETTERS_MAX, DELIVERIES_KEY, DELIVERIES_TTL_S, MESSAGE_SERVED_MAX_BYTES
 from worker.deadletters import DeadLetter
 from worker.stream.envelopes import Envelope, unwrap
 
 log = logging.getLogger(__name__)
 
-INFLIGHT_KEY = KEY_PREFIX + "inflight"  # hash: tag -> list + "\n" + the message's bytes
-INFLIGHT_INDEX_KEY = KEY_PREFIX + "inflight:index"  # sorted set: tag -> claimed at (epoch seconds)
-INFLIGHT_SEQ_KEY = KEY_PREFIX + "inflight:seq"  # claims are numbered from this counter (tags: claim.n)
 RESTORES_KEY = KEY_PREFIX + "restores:"  # + sha1 of a message's bytes -> times the sweep put it back
 CLAIM_MAX_BYTES = 8 * 1024 * 1024  # one claim returns at most this much (plus one message), whatever its count
 SWEEP_MAX = 1000  # entries one sweep looks at (the next sweep takes the rest)

@@ -273,4 +273,4 @@ def test_beside_the_sets_own_rows_each_correction_weighs_more(
 def test_refit_on_a_model_that_is_not_installed_is_one_line(redis_url: str, tmp_path: Path) -> None:
     _teach_feedback(redis_url, tmp_path)
     done = labelq(redis_url, "refit", "feedback", "--model", "no-such-model")
-    assert done.returncode == 2 and "(--model or LABELQ_MODEL)" in done.stderr and "Traceback" not in done.stderr
+    assert done.returncode == 4 and "--model / LABELQ_MODEL" in done.stderr and "Traceback" not in done.stderr

@@ -198,7 +198,6 @@ def test_eval_of_a_stored_label_set_runs_as_served(redis_url: str, tmp_path: Pat
     [
         (["--data", "missing.jsonl"], "does not exist"),
         (["--data", "{bad}"], "bad.jsonl:1: not JSON"),
-        (["--data", "{good}", "--model", "no-such-model"], "not installed"),
         (["--data", "{good}", "--model", str(ROOT / "tests/fixtures/models/nli-2class")], "embedding model"),
     ],
 )
@@ -208,6 +207,14 @@ def test_fit_errors_are_one_line(redis_url: str, tmp_path: Path, args: list[str]
     good.write_text("".join(json.dumps({"text": t, "label": n}) + "\n" for n, ts in TEACHING.items() for t in ts))
     done = labelq(redis_url, "fit", "x", *[a.format(bad=bad, good=good) for a in args])
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_fit_on_a_model_that_is_not_installed_is_a_model_problem(redis_url: str, tmp_path: Path) -> None:
+    good = tmp_path / "good.jsonl"
+    good.write_text("".join(json.dumps({"text": t, "label": n}) + "\n" for n, ts in TEACHING.items() for t in ts))
+    done = labelq(redis_url, "fit", "x", "--data", str(good), "--model", "no-such-model")
+    assert done.returncode == 4 and "not installed" in done.stderr and "--model / LABELQ_MODEL" in done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
 
 
 def test_fit_starts_from_a_label_set_file_and_keeps_its_descriptions(redis_url: str, tmp_path: Path) -> None:
