@@ -209,8 +209,11 @@ class LabelSetStore:
             return _load(raw, self.limits)
         except (ValueError, KeyError, TypeError, RecursionError) as exc:
             which = f"version {version}" if version else "latest version"
+            problem = first_problem(exc)
+            if "LABELQ_MAX_" in problem:  # a set valid where it was stored, over this reader's limit: raise it here
+                raise InputError(f"label set {name} ({which}) is over this command's limits: {problem}") from None
             raise InputError(
-                f"label set {name} ({which}) is stored but cannot be used: {first_problem(exc)}; "
+                f"label set {name} ({which}) is stored but cannot be used: {problem}; "
                 "store a new version (labelq labelsets put or fit)"
             ) from None
 

@@ -95,6 +95,10 @@ def test_a_set_over_the_limit_is_one_line_where_it_is_put_and_an_error_result_wh
 
     # stored where the limit is higher, served by a worker whose limit is lower: the requests naming it say why
     assert labelq(redis_url, "put", "clinc", str(source), max_labels="150").returncode == 0
+    # read where the limit is lower: the set is fine, this command's limit is not; no advice to store it again
+    read = labelq(redis_url, "get", "clinc")
+    assert read.returncode == 2 and "clinc (latest version) is over this command's limits" in read.stderr
+    assert "store a new version" not in read.stderr
     worker = start_worker(enable_fake_model=True, model="fake", max_labels=120)
     for number in range(2):
         request = ClassifyRequest(id=f"over-{number}", text="intent_042", label_set="clinc")
