@@ -9,21 +9,13 @@ after the first send's check and each send costs one `None` test.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from typing import Any
+
+from schemas.tracing import tracing_wanted
 
 SERVICE_NAME = "labelq-producer"  # when OTEL_SERVICE_NAME does not name the service
 _tracer: Any = None
 _checked_pid: int | None = None
-
-
-def _wanted(environ: Mapping[str, str]) -> bool:
-    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
-        return False
-    exporter = environ.get("OTEL_TRACES_EXPORTER")
-    if exporter is not None:
-        return exporter.strip().lower() not in ("", "none")
-    return bool(environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
 
 
 def _tracer_once() -> Any:
@@ -39,7 +31,7 @@ def _tracer_once() -> Any:
         return None
     provider = trace.get_tracer_provider()
     if not isinstance(provider, TracerProvider):
-        if not _wanted(os.environ):
+        if not tracing_wanted(os.environ):
             return None
         from opentelemetry.sdk.resources import SERVICE_NAME as SERVICE_NAME_KEY
         from opentelemetry.sdk.resources import Resource

@@ -26,6 +26,7 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 from schemas.result import TRACE_ID_KEY, TRACEPARENT_KEY
+from schemas.tracing import tracing_wanted
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span, Tracer
@@ -39,14 +40,7 @@ MAX_LINKS = 128  # the SDK's default span link limit: a batch links at most this
 NS = 1_000_000_000
 
 
-def wanted(environ: Mapping[str, str] = os.environ) -> bool:
-    """Whether the `OTEL_*` variables ask for traces."""
-    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
-        return False
-    exporter = environ.get("OTEL_TRACES_EXPORTER")
-    if exporter is not None:
-        return exporter.strip().lower() not in ("", "none")
-    return bool(environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+wanted = tracing_wanted  # the OTEL_* rule producers share (schemas/tracing.py)
 
 
 class Tracing:

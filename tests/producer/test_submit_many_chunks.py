@@ -191,6 +191,19 @@ def test_a_priority_list_of_another_type_is_found_whatever_the_process_declared_
     assert client.redis.llen(QUEUE_BULK) == 1  # only the warm-up
 
 
+def submit_file(client: Client, source: Path) -> subprocess.CompletedProcess[str]:
+    """`labelq submit-file SOURCE --queue bulk` against the client's Redis."""
+    url = client.redis.connection_pool.connection_kwargs
+    return subprocess.run(
+        [sys.executable, "-m", "labelq.cli", "submit-file", str(source), "--queue", "bulk"],
+        env={**os.environ, "LABELQ_REDIS_URL": f"redis://{url['host']}:{url['port']}/{url.get('db', 0)}"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+
+
 def test_submit_file_sends_a_round_trip_a_chunk_and_names_the_bad_lines(client: Client, tmp_path: Path) -> None:
     """`labelq submit-file` sent one request a round trip (about 30 us of Redis CPU each); it sends chunks as
     `submit_many` does, in the file's order, and still reports every invalid line by number."""
@@ -199,15 +212,7 @@ def test_submit_file_sends_a_round_trip_a_chunk_and_names_the_bad_lines(client: 
     source = tmp_path / "requests.jsonl"
     source.write_text("\n".join(lines) + "\n")
     client.redis.config_resetstat()
-    url = client.redis.connection_pool.connection_kwargs
-    done = subprocess.run(
-        [sys.executable, "-m", "labelq.cli", "submit-file", str(source), "--queue", "bulk"],
-        env={**os.environ, "LABELQ_REDIS_URL": f"redis://{url['host']}:{url['port']}/{url.get('db', 0)}"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-    )
+    done = submit_file(client, source)
     assert done.returncode == 1 and "line 8: " in done.stderr, done.stderr  # the invalid line, by number
     assert f"{COUNT} submitted to bulk, 1 rejected" in done.stdout
     assert commands(client.redis).get("lpush") == 3
@@ -218,14 +223,6 @@ def test_submit_file_onto_a_key_of_another_type_stops_naming_the_line(client: Cl
     source = tmp_path / "requests.jsonl"
     source.write_text("\n".join(json.dumps(request) for request in requests(3)) + "\n")
     client.redis.xadd(QUEUE_BULK, {"not": "a list"})
-    url = client.redis.connection_pool.connection_kwargs
-    done = subprocess.run(
-        [sys.executable, "-m", "labelq.cli", "submit-file", str(source), "--queue", "bulk"],
-        env={**os.environ, "LABELQ_REDIS_URL": f"redis://{url['host']}:{url['port']}/{url.get('db', 0)}"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-    )
+    done = submit_file(client, source)
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert "is a stream, not a list" in done.stderr and "(line 1; 0 sent before it)" in done.stderr
