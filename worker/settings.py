@@ -10,8 +10,10 @@ List settings take `a,b,c` or a JSON array; map settings take `name=value,name=v
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib.util
+import ipaddress
 import json
 import math
 import os
@@ -93,6 +95,8 @@ def _env_map(value: object, *, typed: bool = False) -> object:
         if not equals or not name.strip():
             # the item is never echoed: it may be a secret
             raise ValueError(f"item {len(pairs) + 1} is not name=value; write {MAP_FORMS.accepted}")
+        if name.strip() in pairs:  # the later one would silently win
+            raise ValueError(f"item {len(pairs) + 1} repeats the name of an earlier one; give each name once")
         pairs[name.strip()] = _scalar(given.strip()) if typed else given.strip()
     return pairs
 
@@ -395,6 +399,20 @@ class Settings(BaseSettings):
         problem = result_backend_problem(value)
         if problem:
             raise ValueError(problem)
+        return value
+
+    @field_validator("webhook_allowed_hosts")
+    @classmethod
+    def _hosts_not_urls(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        """A host (`hooks.example.com`, `*.example.com`), not a URL or host:port: those never match a webhook's host."""
+        for host in value:
+            with contextlib.suppress(ValueError):
+                ipaddress.ip_address(host.strip("[]"))  # an IP literal, IPv6 included, is a host
+                continue
+            if "/" in host or ":" in host or "@" in host:
+                raise ValueError(
+                    f"{host!r} is not a host name: write the host alone, as in hooks.example.com or *.example.com"
+                )
         return value
 
     @field_validator("webhook_secrets")

@@ -410,3 +410,17 @@ def test_a_scalar_that_does_not_parse_says_what_to_write(environ: typing.Callabl
     environ(LABELQ_REALTIME_BATCH_SIZE="x")
     with pytest.raises(ConfigError, match=r"set it to a whole number, e\.g\. 16"):
         load_settings()
+
+
+def test_a_repeated_map_name_and_a_url_for_an_allowed_host_are_refused(environ: typing.Callable[..., None]) -> None:
+    """Found by an outside check: `default=...,default=...` kept the second secret silently, and a URL given as an
+    allowed host was accepted and could never match a webhook's host (every delivery refused)."""
+    secret = "whsec_" + "QUJDREVGR0hJSktMTU5PUA=="
+    environ(LABELQ_WEBHOOK_SECRETS=f"default={secret},default={secret}")
+    with pytest.raises(ConfigError, match="repeats the name of an earlier one"):
+        load_settings()
+    environ(LABELQ_WEBHOOK_SECRETS=f"default={secret}", LABELQ_WEBHOOK_ALLOWED_HOSTS="http://example.com/hook")
+    with pytest.raises(ConfigError, match="is not a host name"):
+        load_settings()
+    environ(LABELQ_WEBHOOK_ALLOWED_HOSTS="hooks.example.com,*.example.org,::1,10.0.0.5")
+    assert load_settings().webhook_allowed_hosts == ("hooks.example.com", "*.example.org", "::1", "10.0.0.5")
