@@ -21,7 +21,13 @@ SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 RECEIVED = Counter("labelq_requests_received_total", "Messages taken off a request queue", ["queue"])
 RESULTS = Counter("labelq_results_total", "Outcomes published: ok, an error code, or dead_lettered", ["outcome"])
 BATCH_SIZE = Histogram("labelq_batch_size", "Requests per flushed batch", ["queue"], buckets=SIZE_BUCKETS)
-BATCH_PAIRS = Histogram("labelq_batch_pairs", "(text, label) pairs per flushed batch", ["queue"], buckets=SIZE_BUCKETS)
+BATCH_PAIRS = Histogram(
+    "labelq_batch_pairs",
+    "Model sequences per flushed batch: (text, label) pairs on an NLI model; texts and uncached labels on an "
+    "embedding model",
+    ["queue"],
+    buckets=SIZE_BUCKETS,
+)
 PADDING_RATIO = Histogram(
     "labelq_padding_ratio",
     "Padded tokens over real tokens per model run plan",
