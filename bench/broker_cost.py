@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 import redis  # noqa: E402
 
 from bench import ways  # noqa: E402
-from bench.workload import label_names, texts  # noqa: E402
+from bench.workload import DATA, label_names, texts  # noqa: E402
 from labelq.local_redis import RedisServer, find_redis_server  # noqa: E402
 from producer import Client  # noqa: E402
 from schemas import ClassifyRequest  # noqa: E402
@@ -117,10 +117,18 @@ def figures(window: Window, messages: int, idle_cpu_per_s: float | None = None) 
     return out
 
 
+# where the shared banking77 set is absent (a clean clone in CI): texts of its typical length, its first labels
+STAND_IN_TEXTS = [f"I was charged twice for my card payment number {i}, can you refund one of them?" for i in range(50)]
+STAND_IN_LABELS = ["activate my card", "age limit", "apple pay or google pay", "atm support", "automatic top up"]
+
+
 def backlog(count: int, prefix: str) -> list[ClassifyRequest]:
-    """`count` 5-label requests on banking77 texts (cycled: the fake model answers in no time either way)."""
-    corpus = texts(min(count, 3000))
-    labels = label_names(LABELS)
+    """`count` 5-label requests on banking77 texts (cycled: the fake model answers in no time either way), or on
+    stand-ins of the same length where ../shared/data is not there."""
+    if (DATA / "banking77.jsonl").exists():
+        corpus, labels = texts(min(count, 3000)), label_names(LABELS)
+    else:
+        corpus, labels = STAND_IN_TEXTS, STAND_IN_LABELS[:LABELS]
     return [ClassifyRequest(id=f"{prefix}-{i}", text=corpus[i % len(corpus)], labels=labels) for i in range(count)]
 
 

@@ -241,6 +241,7 @@ def test_a_batch_loop_that_fails_on_a_bug_stops_the_worker_instead_of_looking_al
     loop._watchers, loop._held, loop._held_lock = [], {"1.0": None}, threading.Lock()
     loop._wake, loop._stopping, loop.exited = threading.Event(), threading.Event(), threading.Event()
     loop._commands = queues.SimpleQueue()
+    loop._spans = {}  # the requests' trace spans by tag (none: tracing is off)
     released: list[list[str]] = []
     failures: list[int] = []
 
