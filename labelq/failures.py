@@ -25,8 +25,8 @@ REDIS_HINT = "start it, or point LABELQ_REDIS_URL (or --redis-url) at one"
 
 def describe(exc: BaseException) -> tuple[str, int]:
     """The one line and exit code for a failure no command handled itself."""
-    from producer.client import BROKER_ERRORS, AccessDenied, PasswordRefused, SubmitError, WrongKeyType, wrong_type
-    from schemas.transport import ACL_DOCS, RedisURLError, database_missing, permission_denied
+    from producer.client import BROKER_ERRORS, AccessDenied, PasswordRefused, SubmitError, WrongKeyType
+    from schemas.transport import ACL_DOCS, RedisURLError, database_missing, permission_denied, wrong_type
     from worker.connections import RedisRefused
     from worker.errors import ConfigError, InputError, ModelError
 

@@ -41,9 +41,12 @@ from schemas.transport import (
     RedisURLError,
     database_missing,
     parse_sentinel_url,
+    password_refused,
     permission_denied,
     priority_lists,
     redis_url_problem,
+    worker_record,
+    wrong_type,
 )
 
 Result = ClassificationResult | ErrorResult
@@ -118,20 +121,6 @@ class PasswordRefused(SubmitError):
     """Redis refused the URL's password or user: retrying cannot help (`sent`: the ids that did go)."""
 
 
-def password_refused(exc: BaseException) -> bool:
-    """Redis said the password or user is wrong, somewhere in `exc` or its causes (kombu wraps it)."""
-    seen: BaseException | None = exc
-    for _ in range(8):
-        if seen is None:
-            return False
-        if isinstance(seen, redis.AuthenticationError) or any(
-            sign in str(seen) for sign in ("WRONGPASS", "invalid username-password", "invalid password")
-        ):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
-
-
 class WrongKeyType(Exception):
     """A key sending needs holds another Redis type (a stream where a queue's list belongs): sending cannot
     succeed, so it is not retried. `key` and `kind` name it (`kind` None when Redis said WRONGTYPE of a key this
@@ -144,18 +133,6 @@ class WrongKeyType(Exception):
             "key, or give labelq a database of its own (the /N of the Redis URL)"
         )
         self.key, self.kind, self.sent = key, kind, sent
-
-
-def wrong_type(exc: BaseException) -> bool:
-    """Redis said WRONGTYPE somewhere in `exc` or its causes (kombu wraps it as an OperationalError)."""
-    seen: BaseException | None = exc
-    for _ in range(8):
-        if seen is None:
-            return False
-        if "WRONGTYPE" in str(seen):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
 
 
 def _results_client(url: str, transport_options: Mapping[str, Any]) -> redis.Redis:
@@ -367,7 +344,7 @@ class Client:
                 continue
             if raw is None:  # gone since the scan (its worker stopped)
                 continue
-            problem, record = _worker_record(raw)
+            problem, record = worker_record(raw)
             if record is None:
                 unreadable[name] = problem
             else:
@@ -577,21 +554,6 @@ def key_type(client: redis.Redis, key: str) -> str:
     """Redis's TYPE of `key` as text: `none` (no such key), `list`, `string`, `stream`, ..."""
     kind = client.type(key)
     return kind.decode() if isinstance(kind, bytes) else str(kind)
-
-
-def _worker_record(raw: bytes | str) -> tuple[str, dict[str, Any] | None]:
-    """A worker's announcement (schemas/transport.py WORKER_KEY: {model, revision, queues, pid}), or why not."""
-    try:
-        record = json.loads(raw)
-    except ValueError as exc:  # not JSON (or not UTF-8)
-        return f"not JSON ({exc})"[:120], None
-    if not isinstance(record, dict):
-        return f"JSON {type(record).__name__}, not an object", None
-    fields = {"model": str, "revision": str, "queues": list, "pid": int}
-    wrong = [name for name, kind in fields.items() if not isinstance(record.get(name), kind)]
-    if wrong:
-        return f"no {', '.join(wrong)} of the right type in {{model, revision, queues, pid}}", None
-    return "", record
 
 
 class _Reader:

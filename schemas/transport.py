@@ -8,6 +8,7 @@ pushed onto `labelq:notify:<id>` when it is written, and the result JSON RPUSHed
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -214,7 +215,33 @@ def database_missing(exc: BaseException, database: object = None) -> str | None:
     )
 
 
-_AUTH_WORDS = ("invalid username-password pair", "WRONGPASS", "NOAUTH", "without any password configured")
+_AUTH_WORDS = (
+    "invalid username-password pair",
+    "invalid password",
+    "WRONGPASS",
+    "NOAUTH",
+    "without any password configured",
+)
+
+
+def wrong_type(exc: BaseException) -> bool:
+    """Redis said WRONGTYPE somewhere in `exc` or its causes (kombu wraps it as an OperationalError)."""
+    return _in_chain(exc, ("WRONGTYPE",)) is not None
+
+
+def worker_record(raw: bytes | str) -> tuple[str, dict[str, Any] | None]:
+    """A worker's ready record (WORKER_KEY: {model, revision, queues, pid}), or why what is there is not one."""
+    try:
+        record = json.loads(raw)
+    except ValueError as exc:  # not JSON (or not UTF-8)
+        return f"not JSON ({exc})"[:120], None
+    if not isinstance(record, dict):
+        return f"JSON {type(record).__name__}, not an object", None
+    fields = {"model": str, "revision": str, "queues": list, "pid": int}
+    wrong = [name for name, kind in fields.items() if not isinstance(record.get(name), kind)]
+    if wrong:
+        return f"no {', '.join(wrong)} of the right type in {{model, revision, queues, pid}}", None
+    return "", record
 
 
 def password_refused(exc: BaseException) -> bool:

@@ -14,7 +14,6 @@ to take the lock sees the first's record and refuses.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
@@ -23,7 +22,7 @@ from dataclasses import dataclass
 
 import redis
 
-from schemas.transport import KEY_PREFIX, WORKER_KEY, WORKER_KEY_TTL_S
+from schemas.transport import KEY_PREFIX, WORKER_KEY, WORKER_KEY_TTL_S, worker_record
 from worker.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -50,16 +49,11 @@ def live_workers(client: redis.Redis) -> list[LiveWorker]:
     keys = sorted(client.scan_iter(match=WORKER_KEY + "*", count=1000))
     found = []
     for key, raw in zip(keys, client.mget(keys) if keys else [], strict=True):
-        try:
-            record = json.loads(raw) if raw is not None else None
-        except ValueError:
+        record = worker_record(raw)[1] if raw is not None else None
+        if record is None:
             continue
-        if not isinstance(record, dict) or not isinstance(record.get("model"), str):
-            continue
-        queues = record.get("queues")
         node = (key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key)).removeprefix(WORKER_KEY)
-        if isinstance(queues, list):
-            found.append(LiveWorker(node, record["model"], tuple(q for q in queues if isinstance(q, str))))
+        found.append(LiveWorker(node, record["model"], tuple(q for q in record["queues"] if isinstance(q, str))))
     return found
 
 
