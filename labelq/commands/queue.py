@@ -7,7 +7,7 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TextIO
 
@@ -89,25 +89,15 @@ def submit_file(source: Path, queue: str, reply_to: str | None, redis_url: str) 
     command exits 1 when there was any."""
 
     from producer import WrongKeyType
-    from producer.client import SEND_CHUNK_MESSAGES
     from schemas import ClassifyRequest
     from worker.errors import InputError
 
     lines = [line for line in source.read_bytes().splitlines() if line.strip()]
-    sent, rejected = 0, []
-    chunk: list[tuple[int, ClassifyRequest]] = []  # (line number, request): a round trip's worth at a time
+    rejected: list[str] = []
+    numbers: list[int] = []  # the line number of each request handed to submit_many, in order
 
-    def send() -> None:
-        nonlocal sent
-        try:
-            sent += len(client.submit_many([request for _, request in chunk], queue=queue))
-        except WrongKeyType as exc:  # every later line would fail alike: stop, saying how far it got
-            sent += len(exc.sent)
-            first = chunk[len(exc.sent)][0] if len(exc.sent) < len(chunk) else chunk[-1][0]
-            raise InputError(f"{exc} (line {first}; {sent} sent before it)") from None
-        chunk.clear()
-
-    with producer(redis_url) as client, click.progressbar(lines, label="submitting", file=sys.stderr) as bar:
+    def valid(bar: Iterable[bytes]) -> Iterator[ClassifyRequest]:
+        """The file's requests, read as submit_many takes them (it sends a round trip's worth at a time)."""
         for number, line in enumerate(bar, 1):
             parsed = parse_request(line, client.limits)
             if isinstance(parsed, ErrorResult):
@@ -116,11 +106,15 @@ def submit_file(source: Path, queue: str, reply_to: str | None, redis_url: str) 
             request = parsed.request
             if reply_to and request.reply_to is None:
                 request = request.model_copy(update={"reply_to": reply_to})
-            chunk.append((number, request))
-            if len(chunk) >= SEND_CHUNK_MESSAGES:
-                send()
-        if chunk:
-            send()
+            numbers.append(number)
+            yield request
+
+    with producer(redis_url) as client, click.progressbar(lines, label="submitting", file=sys.stderr) as bar:
+        try:
+            sent = len(client.submit_many(valid(bar), queue=queue))
+        except WrongKeyType as exc:  # every later line would fail alike: stop, saying how far it got
+            first = numbers[min(len(exc.sent), len(numbers) - 1)]
+            raise InputError(f"{exc} (line {first}; {len(exc.sent)} sent before it)") from None
     for problem in rejected:
         click.echo(problem, err=True)
     click.echo(f"{sent} submitted to {queue}, {len(rejected)} rejected")
