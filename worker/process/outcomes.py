@@ -20,6 +20,8 @@ from typing import Any
 
 from celery import Celery, signature, states
 from celery.app.task import Context
+from celery.events.event import Event
+from celery.utils.time import utcoffset
 
 from schemas import ErrorResult
 from schemas.codes import exception_name
@@ -31,6 +33,34 @@ from worker.stream.publishing import Publication, payload
 
 log = logging.getLogger(__name__)
 RESULT_MAX_CHARS = 1024  # of a result shown in its task-succeeded event (Celery's resultrepr_maxsize)
+
+
+def send_task_events(dispatcher: Any, events: Sequence[tuple[str, dict[str, Any]]]) -> None:
+    """Publish task events from the batch thread as one `task.multi` message (how Celery's own worker sends a
+    buffer of them; Flower and `celery events` read either form).
+
+    Not through `dispatcher.send`: under Celery's event loop that appends to a buffer the loop's thread flushes by
+    publishing the list and then clearing it, unsynchronised, so an event appended from another thread in between
+    was lost (a task-succeeded that never reached Flower). Publishing under the dispatcher's mutex is what its own
+    `publish` and `flush` hold, so heartbeats and these never share the producer at once."""
+    if not events:
+        return
+    built = [
+        Event(
+            kind,
+            hostname=dispatcher.hostname,
+            utcoffset=utcoffset(),
+            pid=dispatcher.pid,
+            clock=dispatcher.clock.forward(),
+            **fields,
+        )
+        for kind, fields in events
+    ]
+    with dispatcher.mutex:
+        producer = dispatcher.producer
+        if producer is None:  # closed on a reconnect: the next batch uses the consumer's new dispatcher
+            return
+        dispatcher._publish(built, producer, "task.multi")
 
 
 def error_exception(error: ErrorResult) -> Exception:
@@ -69,7 +99,8 @@ class CeleryOutcomes:
             self.app.backend.mark_as_revoked(task_id, "revoked")
         dispatcher = self.dispatcher
         if dispatcher is not None:
-            dispatcher.send("task-revoked", uuid=task_id, terminated=False, signum=None, expired=False)
+            event = {"uuid": task_id, "terminated": False, "signum": None, "expired": False}
+            send_task_events(dispatcher, [("task-revoked", event)])
 
     # --- events ---
 
@@ -77,20 +108,25 @@ class CeleryOutcomes:
         dispatcher = self.dispatcher
         if dispatcher is None:
             return
-        for item in items:
-            if item.message_id:
-                dispatcher.send(
-                    "task-received",
-                    uuid=item.message_id,
-                    name=TASK_CLASSIFY,
-                    args=args_repr(item, self.text_chars),
-                    kwargs="{}",
-                    retries=0,
-                    eta=None,
-                    expires=None,
-                    root_id=item.canvas.root_id or item.message_id,
-                    parent_id=item.canvas.parent_id,
-                )
+        events = [
+            (
+                "task-received",
+                {
+                    "uuid": item.message_id,
+                    "name": TASK_CLASSIFY,
+                    "args": args_repr(item, self.text_chars),
+                    "kwargs": "{}",
+                    "retries": 0,
+                    "eta": None,
+                    "expires": None,
+                    "root_id": item.canvas.root_id or item.message_id,
+                    "parent_id": item.canvas.parent_id,
+                },
+            )
+            for item in items
+            if item.message_id
+        ]
+        send_task_events(dispatcher, events)
 
     def started(self, items: Sequence[Received]) -> None:
         """`task-started` events; STARTED in the result backend when `task_track_started` is on (Celery's
@@ -105,9 +141,7 @@ class CeleryOutcomes:
         dispatcher = self.dispatcher
         if dispatcher is None:
             return
-        for item in items:
-            if item.message_id:
-                dispatcher.send("task-started", uuid=item.message_id)
+        send_task_events(dispatcher, [("task-started", {"uuid": item.message_id}) for item in items if item.message_id])
 
     # --- after the batch's write ---
 
@@ -118,17 +152,21 @@ class CeleryOutcomes:
         dispatcher = self.dispatcher
         received = {item.message_id: item for item in batch if item.message_id}
         total = sum(max(1, item.pairs) for item in batch) or 1
+        events: list[tuple[str, dict[str, Any]]] = []
         for publication in publications:
             if not publication.task_id:
                 continue
             item = received.get(publication.task_id)
             share = max(1, item.pairs) / total if item is not None else 1.0
             try:
-                self._settle(publication, runtime_s * share, dispatcher, item)
+                events.append(self._settle(publication, runtime_s * share, item))
             except Exception:  # a callback that cannot be sent must not hold the batch's acks back
                 log.exception("the Celery followups of task %s failed", publication.task_id)
+        if dispatcher is not None:
+            send_task_events(dispatcher, events)
 
-    def _settle(self, publication: Publication, runtime_s: float, dispatcher: Any, item: Received | None) -> None:
+    def _settle(self, publication: Publication, runtime_s: float, item: Received | None) -> tuple[str, dict[str, Any]]:
+        """Stores the outcome and sends the followups; returns the task's event."""
         task_id, canvas, outcome = publication.task_id, publication.canvas, publication.outcome
         assert task_id is not None
         request = self._context(task_id, canvas, item)
@@ -138,9 +176,7 @@ class CeleryOutcomes:
             if self.store_results or canvas.errbacks or canvas.chord or canvas.chain:  # stores, calls errbacks,
                 # fails the chord, and marks the rest of a chain failed (so a chain's result does not wait forever)
                 self.app.backend.mark_as_failure(task_id, exc, None, request=request, call_errbacks=True)
-            if dispatcher is not None:
-                dispatcher.send("task-failed", uuid=task_id, exception=repr(exc), traceback="")
-            return
+            return "task-failed", {"uuid": task_id, "exception": repr(exc), "traceback": ""}
         result = json.loads(payload(outcome))
         if self.store_results or canvas.chord:  # stores, and counts the chord's part
             self.app.backend.mark_as_done(task_id, result, request=request)
@@ -150,11 +186,10 @@ class CeleryOutcomes:
         if canvas.chain:
             rest = [dict(link) for link in canvas.chain]
             signature(rest.pop(), app=self.app).apply_async((result,), chain=rest, **ids)
-        if dispatcher is not None:
-            shown = payload(outcome)
-            if len(shown) > RESULT_MAX_CHARS:  # Celery's own bound on a result's repr (resultrepr_maxsize)
-                shown = shown[: RESULT_MAX_CHARS - 3] + "..."
-            dispatcher.send("task-succeeded", uuid=task_id, result=shown, runtime=runtime_s)
+        shown = payload(outcome)
+        if len(shown) > RESULT_MAX_CHARS:  # Celery's own bound on a result's repr (resultrepr_maxsize)
+            shown = shown[: RESULT_MAX_CHARS - 3] + "..."
+        return "task-succeeded", {"uuid": task_id, "result": shown, "runtime": runtime_s}
 
     def _context(self, task_id: str, canvas: Canvas, item: Received | None = None) -> Context:
         """The request Celery's backend expects, from what the message carried (with result_extended, what
