@@ -1,6 +1,8 @@
-"""The producer's client: submit requests as Celery task messages, wait for results by id, read result queues.
+"""The producer's client of one Redis server: submit requests as Celery task messages, wait for results by id, read
+result queues. `producer.Client` (producer/fleet.py) is the one to use: over one server it is this, over several
+it spreads requests across them by id.
 
-client = Client("redis://127.0.0.1:6379/0")
+client = ServerClient("redis://127.0.0.1:6379/0")
 request_id = client.submit(ClassifyRequest(text="...", labels=["billing", "bug"]), queue="realtime")
 result = client.wait(request_id, timeout_s=5)
 """
@@ -154,7 +156,9 @@ def _results_client(url: str, transport_options: Mapping[str, Any]) -> redis.Red
     return client
 
 
-class Client:
+class ServerClient:
+    """A producer's client of one Redis server (`producer.Client` holds one per server of a fleet)."""
+
     def __init__(
         self,
         redis_url: str,
@@ -203,7 +207,7 @@ class Client:
         self.redis.close()
         self._celery.close()
 
-    def __enter__(self) -> Client:
+    def __enter__(self) -> ServerClient:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -44,6 +44,7 @@ from schemas.limits import (
     DEFAULT_MAX_TEXT_CHARS,
 )
 from schemas.request import SECRET_NAME_PATTERN
+from schemas.servers import repeated_server, server_name
 from schemas.transport import redis_url_problem
 from schemas.webhooks import SECRET_PREFIX, secret_key
 from worker.constants import BUILTIN_EMBEDDING_MODEL, ENV_PREFIX, MESSAGE_SERVED_MAX_BYTES
@@ -224,6 +225,12 @@ class Settings(BaseSettings):
         "redis://127.0.0.1:6379/0",
         description="Broker and results Redis (rediss:// for TLS; sentinel://host:port;sentinel://... for Sentinel)",
     )
+    redis_shards: StrList = Field(
+        (),
+        description="Several independent Redis servers, one fleet (a,b or a JSON array of URLs, in a fixed order: "
+        "requests are spread by a hash of their id): `labelq worker` serves each, producers, health and workers "
+        "cover all; empty: the one LABELQ_REDIS_URL (docs/sizing.md)",
+    )
     redis_transport_options: AnyMap = Field(
         default_factory=dict,
         description="kombu transport options (name=value,... or JSON); with Sentinel the master's name: "
@@ -383,6 +390,47 @@ class Settings(BaseSettings):
         if problem:
             raise ValueError(problem)
         return value
+
+    @field_validator("redis_shards")
+    @classmethod
+    def _servers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        """Each a Redis URL as LABELQ_REDIS_URL is checked (a sentinel:// one keeps its `;` between sentinels),
+        each server named once."""
+        for number, url in enumerate(value, 1):
+            problem = redis_url_problem(url)
+            if problem:
+                raise ValueError(f"item {number}: {problem}")
+        repeated = repeated_server(value)
+        if repeated:
+            raise ValueError(repeated)
+        return value
+
+    @model_validator(mode="after")
+    def _one_url_among_the_servers(self) -> Settings:
+        """With LABELQ_REDIS_SHARDS, LABELQ_REDIS_URL is its first server unless set; set, it must be one of them
+        (a worker of the fleet started by hand on one server), not a server outside the fleet."""
+        if not self.redis_shards:
+            return self
+        for number, url in enumerate(self.redis_shards, 1):  # each server is its own workers' result backend
+            problem = redis_url_problem(url, tls_needs_cert_reqs=True) if self.result_backend is None else None
+            if problem:
+                raise ValueError(f"LABELQ_REDIS_SHARDS (item {number}): {problem}")
+        if "redis_url" not in self.model_fields_set:
+            object.__setattr__(self, "redis_url", self.redis_shards[0])  # frozen: set once, while validating
+        elif server_name(self.redis_url) not in {server_name(url) for url in self.redis_shards}:
+            raise ValueError(
+                "LABELQ_REDIS_URL names a server that is not in LABELQ_REDIS_SHARDS: unset LABELQ_REDIS_URL (the "
+                "fleet is LABELQ_REDIS_SHARDS), or add that server to LABELQ_REDIS_SHARDS"
+            )
+        return self
+
+    def redis_urls(self) -> tuple[str, ...]:
+        """The Redis servers of the fleet, in their order: LABELQ_REDIS_SHARDS, else the one LABELQ_REDIS_URL."""
+        return self.redis_shards or (self.redis_url,)
+
+    def for_server(self, url: str) -> Settings:
+        """These settings for one server of the fleet: what a worker of that server runs with."""
+        return self.model_copy(update={"redis_url": url, "redis_shards": ()})
 
     @field_validator("redis_transport_options")
     @classmethod

@@ -1,0 +1,60 @@
+"""A fleet over several independent Redis servers: how a server is named, and which one a request belongs to.
+
+Every producer of one fleet must agree on where a request id lives, so the rule is part of the contract (a
+producer in another language computes it the same way): the request's home is server number
+
+    int.from_bytes(sha256(id as UTF-8).digest()[:8], "big") % number of servers
+
+counted from 0 in the order the servers are listed (LABELQ_REDIS_SHARDS). The order is what counts: keep it,
+and add a server at the end (ids then move, and readers look at the other servers after the home one).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from urllib.parse import urlsplit
+
+from schemas.transport import parse_sentinel_url
+
+
+def home_server(request_id: str, servers: int) -> int:
+    """The index (from 0) of the server that request `request_id` is sent to, among `servers` servers."""
+    if servers < 1:
+        raise ValueError("a fleet has at least one server")
+    digest = hashlib.sha256(request_id.encode("utf-8", "surrogatepass")).digest()
+    return int.from_bytes(digest[:8], "big") % servers
+
+
+def server_name(url: str) -> str:
+    """A Redis URL as it may be shown (logs, metrics labels, health): host:port/db, never the user or password.
+    Sentinel: `sentinel h1:p1,h2:p2/db` (the master's name is a transport option, the same for every server);
+    a Unix socket: `unix:/path/db`."""
+    sentinel = parse_sentinel_url(url)
+    if sentinel is not None:
+        hosts = ",".join(f"{host}:{port}" for host, port in sentinel.sentinels)
+        return f"sentinel {hosts}/{sentinel.db}"
+    part = urlsplit(url.strip())
+    if part.scheme == "unix":
+        db = dict(pair.split("=", 1) for pair in part.query.split("&") if "=" in pair).get("db", "0")
+        return f"unix:{part.path}/{db}"
+    try:
+        port = part.port or 6379
+    except ValueError:
+        port = 0
+    db = part.path.strip("/") or "0"
+    host = part.hostname or "127.0.0.1"
+    return f"{'[' + host + ']' if ':' in host else host}:{port}/{db}"
+
+
+def repeated_server(urls: Sequence[str]) -> str | None:
+    """Why `urls` cannot name a fleet's servers because one server is named twice (the same host, port and
+    database, whatever the password or parameters), or None. Item numbers count from 1; no URL is repeated in the
+    message beyond its server name."""
+    first: dict[str, int] = {}
+    for number, url in enumerate(urls, 1):
+        name = server_name(url)
+        if name in first:
+            return f"item {number} names the same server as item {first[name]} ({name}); name each server once"
+        first[name] = number
+    return None
