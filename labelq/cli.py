@@ -28,6 +28,8 @@ for command in (
     queue.submit,
     queue.submit_file,
     queue.results,
+    queue.get,
+    queue.wait,
     feedback.feedback,
     status.workers,
     status.health,

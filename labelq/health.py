@@ -3,7 +3,9 @@
 Its exit code follows the table every command follows (README.md, "Errors and exit codes"): 0 healthy; 1
 unhealthy (no ready worker, workers of different models on one queue, a worker record it cannot read); 2 one of
 labelq's keys holds another Redis type (a stream where a queue's list belongs); 3 Redis unreachable or refusing
-the password."""
+the password. Over several Redis servers (LABELQ_REDIS_SHARDS, `check_fleet`) each server is checked as one is:
+1 as well when some (not all) are unreachable, or a server has no ready worker (its share is not answered); 3
+only when none answers."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import redis
 
 from labelq.failures import EXIT_REDIS, EXIT_USAGE
 from producer import Client
+from schemas.servers import server_name
 from schemas.transport import (
     DEAD_LETTER_KEY,
     QUEUES,
@@ -108,3 +111,52 @@ def check(redis_url: str, ping_timeout_s: float = 1.0, transport_options: dict[s
         return Health(redis="ok", workers=workers, pinged=pinged, depths=depths, problems=problems)
     finally:
         client.close()
+
+
+@dataclass
+class FleetHealth:
+    """`Health` of each server of a fleet, by server name (host:port/db, never a password)."""
+
+    servers: dict[str, Health]
+    problems: list[str] = field(default_factory=list)  # across servers: one queue, different models
+
+    @property
+    def unreachable(self) -> list[str]:
+        return [name for name, health in self.servers.items() if health.status == REDIS_DOWN]
+
+    @property
+    def status(self) -> int:
+        statuses = [health.status for health in self.servers.values()]
+        if all(status == REDIS_DOWN for status in statuses):
+            return REDIS_DOWN
+        if WRONG_KEY_TYPE in statuses:
+            return WRONG_KEY_TYPE
+        return UNHEALTHY if self.problems or any(status != HEALTHY for status in statuses) else HEALTHY
+
+    @property
+    def verdict(self) -> str:
+        status = self.status
+        verdicts = {HEALTHY: "healthy", REDIS_DOWN: "redis unreachable", WRONG_KEY_TYPE: "a key of the wrong type"}
+        if status in verdicts:
+            return verdicts[status]
+        down = self.unreachable
+        if down:
+            return f"partial: {len(down)} of {len(self.servers)} Redis servers unreachable ({', '.join(down)})"
+        return "unhealthy"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "servers": {name: health.to_dict() for name, health in self.servers.items()},
+            "problems": self.problems,
+            "status": self.verdict,
+        }
+
+
+def check_fleet(
+    redis_urls: tuple[str, ...], ping_timeout_s: float = 1.0, transport_options: dict[str, Any] | None = None
+) -> FleetHealth:
+    """`check` on each server; a queue served with different models on different servers is a problem too (a
+    request naming no model is answered by whichever server its id hashes to)."""
+    servers = {server_name(url): check(url, ping_timeout_s, transport_options) for url in redis_urls}
+    everyone = {f"{node} ({name})": info for name, health in servers.items() for node, info in health.workers.items()}
+    return FleetHealth(servers=servers, problems=mixed_models(everyone))

@@ -111,15 +111,18 @@ class _ChildrenCollector(Collector):
         return [family for family in families if family.name not in parents]
 
 
-def serve(port: int, multiprocess_dir: str | None = None) -> None:
-    """Start the endpoint in a background thread (of the parent, with a multiprocess directory). A port that
-    cannot be bound (taken, or privileged) is a `ConfigError` naming the setting."""
+def serve(port: int, multiprocess_dir: str | None = None, servers: Collector | None = None) -> None:
+    """Start the endpoint in a background thread (of the parent, with a multiprocess directory; `servers`: a
+    fleet's servers, worker/process/servers.py). A port that cannot be bound (taken, or privileged) is a
+    `ConfigError` naming the setting."""
     registry = REGISTRY
     if multiprocess_dir:
         registry = CollectorRegistry()
         registry.register(_ChildrenCollector(multiprocess_dir))
         registry.register(PROCESS_RESTARTS)
         registry.register(PROCESS_RECYCLES)
+    if servers is not None:
+        registry.register(servers)
     try:
         start_http_server(port, registry=registry)
     except OSError as exc:

@@ -23,13 +23,21 @@ def broker(redis_url: str) -> Any:
     return redis_for(redis_url, cli_settings().redis_transport_options)
 
 
-def producer(redis_url: str) -> Any:
-    """A producer `Client` of the broker at `redis_url`, with the workers' transport options and request limits
-    (LABELQ_MAX_LABELS and the rest, read here as the workers read them)."""
+def producer(redis_url: str | tuple[str, ...] | None) -> Any:
+    """A producer `Client` of the broker at `redis_url` (None: the fleet's servers, LABELQ_REDIS_SHARDS, else the one
+    LABELQ_REDIS_URL), with the workers' transport options and request limits (LABELQ_MAX_LABELS and the rest, read
+    here as the workers read them)."""
     from producer import Client
 
     settings = cli_settings()
-    return Client(redis_url, transport_options=settings.redis_transport_options, limits=settings.limits())
+    servers = redis_url if redis_url is not None else settings.redis_urls()
+    return Client(servers, transport_options=settings.redis_transport_options, limits=settings.limits())
+
+
+def fleet_urls(redis_url: str | None) -> tuple[str, ...]:
+    """The servers a command covers: `--redis-url` alone when given, else the fleet (LABELQ_REDIS_SHARDS, else
+    LABELQ_REDIS_URL)."""
+    return (redis_url,) if redis_url is not None else tuple(cli_settings().redis_urls())
 
 
 def local_engine(model: str | None, **overrides: Any) -> Any:
@@ -92,4 +100,12 @@ REDIS_URL_OPTION = click.option(
     default="redis://127.0.0.1:6379/0",
     show_default=True,
     help="Broker and results Redis (env LABELQ_REDIS_URL)",
+)
+
+
+FLEET_URL_OPTION = click.option(
+    "--redis-url",
+    default=None,
+    help="One Redis server only (default: every server of LABELQ_REDIS_SHARDS, else LABELQ_REDIS_URL, whose default "
+    "is redis://127.0.0.1:6379/0)",
 )

@@ -14,12 +14,12 @@ from typing import TextIO
 import click
 
 from labelq.commands.options import (
-    REDIS_URL_OPTION,
+    FLEET_URL_OPTION,
     print_result,
     producer,
     request_from_flags,
 )
-from schemas import ErrorResult, parse_request
+from schemas import ClassificationResult, ErrorResult, parse_request
 
 
 @click.command()
@@ -32,7 +32,7 @@ from schemas import ErrorResult, parse_request
 @click.option("--queue", type=click.Choice(["realtime", "bulk"]), default="realtime", show_default=True)
 @click.option("--wait", is_flag=True, help="Wait for the result and print it")
 @click.option("--timeout", "timeout_s", default=30.0, show_default=True, help="Seconds to wait with --wait")
-@REDIS_URL_OPTION
+@FLEET_URL_OPTION
 def submit(
     text: str,
     labels: str | None,
@@ -43,7 +43,7 @@ def submit(
     queue: str,
     wait: bool,
     timeout_s: float,
-    redis_url: str,
+    redis_url: str | None,
 ) -> None:
     """Send one request to the workers; print its id (or, with --wait, its result). Exit 1 when the request is
     refused, its result is an error, or (--wait) no result came within --timeout."""
@@ -83,8 +83,8 @@ def submit(
 @click.argument("source", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--queue", type=click.Choice(["realtime", "bulk"]), default="bulk", show_default=True)
 @click.option("--reply-to", default=None, help="Result queue for lines that name none")
-@REDIS_URL_OPTION
-def submit_file(source: Path, queue: str, reply_to: str | None, redis_url: str) -> None:
+@FLEET_URL_OPTION
+def submit_file(source: Path, queue: str, reply_to: str | None, redis_url: str | None) -> None:
     """Send every request in SOURCE (JSON lines, the wire format); invalid lines are reported, not sent, and the
     command exits 1 when there was any."""
 
@@ -124,8 +124,8 @@ def submit_file(source: Path, queue: str, reply_to: str | None, redis_url: str) 
 @click.command()
 @click.argument("reply_queue")
 @click.option("--follow", is_flag=True, help="Keep waiting for new results")
-@REDIS_URL_OPTION
-def results(reply_queue: str, follow: bool, redis_url: str) -> None:
+@FLEET_URL_OPTION
+def results(reply_queue: str, follow: bool, redis_url: str | None) -> None:
     """Print (and take off) the results on a result queue, one JSON line each. A result is taken off only once it
     is written (into a pipe: once the reading process has read it), so a closed pipe (`| head -1`: exit 0),
     SIGINT or SIGTERM (exit 130 or 143) at any instant leaves every result not yet read on the queue, in order.
@@ -154,6 +154,37 @@ def results(reply_queue: str, follow: bool, redis_url: str) -> None:
         finally:
             stop.quiet()  # putting back is not interrupted
             taken.close()  # what it holds (a result not yet read) back at the head of the queue, in order
+
+
+@click.command("get")
+@click.argument("request_id")
+@FLEET_URL_OPTION
+def get(request_id: str, redis_url: str | None) -> None:
+    """Print the result of request REQUEST_ID (by id, kept for LABELQ_RESULT_TTL_S); over several Redis servers,
+    looked up on its home server first. Exit 1 when there is none (yet), or when it is an error result."""
+    with producer(redis_url) as client:
+        result = client.get(request_id)
+    _print_found(request_id, result, "no result (yet) for it: not answered yet, expired, or never sent")
+
+
+@click.command("wait")
+@click.argument("request_id")
+@click.option("--timeout", "timeout_s", default=30.0, show_default=True, help="Seconds to wait")
+@FLEET_URL_OPTION
+def wait(request_id: str, timeout_s: float, redis_url: str | None) -> None:
+    """Wait for the result of request REQUEST_ID and print it. Exit 1 when none came within --timeout, or when it is
+    an error result."""
+    with producer(redis_url) as client:
+        result = client.wait(request_id, timeout_s)
+    _print_found(request_id, result, f"no result within {timeout_s:g} s (is a labelq worker running? `labelq health`)")
+
+
+def _print_found(request_id: str, result: ClassificationResult | ErrorResult | None, none_found: str) -> None:
+    if result is None:
+        click.echo(f"error: {request_id}: {none_found}", err=True)
+        sys.exit(1)
+    click.echo(result.model_dump_json(indent=2))
+    sys.exit(1 if isinstance(result, ErrorResult) else 0)
 
 
 class Stopped(BaseException):

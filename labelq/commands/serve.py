@@ -63,13 +63,17 @@ def worker_command(
         )
     settings = settings.model_copy(update={"worker_processes": runs.worker_processes})
     check_model(settings)  # not installed: one line, exit 4 (labelq/failures.py), before anything starts
-    # each a ConfigError, one line and exit 2 (labelq/failures.py), before any model loads
-    connect(settings)  # a Sentinel URL names its master (nothing connects yet)
-    check_access(settings)  # a missing ACL grant is one line now, not a crash once consuming
+    # each a ConfigError, one line and exit 2 (labelq/failures.py), before any model loads; a fleet's every server
+    # (one that does not answer is left to its workers' retries: the others start)
+    servers = settings.redis_urls()
+    for url in servers:
+        connect(settings.for_server(url))  # a Sentinel URL names its master (nothing connects yet)
+        check_access(settings.for_server(url))  # a missing ACL grant is one line now, not a crash once consuming
     check_imports(settings.celery_imports)
     policies(settings, runs)  # the batch limits fit the visibility timeout on this device
     recycled = bool(settings.max_tasks_per_child or settings.max_memory_per_child)  # a parent replaces a process
-    if in_process or (settings.worker_processes == 1 and not recycled):  # a child knows its siblings' count
+    alone = settings.worker_processes == 1 and not recycled and len(servers) == 1  # else one group a server
+    if in_process or alone:  # a child knows its siblings' count
         sys.exit(main.run_in_process(settings, loglevel=loglevel, hostname=hostname))
     else:
         sys.exit(launcher.run_processes(settings, loglevel=loglevel, hostname=hostname))

@@ -2,6 +2,11 @@
 
 Each process holds one model session. With N processes and no explicit `LABELQ_INTRA_OP_THREADS`, each gets
 cores // N onnxruntime threads, so N processes never oversubscribe the cores.
+
+A fleet over several Redis servers (LABELQ_REDIS_SHARDS): N processes for each server, each an ordinary worker of
+that one server (its LABELQ_REDIS_URL, no LABELQ_REDIS_SHARDS), named `<name>-s<K>-<i>@host`. A server that goes
+down stops only its own processes' work: they retry it (or exit and are replaced, with the growing pause), and the
+other servers' processes keep answering.
 """
 
 from __future__ import annotations
@@ -33,12 +38,15 @@ RESTART_MAX_PAUSE_S = 60.0
 
 
 def child_environment(
-    processes: int, metrics_dir: str | None = None, settings: Settings | None = None
+    processes: int, metrics_dir: str | None = None, settings: Settings | None = None, server: str | None = None
 ) -> dict[str, str]:
     """A child's environment: its siblings' count (on CUDA they share the device: worker/process/runtime.py), its
     share of the cores, where its metrics go, when it is recycled; and that it is supervised (it never starts
-    children of its own)."""
+    children of its own). `server`: the one Redis of a fleet it serves."""
     env = dict(os.environ)
+    if server is not None:
+        env["LABELQ_REDIS_URL"] = server
+        env["LABELQ_REDIS_SHARDS"] = ""  # empty: none, so the child is a worker of that one server
     env["LABELQ_WORKER_PROCESSES"] = str(processes)
     env[SUPERVISED_ENV] = "1"
     for name, value in (
@@ -68,27 +76,33 @@ def run_processes(
 
     configure_logging(settings, loglevel)
     metrics_dir = tempfile.mkdtemp(prefix="labelq-metrics-") if settings.metrics_port else None
-    processes = settings.worker_processes or 1
-    env = child_environment(processes, metrics_dir, settings)
+    servers = settings.redis_urls()
+    fleet = len(servers) > 1
+    per_server = settings.worker_processes or 1
+    processes = per_server * len(servers)
+    envs = [child_environment(processes, metrics_dir, settings, url if fleet else None) for url in servers]
     recycled = [
         f"after {n} {what}"
         for n, what in ((settings.max_tasks_per_child, "tasks"), (settings.max_memory_per_child, "KiB resident"))
         if n
     ]
     log.info(
-        "labelq: %d worker process(es), one model session each%s",
+        "labelq: %d worker process(es), one model session each%s%s",
         processes,
+        f", {per_server} for each of {len(servers)} Redis servers" if fleet else "",
         f", each replaced {' or '.join(recycled)}" if recycled else "",
     )
 
     def labelq_worker(index: int) -> list[str]:
-        name = hostname.replace("@", f"-{index}@", 1)
+        server, own = divmod(index, per_server)
+        name = hostname.replace("@", f"-s{server}-{own}@" if fleet else f"-{index}@", 1)
         return ["-m", "labelq.cli", "worker", "--in-process", "--loglevel", loglevel, "--hostname", name]
 
     def spawn(index: int) -> subprocess.Popen[bytes]:
         # no thread of ours runs yet when the first children start (preexec_fn needs that); the metrics server's
         # thread only serves, so a replacement forks safely too
         arguments = (command or labelq_worker)(index)
+        env = envs[index // per_server]  # its server's
         return subprocess.Popen([sys.executable, *arguments], env=env, preexec_fn=_die_with_parent)
 
     children = [spawn(index) for index in range(processes)]
@@ -103,9 +117,10 @@ def run_processes(
     try:
         if metrics_dir:
             from worker import metrics
+            from worker.process.servers import servers_collector
 
             try:
-                metrics.serve(settings.metrics_port, metrics_dir)
+                metrics.serve(settings.metrics_port, metrics_dir, servers_collector(settings) if fleet else None)
             except ConfigError:  # the port is taken: the children go too, before they load a model for nothing
                 for child in children:
                     child.kill()
