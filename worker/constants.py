@@ -44,8 +44,10 @@ CORRECTIONS_KEY = KEY_PREFIX + "corrections:"
 KOMBU_UNACKED_KEY = KEY_PREFIX + "kombu:unacked"
 KOMBU_UNACKED_INDEX_KEY = KEY_PREFIX + "kombu:unacked_index"
 KOMBU_UNACKED_MUTEX_KEY = KEY_PREFIX + "kombu:unacked_mutex"
-DELIVERIES_KEY = KEY_PREFIX + "deliveries:"  # + message id -> how many times the message was received
-DELIVERIES_TTL_S = 7 * 24 * 3600  # a delivery counter outlives any plausible redelivery
+# + sha1 of a message's bytes as the ledger holds them -> how often the sweep put them back on their queue: a
+# message's deliveries are 1 + that (worker/stream/redis_queue.py counts, worker/stream/pipeline.py reads)
+RESTORES_KEY = KEY_PREFIX + "restores:"
+DELIVERIES_TTL_S = 7 * 24 * 3600  # a restore counter outlives any plausible redelivery
 DEAD_LETTERS_MAX = 10_000  # the dead-letter list keeps the newest this many (trimmed as each batch adds)
 DEAD_LETTER_RAW_MAX_BYTES = 32_768  # a dead letter keeps this much of its message (and of its headers as JSON)
 MESSAGE_SERVED_MAX_BYTES = 2 * 1024 * 1024  # LABELQ_MAX_MESSAGE_BYTES's default: the largest envelope a claim holds

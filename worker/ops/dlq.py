@@ -9,7 +9,6 @@ from typing import Any
 import redis
 
 from schemas.transport import DEAD_LETTER_KEY, QUEUE_WEBHOOKS
-from worker.constants import DELIVERIES_KEY
 from worker.deadletters import parse_stored
 from worker.delivery.webhook_jobs import Scheduler, WebhookJob
 from worker.stream.messages import Delivery, UndecodableMessage, decode
@@ -54,7 +53,7 @@ def replay(client: redis.Redis, text: str, letter: dict[str, Any], submit: Calla
 
     A webhook job is scheduled again with its attempts reset (the result is not re-classified). A request is
     resubmitted for classification under its own id, to the queue it came from (`submit(request_json, queue)`),
-    with its delivery counter reset. An undecodable message has nothing to replay."""
+    as a new message (its deliveries counted afresh). An undecodable message has nothing to replay."""
     reason = str(letter.get("reason"))
     if letter.get("raw_truncated"):
         raise NotReplayable(f"the message was {letter.get('raw_bytes')} bytes and only its start was kept")
@@ -78,8 +77,6 @@ def replay(client: redis.Redis, text: str, letter: dict[str, Any], submit: Calla
         envelope = decode(delivery)
     except UndecodableMessage as exc:
         raise NotReplayable(str(exc)) from None
-    if envelope.message_id:
-        client.delete(DELIVERIES_KEY + envelope.message_id)
     request_id = submit(envelope.request_json(), str(letter.get("queue")))
     client.lrem(DEAD_LETTER_KEY, 1, text)
     return f"request {request_id} resubmitted to {letter.get('queue')}"

@@ -326,7 +326,9 @@ class BatchLoop(threading.Thread):
             return
         now = time.time()
         deliveries = [
-            Delivery(queue, m.envelope.body, m.envelope.headers, m.envelope.content_type, now, m.envelope.problem)
+            Delivery(
+                queue, m.envelope.body, m.envelope.headers, m.envelope.content_type, now, m.envelope.problem, m.digest
+            )
             for m in kept
         ]
         received = self.runtime.pipeline.receive_many(deliveries)
@@ -367,25 +369,31 @@ class BatchLoop(threading.Thread):
         started_s = time.monotonic()
         batch = [received for received, _ in items]
         tags = [message.tag for _, message in items]
+        # with nothing for Celery to do between the write and the ack (no events, backend elsewhere, callbacks or
+        # chains), the ack goes in the write's own atomic step: one round trip a batch fewer
+        ack_in_write = not self.outcomes.needed and not any(item.canvas.followups for item in batch)
+        acked = tags if ack_in_write else []
         try:
             self.outcomes.started(batch)
             self.stats.started(batch)
             if self._interleaves(queue) or queue != QUEUE_REALTIME:  # a bulk batch may be interrupted by a stop
                 with self.runtime.engine.gate.open(self._between_bulk_runs):
-                    publications = self.runtime.pipeline.handle(batch)
+                    publications = self.runtime.pipeline.handle(batch, ack=acked)
             else:
-                publications = self.runtime.pipeline.handle(batch)
+                publications = self.runtime.pipeline.handle(batch, ack=acked)
             self._followups(batch, publications, started_s)
             if self._spans:
                 self._describe(items, publications)
-            self._ack(tags)
+            if ack_in_write:
+                self._forget(tags)
+            else:
+                self._ack(tags)
             self.stats.settled(batch)
             self.processed += len(batch)
             self._maybe_recycle()
         except Interrupted:  # stopping: the batch is abandoned before a model run, nothing of it written
             self.stats.abandoned(batch)
-            # its deliveries were counted when it started (the model runs come after): this one does not count
-            released = self._release(tags, list(dict.fromkeys(item.counter_id for item in batch)))
+            released = self._release(tags)  # not counted as a delivery: only the sweep counts
             log.info("a batch of %d was abandoned by the stop: %d handed back to %s", len(items), released, queue)
         except redis.RedisError:  # outcomes not (all) written: left unacked, redelivered after the timeout (or
             # handed back at once if the worker stops first: still held)
@@ -460,14 +468,14 @@ class BatchLoop(threading.Thread):
             traced.append(item)
         return traced
 
-    def _release(self, tags: list[str], counted: Sequence[str] = ()) -> int:
-        """Hand `tags` back; `counted`: the counter ids whose delivery is not to count (an abandoned batch's)."""
+    def _release(self, tags: list[str]) -> int:
+        """Hand `tags` back (not counted as a delivery)."""
         for tag in tags:
             if self._spans and (span := self._spans.get(tag)) is not None:
                 span.set_attribute("labelq.outcome", "handed_back")
         self._forget(tags)
         try:
-            return self.queue.release(tags, counted)
+            return self.queue.release(tags)
         except redis.RedisError:
             log.warning("handing %d message(s) back failed; the sweep restores them after the timeout", len(tags))
             return 0

@@ -32,6 +32,7 @@ class Delivery:
     content_type: str | None
     received_at: float  # epoch seconds
     problem: str | None = None  # why the envelope's body could not be read: refused under the header task id
+    digest: str = ""  # sha1 of the message's bytes as labelq's ledger held them (its redeliveries' counter)
 
 
 @dataclass(frozen=True, slots=True)

@@ -58,9 +58,10 @@ class Received:
 
     @property
     def counter_id(self) -> str:
-        """What its deliveries are counted under: the task id, else a digest of the message (a message with no
-        readable id that keeps coming back is still dead-lettered after LABELQ_MAX_DELIVERIES)."""
-        return self.message_id or "sha1:" + hashlib.sha1(self.delivery.body).hexdigest()
+        """What its deliveries are counted under: the sha1 of its bytes as the ledger held them (the sweep counts
+        each time it puts those bytes back); a delivery that did not come through the ledger, a digest of its
+        body."""
+        return self.delivery.digest or hashlib.sha1(self.delivery.body).hexdigest()
 
     def publication(self, outcome: Answered) -> Publication:
         request = self.parsed.request if self.parsed else None
@@ -204,10 +205,12 @@ class Pipeline:
             return replace(received, error=error, error_reason="webhook_refused")
         return received
 
-    def handle(self, batch: Sequence[Received], *, count: bool = True) -> list[Publication]:
+    def handle(self, batch: Sequence[Received], *, count: bool = True, ack: Sequence[str] = ()) -> list[Publication]:
         """Settle a batch: every outcome written in one round trip (raises only when that write fails); returns
         what was published, for what the process layer does next (Celery callbacks, events).
-        `count=False` when the batch's deliveries were counted already (a failed batch retried one by one)."""
+        `count=False` when the batch's deliveries were read already (a failed batch retried one by one); `ack`:
+        the batch's ledger tags, acked in the same atomic step as its last write (when the process layer has
+        nothing to do between the write and the ack)."""
         self.engine.gate.checkpoint()  # what arrived while a bulk batch was claimed goes first (a no-op otherwise)
         started_s = self.clock()
         now = datetime.fromtimestamp(started_s, UTC)
@@ -215,11 +218,13 @@ class Pipeline:
         dead: list[DeadLetter] = []
         to_classify: list[Received] = []
         outcomes: list[str] = []  # one per message not classified: an error code or dead_lettered (metrics)
-        # each id counted once a batch: copies sent together (duplicates by id are allowed) are not redeliveries
+        # a message's deliveries: 1 + the times the sweep put its bytes back (identical copies count once)
         ids = list(dict.fromkeys(r.counter_id for r in batch))
         queues = sorted({r.reply_queue for r in batch if r.reply_queue})
         preflight = self.publisher.preflight(ids if count else [], queues)
         counts = dict(zip(ids, preflight.counts, strict=True)) if count else {}
+        # the counters of messages put back before go once they are settled (unread: any may have one)
+        put_back = [digest for digest, times in counts.items() if times > 1] if count else ids
         batch = [_refuse_unwritable(r, preflight.unwritable) for r in batch]
         for item in batch:
             queue, raw, headers = item.delivery.queue, item.delivery.body, dict(item.delivery.headers)
@@ -273,7 +278,8 @@ class Pipeline:
         # a bulk batch lets realtime work through while its results are written too; any other: one round trip
         gate = self.engine.gate
         with tracing.result_write(len(publications) + len(dead)):
-            self.publisher.publish(publications, dead, ids, between=gate.checkpoint if gate.is_open else None)
+            between = gate.checkpoint if gate.is_open else None
+            self.publisher.publish(publications, dead, put_back, between=between, ack=ack)
         self._observe(batch, outcomes, list(zip(to_classify, classified, strict=True)), started_s)
         self._log(batch, publications, dead, started_s)
         return publications

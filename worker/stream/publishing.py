@@ -24,8 +24,15 @@ from typing import Any, cast
 import redis
 
 from schemas.codes import exception_name
-from schemas.transport import CELERY_RESULT_KEY, DEAD_LETTER_KEY, NOTIFY_KEY, RESULT_KEY
-from worker.constants import DEAD_LETTERS_MAX, DELIVERIES_KEY, DELIVERIES_TTL_S
+from schemas.transport import (
+    CELERY_RESULT_KEY,
+    DEAD_LETTER_KEY,
+    INFLIGHT_INDEX_KEY,
+    INFLIGHT_KEY,
+    NOTIFY_KEY,
+    RESULT_KEY,
+)
+from worker.constants import DEAD_LETTERS_MAX, RESTORES_KEY
 from worker.deadletters import DeadLetter
 from worker.delivery.webhook_jobs import DEFAULT_SECRET, Scheduler, WebhookJob
 from worker.engine.results import Answer, Answered
@@ -33,38 +40,42 @@ from worker.stream.messages import NO_CANVAS, Canvas
 
 SERIALISE_CHUNK = 128  # results serialised between two chances for realtime work (`publish`'s `between`)
 
-# KEYS: n delivery counter keys, then the batch's result queues; ARGV: the counters' TTL, n. Returns each
-# counter's count after the increment, then each result queue's type ('none' or 'list' may take a result).
+# KEYS: the restore counters of a batch's messages (n), then the batch's result queues; ARGV: n. Returns each
+# counter (false where there is none: never put back, the common case), then each result queue's type ('none'
+# or 'list' may take a result). One MGET for all the counters.
 _PREFLIGHT = """
-local out, n = {}, tonumber(ARGV[2])
-for i = 1, n do
-  out[i] = redis.call('INCR', KEYS[i])
-  redis.call('EXPIRE', KEYS[i], ARGV[1])
-end
+local out, n = {}, tonumber(ARGV[1])
+if n > 0 then out = redis.call('MGET', unpack(KEYS, 1, n)) end
 for i = n + 1, #KEYS do out[i] = redis.call('TYPE', KEYS[i])['ok'] end
 return out
 """
 
 # KEYS: the result key and notify key of each result with an id (m pairs), then the q result queues, then the
-# result-backend key of each result with a task id, then the delivery counters of the batch's settled messages.
-# ARGV: the TTL, the number of results n, m, q, the number of backend keys k, the backend's expiry, then per
-# result, in batch order: its JSON, the number of its result queue among the q (0: none), the number of its key
-# pair (0: no id), and the head and tail of its backend meta ('' when it has no task id). Each queue's TTL is
-# refreshed once, after its last push. A result queue that is a key of another type is left alone (the preflight
-# turned such requests into errors; this covers a key made since). Celery's meta is head .. JSON .. tail, SET on
-# its key and PUBLISHed there when a client is subscribed, waiting in AsyncResult.get() (one that subscribes
-# later reads the key, as Celery's client does): the JSON crosses the socket once. The counters are deleted
-# last, so a batch whose write failed keeps counting toward LABELQ_MAX_DELIVERIES.
+# result-backend key of each result with a task id (k), then the restore counters to delete, then (when the batch
+# is acked in this write) the ledger and its index. ARGV: the TTL, the number of results n, m, q, k, the
+# backend's expiry, the number of tags to ack t, then per result, in batch order: its JSON, the number of its
+# result queue among the q (0: none), the number of its key pair (0: no id), and the head and tail of its backend
+# meta ('' when it has no task id); then the t tags. Each queue's TTL is refreshed once, after its last push. A
+# result queue that is a key of another type is left alone (the preflight turned such requests into errors; this
+# covers a key made since). Celery's meta is head .. JSON .. tail, SET on its key and PUBLISHed there when a
+# client is subscribed, waiting in AsyncResult.get() (one that subscribes later reads the key, as Celery's client
+# does; one PUBSUB NUMSUB asks for every meta key of the call): the JSON crosses the socket once. The counters
+# and the ack come last: a batch whose write failed keeps counting toward LABELQ_MAX_DELIVERIES, and is acked
+# only once every outcome is written (the same atomic step).
 _RESULTS = """
 local ttl, n, m, q, k = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local expires, meta = ARGV[6], 2 * m + q
-local writable = {}
+local expires, t, meta = ARGV[6], tonumber(ARGV[7]), 2 * m + q
+local writable, listening = {}, {}
 for j = 1, q do
   local kind = redis.call('TYPE', KEYS[2 * m + j])['ok']
   writable[j] = kind == 'none' or kind == 'list'
 end
+if k > 0 then
+  local counts = redis.call('PUBSUB', 'NUMSUB', unpack(KEYS, meta + 1, meta + k))
+  for j = 1, k do listening[j] = counts[2 * j] > 0 end
+end
 for i = 0, n - 1 do
-  local at = 7 + 5 * i
+  local at = 8 + 5 * i
   local body, queue, pair, head = ARGV[at], tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2]), ARGV[at + 3]
   if pair > 0 then
     redis.call('SET', KEYS[2 * pair - 1], body, 'EX', ttl)
@@ -76,13 +87,20 @@ for i = 0, n - 1 do
     meta = meta + 1
     local value = head .. body .. ARGV[at + 4]
     redis.call('SET', KEYS[meta], value, 'EX', expires)
-    if redis.call('PUBSUB', 'NUMSUB', KEYS[meta])[2] > 0 then redis.call('PUBLISH', KEYS[meta], value) end
+    if listening[meta - 2 * m - q] then redis.call('PUBLISH', KEYS[meta], value) end
   end
 end
 for j = 1, q do
   if writable[j] then redis.call('EXPIRE', KEYS[2 * m + j], ttl) end
 end
-for j = 2 * m + q + k + 1, #KEYS do redis.call('DEL', KEYS[j]) end
+local last = #KEYS
+if t > 0 then last = last - 2 end
+if last > 2 * m + q + k then redis.call('DEL', unpack(KEYS, 2 * m + q + k + 1, last)) end
+if t > 0 then
+  local from = 8 + 5 * n
+  redis.call('ZREM', KEYS[#KEYS], unpack(ARGV, from, from + t - 1))
+  redis.call('HDEL', KEYS[#KEYS - 1], unpack(ARGV, from, from + t - 1))
+end
 return n
 """
 
@@ -95,7 +113,8 @@ class _Chunk:
     queues: dict[str, int] = field(default_factory=dict)  # result queue -> its number among the queues (from 1)
     metas: list[str] = field(default_factory=list)  # the result-backend key of each result with a task id
     written: list[str | int] = field(default_factory=list)  # per result: JSON, queue, key pair, meta head, tail
-    counters: list[str] = field(default_factory=list)
+    counters: list[str] = field(default_factory=list)  # restore counters to delete (messages put back before)
+    tags: list[str] = field(default_factory=list)  # ledger tags acked in this write (the batch's last chunk)
     count: int = 0
 
     def add(self, item: Publication, body: str, backend: ResultBackend | None, date_done: str) -> None:
@@ -111,11 +130,14 @@ class _Chunk:
         self.count += 1
 
     def write(self, pipe: Any, ttl: int, backend: ResultBackend | None) -> None:
-        if not (self.keys or self.queues or self.counters or self.metas):
+        if not (self.keys or self.queues or self.counters or self.metas or self.tags):
             return
         expires = backend.expires_s if backend else 0
-        args = [ttl, self.count, len(self.keys) // 2, len(self.queues), len(self.metas), expires, *self.written]
+        sizes = [len(self.keys) // 2, len(self.queues), len(self.metas), expires, len(self.tags)]
+        args = [ttl, self.count, *sizes, *self.written, *self.tags]
         keys = [*self.keys, *self.queues, *self.metas, *self.counters]
+        if self.tags:
+            keys += (INFLIGHT_KEY, INFLIGHT_INDEX_KEY)
         # EVAL with the script's text, not redis-py's Script on a pipeline: that asks SCRIPT EXISTS before every
         # execute, one more round trip per batch (per chunk of a bulk batch); the text is ~1 KB, Redis caches it
         pipe.eval(_RESULTS, len(keys), *keys, *args)
@@ -176,27 +198,25 @@ class Publisher:
         self.scheduler = Scheduler(client)
         self._preflight = client.register_script(_PREFLIGHT)
 
-    def count_deliveries(self, message_ids: Sequence[str]) -> list[int]:
-        """Increment and return each message's delivery count (Redis keeps none of its own)."""
-        return self.preflight(message_ids, ()).counts
-
-    def preflight(self, message_ids: Sequence[str], reply_queues: Sequence[str]) -> Preflight:
-        """Before a batch is handled, in one round trip: count each message's delivery, and find the result
-        queues that are Redis keys of another type (a result pushed there would fail the batch's write)."""
-        if not message_ids and not reply_queues:
+    def preflight(self, digests: Sequence[str], reply_queues: Sequence[str]) -> Preflight:
+        """Before a batch is handled, in one round trip: each message's deliveries (1 + the times the sweep put
+        its bytes back, by their sha1 `digests`), and the result queues that are Redis keys of another type (a
+        result pushed there would fail the batch's write)."""
+        if not digests and not reply_queues:
             return Preflight([], frozenset())
-        keys = [DELIVERIES_KEY + message_id for message_id in message_ids]
-        out = cast(list[int | bytes], self._preflight(keys=[*keys, *reply_queues], args=[DELIVERIES_TTL_S, len(keys)]))
+        keys = [RESTORES_KEY + digest for digest in digests]
+        out = cast(list[Any], self._preflight(keys=[*keys, *reply_queues], args=[len(keys)]))
         kinds = dict(zip(reply_queues, out[len(keys) :], strict=True))
         unwritable = frozenset(q for q, kind in kinds.items() if kind not in (b"none", b"list", "none", "list"))
-        return Preflight([int(n) for n in out[: len(keys)]], unwritable)
+        return Preflight([1 + int(n or 0) for n in out[: len(keys)]], unwritable)
 
     def publish(
         self,
         publications: Sequence[Publication],
         dead_letters: Sequence[DeadLetter],
-        done_ids: Sequence[str],
+        done_digests: Sequence[str] = (),
         between: Callable[[], None] | None = None,
+        ack: Sequence[str] = (),
     ) -> None:
         """Every write of one batch, in one round trip. Raises on a Redis error: nothing is acked then. The results
         go in one script call per `SERIALISE_CHUNK` (a 1,024-result batch of 77 labels in one call held Redis for
@@ -204,7 +224,9 @@ class Publisher:
         written in its own round trip and `between` called after it: realtime work goes in between
         (worker/engine/gate.py); a Redis failure part-way leaves earlier chunks written and the batch unacked, so its
         messages come back and are answered again (duplicates by id, as after any failed write). Every result is
-        serialised before the first write: a result that cannot be (a bug) raises with nothing written."""
+        serialised before the first write: a result that cannot be (a bug) raises with nothing written.
+        `done_digests`: the restore counters of messages that had been put back, deleted with the last chunk;
+        `ack`: ledger tags acked in that same atomic step (when nothing is left to do between write and ack)."""
         ttl = self.result_ttl_s
         now_s = time.time()
         pipe = self.client.pipeline(transaction=False)
@@ -236,7 +258,8 @@ class Publisher:
             pipe.rpush(DEAD_LETTER_KEY, letter.to_json(now_s))
         if dead_letters:
             pipe.ltrim(DEAD_LETTER_KEY, -DEAD_LETTERS_MAX, -1)  # the newest; a flood cannot fill Redis
-        chunk.counters = [DELIVERIES_KEY + message_id for message_id in done_ids]  # deleted last, with the last chunk
+        chunk.counters = [RESTORES_KEY + digest for digest in done_digests]  # deleted last, with the last chunk
+        chunk.tags = list(ack)  # acked in the same step as the last chunk: after every outcome is written
         chunk.write(pipe, ttl, backend)
         if len(pipe):
             pipe.execute()

@@ -6,9 +6,13 @@ each in labelq's ledger in the same atomic step, so a message is always either i
     labelq:inflight          hash: tag -> "<the list it came from>\\n<its bytes, exactly as they came>"
     labelq:inflight:index    sorted set: tag -> when it was claimed
     labelq:inflight:seq      one number a claim; a tag is `<claim>.<n>` (labelq's own, never the producer's)
-    labelq:restores:<sha1>   how often the sweep put these bytes back (expires after DELIVERIES_TTL_S)
+    labelq:restores:<sha1>   how often the sweep put these bytes back (expires after DELIVERIES_TTL_S): a
+                             message's deliveries are 1 + this (read by worker/stream/pipeline.py, deleted
+                             once it is settled); a first delivery has no counter
 
-An ack removes the tag from both (one round trip per batch). labelq's sweep (`sweep`, run by every worker
+A claim costs Redis a few commands whatever its size (one RPOP with a count a list, one HSET and one ZADD for
+all it took). An ack removes the tag from both, in the batch's result write when nothing is left to do between
+them (worker/stream/publishing.py), else in a round trip of its own. labelq's sweep (`sweep`, run by every worker
 every LABELQ_UNACKED_RESTORE_INTERVAL_S) puts back what was claimed longer than LABELQ_VISIBILITY_TIMEOUT_S ago,
 byte for byte onto the list it came from, and counts each time it does: bytes put back more than
 LABELQ_MAX_DELIVERIES times, and a record that is not one labelq could have written, are handed to the caller
@@ -28,6 +32,7 @@ dead-lettered the first time it is seen, and Redis frees its bytes at once.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -41,27 +46,28 @@ from schemas.transport import (
     INFLIGHT_INDEX_KEY,
     INFLIGHT_KEY,
     INFLIGHT_SEQ_KEY,
-    KEY_PREFIX,
     PRIORITY_SEP,
     PRIORITY_STEPS,
     priority_lists,
 )
-from worker.constants import DEAD_LETTERS_MAX, DELIVERIES_KEY, DELIVERIES_TTL_S, MESSAGE_SERVED_MAX_BYTES
+from worker.constants import DEAD_LETTERS_MAX, DELIVERIES_TTL_S, MESSAGE_SERVED_MAX_BYTES, RESTORES_KEY
 from worker.deadletters import DeadLetter
 from worker.stream.envelopes import Envelope, unwrap
 
 log = logging.getLogger(__name__)
 
-RESTORES_KEY = KEY_PREFIX + "restores:"  # + sha1 of a message's bytes -> times the sweep put it back
 CLAIM_MAX_BYTES = 8 * 1024 * 1024  # one claim returns at most this much (plus one message), whatever its count
 SWEEP_MAX = 1000  # entries one sweep looks at (the next sweep takes the rest)
 
 # KEYS: ledger, index, seq, then the lists to pop from in order; ARGV: max count, now, byte budget, the largest
-# message served. Returns [tag, payload, tag, payload, ...] (an oversize message's payload is its stub).
+# message served. Returns [tag, payload, tag, payload, ...] (an oversize message's payload is its stub). Per
+# claim, not per message: one RPOP with a count a list, one HSET and one ZADD for all it took (each in runs of
+# RUN pairs: Lua's unpack has a bound), so a claim of 1,024 costs Redis a handful of commands.
 _CLAIM = """
-local out = {}
+local out, fields, scores = {}, {}, {}
 local n, bytes, first = 0, 0, nil
 local limit, budget, largest = tonumber(ARGV[1]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local RUN = 1000
 local function field(t, name)
   local v = type(t) == 'table' and t[name]
   if type(v) == 'string' and #v <= 1024 then return v end
@@ -77,30 +83,48 @@ local function stub(item)  -- what is kept of a message too large to serve: enou
                            reply_to = field(m.properties, 'reply_to')}}
   return cjson.encode(s)
 end
-for k = 4, #KEYS do
-  while n < limit do
-    local item = redis.call('RPOP', KEYS[k])
-    if not item then break end
-    local size = #item
-    if size <= largest and n > 0 and bytes + size > budget then
-      redis.call('RPUSH', KEYS[k], item)  -- back where it was: the next claim takes it first
-      return out
-    end
-    n = n + 1
-    if not first then  -- one number a claim, written as an integer (Lua's own format turns 1e15 into '1e+15')
-      first = redis.call('INCR', KEYS[3])
-      if first >= 1e15 then redis.call('SET', KEYS[3], 0) end  -- doubles stay exact; no live tag is that old
-      first = string.format('%d', first)
-    end
-    local tag = first .. '.' .. n
-    if size > largest then item = stub(item) end
-    bytes = bytes + #item
-    redis.call('HSET', KEYS[1], tag, KEYS[k] .. '\\n' .. item)
-    redis.call('ZADD', KEYS[2], ARGV[2], tag)
-    out[#out + 1] = tag
-    out[#out + 1] = item
+local function record(t, key)  -- variadic writes in runs: HSET key f v f v ..., ZADD key s m s m ...
+  for i = 1, #t, 2 * RUN do
+    redis.call(key == KEYS[1] and 'HSET' or 'ZADD', key, unpack(t, i, math.min(i + 2 * RUN - 1, #t)))
   end
 end
+local full = false
+for k = 4, #KEYS do
+  if n >= limit or full then break end
+  local items = redis.call('RPOP', KEYS[k], limit - n)
+  if items then
+    for j = 1, #items do
+      local item = items[j]
+      local size = #item
+      if size <= largest and n > 0 and bytes + size > budget then
+        -- over the byte budget: this one and the rest go back where they were, the oldest at the right end,
+        -- so the next claim takes them first
+        local back = {}
+        for b = #items, j, -1 do back[#back + 1] = items[b] end
+        for i = 1, #back, RUN do redis.call('RPUSH', KEYS[k], unpack(back, i, math.min(i + RUN - 1, #back))) end
+        full = true
+        break
+      end
+      n = n + 1
+      if not first then  -- one number a claim, written as an integer (Lua's own format turns 1e15 into '1e+15')
+        first = redis.call('INCR', KEYS[3])
+        if first >= 1e15 then redis.call('SET', KEYS[3], 0) end  -- doubles stay exact; no live tag is that old
+        first = string.format('%d', first)
+      end
+      local tag = first .. '.' .. n
+      if size > largest then item = stub(item) end
+      bytes = bytes + #item
+      fields[#fields + 1] = tag
+      fields[#fields + 1] = KEYS[k] .. '\\n' .. item
+      scores[#scores + 1] = ARGV[2]
+      scores[#scores + 1] = tag
+      out[#out + 1] = tag
+      out[#out + 1] = item
+    end
+  end
+end
+record(fields, KEYS[1])
+record(scores, KEYS[2])
 return out
 """
 
@@ -146,14 +170,12 @@ end
 return out
 """
 
-# KEYS: ledger, index; ARGV: n, then n tags in the order they were claimed, then delivery counter keys to step
-# back. Puts each held message back on its list, newest first, so the oldest is taken first again; a counter is
-# stepped back only where it exists (its message's delivery in an abandoned batch does not count), and deleted
-# at 0.
+# KEYS: ledger, index; ARGV: the tags in the order they were claimed. Puts each held message back on its list,
+# newest first, so the oldest is taken first again. Not counted as a delivery: only the sweep counts (a message
+# handed back by a stopping worker before its batch ran was not delivered).
 _RELEASE = """
-local n = tonumber(ARGV[1])
 local released = 0
-for i = n + 1, 2, -1 do
+for i = #ARGV, 1, -1 do
   local record = redis.call('HGET', KEYS[1], ARGV[i])
   if record then
     local cut = string.find(record, '\\n', 1, true)
@@ -164,9 +186,6 @@ for i = n + 1, 2, -1 do
       released = released + 1
     end
   end
-end
-for i = n + 2, #ARGV do
-  if redis.call('EXISTS', ARGV[i]) == 1 and redis.call('DECR', ARGV[i]) <= 0 then redis.call('DEL', ARGV[i]) end
 end
 return released
 """
@@ -182,6 +201,7 @@ _POISON_DETAILS = {
 class Claimed:
     tag: str  # what it is acked by (labelq's own)
     envelope: Envelope  # its task message, headers and content type (worker/stream/envelopes.py)
+    digest: str = ""  # sha1 of its bytes as the ledger holds them: what its redeliveries are counted under
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,7 +267,10 @@ class ReliableQueue:
         keys = [INFLIGHT_KEY, INFLIGHT_INDEX_KEY, INFLIGHT_SEQ_KEY, *self.lists(queue)]
         args = [count, time.time(), self.claim_max_bytes, self.max_message_bytes]
         flat = cast(list[Any], self._claim(keys=keys, args=args))
-        return [Claimed(tag.decode("ascii"), unwrap(raw)) for tag, raw in zip(flat[::2], flat[1::2], strict=True)]
+        return [
+            Claimed(tag.decode("ascii"), unwrap(raw), hashlib.sha1(raw).hexdigest())
+            for tag, raw in zip(flat[::2], flat[1::2], strict=True)
+        ]
 
     def ack(self, tags: Sequence[str]) -> None:
         """Forget settled messages (one round trip for a batch)."""
@@ -257,15 +280,13 @@ class ReliableQueue:
             pipe.hdel(INFLIGHT_KEY, *tags)
             pipe.execute()
 
-    def release(self, tags: Sequence[str], uncount: Sequence[str] = ()) -> int:
+    def release(self, tags: Sequence[str]) -> int:
         """Hand held messages back now, unanswered (a stopping worker): each goes back byte for byte onto the
-        list it came from, the first claimed taken first again, in one atomic step; `uncount`: the counter ids
-        (worker/stream/pipeline.py, `Received.counter_id`) whose delivery a batch abandoned before its end
-        counted, stepped back. Returns how many went back (a tag swept or settled meanwhile is skipped)."""
+        list it came from, the first claimed taken first again, in one atomic step, not counted as a delivery.
+        Returns how many went back (a tag swept or settled meanwhile is skipped)."""
         if not tags:
             return 0
-        args: list[str | int] = [len(tags), *tags, *(DELIVERIES_KEY + counter_id for counter_id in uncount)]
-        return int(cast(int, self._release(keys=[INFLIGHT_KEY, INFLIGHT_INDEX_KEY], args=args)))
+        return int(cast(int, self._release(keys=[INFLIGHT_KEY, INFLIGHT_INDEX_KEY], args=list(tags))))
 
     def sweep(self, visibility_timeout_s: float, max_restores: int, queues: Iterable[str]) -> Swept:
         """Put back what was claimed more than `visibility_timeout_s` ago onto the list it came from (each of

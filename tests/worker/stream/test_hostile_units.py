@@ -17,10 +17,10 @@ import redis as redis_lib
 
 from schemas import ClassificationResult, ErrorCode, ErrorResult, Label, RequestLimits, parse_request, parse_result
 from schemas.result import single_error
-from schemas.transport import DEAD_LETTER_KEY, NOTIFY_KEY, RESULT_KEY
+from schemas.transport import DEAD_LETTER_KEY, RESULT_KEY
 from tests.worker.stream.test_stream_units import GOOD, delivery, v2
 from tests.worker.test_streaming import raw_celery_message
-from worker.constants import DELIVERIES_KEY, MESSAGE_MAX_BYTES
+from worker.constants import MESSAGE_MAX_BYTES, RESTORES_KEY
 from worker.engine.engine import Engine
 from worker.engine.fake import FAKE_MODEL, FakeClassifier
 from worker.settings import Settings, load_settings
@@ -78,7 +78,7 @@ def test_any_task_id_a_celery_client_sends_is_answered_under_it(task_id: str) ->
     )
     meta = json.loads(redis.get("celery-task-meta-" + task_id))
     assert meta["status"] == "SUCCESS" and meta["task_id"] == task_id and meta["result"]["top"] == "refund"
-    assert dead_letters(redis) == [] and redis.keys(DELIVERIES_KEY + "*") == []
+    assert dead_letters(redis) == [] and redis.keys(RESTORES_KEY + "*") == []
 
 
 @pytest.mark.parametrize("task_id", UNREADABLE_IDS)
@@ -208,36 +208,6 @@ def test_a_reply_queue_of_another_type_fails_its_request_alone(setup: Any) -> No
     assert isinstance(parse_result(redis.get(RESULT_KEY + "good")), ClassificationResult)
     assert [d["reason"] for d in dead_letters(redis)] == ["reply_queue_refused"]
     assert fake.calls == [1]  # the refused request cost no inference
-
-
-# --- delivery counts ---
-
-
-def test_a_batch_whose_write_failed_keeps_its_delivery_counts(setup: Any) -> None:
-    pipeline, redis, _ = setup
-    redis.hset(NOTIFY_KEY + "r1", "not", "a list")  # a write of this batch will fail
-    for expected in (1, 2):
-        with pytest.raises(redis_lib.ResponseError):
-            pipeline.handle([pipeline.receive(v2(GOOD, "m-1"))])
-        assert int(redis.get("labelq:deliveries:m-1")) == expected
-    pipeline.handle([pipeline.receive(v2(GOOD, "m-1"))])  # a third time: over max_deliveries = 2, no write
-    assert [d["reason"] for d in dead_letters(redis)] == ["too_many_deliveries"]
-
-
-def test_a_message_without_an_id_is_counted_too(setup: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    pipeline, redis, _ = setup
-    anonymous = delivery({"task": "labelq.classify", "args": [GOOD], "kwargs": {}}, headers={})
-    monkeypatch.setattr(Pipeline, "_classify", _explode)
-    for _ in range(2):
-        with pytest.raises(RuntimeError):
-            pipeline.handle([pipeline.receive(anonymous)])
-    monkeypatch.undo()
-    pipeline.handle([pipeline.receive(anonymous)])
-    assert [d["reason"] for d in dead_letters(redis)] == ["too_many_deliveries"]
-
-
-def _explode(*_: object) -> None:
-    raise RuntimeError("a bug in classification")
 
 
 # --- what a request may cost ---

@@ -4,6 +4,7 @@ left in kombu's shared unacked hash."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from typing import Any
@@ -219,23 +220,98 @@ def test_a_forged_entry_under_any_tag_is_dead_lettered(client: redis_lib.Redis, 
     assert [letter["raw"] for letter in dead_letters(client)] == ["mylist\nzzz"]
 
 
-def test_a_stopping_worker_hands_back_what_it_holds_in_order_with_its_delivery_uncounted(
-    client: redis_lib.Redis,
-) -> None:
+def test_a_stopping_worker_hands_back_what_it_holds_in_order_uncounted(client: redis_lib.Redis) -> None:
+    from worker.constants import RESTORES_KEY
+
     sent = [request(i) for i in range(5)]
     client.lpush(QUEUE_BULK, *sent)  # kombu's order: the first sent is taken first
     client.lpush(QUEUE_BULK + PRIORITY_SEP + "9", request(9))
     queue = ReliableQueue(client)
     held = queue.claim(QUEUE_BULK, 10)
     assert len(held) == 6 and client.llen(QUEUE_BULK) == 0
-    client.set("labelq:deliveries:r0", 2)  # counted twice: this claim's batch and an earlier one
     queue.ack([held[1].tag])  # answered before the stop
-    client.set("labelq:deliveries:r2", 1)  # counted once, by this claim's batch only
-    released = queue.release([m.tag for m in held], uncount=["r0", "r2", "r-never-counted"])
+    released = queue.release([m.tag for m in held])
     assert released == 5 and client.hlen(INFLIGHT_KEY) == 0 and client.zcard(INFLIGHT_INDEX_KEY) == 0
     again = queue.claim(QUEUE_BULK, 10)
     ids = [m.envelope.headers.get("id") for m in held]
     assert [m.envelope.headers.get("id") for m in again] == [ids[0], *ids[2:]]  # in the order first taken
-    assert client.get("labelq:deliveries:r0") == b"1" and not client.exists("labelq:deliveries:r2")  # none at 0
-    assert not client.exists("labelq:deliveries:r-never-counted")
+    assert [m.digest for m in again] == [held[0].digest, *(m.digest for m in held[2:])]  # the same bytes
+    assert not client.keys(RESTORES_KEY + "*")  # a hand-back is not a delivery: only the sweep counts
     assert queue.release([]) == 0
+
+
+# --- deliveries: counted by the sweep, read by the pipeline ---
+
+
+def _pipeline(client: redis_lib.Redis) -> Any:
+    from worker.engine.engine import Engine
+    from worker.engine.fake import FAKE_MODEL, FakeClassifier
+    from worker.settings import load_settings
+    from worker.stream.pipeline import Pipeline
+    from worker.stream.publishing import Publisher
+
+    settings = load_settings(model=FAKE_MODEL)
+    engine = Engine(settings, classifiers={FAKE_MODEL: FakeClassifier()})
+    return Pipeline(engine, Publisher(client, result_ttl_s=60), limits=settings.limits(), max_deliveries=2)
+
+
+def _received(pipeline: Any, queue: ReliableQueue) -> tuple[list[Any], list[str]]:
+    claimed = queue.claim(QUEUE_BULK, 10)
+    deliveries = [
+        Delivery(QUEUE_BULK, c.envelope.body, c.envelope.headers, c.envelope.content_type, time.time(), None, c.digest)
+        for c in claimed
+    ]
+    return pipeline.receive_many(deliveries), [c.tag for c in claimed]
+
+
+def test_a_batch_whose_write_keeps_failing_is_dead_lettered_on_its_delivery_past_the_limit(
+    client: redis_lib.Redis,
+) -> None:
+    """A message whose batch cannot be written stays unacked; each time the sweep puts it back it counts, under
+    the sha1 of the bytes the claim returned; past max_deliveries (2) it is dead-lettered before any work, and
+    its counter goes with it."""
+    from worker.constants import RESTORES_KEY
+
+    raw = request(1, tag="w")
+    client.lpush(QUEUE_BULK, raw)
+    client.hset("labelq:notify:r1", "not", "a list")  # the write of r1's result fails
+    queue, pipeline = ReliableQueue(client), _pipeline(client)
+    for times in (1, 2):
+        received, tags = _received(pipeline, queue)
+        assert received[0].counter_id == hashlib.sha1(raw).hexdigest()
+        with pytest.raises(redis_lib.ResponseError):
+            pipeline.handle(received, ack=tags)
+        assert client.hlen(INFLIGHT_KEY) == 1  # not acked: the ack is in the failed write's own step
+        assert queue.sweep(0, 5, [QUEUE_BULK]).restored == 1
+        assert int(client.get(RESTORES_KEY + hashlib.sha1(raw).hexdigest())) == times
+    received, tags = _received(pipeline, queue)
+    pipeline.handle(received, ack=tags)
+    [letter] = dead_letters(client)
+    assert letter["reason"] == "too_many_deliveries" and letter["detail"] == "received 3 times"
+    assert client.hlen(INFLIGHT_KEY) == 0 and client.llen(QUEUE_BULK) == 0 and not client.keys(RESTORES_KEY + "*")
+
+
+def test_a_message_without_an_id_that_keeps_failing_is_counted_too(
+    client: redis_lib.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from worker.stream.pipeline import Pipeline
+
+    envelope = json.loads(request(2, tag="anon"))
+    envelope["headers"].pop("id")
+    raw = json.dumps(envelope).encode()
+    client.lpush(QUEUE_BULK, raw)
+    queue, pipeline = ReliableQueue(client), _pipeline(client)
+
+    def explode(*_: object) -> None:
+        raise RuntimeError("a bug in classification")
+
+    monkeypatch.setattr(Pipeline, "_classify", explode)
+    for _ in range(2):
+        received, tags = _received(pipeline, queue)
+        with pytest.raises(RuntimeError):
+            pipeline.handle(received, ack=tags)
+        assert queue.sweep(0, 5, [QUEUE_BULK]).restored == 1
+    monkeypatch.undo()
+    received, tags = _received(pipeline, queue)
+    pipeline.handle(received, ack=tags)
+    assert [d["reason"] for d in dead_letters(client)] == ["too_many_deliveries"] and client.hlen(INFLIGHT_KEY) == 0
