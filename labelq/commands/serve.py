@@ -83,10 +83,23 @@ def worker_command(
 @click.option("--loglevel", default="INFO", show_default=True)
 @click.option("--hostname", default="labelq-webhooks@%h", show_default=True, help="Celery node name")
 def webhook_worker_command(loglevel: str, hostname: str) -> None:
-    """Run a webhook delivery worker: signed POSTs, retries with backoff, dead letters (no model)."""
+    """Run a webhook delivery worker: signed POSTs, retries with backoff, dead letters (no model). Over several
+    Redis servers (LABELQ_REDIS_SHARDS): one for each server, supervised, named <name>-s<K>@host."""
     from worker.connections import check_access
-    from worker.process import main
+    from worker.process import launcher, main
 
     settings = cli_settings()
-    check_access(settings)  # a ConfigError: one line, exit 2
-    sys.exit(main.run_in_process(settings, loglevel=loglevel, hostname=hostname, role="webhooks"))
+    servers = settings.redis_urls()
+    for url in servers:
+        check_access(settings.for_server(url))  # a ConfigError: one line, exit 2
+    if len(servers) == 1:
+        sys.exit(main.run_in_process(settings, loglevel=loglevel, hostname=hostname, role="webhooks"))
+
+    def one_server(index: int) -> list[str]:  # the launcher gives each its server's LABELQ_REDIS_URL
+        name = hostname.replace("@", f"-s{index}@", 1)
+        return ["-m", "labelq.cli", "webhook-worker", "--loglevel", loglevel, "--hostname", name]
+
+    single = settings.model_copy(
+        update={"worker_processes": 1, "max_tasks_per_child": None, "max_memory_per_child": None}
+    )
+    sys.exit(launcher.run_processes(single, loglevel=loglevel, hostname=hostname, command=one_server))

@@ -1,0 +1,72 @@
+"""The CLI over several Redis servers (LABELQ_REDIS_SHARDS): `submit` sends to the id's home server, `get` and `wait`
+find a result there, `health` and `workers` cover every server, with the exit codes of the README's table: 1 for a
+partial answer (a server down, or one without a ready worker), 3 only when no server answers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis as redis_lib
+
+from labelq.local_redis import RedisServer, find_redis_server
+from schemas.servers import home_server, server_name
+from schemas.transport import QUEUE_REALTIME, RESULT_KEY
+from tests.producer.test_sharding import result_json
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def two() -> Iterator[list[RedisServer]]:
+    binary = find_redis_server()
+    assert binary is not None
+    servers = [RedisServer(binary).start() for _ in range(2)]
+    yield servers
+    for server in servers:
+        server.close()
+
+
+def labelq(servers: list[RedisServer], *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("LABELQ_")}
+    env |= {"PYTHONPATH": str(ROOT), "LABELQ_REDIS_SHARDS": json.dumps([server.url for server in servers])}
+    return subprocess.run(
+        [sys.executable, "-m", "labelq.cli", *args], env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_submit_get_wait_health_and_workers_over_two_servers(two: list[RedisServer]) -> None:
+    sent = labelq(two, "submit", "refund my order", "--labels", "refund,bug")
+    assert sent.returncode == 0, sent.stderr
+    request_id = sent.stdout.strip()
+    home = two[home_server(request_id, 2)]
+    with redis_lib.Redis.from_url(home.url) as raw:
+        assert raw.llen(QUEUE_REALTIME) == 1  # on its home server only
+        waiting = labelq(two, "wait", request_id, "--timeout", "0.3")
+        assert waiting.returncode == 1 and "no result within 0.3 s" in waiting.stderr
+        raw.set(RESULT_KEY + request_id, result_json(request_id))  # as its worker would write it
+    for command in ("get", "wait"):
+        found = labelq(two, command, request_id)
+        assert found.returncode == 0 and json.loads(found.stdout)["id"] == request_id, found.stderr
+    assert labelq(two, "get", "never-sent").returncode == 1
+
+    health = labelq(two, "health")
+    assert health.returncode == 1 and all(f"server {server_name(s.url)}" in health.stdout for s in two)
+    assert "no ready worker" in health.stderr
+
+    two[1].stop()
+    health = labelq(two, "health", "--json")
+    report = json.loads(health.stdout)
+    assert health.returncode == 1 and report["status"].startswith("partial: 1 of 2 Redis servers unreachable")
+    assert report["servers"][server_name(two[1].url)]["redis"].startswith("ConnectionError")
+    workers = labelq(two, "workers")
+    assert workers.returncode == 1 and f"Redis at {server_name(two[1].url)} unreachable" in workers.stderr
+
+    two[0].stop()
+    assert labelq(two, "health").returncode == 3  # no server answers: Redis unreachable
+    assert labelq(two, "workers").returncode == 3
