@@ -3,10 +3,13 @@
 Every producer of one fleet must agree on where a request id lives, so the rule is part of the contract (a
 producer in another language computes it the same way): the request's home is server number
 
-    int.from_bytes(sha256(id as UTF-8).digest()[:8], "big") % number of servers
+    jump_hash(int.from_bytes(sha256(id as UTF-8).digest()[:8], "big"), number of servers)
 
-counted from 0 in the order the servers are listed (LABELQ_REDIS_SHARDS). The order is what counts: keep it,
-and add a server at the end (ids then move, and readers look at the other servers after the home one).
+counted from 0 in the order the servers are listed (LABELQ_REDIS_SHARDS), where jump_hash is Lamping and Veach's
+jump consistent hash ("A Fast, Minimal Memory, Consistent Hash Algorithm", 2014; implementations exist in most
+languages). The order is what counts: keep it, and add a server at the end: then only about 1/(N+1) of the ids
+move, all of them to the new server (a plain modulo would move most of them), and readers look at the other
+servers after the home one, so results written before still are found.
 """
 
 from __future__ import annotations
@@ -23,7 +26,18 @@ def home_server(request_id: str, servers: int) -> int:
     if servers < 1:
         raise ValueError("a fleet has at least one server")
     digest = hashlib.sha256(request_id.encode("utf-8", "surrogatepass")).digest()
-    return int.from_bytes(digest[:8], "big") % servers
+    return jump_hash(int.from_bytes(digest[:8], "big"), servers)
+
+
+def jump_hash(key: int, buckets: int) -> int:
+    """Lamping and Veach's jump consistent hash of a 64-bit `key` into `buckets` (the paper's code, its 64-bit
+    arithmetic and its double-precision division)."""
+    bucket, jump = -1, 0
+    while jump < buckets:
+        bucket = jump
+        key = (key * 2862933555777941757 + 1) & 0xFFFFFFFFFFFFFFFF
+        jump = int((bucket + 1) * (float(1 << 31) / float((key >> 33) + 1)))
+    return bucket
 
 
 def server_name(url: str) -> str:

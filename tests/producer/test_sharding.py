@@ -17,17 +17,31 @@ from labelq.local_redis import RedisServer, find_redis_server
 from producer import Client, SubmitError
 from producer.client import SEND_CHUNK_MESSAGES, RetryPolicy
 from schemas import ClassificationResult
-from schemas.servers import home_server, repeated_server, server_name
+from schemas.servers import home_server, jump_hash, repeated_server, server_name
 from schemas.transport import NOTIFY_KEY, QUEUE_BULK, RESULT_KEY, RedisURLError
 
 
 def test_the_home_server_is_a_stable_hash_of_the_id() -> None:
     # golden values: the rule is part of the contract (schemas/servers.py), a producer in another language computes
-    # sha256(id)[:8] big-endian mod N; changing it would send every producer's requests somewhere else
-    assert [home_server(i, 3) for i in ("a", "b", "req-1", "chat-8812", "")] == [1, 1, 1, 0, 1]
+    # jump_hash(sha256(id)[:8] big-endian, N); changing it would send every producer's requests somewhere else
+    assert [home_server(i, 3) for i in ("a", "b", "req-1", "chat-8812", "")] == [1, 0, 0, 2, 2]
     assert all(home_server(f"id-{i}", 1) == 0 for i in range(100))
     with pytest.raises(ValueError):
         home_server("a", 0)
+
+
+def test_jump_hash_is_the_papers() -> None:
+    # the test vectors of a reference implementation (github.com/dgryski/go-jump)
+    vectors = [(1, 1, 0), (42, 57, 43), (0xDEAD10CC, 1, 0), (0xDEAD10CC, 666, 361), (256, 1024, 520)]
+    assert [jump_hash(key, buckets) for key, buckets, _ in vectors] == [want for _, _, want in vectors]
+
+
+@pytest.mark.parametrize("servers", [1, 2, 3, 7])
+def test_adding_a_server_moves_few_ids_and_only_to_it(servers: int) -> None:
+    ids = [f"request-{i}" for i in range(20_000)]
+    moved = [i for i in ids if home_server(i, servers) != home_server(i, servers + 1)]
+    assert all(home_server(i, servers + 1) == servers for i in moved)  # to the new server, never between old ones
+    assert abs(len(moved) / len(ids) - 1 / (servers + 1)) < 0.02
 
 
 @pytest.mark.parametrize("servers", [2, 3, 5])
