@@ -158,5 +158,23 @@ def check_fleet(
     """`check` on each server; a queue served with different models on different servers is a problem too (a
     request naming no model is answered by whichever server its id hashes to)."""
     servers = {server_name(url): check(url, ping_timeout_s, transport_options) for url in redis_urls}
-    everyone = {f"{node} ({name})": info for name, health in servers.items() for node, info in health.workers.items()}
-    return FleetHealth(servers=servers, problems=mixed_models(everyone))
+    return FleetHealth(servers=servers, problems=models_across_servers(servers))
+
+
+def models_across_servers(servers: dict[str, Health]) -> list[str]:
+    """One line for each queue whose servers each run one model, but not the same one (a queue mixed on one
+    server is that server's own problem, reported there)."""
+    models: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))  # queue -> server -> models
+    for name, health in servers.items():
+        for info in health.workers.values():
+            for queue in info["queues"]:
+                models[str(queue)][name].add(str(info["model"]))
+    lines = []
+    for queue, by_server in sorted(models.items()):
+        if all(len(found) == 1 for found in by_server.values()) and len(set().union(*by_server.values())) > 1:
+            who = ", ".join(f"{name} (model {next(iter(found))})" for name, found in sorted(by_server.items()))
+            lines.append(
+                f"queue {queue} is served by different models on different servers: {who}; a request's model then "
+                "depends on its id's server: run one model per queue on every server"
+            )
+    return lines

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import redis as redis_lib
 
+from labelq.health import FleetHealth, Health, models_across_servers
 from labelq.local_redis import RedisServer, find_redis_server
 from schemas.servers import home_server, server_name
 from schemas.transport import QUEUE_REALTIME, RESULT_KEY
@@ -70,3 +71,24 @@ def test_submit_get_wait_health_and_workers_over_two_servers(two: list[RedisServ
     two[0].stop()
     assert labelq(two, "health").returncode == 3  # no server answers: Redis unreachable
     assert labelq(two, "workers").returncode == 3
+
+
+def test_different_models_on_different_servers_is_unhealthy() -> None:
+    def worker(model: str) -> dict[str, object]:
+        return {"model": model, "revision": "r", "pid": 1, "queues": ["labelq.realtime", "labelq.bulk"]}
+
+    same = {
+        "a:1/0": Health("ok", workers={"w1": worker("fake")}),
+        "b:1/0": Health("ok", workers={"w2": worker("fake")}),
+    }
+    assert models_across_servers(same) == []
+    other = {**same, "b:1/0": Health("ok", workers={"w2": worker("minilm")})}
+    lines = models_across_servers(other)
+    assert len(lines) == 2 and "a:1/0 (model fake), b:1/0 (model minilm)" in lines[0]
+    fleet = FleetHealth(servers=other, problems=lines)
+    assert fleet.status == 1 and fleet.verdict == "unhealthy"
+    mixed_on_one = {
+        "a:1/0": Health("ok", workers={"w1": worker("fake"), "w3": worker("minilm")}),
+        "b:1/0": same["b:1/0"],
+    }
+    assert models_across_servers(mixed_on_one) == []  # that server's own problem, reported in its block
