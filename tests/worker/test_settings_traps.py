@@ -130,6 +130,7 @@ PLAIN_AND_JSON = {
     "redis_transport_options": ("master_name=mymaster,visibility_timeout=30", '{"master_name": "mymaster", '
                                 '"visibility_timeout": 30}'),
     "webhook_secrets": (f"default={SECRET},other={SECRET}", json.dumps({"default": SECRET, "other": SECRET})),
+    "redis_shards": ("redis://a:6379/0, redis://b:6379/0", '["redis://a:6379/0", "redis://b:6379/0"]'),
 }  # fmt: skip
 
 
