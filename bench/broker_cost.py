@@ -22,6 +22,8 @@ message); the headline figures include it, as a deployment pays it. Medians of t
 
     python bench/broker_cost.py             # 20,000 messages a phase, 3 runs: writes bench/reports/broker-cost.json
     python bench/broker_cost.py --quick     # 300 messages, 1 run: prints (writes only with --report)
+    git worktree add /tmp/before <rev> && python bench/broker_cost.py --baseline /tmp/before
+                                            # each consuming phase also on <rev>'s worker, in the same runs
 """
 
 from __future__ import annotations
@@ -67,6 +69,8 @@ PHASES = {
     "bulk_no_backend": "consuming `labelq.bulk`, result backend off",
     "realtime": "consuming `labelq.realtime` (result by id + Celery result backend)",
 }
+CONSUMING = ("bulk", "bulk_no_backend", "realtime")
+BEFORE = "_before"  # a consuming phase on the baseline checkout's worker (--baseline)
 OWN_COMMANDS = ("info", "config|resetstat", "config")  # the bench's own reading of the counters
 
 
@@ -204,14 +208,23 @@ def idle(client: Client) -> float:
     return window.cpu_s / window.wall_s
 
 
-def one_run(url: str, count: int, run: int, workdir: Path) -> dict[str, Any]:
+def one_run(url: str, count: int, run: int, workdir: Path, baseline: Path | None = None) -> dict[str, Any]:
+    """Every phase once; with `baseline` (another checkout), each consuming phase also on a worker running that
+    checkout's code, on its own copy of the backlog, in turn with this code (which goes first alternates by run)."""
     found: dict[str, Any] = {}
+    codes: list[tuple[Path | None, str]] = [(None, "")]
+    if baseline is not None:
+        codes = [(None, ""), (baseline, BEFORE)] if run % 2 == 0 else [(baseline, BEFORE), (None, "")]
     with Client(url) as client:
         client.redis.flushall()
         backlogs = {
-            "bulk": (QUEUE_BULK, backlog(count, f"b{run}")),
-            "realtime": (QUEUE_REALTIME, backlog(count, f"r{run}")),
-            "bulk_no_backend": (QUEUE_BULK, backlog(count, f"o{run}")),
+            phase + suffix: (queue, backlog(count, f"{prefix}{run}{suffix}"))
+            for _, suffix in codes
+            for phase, queue, prefix in (
+                ("bulk", QUEUE_BULK, "b"),
+                ("realtime", QUEUE_REALTIME, "r"),
+                ("bulk_no_backend", QUEUE_BULK, "o"),
+            )
         }
         client.submit({"text": "warm up", "labels": ["a", "b"]}, queue=QUEUE_BULK)  # connection and declaration
         client.redis.delete(QUEUE_BULK)
@@ -221,8 +234,13 @@ def one_run(url: str, count: int, run: int, workdir: Path) -> dict[str, Any]:
             client.redis.rename(queue, aside(phase))
         found["producing"] = producing
         found["producing_one_by_one"] = [figures(produce_one_by_one(client, backlogs["bulk"][1]), count)]
-        for env, phases in ((FAKE, ("bulk", "realtime")), ({**FAKE, **BACKEND_OFF}, ("bulk_no_backend",))):
-            worker = ways.start_worker(url, env, workdir / f"worker-{run}-{phases[0]}.log")
+        ways_to_run = [
+            (code, env, tuple(phase + suffix for phase in phases))
+            for code, suffix in codes
+            for env, phases in ((FAKE, ("bulk", "realtime")), ({**FAKE, **BACKEND_OFF}, ("bulk_no_backend",)))
+        ]
+        for code, env, phases in ways_to_run:
+            worker = ways.start_worker(url, env, workdir / f"worker-{run}-{phases[0]}.log", code_dir=code)
             try:
                 idle_cpu = idle(client)
                 for phase in phases:
@@ -253,13 +271,28 @@ def median_of(samples: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    phases = {phase: median_of([sample for run in runs for sample in run[phase]]) for phase in PHASES}
+    names = [name for name in (*PHASES, *(p + BEFORE for p in CONSUMING)) if name in runs[0]]
+    phases = {phase: median_of([sample for run in runs for sample in run[phase]]) for phase in names}
     end_to_end = phases["producing"]["redis_cpu_us"] + phases["bulk"]["redis_cpu_us"]
-    return {
+    out = {
         "phases": phases,
         "end_to_end_bulk_us": round(end_to_end, 2),
         "messages_per_s_one_redis_core": round(1e6 / end_to_end),
     }
+    if "bulk" + BEFORE in phases:  # the same producer, the baseline's consume side
+        before = phases["producing"]["redis_cpu_us"] + phases["bulk" + BEFORE]["redis_cpu_us"]
+        out["messages_per_s_one_redis_core_before"] = round(1e6 / before)
+    return out
+
+
+def baseline_name(baseline: Path | None) -> str | None:
+    """The baseline checkout's commit, for the report (None without one)."""
+    if baseline is None:
+        return None
+    import subprocess
+
+    out = subprocess.run(["git", "-C", str(baseline), "log", "-1", "--format=%h"], capture_output=True, text=True)
+    return out.stdout.strip() or str(baseline)
 
 
 def redis_version(binary: str) -> str:
@@ -280,6 +313,12 @@ def main(argv: Sequence[str] | None = None, progress: Callable[[str], None] = pr
         default=None,
         help=f"where to write (default {REPORT.relative_to(ROOT)}; --quick: nowhere)",
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="another checkout (git worktree add /tmp/before <rev>): each consuming phase also on its worker's code",
+    )
     args = parser.parse_args(argv)
     count = args.messages or (300 if args.quick else MESSAGES)
     rounds = args.runs or (1 if args.quick else RUNS)
@@ -291,12 +330,13 @@ def main(argv: Sequence[str] | None = None, progress: Callable[[str], None] = pr
     try:
         with tempfile.TemporaryDirectory(prefix="labelq-broker-cost-") as workdir:
             for run in range(rounds):
-                runs.append(one_run(server.url, count, run, Path(workdir)))
+                runs.append(one_run(server.url, count, run, Path(workdir), args.baseline))
                 progress(
                     f"run {run + 1} of {rounds}: "
                     + ", ".join(
-                        f"{phase} {statistics.median(s['redis_cpu_us'] for s in runs[-1][phase]):.1f} us"
-                        for phase in PHASES
+                        f"{phase} {statistics.median(s['redis_cpu_us'] for s in samples):.1f} us"
+                        for phase, samples in runs[-1].items()
+                        if isinstance(samples, list)
                     )
                 )
     finally:
@@ -310,6 +350,7 @@ def main(argv: Sequence[str] | None = None, progress: Callable[[str], None] = pr
         "runs": rounds,
         "labels": LABELS,
         "phase_names": PHASES,
+        "baseline": baseline_name(args.baseline),
         **summary(runs),
         "runs_raw": runs,
     }
