@@ -226,14 +226,19 @@ class ServerClient:
         return self.submit_many([request], queue=queue)[0]
 
     def submit_many(
-        self, requests: Iterable[ClassifyRequest | Mapping[str, Any]], *, queue: str = "realtime"
+        self,
+        requests: Iterable[ClassifyRequest | Mapping[str, Any]],
+        *,
+        queue: str = "realtime",
+        retry_policy: RetryPolicy | None = None,
     ) -> list[str]:
         """Send requests in order; returns their ids. The messages are Celery's own (built by `send_task`, byte
         for byte what it sends) and go in chunks, up to SEND_CHUNK_MESSAGES (or SEND_CHUNK_BYTES) in one round
-        trip, one LPUSH a chunk. A broker that goes away is retried by `retry_policy` (a chunk whose send failed
-        is sent again: at least once, duplicates by id at worst); `SubmitError` when it stays away. A queue that
-        is not labelq's is a `ValueError`, before anything is sent; a request that does not validate is raised
-        once the requests before it are sent."""
+        trip, one LPUSH a chunk. A broker that goes away is retried by `retry_policy` (this client's unless given;
+        a chunk whose send failed is sent again: at least once, duplicates by id at worst); `SubmitError` when it
+        stays away. A queue that is not labelq's is a `ValueError`, before anything is sent; a request that does
+        not validate is raised once the requests before it are sent."""
+        policy = retry_policy or self.retry_policy
         queue = queue_name(queue)
         prepared = (self.prepare(item) for item in requests)
         sent: list[str] = []
@@ -275,13 +280,13 @@ class ServerClient:
                         f"grant it the ACL in {ACL_DOCS}",
                         sent,
                     ) from exc
-                if retry >= self.retry_policy.max_retries:
+                if retry >= policy.max_retries:
                     message = (
                         f"Redis at {self.where()} unreachable through {retry} retries ({exc}); "
                         f"{len(sent)} of the requests were sent, the rest were not"
                     )
                     raise SubmitError(message, sent) from exc
-                time.sleep(self.retry_policy.delay_s(retry))
+                time.sleep(policy.delay_s(retry))
                 retry += 1
         if problem is not None:
             raise problem

@@ -7,10 +7,11 @@ without asking every server:
 
 - `submit_many` splits a batch by home server, sending each server's share a round trip a chunk as one server's
   client does; the requests are read a round at a time (SEND_CHUNK_MESSAGES a server), so memory stays bounded.
-- A server that is down is retried by the client's `RetryPolicy`, like one server is (about 17 s by default:
-  a Redis restart or a Sentinel failover); its requests are never sent elsewhere, so a request is on exactly one
-  server, and is answered there when its workers take it. When it stays down, the round's requests for the other
-  servers are sent and then `SubmitError` names the server; `sent` lists every id that went, in order.
+- A server that does not answer holds its own share (in order, up to HOLD_MAX_MESSAGES requests) and is tried
+  again on the client's `RetryPolicy` schedule (about 17 s by default: a Redis restart or a Sentinel failover)
+  while the other servers' shares keep going; its requests are never sent elsewhere, so a request is on exactly
+  one server and is answered there when its workers take it. When its retries run out, `SubmitError` names the
+  server; `sent` lists every id that went (on every server), in the order given.
 - `get` and `wait` look at the home server first, then at the others (a result written before the list of servers
   changed); `wait` rides out its home server's restart (it keeps asking until `timeout_s`).
 - `results(Q)` reads the result queue Q on every server (each server's workers push onto their own Redis).
@@ -144,41 +145,62 @@ class Client:
     def submit_many(
         self, requests: Iterable[ClassifyRequest | Mapping[str, Any]], *, queue: str = "realtime"
     ) -> list[str]:
-        """Send requests; returns their ids, in order. Over one server: `ServerClient.submit_many`. Over several:
-        a round of up to SEND_CHUNK_MESSAGES requests a server is read, split by home server, and each server's
-        share sent as `ServerClient.submit_many` sends (a chunk a round trip, retried by `retry_policy`). A server
-        that stays down: the round's other shares are sent, then `SubmitError` names it (`sent`: every id that
-        went, in order). A queue that is not labelq's is a `ValueError` before anything is sent; a request that
-        does not validate is raised once the requests before it are sent."""
+        """Send requests; returns their ids, in the order given. Over one server: `ServerClient.submit_many`. Over
+        several: a round of up to SEND_CHUNK_MESSAGES requests a server is read and each server's share sent as
+        `ServerClient.submit_many` sends it (a chunk a round trip). A server that does not answer holds its share
+        (in order, up to HOLD_MAX_MESSAGES) and is tried again on `retry_policy`'s schedule while the other servers'
+        shares keep going; past that bound the producer waits for it. When its retries run out, `SubmitError`
+        names it (`sent`: every id that went, on every server). A queue that is not labelq's is a `ValueError`
+        before anything is sent; a request that does not validate is raised once the requests before it are sent."""
         if not self.sharded:
             return self.servers[0].submit_many(requests, queue=queue)
         queue = queue_name(queue)
         items = iter(requests)
         round_size = SEND_CHUNK_MESSAGES * len(self.servers)
-        sent: list[str] = []
+        sending = _Sending(len(self.servers))
+        problem: Exception | None = None
+        exhausted = False
         while True:
-            batch, problem = self._round(items, round_size)
-            shares: dict[int, list[ClassifyRequest]] = {}
-            for request in batch:
-                shares.setdefault(self.home(request.id), []).append(request)
-            went: Counter[str] = Counter()
-            failures: list[tuple[int, Exception]] = []
-            for index, share in sorted(shares.items()):
-                try:
-                    went.update(self.servers[index].submit_many(share, queue=queue))
-                except (SubmitError, WrongKeyType) as exc:  # the others' shares still go
-                    went.update(exc.sent)
-                    failures.append((index, exc))
-            for request in batch:  # in the order given
-                if went[request.id] > 0:
-                    went[request.id] -= 1
-                    sent.append(request.id)
-            if failures:
-                raise self._failed(failures, sent)
-            if problem is not None:
-                raise problem
-            if len(batch) < round_size:
-                return sent
+            if not exhausted and not sending.holding_too_much():
+                batch, problem = self._round(items, round_size)
+                for request in batch:
+                    sending.add(self.home(request.id), request)
+                exhausted = problem is not None or len(batch) < round_size
+            for index, server in enumerate(self.servers):
+                self._flush(index, server, sending, queue)
+            if exhausted and not sending.waiting():
+                break
+            if exhausted or sending.holding_too_much():  # nothing else to do: wait for a held server's next try
+                time.sleep(max(0.0, sending.next_try() - time.monotonic()))
+        if problem is not None:
+            raise problem
+        return sending.sent_ids()
+
+    def _flush(self, index: int, server: ServerClient, sending: _Sending, queue: str) -> None:
+        """Send server `index`'s waiting share once (its retries are `_Sending`'s schedule), unless it is held and
+        its next try is not due; a server that stays down past `retry_policy` is a `SubmitError` naming it."""
+        share = sending.pending[index]
+        if not share or not sending.due(index):
+            return
+        try:
+            went = server.submit_many([request for _, request in share], queue=queue, retry_policy=NO_RETRY)
+        except (WrongKeyType, AccessDenied, PasswordRefused) as exc:  # a refusal: retrying cannot help
+            sending.went(index, exc.sent)
+            exc.sent = sending.sent_ids()
+            raise
+        except SubmitError as exc:  # unreachable: hold its share, try again on the policy's schedule
+            sending.went(index, exc.sent)
+            tries = sending.failed(index, self.retry_policy)
+            if tries > self.retry_policy.max_retries:
+                raise SubmitError(
+                    f"Redis at {self.names[index]} unreachable through {tries - 1} retries ({exc}); the other "
+                    f"servers' requests were sent ({len(sending.sent)} in all), {len(sending.pending[index])} of "
+                    "this server's were not",
+                    sending.sent_ids(),
+                ) from exc
+            return
+        sending.went(index, went)
+        sending.answered(index)
 
     def _round(
         self, items: Iterator[ClassifyRequest | Mapping[str, Any]], size: int
@@ -193,21 +215,6 @@ class Client:
             if len(batch) >= size:
                 break
         return batch, None
-
-    def _failed(self, failures: list[tuple[int, Exception]], sent: list[str]) -> Exception:
-        """What `submit_many` raises when servers failed: a refusal (wrong key type, ACL, password) as it is, else a
-        `SubmitError` naming every server that stayed unreachable. `sent` is what went, on every server."""
-        for _, exc in failures:
-            if isinstance(exc, WrongKeyType | AccessDenied | PasswordRefused):
-                exc.sent = sent
-                return exc
-        down = ", ".join(self.names[index] for index, _ in failures)
-        first = failures[0][1]
-        return SubmitError(
-            f"{len(failures)} of {len(self.servers)} Redis servers unreachable through their retries ({down}): "
-            f"{first}; the requests of the other servers were sent ({len(sent)} in all)",
-            sent,
-        )
 
     def correct(
         self,
@@ -360,3 +367,63 @@ class Client:
                 return False
             time.sleep(0.05)
         return True
+
+
+NO_RETRY = RetryPolicy(max_retries=0)  # a fleet's server is tried once a turn; `_Sending` keeps its retry schedule
+HOLD_MAX_MESSAGES = 10 * SEND_CHUNK_MESSAGES  # the most requests held for a server that does not answer before
+# `submit_many` stops reading and waits for it
+
+
+class _Sending:
+    """A fleet's `submit_many` in progress: each server's requests not sent yet (with their place in the input),
+    what went, and each held server's failed tries (its retries, on the client's `RetryPolicy`)."""
+
+    def __init__(self, servers: int) -> None:
+        self.pending: list[list[tuple[int, ClassifyRequest]]] = [[] for _ in range(servers)]
+        self.sent: list[tuple[int, str]] = []
+        self.tries: dict[int, int] = {}  # server -> failed tries in a row
+        self.next_at: dict[int, float] = {}  # server -> when to try it again (time.monotonic)
+        self._position = 0
+
+    def add(self, index: int, request: ClassifyRequest) -> None:
+        self.pending[index].append((self._position, request))
+        self._position += 1
+
+    def went(self, index: int, ids: Iterable[str]) -> None:
+        """`ids` were sent to server `index`: the first of its pending requests with those ids, in order."""
+        left = Counter(ids)
+        keep = []
+        for position, request in self.pending[index]:
+            if left[request.id] > 0:
+                left[request.id] -= 1
+                self.sent.append((position, request.id))
+            else:
+                keep.append((position, request))
+        self.pending[index] = keep
+
+    def answered(self, index: int) -> None:
+        self.tries.pop(index, None)
+        self.next_at.pop(index, None)
+
+    def failed(self, index: int, policy: RetryPolicy) -> int:
+        """One more failed try of server `index`; how many in a row (the next is due after the policy's delay)."""
+        tries = self.tries[index] = self.tries.get(index, 0) + 1
+        self.next_at[index] = time.monotonic() + policy.delay_s(tries - 1)
+        return tries
+
+    def due(self, index: int) -> bool:
+        return time.monotonic() >= self.next_at.get(index, 0.0)
+
+    def waiting(self) -> bool:
+        return any(self.pending)
+
+    def holding_too_much(self) -> bool:
+        return any(len(self.pending[index]) >= HOLD_MAX_MESSAGES for index in self.tries)
+
+    def next_try(self) -> float:
+        """When the earliest held server with requests waiting is due (now when none is held)."""
+        return min((at for index, at in self.next_at.items() if self.pending[index]), default=time.monotonic())
+
+    def sent_ids(self) -> list[str]:
+        """Every id sent, in the order the requests were given."""
+        return [request_id for _, request_id in sorted(self.sent)]

@@ -5,6 +5,7 @@ chunk a round trip; a server down is retried, then named in `SubmitError`, and t
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -166,3 +167,29 @@ def test_a_server_down_is_named_and_the_others_share_still_goes(two: list[RedisS
         assert client.get(up[0]) is None  # its home answers
         two[1].start()  # back: the same client sends to it again
         assert client.submit_many(batch, queue="bulk") == [item["id"] for item in batch]
+
+
+def test_the_other_servers_share_keeps_going_while_one_is_down(two: list[RedisServer]) -> None:
+    """A server down holds only its own share: the other server gets all of its requests at once, the held ones
+    go when their server is back (within the retry policy), every id once, in the order given."""
+    two[1].stop()
+    patient = RetryPolicy(max_retries=40, interval_step=0.1, interval_max=0.25)  # about 10 s
+    batch = requests(5 * SEND_CHUNK_MESSAGES, "k")
+    up = [item["id"] for item in batch if home_server(item["id"], 2) == 0]
+    seen_while_down: list[int] = []
+
+    def restart_later() -> None:
+        deadline = time.monotonic() + 10
+        while len(queued(two[0])) < len(up) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        seen_while_down.append(len(queued(two[0])))
+        two[1].start()
+
+    restarter = threading.Thread(target=restart_later)
+    with Client([server.url for server in two], retry_policy=patient) as client:
+        restarter.start()
+        sent = client.submit_many(batch, queue="bulk")
+        restarter.join()
+    assert seen_while_down == [len(up)]  # all of the up server's share went while the other was down
+    assert sent == [item["id"] for item in batch]  # every id once, in the order given
+    assert queued(two[0]) == up and queued(two[1]) == [i for i in sent if home_server(i, 2) == 1]
