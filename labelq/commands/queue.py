@@ -1,5 +1,5 @@
-"""`labelq submit`, `labelq submit-file` and `labelq results`: sending requests and reading results through
-the producer's `Client`."""
+"""`labelq submit`, `labelq submit-file`, `labelq results`, `labelq get` and `labelq wait`: sending requests and
+reading results through the producer's `Client`, over every Redis server of LABELQ_REDIS_SHARDS when it is set."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 import sys
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TextIO
@@ -94,7 +95,7 @@ def submit_file(source: Path, queue: str, reply_to: str | None, redis_url: str |
 
     lines = [line for line in source.read_bytes().splitlines() if line.strip()]
     rejected: list[str] = []
-    numbers: list[int] = []  # the line number of each request handed to submit_many, in order
+    numbered: list[tuple[int, str]] = []  # (line number, request id) of each request handed to submit_many
 
     def valid(bar: Iterable[bytes]) -> Iterator[ClassifyRequest]:
         """The file's requests, read as submit_many takes them (it sends a round trip's worth at a time)."""
@@ -106,19 +107,32 @@ def submit_file(source: Path, queue: str, reply_to: str | None, redis_url: str |
             request = parsed.request
             if reply_to and request.reply_to is None:
                 request = request.model_copy(update={"reply_to": reply_to})
-            numbers.append(number)
+            numbered.append((number, request.id))
             yield request
 
     with producer(redis_url) as client, click.progressbar(lines, label="submitting", file=sys.stderr) as bar:
         try:
             sent = len(client.submit_many(valid(bar), queue=queue))
         except WrongKeyType as exc:  # every later line would fail alike: stop, saying how far it got
-            first = numbers[min(len(exc.sent), len(numbers) - 1)]
-            raise InputError(f"{exc} (line {first}; {len(exc.sent)} sent before it)") from None
+            raise InputError(
+                f"{exc} (line {_first_unsent(numbered, exc.sent)}; {len(exc.sent)} sent before it)"
+            ) from None
     for problem in rejected:
         click.echo(problem, err=True)
     click.echo(f"{sent} submitted to {queue}, {len(rejected)} rejected")
     sys.exit(1 if rejected else 0)  # a file with a bad line is not a success, though the good lines were sent
+
+
+def _first_unsent(numbered: list[tuple[int, str]], sent: list[str]) -> int:
+    """The line number of the first request handed over that did not go (over several servers the ones that went
+    need not be the first ones); the last line handed over when all of them went."""
+    left = Counter(sent)
+    for number, request_id in numbered:
+        if left[request_id] > 0:
+            left[request_id] -= 1
+        else:
+            return number
+    return numbered[-1][0] if numbered else 1
 
 
 @click.command()
