@@ -92,3 +92,56 @@ def test_different_models_on_different_servers_is_unhealthy() -> None:
         "b:1/0": same["b:1/0"],
     }
     assert models_across_servers(mixed_on_one) == []  # that server's own problem, reported in its block
+
+
+def test_a_plain_celery_worker_given_several_servers_serves_each_of_them(
+    two: list[RedisServer], tmp_path: Path
+) -> None:
+    """`celery -A worker.celery_app worker` with LABELQ_REDIS_SHARDS served only the first server, silently: a
+    request whose home is the second waited forever. It supervises one child per server now, as `labelq worker`."""
+    import signal
+    import time
+
+    from producer import Client
+    from schemas import ClassifyRequest
+
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("LABELQ_")}
+    env |= {
+        "PYTHONPATH": str(ROOT),
+        "LABELQ_REDIS_SHARDS": json.dumps([server.url for server in two]),
+        "LABELQ_ENABLE_FAKE_MODEL": "true",
+        "LABELQ_MODEL": "fake",
+    }
+    log = tmp_path / "celery.log"
+    with log.open("wb") as out:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker", "-n", "plain@test"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        with Client([server.url for server in two]) as client:
+            requests = [
+                ClassifyRequest(id=f"plain-{i}", text="refund please", labels=["refund", "bug"]) for i in range(40)
+            ]
+            assert {home_server(r.id, 2) for r in requests} == {0, 1}  # some on each server
+            ids = client.submit_many(requests)
+            answered = {}
+            deadline = time.monotonic() + 90
+            while len(answered) < len(ids) and time.monotonic() < deadline and worker.poll() is None:
+                for request_id in ids:
+                    if request_id not in answered and (result := client.get(request_id)) is not None:
+                        answered[request_id] = result
+                time.sleep(0.2)
+            assert len(answered) == len(ids), log.read_text()[-3000:]
+        for server in two:
+            with redis_lib.Redis.from_url(server.url) as raw:
+                names = [key.decode() for key in raw.keys("labelq:worker:*")]
+                assert names, f"no worker of {server_name(server.url)}"  # each server has its own child
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(60)
+    assert worker.returncode == 0, log.read_text()[-3000:]

@@ -98,8 +98,8 @@ def create_app(settings: Settings, role: Role = "classify") -> Celery:
 
 def _worker_flags(app: Celery) -> Any:
     """Celery's worker flags, read before the worker starts (worker/process/flags.py): refused in one line (exit
-    2), or honoured: the settings take the recycling limits, and a command asked for N processes (or recycling)
-    becomes their supervisor instead of a worker."""
+    2), or honoured: the settings take the recycling limits, and a command asked for N processes (or recycling),
+    or given several Redis servers, becomes their supervisor instead of a worker."""
 
     def on_init(sender: Any = None, instance: Any = None, options: Any = None, **_: Any) -> None:
         if instance is None or instance.app is not app:
@@ -113,7 +113,8 @@ def _worker_flags(app: Celery) -> Any:
             flags = read_flags(dict(options or {}), settings.max_tasks_per_child, settings.max_memory_per_child)
             if not is_supervised_child():  # its supervisor checked
                 check_model(settings)
-                check_access(settings)
+                for url in settings.redis_urls():  # each server of a fleet: one line naming it, before any start
+                    check_access(settings.for_server(url))
         except ConfigError as exc:
             refuse(str(exc))
             return
@@ -129,7 +130,10 @@ def _worker_flags(app: Celery) -> Any:
                 "max_memory_per_child": flags.max_memory_per_child_kb,
             }
         )
-        if flags.supervised and not is_supervised_child():
+        # several Redis servers (LABELQ_REDIS_SHARDS): a Celery worker serves one, so this command supervises one
+        # child per server (N each with -c N), as `labelq worker` does, instead of serving only the first
+        fleet = len(settings.redis_urls()) > 1
+        if (flags.supervised or fleet) and not is_supervised_child():
             from worker.process.launcher import supervise_celery
 
             level = (options or {}).get("loglevel") or "INFO"  # the CLI hands over a number
