@@ -11,9 +11,10 @@ from typing import Any
 import click
 
 from labelq.commands.options import (
-    REDIS_URL_OPTION,
+    FLEET_URL_OPTION,
     broker,
     cli_settings,
+    fleet_urls,
     local_engine,
 )
 
@@ -38,10 +39,28 @@ def _limits() -> Any:
     return cli_settings().limits()
 
 
-def _store(redis_url: str) -> Any:
-    from worker.stream.labelsets import LabelSetStore
+def _store(redis_url: str | None) -> Any:
+    """The label sets of every server of the fleet (LABELQ_REDIS_SHARDS; a request is served by its id's home
+    server, so a set must be on each), or of `--redis-url` alone (labelq/commands/labelset_fleet.py)."""
+    from labelq.commands.labelset_fleet import fleet_of
 
-    return LabelSetStore(broker(redis_url), _limits())
+    return fleet_of(fleet_urls(redis_url), _limits(), broker)
+
+
+def _written(store: Any, name: str) -> None:
+    """After a write: servers that could not be reached are named, exit 1 (partial); versions that differ between
+    servers are said."""
+    if len(set(store.versions.values())) > 1:
+        each = ", ".join(f"{version} on {server}" for server, version in store.versions.items())
+        click.echo(f"note: {name}'s version numbers differ between servers ({each}): each counts its own", err=True)
+    if store.missed:
+        for server in store.missed:
+            click.echo(
+                f"error: Redis at {server} unreachable: not written there; run the same command again once it is "
+                "back (requests whose home it is do not see this change until then)",
+                err=True,
+            )
+        sys.exit(1)
 
 
 @labelsets.command("put")
@@ -53,8 +72,8 @@ def _store(redis_url: str) -> Any:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Per-label thresholds as JSON (what `labelq eval --fit-thresholds` writes); they override",
 )
-@REDIS_URL_OPTION
-def labelsets_put(name: str, source: Path, thresholds_file: Path | None, redis_url: str) -> None:
+@FLEET_URL_OPTION
+def labelsets_put(name: str, source: Path, thresholds_file: Path | None, redis_url: str | None) -> None:
     """Store FILE.yaml as the next version of label set NAME; workers use it from their next batch."""
     from worker.errors import InputError
 
@@ -76,6 +95,7 @@ def labelsets_put(name: str, source: Path, thresholds_file: Path | None, redis_u
             f"(teach it again: labelq labelsets fit {name} --data ...)",
             err=True,
         )
+    _written(store, name)
 
 
 def _embedding_classifier(model: str | None) -> Any:
@@ -155,7 +175,7 @@ def _labelset_from_data(name: str, rows: list[Any], data: Path) -> Any:
     help="Store the set's labels that have no rows in --data with threshold 1.0: accepted only at a score of 1.0 "
     "(default: refuse)",
 )
-@REDIS_URL_OPTION
+@FLEET_URL_OPTION
 def labelsets_fit(
     name: str,
     data: Path,
@@ -164,7 +184,7 @@ def labelsets_fit(
     model: str | None,
     seed: int,
     keep_unseen: bool,
-    redis_url: str,
+    redis_url: str | None,
 ) -> None:
     """Teach label set NAME from labelled examples: fit a head on the embedding model's vectors and store it as
     NAME's next version (needs the `fit` extra: pip install 'labelq[fit]'). Every label of the set needs rows in
@@ -241,6 +261,7 @@ def labelsets_fit(
             "else the requests' default)",
             err=True,
         )
+    _written(store, name)
 
 
 # `fit --keep-labels-without-rows`: a label no row taught gets the highest threshold there is, accepted only at a
@@ -268,36 +289,37 @@ def _some(names: list[str], shown: int = 5) -> str:
     help="Validation rows: the candidate must also score at least as well as the live version on them",
 )
 @click.option("--model", default=None, help="The embedding model (default: the worker's, LABELQ_MODEL)")
-@REDIS_URL_OPTION
-def labelsets_refit(name: str, data: Path | None, val: Path | None, model: str | None, redis_url: str) -> None:
+@FLEET_URL_OPTION
+def labelsets_refit(name: str, data: Path | None, val: Path | None, model: str | None, redis_url: str | None) -> None:
     """Fold the moderators' corrections of NAME (labelq feedback) into a candidate head; it becomes NAME's next
     version only if it scores at least as well as the live one on held-out corrections (and --val). Exit 0
     promoted, 1 kept as a candidate (the line says why)."""
     from worker.ops import training
     from worker.ops.refit import refit
     from worker.settings import load_settings
-    from worker.stream.corrections import CorrectionStore
 
     training.require_fitting()
     extra = training.read_rows(data)[0] if data else []
     val_rows = training.read_rows(val)[0] if val else []
     store = _store(redis_url)
-    corrections = CorrectionStore(store.client, store, load_settings().corrections_max)
+    corrections = store.corrections(load_settings().corrections_max)  # every server's: each keeps its requests'
     classifier = _embedding_classifier(model)
     outcome = refit(store, corrections, classifier, name, extra, val_rows)
     if outcome.promoted:
         click.echo(f"{name} version {outcome.version} promoted: {outcome.summary}")
+        _written(store, name)
         return
     click.echo(
         f"{name}: kept as a candidate, not promoted (it scored below the live version): {outcome.summary}", err=True
     )
+    _written(store, name)
     sys.exit(1)
 
 
 @labelsets.command("promote")
 @click.argument("name", callback=set_name)
-@REDIS_URL_OPTION
-def labelsets_promote(name: str, redis_url: str) -> None:
+@FLEET_URL_OPTION
+def labelsets_promote(name: str, redis_url: str | None) -> None:
     """Make NAME's candidate (a refit that was not promoted) its next version, as it is."""
     store = _store(redis_url)
     candidate = store.candidate(name)
@@ -308,18 +330,20 @@ def labelsets_promote(name: str, redis_url: str) -> None:
     store.drop_candidate(name)
     store.shadow_off(name)  # it is live now
     click.echo(f"{name} version {version}: the candidate, promoted")
+    _written(store, name)
 
 
 @labelsets.command("shadow")
 @click.argument("name", callback=set_name)
 @click.option("--off", is_flag=True, help="Stop scoring the candidate in shadow")
-@REDIS_URL_OPTION
-def labelsets_shadow(name: str, off: bool, redis_url: str) -> None:
+@FLEET_URL_OPTION
+def labelsets_shadow(name: str, off: bool, redis_url: str | None) -> None:
     """Score NAME's candidate (a refit that was not promoted) in shadow beside the live version on live traffic:
     never published; its agreement, and which was right where moderators correct, are metrics."""
     store = _store(redis_url)
     if off:
         click.echo(f"{name}: shadow off" if store.shadow_off(name) else f"{name}: no candidate was in shadow")
+        _written(store, name)
         return
     candidate = store.shadow_on(name)
     if candidate is None:
@@ -329,6 +353,7 @@ def labelsets_shadow(name: str, off: bool, redis_url: str) -> None:
         f"{name}: its candidate runs in shadow from the workers' next claim (labelq_labelset_shadow_total, "
         "labelq_labelset_corrected_total); promote or --off when you have seen enough"
     )
+    _written(store, name)
 
 
 @labelsets.command("rollback")
@@ -336,8 +361,8 @@ def labelsets_shadow(name: str, off: bool, redis_url: str) -> None:
 @click.option(
     "--to", "to_version", type=click.IntRange(min=0), default=None, help="The version to serve again (0: the built-in)"
 )
-@REDIS_URL_OPTION
-def labelsets_rollback(name: str, to_version: int | None, redis_url: str) -> None:
+@FLEET_URL_OPTION
+def labelsets_rollback(name: str, to_version: int | None, redis_url: str | None) -> None:
     """Serve an earlier version of NAME again (default: the one before the latest; 0: the built-in set of that
     name), stored as the next version (versions only grow: what was served, and when, stays readable)."""
     store = _store(redis_url)
@@ -353,13 +378,14 @@ def labelsets_rollback(name: str, to_version: int | None, redis_url: str) -> Non
         sys.exit(1)
     version = store.put(earlier)
     click.echo(f"{name} version {version}: version {target} again (was version {latest.version})")
+    _written(store, name)
 
 
 @labelsets.command("get")
 @click.argument("name", callback=set_name)
 @click.option("--version", type=int, default=None, help="A past version (default: the latest)")
-@REDIS_URL_OPTION
-def labelsets_get(name: str, version: int | None, redis_url: str) -> None:
+@FLEET_URL_OPTION
+def labelsets_get(name: str, version: int | None, redis_url: str | None) -> None:
     """Print a label set as YAML."""
     import yaml
 
@@ -374,8 +400,8 @@ def labelsets_get(name: str, version: int | None, redis_url: str) -> None:
 
 
 @labelsets.command("list")
-@REDIS_URL_OPTION
-def labelsets_list(redis_url: str) -> None:
+@FLEET_URL_OPTION
+def labelsets_list(redis_url: str | None) -> None:
     """Every label set with its latest version and label count. A stored set that cannot be read is named on
     stderr and skipped; the listing then exits 1 (partial)."""
     from worker.errors import InputError
@@ -387,6 +413,7 @@ def labelsets_list(redis_url: str) -> None:
     for name in store.names():
         try:
             labelset = store.get(name)
+            versions = store.latest_versions(name) if len(store.stores) > 1 else {}
         except InputError as exc:  # one broken set does not hide the others
             click.echo(f"skipped {name}: {exc}", err=True)
             skipped += 1
@@ -394,23 +421,31 @@ def labelsets_list(redis_url: str) -> None:
         if labelset is not None:
             head = f"  head on {labelset.head.model}@{labelset.head.model_revision}" if labelset.head else ""
             where = "  built-in" if labelset.builtin else ("  (overrides the built-in)" if name in builtins else "")
+            if len(set(versions.values())) > 1:  # a server missed a write, or was written to alone
+                each = ", ".join(f"v{v if v is not None else ' none'} on {server}" for server, v in versions.items())
+                where += f"  (differs between servers: {each})"
+                skipped += 1
             click.echo(f"{name}  v{labelset.version}  {len(labelset.labels)} labels{head}{where}")
-    if skipped:
+    for server in store.missed:
+        click.echo(f"error: Redis at {server} unreachable: its label sets are not listed", err=True)
+    if skipped or store.missed:
         sys.exit(1)
 
 
 @labelsets.command("delete")
 @click.argument("name", callback=set_name)
-@REDIS_URL_OPTION
-def labelsets_delete(name: str, redis_url: str) -> None:
+@FLEET_URL_OPTION
+def labelsets_delete(name: str, redis_url: str | None) -> None:
     """Delete a stored label set and all its versions (a built-in set of that name is then served again)."""
     from worker.stream.labelsets import builtin_labelsets
 
     builtin = name in builtin_labelsets()
-    if not _store(redis_url).delete(name):
+    store = _store(redis_url)
+    if not store.delete(name):
         if builtin:
             click.echo(f"{name} is built in: it cannot be deleted (a stored set of that name overrides it)", err=True)
         else:
             click.echo(f"no label set {name}", err=True)
         sys.exit(1)
     click.echo(f"deleted {name}" + ("; the built-in set of that name is served again" if builtin else ""))
+    _written(store, name)

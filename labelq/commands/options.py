@@ -94,12 +94,18 @@ SHORTLIST_OPTION = click.option(
 )
 
 
+def _one_server(ctx: click.Context, param: click.Parameter, value: str | None) -> str:
+    """--redis-url, else the settings' one: LABELQ_REDIS_URL, else the first server of LABELQ_REDIS_SHARDS, else
+    the default (never the default while a fleet is named: that would be a Redis outside it)."""
+    return value if value is not None else str(cli_settings().redis_url)
+
+
 REDIS_URL_OPTION = click.option(
     "--redis-url",
-    envvar="LABELQ_REDIS_URL",
-    default="redis://127.0.0.1:6379/0",
-    show_default=True,
-    help="Broker and results Redis (env LABELQ_REDIS_URL)",
+    default=None,
+    callback=_one_server,
+    help="Broker and results Redis (default: LABELQ_REDIS_URL, else the first server of LABELQ_REDIS_SHARDS, else "
+    "redis://127.0.0.1:6379/0)",
 )
 
 

@@ -145,3 +145,75 @@ def test_a_plain_celery_worker_given_several_servers_serves_each_of_them(
         os.killpg(worker.pid, signal.SIGTERM)
         worker.wait(60)
     assert worker.returncode == 0, log.read_text()[-3000:]
+
+
+def test_label_sets_are_written_to_every_server_and_a_missed_one_is_named(
+    two: list[RedisServer], tmp_path: Path
+) -> None:
+    """A request is served by its id's home server, so a label set must be on each: `labelsets put` stored it on
+    LABELQ_REDIS_URL's server only (with only LABELQ_REDIS_SHARDS set, on 127.0.0.1:6379, outside the fleet), and
+    requests whose home was another got unknown_label_set. Now every write goes to each server; one that cannot be
+    reached is named, exit 1, and `list` says where versions differ."""
+    from worker.stream.labelsets import LabelSetStore
+
+    source = tmp_path / "intents.yaml"
+    source.write_text("labels:\n  - refund\n  - bug\n")
+    put = labelq(two, "labelsets", "put", "intents", str(source))
+    assert put.returncode == 0 and "intents version 1: 2 labels" in put.stdout, put.stderr
+    for server in two:
+        with redis_lib.Redis.from_url(server.url) as raw:
+            stored = LabelSetStore(raw).get("intents")
+            assert (
+                stored is not None
+                and stored.version == 1
+                and [label.name for label in stored.labels] == ["refund", "bug"]
+            )
+    listed = labelq(two, "labelsets", "list")
+    assert listed.returncode == 0 and "intents  v1  2 labels" in listed.stdout and "differs" not in listed.stdout
+
+    two[1].stop()
+    again = labelq(two, "labelsets", "put", "intents", str(source))
+    assert again.returncode == 1 and "intents version 2" in again.stdout
+    assert f"Redis at {server_name(two[1].url)} unreachable: not written there" in again.stderr
+    assert "Traceback" not in again.stderr
+    two[1].start()
+    listed = labelq(two, "labelsets", "list")
+    assert listed.returncode == 1 and "differs between servers" in listed.stdout, listed.stdout
+    caught_up = labelq(two, "labelsets", "put", "intents", str(source))  # again, once it is back
+    assert caught_up.returncode == 0 and "intents version 3" in caught_up.stdout, caught_up.stderr
+    listed = labelq(two, "labelsets", "list")
+    assert listed.returncode == 0 and "intents  v3  2 labels" in listed.stdout  # one number on every server
+    deleted = labelq(two, "labelsets", "delete", "intents")
+    assert deleted.returncode == 0
+    for server in two:
+        with redis_lib.Redis.from_url(server.url) as raw:
+            assert LabelSetStore(raw).get("intents") is None
+
+
+def test_a_single_server_command_in_a_fleet_never_uses_a_redis_outside_it(two: list[RedisServer]) -> None:
+    """With only LABELQ_REDIS_SHARDS set, `labelq dlq list` read 127.0.0.1:6379 (the option's own default: a Redis
+    outside the fleet, perhaps someone else's) and exited 0. It reads the fleet's first server now."""
+    from worker.deadletters import DeadLetter
+
+    with redis_lib.Redis.from_url(two[0].url) as raw:
+        raw.rpush("labelq:dead", DeadLetter("undecodable", "labelq.bulk", b"x").to_json(1.0))
+    listed = labelq(two, "dlq", "list")
+    assert listed.returncode == 0 and "1 dead letter" in listed.stdout, listed.stdout + listed.stderr
+
+
+def test_a_refit_reads_the_corrections_of_every_server(two: list[RedisServer]) -> None:
+    """A correction is kept on its request's home server: a refit on the first server alone saw 1/N of them."""
+    from labelq.commands.labelset_fleet import fleet_of
+    from schemas import RequestLimits
+    from worker.constants import CORRECTIONS_KEY
+
+    for number, server in enumerate(two):
+        with redis_lib.Redis.from_url(server.url) as raw:
+            for i in range(3):
+                item = {"request_id": f"s{number}-{i}", "text": f"text {number} {i}", "labels": ["bug"]}
+                raw.rpush(CORRECTIONS_KEY + "intents", json.dumps(item))
+    fleet = fleet_of([server.url for server in two], RequestLimits(), redis_lib.Redis.from_url)
+    read = fleet.corrections(100).read("intents")
+    assert sorted(c.request_id for c in read) == [f"s{n}-{i}" for n in range(2) for i in range(3)]
+    two[1].stop()
+    assert len(fleet.corrections(100).read("intents")) == 3 and fleet.missed == [server_name(two[1].url)]

@@ -17,21 +17,37 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
+from schemas import RequestLimits
 from worker.engine.embedding import EmbeddingClassifier
 from worker.engine.heads import LinearHead
 from worker.errors import InputError
 from worker.ops import training
-from worker.stream.corrections import CorrectionStore
-from worker.stream.labelsets import LabelSet, LabelSetStore
+from worker.stream.corrections import Corrected
+from worker.stream.labelsets import LabelSet
 
 HELD_OUT_EVERY = 5  # one correction in five (by a hash of its request id) judges the candidate
 MIN_HELD_OUT = 20  # fewer held-out corrections than this are no evidence that a candidate is as good
 MIN_FITTED = 40
 CORRECTION_WEIGHT = 10  # a correction's weight (as copies) beside --data rows
 MIN_POSITIVES = 3  # rows (corrections, --data) a label needs to be fitted at all: else it would be learnt away
+
+
+class LabelSets(Protocol):
+    """What a refit reads and writes: one server's `LabelSetStore`, or a fleet's (labelq/commands/labelset_fleet.py)."""
+
+    limits: RequestLimits
+
+    def get(self, name: str, version: int | None = None) -> LabelSet | None: ...
+    def put(self, labelset: LabelSet) -> int: ...
+    def put_candidate(self, labelset: LabelSet) -> None: ...
+
+
+class Corrections(Protocol):
+    def read(self, name: str) -> list[Corrected]: ...
 
 
 def held_out(request_id: str) -> bool:
@@ -66,8 +82,8 @@ class Refit:
 
 
 def refit(
-    labelsets: LabelSetStore,
-    corrections: CorrectionStore,
+    labelsets: LabelSets,
+    corrections: Corrections,
     classifier: EmbeddingClassifier,
     name: str,
     extra_rows: Sequence[training.Row] = (),

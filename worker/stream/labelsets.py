@@ -58,10 +58,16 @@ LABELSET_NAMES_KEY = KEY_PREFIX + "labelsets"
 CANDIDATE_SUFFIX = ":candidate"  # + after a set's key: a refit's candidate that was not promoted (worker/ops/refit.py)
 SHADOW_SUFFIX = ":shadow"  # + after a set's key: the candidate scored in shadow beside the live version
 
-# Atomically: next version number, store {"version": N, "set": <doc>} as the latest and as version N, remember
-# the name. The document is spliced in as text (cjson would turn empty lists into objects).
+# Atomically: next version number (at least ARGV[3]: a fleet writes one number on every server), store
+# {"version": N, "set": <doc>} as the latest and as version N, remember the name. The document is spliced in as
+# text (cjson would turn empty lists into objects).
 _PUT = """
 local version = redis.call('INCR', KEYS[1] .. ':version')
+local floor = tonumber(ARGV[3]) or 0
+if version < floor then
+  version = floor
+  redis.call('SET', KEYS[1] .. ':version', version)
+end
 local stored = '{"version":' .. version .. ',"set":' .. ARGV[1] .. '}'
 redis.call('SET', KEYS[1], stored)
 redis.call('SET', KEYS[1] .. ':v' .. version, stored)
@@ -181,10 +187,15 @@ class LabelSetStore:
         self._parsed: OrderedDict[bytes | str, LabelSet | Unusable] = OrderedDict()
         self._cache_size = cache_size
 
-    def put(self, labelset: LabelSet) -> int:
-        """Store a new version; returns its number (1, 2, ...)."""
+    def put(self, labelset: LabelSet, at_least: int = 0) -> int:
+        """Store a new version; returns its number (1, 2, ...; at least `at_least`)."""
         body = labelset.model_dump_json(exclude={"version", "builtin"})  # a stored set is never a built-in one
-        return int(self._put(keys=[LABELSET_KEY + labelset.name, LABELSET_NAMES_KEY], args=[body, labelset.name]))
+        keys = [LABELSET_KEY + labelset.name, LABELSET_NAMES_KEY]
+        return int(self._put(keys=keys, args=[body, labelset.name, at_least]))
+
+    def last_version(self, name: str) -> int:
+        """The highest version number given to `name` here (0: none)."""
+        return int(self.client.get(LABELSET_KEY + name + ":version") or 0)
 
     def put_candidate(self, labelset: LabelSet) -> None:
         """Keep a refit's candidate apart (it is not served; the next refit replaces it)."""
