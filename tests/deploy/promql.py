@@ -33,8 +33,9 @@ def series_of(metric: MetricWrapperBase) -> dict[str, tuple[str, ...]]:
 
 
 def exported() -> dict[str, tuple[str, ...]]:
-    """Every series name a worker host exports, with its label names: worker/metrics.py's, and the default
-    registry's process and python collectors (sampled now: they take no labels of ours)."""
+    """Every series name a worker host exports, with its label names: worker/metrics.py's, a fleet's servers
+    (worker/process/servers.py), and the default registry's process and python collectors (sampled now: they take
+    no labels of ours)."""
     names: dict[str, tuple[str, ...]] = {}
     for metric in vars(metrics).values():
         if isinstance(metric, MetricWrapperBase):
@@ -43,6 +44,11 @@ def exported() -> dict[str, tuple[str, ...]]:
         for sample in family.samples:
             if sample.name.startswith(("process_", "python_")):
                 names.setdefault(sample.name, tuple(sample.labels))
+    # a fleet's parent adds each server's families (worker/process/servers.py): their names and label names
+    from worker.process.servers import ServersCollector
+
+    for family in ServersCollector({}).collect():
+        names[family.name] = tuple(family._labelnames)  # type: ignore[attr-defined]
     return names
 
 
