@@ -10,8 +10,10 @@
     tasks.py          the webhook delivery task and its scheduler step
     flags.py          Celery's worker flags (-c, -P, --max-tasks-per-child, ...) read, honoured or refused
     main.py           one Celery worker in this process (`labelq worker`, each supervised child)
-    launcher.py       N workers as supervised children (replaced when they die, recycled when they ask)
+    launcher.py       N workers as supervised children (replaced when they die, recycled when they ask); N for
+                      each server of a fleet (LABELQ_REDIS_SHARDS)
     runtime.py        what a process holds: settings, the warm engine, Redis, the pipeline, batch policies
+    servers.py        a fleet's Redis servers on the metrics endpoint (up, queue depths, in flight, by server)
 
 Contract: the layers below (ops, stream, delivery, engine) never import Celery or this package; this package
 alone decides threads, signals and process lifetimes. A classification is settled (outcome written, then acked)
