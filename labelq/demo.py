@@ -83,8 +83,10 @@ def run_demo(*, count: int, timeout_s: float) -> int:
     with redis_url() as url, tempfile.TemporaryDirectory(prefix="labelq-demo-") as scratch:
         where = "LABELQ_REDIS_URL" if os.environ.get("LABELQ_REDIS_URL") else "a private redis-server"
         click.echo(f"redis: {url} ({where})")
+        if os.environ.get("LABELQ_REDIS_SHARDS"):
+            click.echo("note: the demo runs on one Redis: LABELQ_REDIS_SHARDS is left aside for it")
         log_path = Path(scratch) / "worker.log"
-        env = {**os.environ, "LABELQ_REDIS_URL": url}
+        env = {**os.environ, "LABELQ_REDIS_URL": url, "LABELQ_REDIS_SHARDS": ""}  # its worker serves that one
         with log_path.open("wb") as log:
             worker = subprocess.Popen(
                 [sys.executable, "-m", "labelq.cli", "worker", "--loglevel", "INFO"],

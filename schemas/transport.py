@@ -120,6 +120,13 @@ def redis_url_problem(url: str, *, tls_needs_cert_reqs: bool = False) -> str | N
     `tls_needs_cert_reqs`: a rediss:// URL must say `ssl_cert_reqs` (Celery's Redis result backend refuses one
     that does not). The message never repeats the URL's password."""
     parts = [urlsplit(part.strip()) for part in url.split(";") if part.strip()] or [urlsplit(url)]
+    if len(parts) > 1 and any(part.scheme != "sentinel" for part in parts):
+        if all(part.scheme in REDIS_SCHEMES for part in parts):  # `redis://a;redis://b`: one URL, silently
+            return (
+                "';' joins the sentinels of one sentinel:// server (sentinel://h1:26379;sentinel://h2:26379); name "
+                "several Redis servers in LABELQ_REDIS_SHARDS, separated by ','"
+            )
+        return "each sentinel after ';' needs its own sentinel:// (sentinel://h1:26379;sentinel://h2:26379)"
     for part in parts:
         if part.scheme not in REDIS_SCHEMES:
             return "the scheme must be one of " + ", ".join(f"{scheme}://" for scheme in REDIS_SCHEMES)
@@ -127,7 +134,7 @@ def redis_url_problem(url: str, *, tls_needs_cert_reqs: bool = False) -> str | N
             part.port  # noqa: B018 -- urlsplit checks the port when asked: a ValueError when it is no port
         except ValueError:
             return "the port must be a number from 0 to 65535"
-        database = part.path.strip("/")
+        database = part.path[1:] if part.path.startswith("/") else part.path  # one '/' before it: `/0/` is no number
         if part.scheme != "unix" and database and not database.isdigit():
             return f"the database (after the host) must be a number, not {database[:40]!r}"
         problem = _query_problem(part.scheme, part.query)

@@ -23,8 +23,8 @@ from labelq.commands.options import (
 def workers(node: str | None, redis_url: str | None) -> None:
     """List ready workers (model loaded, consuming); exit 1 when none (or not NODE) is ready, or when a worker
     record could not be read (each is named on stderr and skipped: a partial listing). Over several Redis servers
-    each line ends with its server's name; a server that does not answer is named on stderr (a partial listing,
-    exit 1; exit 3 when none answers)."""
+    each line ends with its server's name; a server that does not answer, or has no ready worker, is named on
+    stderr (exit 1; exit 3 when none answers)."""
     urls = fleet_urls(redis_url)
     if len(urls) == 1:
         with producer(urls[0]) as client:
@@ -43,7 +43,7 @@ def workers(node: str | None, redis_url: str | None) -> None:
         click.echo(f"error: {line}", err=True)
     if not ready:
         click.echo("no ready worker" + (f" named {node}" if node else ""), err=True)
-    if down and len(down) == len(urls):
+    if sum("unreachable" in line for line in down) == len(urls):
         sys.exit(3)  # no server answered: Redis unreachable, as with one server
     sys.exit(1 if unreadable or down or not ready else 0)
 
@@ -62,6 +62,8 @@ def _fleet_workers(urls: tuple[str, ...]) -> tuple[dict[str, dict[str, Any]], di
             except BROKER_ERRORS as exc:
                 down.append(f"Redis at {name} unreachable ({exc}); its workers are not listed")
                 continue
+            if not found:  # its share of the requests waits: said, and the listing is not the whole fleet's
+                down.append(f"no ready worker on Redis at {name}: the requests whose home it is wait")
             for node, record in found.items():
                 ready[node if node not in ready else f"{node} ({name})"] = {**record, "redis": name}
             unreadable |= {f"{key} ({name})": why for key, why in bad.items()}

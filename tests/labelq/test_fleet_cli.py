@@ -59,6 +59,9 @@ def test_submit_get_wait_health_and_workers_over_two_servers(two: list[RedisServ
     health = labelq(two, "health")
     assert health.returncode == 1 and all(f"server {server_name(s.url)}" in health.stdout for s in two)
     assert "no ready worker" in health.stderr
+    listed = labelq(two, "workers")  # a reachable server without a worker is named too (it exited 0, silent)
+    assert listed.returncode == 1
+    assert all(f"no ready worker on Redis at {server_name(s.url)}" in listed.stderr for s in two), listed.stderr
 
     two[1].stop()
     health = labelq(two, "health", "--json")

@@ -107,3 +107,26 @@ def test_a_worker_refuses_a_wrong_password_in_one_line_exit_3(guarded: RedisServ
             assert "refused the user or password" in line, (command, line)
             assert "right-password" not in done.stderr, command
             assert "wrong-password" not in done.stderr + done.stdout, command
+
+
+# found by an outside check of the fleet: each was silently wrong or an internal error
+
+
+def test_servers_joined_by_a_semicolon_are_refused_not_read_as_the_first_alone(redis_url: str) -> None:
+    """`redis://a;redis://b` was one URL: the second server silently dropped (health said healthy of the first)."""
+    joined = f"{redis_url};redis://127.0.0.1:1/0"
+    for done in (
+        run("labelq.cli", "health", redis_url=joined),
+        run("labelq.cli", "health", redis_url=redis_url, LABELQ_REDIS_SHARDS=joined),
+    ):
+        line = one_line(done, 2)
+        assert "';' joins the sentinels of one sentinel:// server" in line and "separated by ','" in line, line
+    assert "needs its own sentinel://" in (redis_url_problem("sentinel://h1:26379;h2:26379") or "")
+    assert redis_url_problem("sentinel://h1:26379;sentinel://h2:26379") is None
+
+
+def test_a_database_with_a_trailing_slash_is_one_line_exit_2_not_an_internal_error(redis_url: str) -> None:
+    """`/0/`: redis-py refused it deep inside (`Database is int ... not 0/`), exit 70."""
+    for command in COMMANDS[:2]:
+        line = one_line(run(*command, redis_url=f"{redis_url}/"), 2)
+        assert "must be a number, not '0/'" in line, line

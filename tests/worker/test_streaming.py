@@ -282,8 +282,11 @@ def test_queues_are_separate_latency_classes(start_worker: WorkerFactory, client
     assert backlog_left > 0, "the backlog finished before the realtime request: the test proves nothing"
 
 
-def test_demo_runs_end_to_end_and_leaves_nothing_behind(redis_url: str) -> None:
-    env = {**os.environ, "LABELQ_REDIS_URL": redis_url}
+@pytest.mark.parametrize("shards", [None, "redis://127.0.0.1:1/0,redis://127.0.0.1:2/0"])
+def test_demo_runs_end_to_end_and_leaves_nothing_behind(redis_url: str, shards: str | None) -> None:
+    """With LABELQ_REDIS_SHARDS in the shell (a fleet's), the demo's worker refused its private Redis ("not in
+    LABELQ_REDIS_SHARDS"): the demo runs on one Redis and leaves the fleet aside."""
+    env = {**os.environ, "LABELQ_REDIS_URL": redis_url} | ({"LABELQ_REDIS_SHARDS": shards} if shards else {})
     done = subprocess.run(
         [sys.executable, "-m", "labelq.cli", "demo", "--count", "8"],
         env=env,
