@@ -192,8 +192,9 @@ class Client:
             sending.went(index, exc.sent)
             tries = sending.failed(index, self.retry_policy)
             if tries > self.retry_policy.max_retries:
+                cause = exc.__cause__ or exc  # the broker's own error, not the one-try client's sentence around it
                 raise SubmitError(
-                    f"Redis at {self.names[index]} unreachable through {tries - 1} retries ({exc}); the other "
+                    f"Redis at {self.names[index]} unreachable through {tries - 1} retries ({cause}); the other "
                     f"servers' requests were sent ({len(sending.sent)} in all), {len(sending.pending[index])} of "
                     "this server's were not",
                     sending.sent_ids(),

@@ -157,7 +157,9 @@ def test_a_server_down_is_named_and_the_others_share_still_goes(two: list[RedisS
     with Client([server.url for server in two], retry_policy=quick) as client:
         with pytest.raises(SubmitError) as raised:
             client.submit_many(batch, queue="bulk")
-        assert server_name(two[1].url) in str(raised.value)
+        message = str(raised.value)
+        assert server_name(two[1].url) in message and "unreachable through 2 retries" in message
+        assert message.count("unreachable through") == 1, message  # one sentence, not one nested in another
         up = [item["id"] for item in batch if home_server(item["id"], 2) == 0]
         assert raised.value.sent == up and queued(two[0]) == up
         # get of a request homed on the server that is down: its error, not "no result"
