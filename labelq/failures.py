@@ -21,6 +21,13 @@ EXIT_MODEL = 4
 EXIT_INTERNAL = 70
 
 REDIS_HINT = "start it, or point LABELQ_REDIS_URL (or --redis-url) at one"
+FLEET_HINT = "start it, or correct LABELQ_REDIS_SHARDS (or give --redis-url)"
+
+
+def redis_hint() -> str:
+    """What to do about a Redis that does not answer: the variable that named it (a fleet's servers come from
+    LABELQ_REDIS_SHARDS)."""
+    return FLEET_HINT if os.environ.get("LABELQ_REDIS_SHARDS", "").strip() else REDIS_HINT
 
 
 def describe(exc: BaseException) -> tuple[str, int]:
@@ -63,9 +70,9 @@ def describe(exc: BaseException) -> tuple[str, int]:
             EXIT_USAGE,
         )
     if isinstance(exc, SubmitError):
-        return f"{exc}; {REDIS_HINT}", EXIT_REDIS
+        return f"{exc}; {redis_hint()}", EXIT_REDIS
     if isinstance(exc, BROKER_ERRORS):
-        return f"Redis unreachable ({exc}); {REDIS_HINT}", EXIT_REDIS
+        return f"Redis unreachable ({exc}); {redis_hint()}", EXIT_REDIS
     if isinstance(exc, redis.AuthenticationError | redis.ResponseError):
         return f"Redis refused the command ({exc}); check the password and database in LABELQ_REDIS_URL", EXIT_REDIS
     if isinstance(exc, ModelError):

@@ -68,7 +68,9 @@ def repeated_server(urls: Sequence[str]) -> str | None:
     first: dict[str, int] = {}
     for number, url in enumerate(urls, 1):
         name = server_name(url)
-        if name in first:
-            return f"item {number} names the same server as item {first[name]} ({name}); name each server once"
-        first[name] = number
+        # localhost is 127.0.0.1 (other aliases of one host need DNS, which settings never ask)
+        same = "127.0.0.1" + name[len("localhost") :] if name.startswith("localhost:") else name
+        if same in first:
+            return f"item {number} names the same server as item {first[same]} ({name}); name each server once"
+        first[same] = number
     return None

@@ -74,6 +74,8 @@ def test_submit_get_wait_health_and_workers_over_two_servers(two: list[RedisServ
     two[0].stop()
     assert labelq(two, "health").returncode == 3  # no server answers: Redis unreachable
     assert labelq(two, "workers").returncode == 3
+    gone = labelq(two, "get", request_id)  # the hint names the variable the servers came from
+    assert gone.returncode == 3 and "correct LABELQ_REDIS_SHARDS" in gone.stderr, gone.stderr
 
 
 def test_different_models_on_different_servers_is_unhealthy() -> None:

@@ -54,6 +54,7 @@ def test_sentinel_items_keep_their_semicolons(monkeypatch: pytest.MonkeyPatch) -
     ("value", "says"),
     [
         ("redis://:pw1@a:6379/0,redis://b:6379,redis://:pw2@a:6379", "item 3 names the same server as item 1"),
+        ("redis://127.0.0.1:7101/0,redis://localhost:7101/0", "item 2 names the same server as item 1"),
         ("redis://a:6379/0,http://:pw3@b", "item 2: the scheme must be one of"),
         ("redis://a:6379/0,redis://:pw4@b:port", "item 2: the port must be a number"),
         ("redis://a/0,rediss://:pw5@b:6380/0", "item 2): a rediss:// URL needs the URL parameter ssl_cert_reqs"),
