@@ -134,3 +134,26 @@ def test_a_redis_restart_mid_stream_loses_nothing(
         f"{tally.duplicates} duplicates; {len(tally.missing)} missing"
     )
     assert not tally.missing
+
+
+def test_a_redis_outage_is_one_line_a_queue_in_the_log_not_a_traceback_twice_a_second(
+    start_worker: WorkerFactory, private_server: list[RedisServer], tmp_path: Path
+) -> None:
+    """Found by an outside check of a fleet: with one server down for 72 s, its worker logged a 55-line traceback
+    for each failed claim, about 100 lines a second. Now: one warning a queue an outage, one line when it works
+    again; the traceback only at DEBUG."""
+    server = RedisServer(redis_binary(), persistent=True).start()
+    private_server.append(server)
+    start_worker(url=server.url, enable_fake_model=True, model="fake")
+    server.stop()
+    time.sleep(4.0)  # the watchers wake the loop as they retry: claims fail many times over
+    server.start()
+    with Client(server.url) as client:
+        request = ClassifyRequest(text="back again", labels=["a", "b"])  # type: ignore[arg-type]
+        assert isinstance(client.wait(client.submit(request), timeout_s=60), ClassificationResult)
+    log = (tmp_path / "worker-0.log").read_text()
+    failed = [line for line in log.splitlines() if "claiming from labelq.realtime failed" in line]
+    assert 1 <= len(failed) <= 2, "\n".join(failed)  # once an outage (twice if Redis flapped while starting)
+    assert "claiming from labelq.realtime works again" in log
+    after = log[log.index("claiming from labelq.realtime failed") :]  # (Celery logs its own lost connection once)
+    assert "Traceback" not in after, after[-3000:]

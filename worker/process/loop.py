@@ -125,6 +125,7 @@ class BatchLoop(threading.Thread):
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._commands: queues.SimpleQueue[Callable[[], None]] = queues.SimpleQueue()
+        self._claims_failing: set[str] = set()  # queues whose last claim failed on Redis: said once an outage
         self._watchers: list[QueueWatcher] = []
         # what this worker holds (claimed, not yet acked or handed back), in claim order; the lock also keeps a
         # claim from landing after a cold stop took the list
@@ -288,8 +289,15 @@ class BatchLoop(threading.Thread):
                 if not interleave or len(claimed) < want or self.batchers[queue].full():
                     break
                 self._between_bulk_runs()
-        except redis.RedisError:
-            log.warning("claiming from %s failed; the watcher will wake us again", queue, exc_info=True)
+            if queue in self._claims_failing:
+                self._claims_failing.discard(queue)
+                log.info("claiming from %s works again", queue)
+        except redis.RedisError as exc:  # one line an outage (a Redis down for minutes logged a traceback twice a
+            # second): the traceback at DEBUG
+            if queue not in self._claims_failing:
+                self._claims_failing.add(queue)
+                log.warning("claiming from %s failed (%s); trying again as its watcher wakes us", queue, exc)
+            log.debug("claiming from %s failed", queue, exc_info=True)
         except Exception:  # no message may stop the worker; what was claimed comes back after the timeout
             log.exception("claiming from %s failed unexpectedly; its messages will be delivered again", queue)
         for watcher in watchers:  # claimed: it watches again now, not after the batch this poll may go on to run
