@@ -24,6 +24,11 @@ REDIS_HINT = "start it, or point LABELQ_REDIS_URL (or --redis-url) at one"
 FLEET_HINT = "start it, or correct LABELQ_REDIS_SHARDS (or give --redis-url)"
 
 
+def url_setting() -> str:
+    """The setting the Redis URLs came from: a fleet's from LABELQ_REDIS_SHARDS."""
+    return "LABELQ_REDIS_SHARDS" if os.environ.get("LABELQ_REDIS_SHARDS", "").strip() else "LABELQ_REDIS_URL"
+
+
 def redis_hint() -> str:
     """What to do about a Redis that does not answer: the variable that named it (a fleet's servers come from
     LABELQ_REDIS_SHARDS)."""
@@ -44,20 +49,20 @@ def describe(exc: BaseException) -> tuple[str, int]:
         return str(exc), EXIT_USAGE
     missing = str(exc) if own_line else database_missing(exc)
     if missing:  # the URL's /N is past the server's databases: a setting, whichever command met it
-        return f"{missing}; fix it in LABELQ_REDIS_URL (or --redis-url)", EXIT_USAGE
+        return f"{missing}; fix it in {url_setting()} (or --redis-url)", EXIT_USAGE
     if isinstance(exc, AccessDenied):  # says what it could not send, and where the grants are
         return str(exc), EXIT_USAGE
     refused = permission_denied(exc)
     if refused:
         return (
-            f"the Redis user in LABELQ_REDIS_URL lacks a permission ({refused}); grant the ACL in {ACL_DOCS}",
+            f"the Redis user in {url_setting()} lacks a permission ({refused}); grant the ACL in {ACL_DOCS}",
             EXIT_USAGE,
         )
     if isinstance(exc, RedisURLError):
         if "sentinel" in str(exc):
             return f"{exc}; set LABELQ_REDIS_TRANSPORT_OPTIONS=master_name=...", EXIT_USAGE
         if "URL parameter" in str(exc):
-            return f"{exc}; fix it in LABELQ_REDIS_URL (or --redis-url)", EXIT_USAGE
+            return f"{exc}; fix it in {url_setting()} (or --redis-url)", EXIT_USAGE
         return f"{exc}; set LABELQ_REDIS_URL (or --redis-url) to redis://host:port/db", EXIT_USAGE
     if isinstance(exc, PasswordRefused):  # says where, and never the password
         return str(exc), EXIT_REDIS
@@ -74,7 +79,7 @@ def describe(exc: BaseException) -> tuple[str, int]:
     if isinstance(exc, BROKER_ERRORS):
         return f"Redis unreachable ({exc}); {redis_hint()}", EXIT_REDIS
     if isinstance(exc, redis.AuthenticationError | redis.ResponseError):
-        return f"Redis refused the command ({exc}); check the password and database in LABELQ_REDIS_URL", EXIT_REDIS
+        return f"Redis refused the command ({exc}); check the password and database in {url_setting()}", EXIT_REDIS
     if isinstance(exc, ModelError):
         return f"model: {exc}", EXIT_MODEL
     if isinstance(exc, InputError | ConfigError):

@@ -5,11 +5,13 @@ kombu's `sentinel://` form (several sentinels joined by `;`, the master's name i
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import redis
 from redis.sentinel import Sentinel
 
+from schemas.servers import server_name
 from schemas.transport import (
     ACL_DOCS,
     DEAD_LETTER_KEY,
@@ -105,20 +107,21 @@ def check_access(settings: Settings) -> None:
         finally:
             pubsub.close()
     except redis.RedisError as exc:
+        variable = _url_setting()
         missing = database_missing(exc, url_database(settings.redis_url))
         if missing:  # a setting: retrying cannot help
-            raise ConfigError(f"{missing}; fix it in LABELQ_REDIS_URL") from None
+            raise ConfigError(f"{missing}; fix it in {variable}") from None
         if password_refused(exc):
             raise RedisRefused(
-                f"Redis refused the user or password in LABELQ_REDIS_URL ({type(exc).__name__}); check them "
-                "(redis://user:password@host:port/N)"
+                f"Redis at {server_name(settings.redis_url)} refused the user or password in {variable} "
+                f"({type(exc).__name__}); check them (redis://user:password@host:port/N)"
             ) from None
         refused = permission_denied(exc)
         if refused is None:
             return  # unreachable or another failure: the worker's connection retries say so themselves
         raise ConfigError(
-            f"the Redis user in LABELQ_REDIS_URL lacks a permission the worker needs ({refused}); grant the ACL "
-            f"in {ACL_DOCS}"
+            f"the Redis user in {variable} lacks a permission the worker needs on {server_name(settings.redis_url)} "
+            f"({refused}); grant the ACL in {ACL_DOCS}"
         ) from None
     finally:
         client.close()
@@ -173,3 +176,8 @@ def check_key_types(settings: Settings, client: redis.Redis | None = None) -> No
     if problems:
         more = f" (and {len(problems) - 1} more such keys)" if len(problems) > 1 else ""
         raise ConfigError(f"{problems[0]}{more}; {WRONG_TYPE_HINT}")
+
+
+def _url_setting() -> str:
+    """The setting a refused URL came from: a fleet's servers come from LABELQ_REDIS_SHARDS."""
+    return "LABELQ_REDIS_SHARDS" if os.environ.get("LABELQ_REDIS_SHARDS", "").strip() else "LABELQ_REDIS_URL"

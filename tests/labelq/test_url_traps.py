@@ -130,3 +130,18 @@ def test_a_database_with_a_trailing_slash_is_one_line_exit_2_not_an_internal_err
     for command in COMMANDS[:2]:
         line = one_line(run(*command, redis_url=f"{redis_url}/"), 2)
         assert "must be a number, not '0/'" in line, line
+
+
+def test_a_fleet_server_that_refuses_the_password_is_named_with_the_setting_it_came_from(
+    redis_url: str, guarded: RedisServer
+) -> None:
+    """The line pointed at LABELQ_REDIS_URL (unset) and named no server when a fleet's server refused it."""
+    from schemas.servers import server_name
+
+    wrong = guarded.url.replace("right-password", "wrong-password")
+    shards = f"{redis_url},{wrong}"
+    for command in (("labelq.cli", "worker"), ("celery", "-A", "worker.celery_app", "worker")):
+        done = run(*command, redis_url=redis_url, LABELQ_REDIS_SHARDS=shards)
+        line = one_line(done, 3)
+        assert f"Redis at {server_name(wrong)} refused the user or password in LABELQ_REDIS_SHARDS" in line, line
+        assert "wrong-password" not in done.stderr + done.stdout
