@@ -63,7 +63,8 @@ def dlq_list(reason: str | None, limit: int, redis_url: str) -> None:
 
     rows, partial = _letters(_dead_letters(redis_url), reason)
     counts = Counter(letter.get("reason") for _, letter in rows)
-    click.echo(f"{len(rows)} dead letters" + "".join(f"  {r}: {n}" for r, n in counts.most_common()))
+    noun = "dead letter" if len(rows) == 1 else "dead letters"
+    click.echo(f"{len(rows)} {noun}" + "".join(f"  {r}: {n}" for r, n in counts.most_common()))
     for _, letter in rows[-limit:] if limit else []:
         detail = str(letter.get("detail") or "")[:70]
         click.echo(f"{letter.get('id')}  {letter.get('reason'):<26} {letter.get('message_id') or '-':<36} {detail}")

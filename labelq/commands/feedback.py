@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from labelq.commands.options import REDIS_URL_OPTION, producer
+from labelq.commands.options import FLEET_URL_OPTION, producer
 
 
 @click.command("feedback")
@@ -15,8 +15,10 @@ from labelq.commands.options import REDIS_URL_OPTION, producer
 @click.option("--text", required=True, help="The text that was classified (a result does not carry it)")
 @click.option("--moderator", default=None, help="Who corrected it (kept with the correction)")
 @click.option("--timeout", "timeout_s", default=30.0, show_default=True, help="Seconds to wait for a worker's answer")
-@REDIS_URL_OPTION
-def feedback(request_id: str, labels: str, text: str, moderator: str | None, timeout_s: float, redis_url: str) -> None:
+@FLEET_URL_OPTION
+def feedback(
+    request_id: str, labels: str, text: str, moderator: str | None, timeout_s: float, redis_url: str | None
+) -> None:
     """Correct the result of REQUEST_ID: which of its label set's labels apply. Exit 0 kept, 1 refused (the line
     says why: unknown id, unknown label, a set without a head) or no worker answered; 2 when the workers' task
     queue (labelq.tasks) is a Redis key of another type."""

@@ -97,7 +97,19 @@ SHORTLIST_OPTION = click.option(
 def _one_server(ctx: click.Context, param: click.Parameter, value: str | None) -> str:
     """--redis-url, else the settings' one: LABELQ_REDIS_URL, else the first server of LABELQ_REDIS_SHARDS, else
     the default (never the default while a fleet is named: that would be a Redis outside it)."""
-    return value if value is not None else str(cli_settings().redis_url)
+    if value is not None:
+        return value
+    settings = cli_settings()
+    servers = settings.redis_urls()
+    if len(servers) > 1:  # a fleet: this command reads one server, said so (dead letters stay on their server)
+        from schemas.servers import server_name
+
+        click.echo(
+            f"note: on {server_name(settings.redis_url)}, one of the {len(servers)} servers of "
+            "LABELQ_REDIS_SHARDS (--redis-url for another)",
+            err=True,
+        )
+    return str(settings.redis_url)
 
 
 REDIS_URL_OPTION = click.option(

@@ -206,6 +206,20 @@ def test_a_single_server_command_in_a_fleet_never_uses_a_redis_outside_it(two: l
         raw.rpush("labelq:dead", DeadLetter("undecodable", "labelq.bulk", b"x").to_json(1.0))
     listed = labelq(two, "dlq", "list")
     assert listed.returncode == 0 and "1 dead letter" in listed.stdout, listed.stdout + listed.stderr
+    # which server it read is said (an outside check read "0 dead letters" while the other server held one)
+    assert f"note: on {server_name(two[0].url)}, one of the 2 servers of LABELQ_REDIS_SHARDS" in listed.stderr
+
+
+def test_feedback_goes_to_the_home_server_of_the_request_it_corrects(two: list[RedisServer]) -> None:
+    """`labelq feedback` sent every correction to one server: a request homed on another was `unknown_request`."""
+    request_id = next(f"fb-{i}" for i in range(100) if home_server(f"fb-{i}", 2) == 1)  # homed on the second
+    sent = labelq(two, "feedback", request_id, "--labels", "bug", "--text", "it crashes", "--timeout", "0.5")
+    assert sent.returncode == 1 and "Traceback" not in sent.stderr  # no worker here to answer it
+    depths = []
+    for server in two:
+        with redis_lib.Redis.from_url(server.url) as raw:
+            depths.append(raw.llen("labelq.tasks"))
+    assert depths == [0, 1], depths
 
 
 def test_a_refit_reads_the_corrections_of_every_server(two: list[RedisServer]) -> None:
