@@ -24,22 +24,19 @@ REDIS_HINT = "start it, or point LABELQ_REDIS_URL (or --redis-url) at one"
 FLEET_HINT = "start it, or correct LABELQ_REDIS_SHARDS (or give --redis-url)"
 
 
-def url_setting() -> str:
-    """The setting the Redis URLs came from: a fleet's from LABELQ_REDIS_SHARDS."""
-    return "LABELQ_REDIS_SHARDS" if os.environ.get("LABELQ_REDIS_SHARDS", "").strip() else "LABELQ_REDIS_URL"
-
-
 def redis_hint() -> str:
     """What to do about a Redis that does not answer: the variable that named it (a fleet's servers come from
     LABELQ_REDIS_SHARDS)."""
-    return FLEET_HINT if os.environ.get("LABELQ_REDIS_SHARDS", "").strip() else REDIS_HINT
+    from worker.connections import url_setting
+
+    return FLEET_HINT if url_setting() == "LABELQ_REDIS_SHARDS" else REDIS_HINT
 
 
 def describe(exc: BaseException) -> tuple[str, int]:
     """The one line and exit code for a failure no command handled itself."""
     from producer.client import BROKER_ERRORS, AccessDenied, PasswordRefused, SubmitError, WrongKeyType
     from schemas.transport import ACL_DOCS, RedisURLError, database_missing, permission_denied, wrong_type
-    from worker.connections import RedisRefused
+    from worker.connections import RedisRefused, url_setting
     from worker.errors import ConfigError, InputError, ModelError
 
     if isinstance(exc, RedisRefused):  # a worker's start-up check: the password or user was refused

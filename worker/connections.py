@@ -107,7 +107,7 @@ def check_access(settings: Settings) -> None:
         finally:
             pubsub.close()
     except redis.RedisError as exc:
-        variable = _url_setting()
+        variable = url_setting()
         missing = database_missing(exc, url_database(settings.redis_url))
         if missing:  # a setting: retrying cannot help
             raise ConfigError(f"{missing}; fix it in {variable}") from None
@@ -178,6 +178,6 @@ def check_key_types(settings: Settings, client: redis.Redis | None = None) -> No
         raise ConfigError(f"{problems[0]}{more}; {WRONG_TYPE_HINT}")
 
 
-def _url_setting() -> str:
-    """The setting a refused URL came from: a fleet's servers come from LABELQ_REDIS_SHARDS."""
+def url_setting() -> str:
+    """The setting the Redis URLs came from, for messages: a fleet's servers come from LABELQ_REDIS_SHARDS."""
     return "LABELQ_REDIS_SHARDS" if os.environ.get("LABELQ_REDIS_SHARDS", "").strip() else "LABELQ_REDIS_URL"
