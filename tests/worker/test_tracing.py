@@ -24,6 +24,7 @@ from schemas.result import TRACE_ID_KEY, TRACEPARENT_KEY
 from schemas.transport import QUEUE_REALTIME, TASK_CLASSIFY
 from tests.conftest import WorkerFactory
 from tests.webhook_receiver import Receiver
+from tests.worker.delivery.test_webhooks_e2e import wait_until
 from worker import tracing
 from worker.engine.engine import Engine
 from worker.settings import load_settings
@@ -151,15 +152,6 @@ class OtlpReceiver:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
-
-
-def wait_until(condition: Any, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def test_one_trace_from_an_instrumented_celery_sender_to_the_webhook(
