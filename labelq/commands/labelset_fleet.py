@@ -32,11 +32,6 @@ class LabelSetFleet:
         self.missed: list[str] = []  # servers a write or read could not reach, in order, each once
         self.versions: dict[str, int] = {}  # the last `put`'s version on each server written
 
-    @property
-    def client(self) -> redis.Redis:
-        """The first server's client (a refit's corrections are read through `corrections`, not this)."""
-        return self.stores[0][1].client
-
     # --- reads: the first server that answers ---
 
     def get(self, name: str, version: int | None = None) -> LabelSet | None:
@@ -51,12 +46,9 @@ class LabelSetFleet:
             found.update(names)
         return sorted(found)
 
-    def latest_versions(self, name: str) -> dict[str, int | None]:
-        """Each reachable server's latest stored version of `name` (None: none stored there)."""
-        return {
-            server: (found.version if found is not None and not found.builtin else None)
-            for server, found in self._each(lambda store: store.get(name)).items()
-        }
+    def latest_each(self, name: str) -> dict[str, LabelSet | None]:
+        """Each reachable server's latest version of `name` (the built-in set where none is stored; None: neither)."""
+        return self._each(lambda store: store.get(name))
 
     # --- writes: every server ---
 

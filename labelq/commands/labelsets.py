@@ -412,20 +412,22 @@ def labelsets_list(redis_url: str | None) -> None:
     skipped = 0
     for name in store.names():
         try:
-            labelset = store.get(name)
-            versions = store.latest_versions(name) if len(store.stores) > 1 else {}
+            each = store.latest_each(name)  # one read a server
         except InputError as exc:  # one broken set does not hide the others
             click.echo(f"skipped {name}: {exc}", err=True)
             skipped += 1
             continue
-        if labelset is not None:
-            head = f"  head on {labelset.head.model}@{labelset.head.model_revision}" if labelset.head else ""
-            where = "  built-in" if labelset.builtin else ("  (overrides the built-in)" if name in builtins else "")
-            if len(set(versions.values())) > 1:  # a server missed a write, or was written to alone
-                each = ", ".join(f"v{v if v is not None else ' none'} on {server}" for server, v in versions.items())
-                where += f"  (differs between servers: {each})"
-                skipped += 1
-            click.echo(f"{name}  v{labelset.version}  {len(labelset.labels)} labels{head}{where}")
+        labelset = next((found for found in each.values() if found is not None), None)
+        if labelset is None:
+            continue
+        head = f"  head on {labelset.head.model}@{labelset.head.model_revision}" if labelset.head else ""
+        where = "  built-in" if labelset.builtin else ("  (overrides the built-in)" if name in builtins else "")
+        versions = {server: (s.version if s is not None and not s.builtin else None) for server, s in each.items()}
+        if len(set(versions.values())) > 1:  # a server missed a write, or was written to alone
+            shown = ", ".join(f"v{v if v is not None else ' none'} on {server}" for server, v in versions.items())
+            where += f"  (differs between servers: {shown})"
+            skipped += 1
+        click.echo(f"{name}  v{labelset.version}  {len(labelset.labels)} labels{head}{where}")
     for server in store.missed:
         click.echo(f"error: Redis at {server} unreachable: its label sets are not listed", err=True)
     if skipped or store.missed:

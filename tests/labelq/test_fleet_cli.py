@@ -190,6 +190,11 @@ def test_label_sets_are_written_to_every_server_and_a_missed_one_is_named(
     assert caught_up.returncode == 0 and "intents version 3" in caught_up.stdout, caught_up.stderr
     listed = labelq(two, "labelsets", "list")
     assert listed.returncode == 0 and "intents  v3  2 labels" in listed.stdout  # one number on every server
+    with redis_lib.Redis.from_url(two[0].url) as raw:  # the first server lost it (came back empty, say)
+        LabelSetStore(raw).delete("intents")
+    listed = labelq(two, "labelsets", "list")  # was silent: the set was read from the first server only
+    assert listed.returncode == 1 and "intents  v3  2 labels" in listed.stdout, listed.stdout
+    assert f"v none on {server_name(two[0].url)}" in listed.stdout
     deleted = labelq(two, "labelsets", "delete", "intents")
     assert deleted.returncode == 0
     for server in two:
